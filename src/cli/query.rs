@@ -1,0 +1,126 @@
+//! `outcore query`: filter, select, group, aggregate, sort and print a CSV glob.
+
+use std::time::Instant;
+
+use arrow::datatypes::DataType;
+use clap::Args;
+use outcore::agg::parse_aggs;
+use outcore::expr::{parse, parse_type, TYPE_NAMES};
+use outcore::frame::sort_batch;
+use outcore::{Error, Result};
+
+use super::output::{print, Format};
+use super::RunArgs;
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// CSV files: a glob ('data/*.csv'), a folder, or a file.
+    glob: String,
+    /// Keep rows where this is true, e.g. "y > 0 and name != 'Bob'".
+    #[arg(long)]
+    filter: Option<String>,
+    /// Group by these columns (comma-separated); needs --agg.
+    #[arg(long, value_delimiter = ',')]
+    groupby: Vec<String>,
+    /// Aggregations, e.g. 'sum(v1), mean(v3) as m, size()'. Without --groupby they
+    /// aggregate the whole frame.
+    #[arg(long)]
+    agg: Option<String>,
+    /// Output only these columns (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    select: Vec<String>,
+    /// Sort the answer by these columns (comma-separated; a leading '-' sorts descending).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    sort: Vec<String>,
+    /// Print only the first N rows.
+    #[arg(long)]
+    head: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Declare a column's type: --dtype id=string (repeatable).
+    #[arg(long, value_parser = parse_dtype)]
+    dtype: Vec<(String, DataType)>,
+    /// Parse these columns as ISO-8601 timestamps (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    parse_dates: Vec<String>,
+    /// Print the time taken to stderr.
+    #[arg(long)]
+    time: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<(String, DataType), String> {
+    let (col, ty) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected COLUMN=TYPE, found {s:?}"))?;
+    let t =
+        parse_type(ty.trim()).ok_or_else(|| format!("unknown type {ty:?}; known: {TYPE_NAMES}"))?;
+    Ok((col.trim().to_string(), t))
+}
+
+pub fn run(a: QueryArgs) -> Result<()> {
+    let started = Instant::now();
+    let session = a.run.session()?;
+    let mut reader = session
+        .read_csv(&a.glob)
+        .with_parse_dates(a.parse_dates.clone());
+    for (c, t) in &a.dtype {
+        reader = reader.with_dtype(c, t.clone());
+    }
+    let mut df = reader.load()?;
+    if let Some(f) = &a.filter {
+        df = df.filter(parse(f)?)?;
+    }
+    let aggs = a.agg.as_deref().map(parse_aggs).transpose()?;
+    let aggregated = match (&aggs, a.groupby.is_empty()) {
+        (Some(aggs), false) => Some(df.groupby(&a.groupby)?.agg(aggs)?),
+        (Some(aggs), true) => Some(df.agg(aggs)?),
+        (None, false) => {
+            return Err(Error::plan(
+                "query",
+                "--groupby needs --agg, e.g. --agg 'sum(v1)'",
+            ));
+        }
+        (None, true) => None,
+    };
+    let sort: Vec<(String, bool)> = a
+        .sort
+        .iter()
+        .map(|s| match s.strip_prefix('-') {
+            Some(c) => (c.to_string(), false),
+            None => (s.clone(), true),
+        })
+        .collect();
+    let mut df = aggregated.unwrap_or(df);
+    if !a.select.is_empty() {
+        df = df.select(&a.select)?;
+    }
+    for (c, _) in &sort {
+        outcore::expr::column_type(&df.schema(), c)?;
+    }
+    let batch = if sort.is_empty() {
+        match a.head {
+            Some(n) => df.head(n)?,
+            None => df.compute()?,
+        }
+    } else {
+        let all = df.compute()?;
+        let by: Vec<(&str, bool)> = sort.iter().map(|(c, asc)| (c.as_str(), *asc)).collect();
+        let sorted = sort_batch(&all, &by)?;
+        match a.head {
+            Some(n) => sorted.slice(0, n.min(sorted.num_rows())),
+            None => sorted,
+        }
+    };
+    print(&batch, a.format)?;
+    if a.time {
+        eprintln!(
+            "{} rows in {:.3} s",
+            batch.num_rows(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Errors, built around who has to act: bad input data names the file, line and
+//! column and says what was expected; a query that cannot be built says why before
+//! anything runs; a failed task names the task; a bug in outcore says so.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
+
+/// The result type of every fallible outcore call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A place in an input file: `data/ts/part-3.csv:1042`. Lines count from 1 at the
+/// start of the file (not of the block being read); the header is line 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line number, absolute in the file.
+    pub line: u64,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)
+    }
+}
+
+/// Everything that can go wrong in outcore.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value in an input file does not parse as its column's type: the user fixes the
+    /// file or declares the column's dtype.
+    #[error("{at}: column {column:?}: expected {expected}, found {found:?}\n  hint: {hint}")]
+    Parse {
+        /// Where the value is.
+        at: Location,
+        /// The column's name.
+        column: String,
+        /// The type the column was given (inferred or declared).
+        expected: DataType,
+        /// The text that was found.
+        found: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// An input file is malformed in a way that is not about one value (wrong number of
+    /// fields, not UTF-8, a header that differs from the other files').
+    #[error("{at}: {reason}")]
+    Malformed {
+        /// Where the problem is.
+        at: Location,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The query cannot be built: raised when the operation is added, before compute.
+    #[error("{op}: {reason}")]
+    Plan {
+        /// The operation being added (`filter`, `groupby`, `read_csv`, ...).
+        op: &'static str,
+        /// Why it cannot be built.
+        reason: String,
+    },
+    /// An expression string could not be parsed; `position` is a 0-based char offset.
+    #[error("invalid expression at character {}: {reason}\n  {input}\n  {caret}^", position + 1, caret = " ".repeat(*position))]
+    Syntax {
+        /// The expression text.
+        input: String,
+        /// 0-based character offset of the offending character.
+        position: usize,
+        /// What was expected there.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A task of a computation failed; `source` says why.
+    #[error("task {key} failed: {source}")]
+    Task {
+        /// The task's key, `(name, index)`.
+        key: String,
+        /// The error the task returned.
+        source: Box<Error>,
+    },
+    /// An error from an Arrow kernel.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// An error from the storage layer (shuffle store, spill cache, codec).
+    #[error(transparent)]
+    Storage(#[from] outcore_storage::Error),
+    /// A bug in outcore.
+    #[error("internal error: {0}; this is a bug in outcore, please report it")]
+    Internal(String),
+}
+
+impl Error {
+    /// A [`Error::Plan`] error.
+    pub fn plan(op: &'static str, reason: impl Into<String>) -> Self {
+        Error::Plan {
+            op,
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Io`] error for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The innermost error: a task failure unwrapped to what the task reported.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Task { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}
+
+impl From<datafusion_common::DataFusionError> for Error {
+    fn from(e: datafusion_common::DataFusionError) -> Self {
+        match e {
+            datafusion_common::DataFusionError::ArrowError(a, _) => Error::Arrow(*a),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}

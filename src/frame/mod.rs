@@ -1,0 +1,446 @@
+//! `DataFrame`: a lazy, partitioned frame. A frame is a cheap handle (the session,
+//! a logical [`Plan`] and its schema); operations check their arguments against the
+//! schema at once, so mistakes surface where they are written, and add a plan node.
+//! Nothing is read until `compute`, `head`, `count` and friends run the plan.
+
+pub mod ops;
+pub mod plan;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow::compute::{
+    concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+pub use plan::{PartitionFn, Plan};
+
+use crate::agg::{AggFunc, AggSpec, AggregatePlan};
+use crate::error::{Error, Result};
+use crate::expr::{col, Expr};
+use crate::graph::{Graph, Value};
+use crate::io::CsvSource;
+use crate::scheduler::RunStats;
+use crate::session::Session;
+
+/// A lazy, partitioned frame of Arrow record batches.
+#[derive(Clone)]
+pub struct DataFrame {
+    session: Session,
+    plan: Arc<Plan>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for DataFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DataFrame(npartitions={}, schema={:?})",
+            self.npartitions(),
+            self.schema
+        )
+    }
+}
+
+impl DataFrame {
+    pub(crate) fn from_csv(session: Session, source: Arc<CsvSource>) -> DataFrame {
+        let plan = Arc::new(Plan::ReadCsv {
+            source,
+            projection: None,
+        });
+        DataFrame {
+            schema: plan.schema(),
+            plan,
+            session,
+        }
+    }
+
+    fn with_plan(&self, plan: Plan) -> DataFrame {
+        let plan = Arc::new(plan);
+        DataFrame {
+            schema: plan.schema(),
+            plan,
+            session: self.session.clone(),
+        }
+    }
+
+    /// The columns and their types.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The column names.
+    pub fn columns(&self) -> Vec<String> {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    /// Number of partitions.
+    pub fn npartitions(&self) -> usize {
+        self.plan.npartitions()
+    }
+
+    /// The session this frame belongs to.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Rows where `predicate` is true; a null counts as false.
+    pub fn filter(&self, predicate: Expr) -> Result<DataFrame> {
+        let t = predicate.data_type(&self.schema)?;
+        if t != DataType::Boolean && t != DataType::Null {
+            return Err(Error::plan(
+                "filter",
+                format!("`{predicate}` is {t}, not a boolean condition"),
+            ));
+        }
+        Ok(self.with_plan(Plan::Filter {
+            input: self.plan.clone(),
+            predicate,
+        }))
+    }
+
+    /// Rows where the expression string is true: `df.query("y > 0 and name != 'Bob'")`.
+    pub fn query(&self, predicate: &str) -> Result<DataFrame> {
+        self.filter(crate::expr::parse(predicate)?)
+    }
+
+    /// These columns, in this order.
+    pub fn select<S: AsRef<str>>(&self, columns: &[S]) -> Result<DataFrame> {
+        self.select_exprs(
+            columns
+                .iter()
+                .map(|c| (col(c.as_ref()), c.as_ref().to_string()))
+                .collect(),
+        )
+    }
+
+    /// Columns computed from expressions, each with its name.
+    pub fn select_exprs(&self, exprs: Vec<(Expr, String)>) -> Result<DataFrame> {
+        let mut fields = Vec::with_capacity(exprs.len());
+        for (e, name) in &exprs {
+            if fields.iter().any(|f: &Field| f.name() == name) {
+                return Err(Error::plan(
+                    "select",
+                    format!("column {name:?} is selected twice"),
+                ));
+            }
+            fields.push(Field::new(name, e.data_type(&self.schema)?, true));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        Ok(self.with_plan(Plan::Project {
+            input: self.plan.clone(),
+            exprs,
+            schema,
+        }))
+    }
+
+    /// Adds (or replaces) column `name` computed by `expr`.
+    pub fn with_column(&self, name: &str, expr: Expr) -> Result<DataFrame> {
+        let mut exprs: Vec<(Expr, String)> = Vec::new();
+        let mut replaced = false;
+        for f in self.schema.fields() {
+            if f.name() == name {
+                exprs.push((expr.clone(), name.to_string()));
+                replaced = true;
+            } else {
+                exprs.push((col(f.name()), f.name().clone()));
+            }
+        }
+        if !replaced {
+            exprs.push((expr, name.to_string()));
+        }
+        self.select_exprs(exprs)
+    }
+
+    /// Applies `f` to every partition; `schema` is what `f` returns (checked per
+    /// partition).
+    pub fn map_partitions(
+        &self,
+        schema: SchemaRef,
+        f: impl Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
+    ) -> DataFrame {
+        self.with_plan(Plan::MapPartitions {
+            input: self.plan.clone(),
+            f: Arc::new(f),
+            schema,
+        })
+    }
+
+    /// Groups by these key columns; finish with [`GroupBy::agg`].
+    pub fn groupby<S: AsRef<str>>(&self, keys: &[S]) -> Result<GroupBy> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_string()).collect();
+        for k in &keys {
+            crate::expr::column_type(&self.schema, k)?;
+        }
+        if keys.is_empty() {
+            return Err(Error::plan("groupby", "give at least one key column"));
+        }
+        Ok(GroupBy {
+            frame: self.clone(),
+            keys,
+            dropna: true,
+            sort: true,
+            split_every: self.session.split_every(),
+        })
+    }
+
+    /// Whole-frame aggregations, one row: `df.agg(&[sum("x"), mean("y")])`.
+    pub fn agg(&self, aggs: &[AggSpec]) -> Result<DataFrame> {
+        let plan = AggregatePlan::new(&self.schema, Vec::new(), aggs.to_vec(), false, false)?;
+        Ok(self.with_plan(Plan::Aggregate {
+            input: self.plan.clone(),
+            plan: Arc::new(plan),
+            split_every: self.session.split_every(),
+        }))
+    }
+
+    /// Runs the plan and returns every partition, in order.
+    pub fn compute_partitions(&self) -> Result<(Vec<RecordBatch>, RunStats)> {
+        let n = self.npartitions();
+        self.compute_some(0..n)
+    }
+
+    fn compute_some(&self, parts: std::ops::Range<usize>) -> Result<(Vec<RecordBatch>, RunStats)> {
+        let pruned = plan::prune(&self.plan, None);
+        let mut graph = Graph::new();
+        let keys = plan::lower(&pruned, &mut graph);
+        let exec = graph.compile(&keys[parts])?;
+        let (values, stats) = self.session.executor().run(&exec)?;
+        let batches = values
+            .iter()
+            .map(|v| match v.as_ref() {
+                Value::Batch(b) => Ok(b.clone()),
+                other => Err(Error::Internal(format!(
+                    "a frame partition is {}",
+                    other.kind()
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((batches, stats))
+    }
+
+    /// Runs the plan and gathers the answer into one batch.
+    pub fn compute(&self) -> Result<RecordBatch> {
+        let (parts, _) = self.compute_partitions()?;
+        Ok(concat_batches(&self.schema, &parts)?)
+    }
+
+    /// The first `n` rows. Computes the first partition, then more (doubling) while
+    /// the rows are too few, so a short or empty first partition still gives `n`
+    /// rows when the frame has them (Dask's `head` looks at the first only).
+    pub fn head(&self, n: usize) -> Result<RecordBatch> {
+        let total = self.npartitions();
+        let (mut got, mut rows, mut next, mut step) = (Vec::new(), 0usize, 0usize, 1usize);
+        while rows < n && next < total {
+            let end = (next + step).min(total);
+            let (parts, _) = self.compute_some(next..end)?;
+            for p in parts {
+                rows += p.num_rows();
+                got.push(p);
+            }
+            next = end;
+            step *= 2;
+        }
+        let all = concat_batches(&self.schema, &got)?;
+        Ok(all.slice(0, n.min(all.num_rows())))
+    }
+
+    /// Number of rows.
+    pub fn num_rows(&self) -> Result<usize> {
+        // A projection of no columns decodes nothing, yet its batches keep their
+        // row counts, which is all `size` reads.
+        let counted = self
+            .select::<&str>(&[])?
+            .agg(&[crate::agg::size()])?
+            .compute()?;
+        let a = counted
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>();
+        Ok(a.map_or(0, |a| a.value(0) as usize))
+    }
+
+    /// Non-null values per column, as pandas' `df.count()`: one row, a column each.
+    pub fn count(&self) -> Result<RecordBatch> {
+        let aggs: Vec<AggSpec> = self
+            .columns()
+            .iter()
+            .map(|c| AggSpec::new(AggFunc::Count, c).alias(c))
+            .collect();
+        if aggs.is_empty() {
+            return Ok(RecordBatch::new_empty(Arc::new(Schema::empty())));
+        }
+        self.agg(&aggs)?.compute()
+    }
+
+    /// Summary statistics of the numeric columns, as pandas' `describe()`: rows
+    /// count, mean, std, min and max, a column per numeric column.
+    pub fn describe(&self) -> Result<RecordBatch> {
+        let numeric: Vec<String> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| f.data_type().is_numeric())
+            .map(|f| f.name().clone())
+            .collect();
+        if numeric.is_empty() {
+            return Err(Error::plan("describe", "the frame has no numeric columns"));
+        }
+        let stats = [
+            AggFunc::Count,
+            AggFunc::Mean,
+            AggFunc::Std,
+            AggFunc::Min,
+            AggFunc::Max,
+        ];
+        let mut aggs = Vec::new();
+        for c in &numeric {
+            for f in stats {
+                aggs.push(AggSpec::new(f, c).alias(format!("{}\u{0}{c}", f.name())));
+            }
+        }
+        let one = self.agg(&aggs)?.compute()?;
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(
+            stats.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        ))];
+        let mut fields = vec![Field::new("statistic", DataType::Utf8, false)];
+        for (ci, c) in numeric.iter().enumerate() {
+            let values: Vec<Option<f64>> = (0..stats.len())
+                .map(|si| {
+                    let a = arrow::compute::cast(
+                        one.column(ci * stats.len() + si),
+                        &DataType::Float64,
+                    )?;
+                    let a = a
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .expect("cast to Float64");
+                    Ok(a.is_valid(0).then(|| a.value(0)))
+                })
+                .collect::<Result<_>>()?;
+            columns.push(Arc::new(Float64Array::from(values)));
+            fields.push(Field::new(c, DataType::Float64, true));
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// How often each value of `column` occurs, most frequent first (ties by value),
+    /// nulls left out, as pandas' `value_counts()`.
+    pub fn value_counts(&self, column: &str) -> Result<RecordBatch> {
+        let counts = self
+            .groupby(&[column])?
+            .agg(&[crate::agg::size().alias("count")])?
+            .compute()?;
+        sort_batch(&counts, &[("count", false), (column, true)])
+    }
+
+    /// The Graphviz DOT picture of the task graph that `compute` would run.
+    pub fn visualize(&self) -> String {
+        let pruned = plan::prune(&self.plan, None);
+        let mut graph = Graph::new();
+        plan::lower(&pruned, &mut graph);
+        graph.to_dot()
+    }
+
+    /// The pruned plan's columns read from the source (for tests and `explain`).
+    pub fn read_columns(&self) -> Vec<String> {
+        fn find(p: &Plan) -> Option<Vec<String>> {
+            match p {
+                Plan::ReadCsv { .. } => Some(
+                    p.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect(),
+                ),
+                Plan::Filter { input, .. }
+                | Plan::Project { input, .. }
+                | Plan::MapPartitions { input, .. }
+                | Plan::Aggregate { input, .. } => find(input),
+            }
+        }
+        find(&plan::prune(&self.plan, None)).unwrap_or_default()
+    }
+}
+
+/// Sorts a (small, computed) batch by columns, each ascending or not; nulls last.
+pub fn sort_batch(batch: &RecordBatch, by: &[(&str, bool)]) -> Result<RecordBatch> {
+    let columns = by
+        .iter()
+        .map(|(name, ascending)| {
+            let values = batch
+                .column_by_name(name)
+                .ok_or_else(|| crate::expr::unknown_column(&batch.schema(), name))?
+                .clone();
+            Ok(SortColumn {
+                values,
+                options: Some(SortOptions {
+                    descending: !ascending,
+                    nulls_first: false,
+                }),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if batch.num_rows() < 2 || columns.is_empty() {
+        return Ok(batch.clone());
+    }
+    let indices = lexsort_to_indices(&columns, None)?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+/// A grouping waiting for its aggregations.
+#[must_use]
+pub struct GroupBy {
+    frame: DataFrame,
+    keys: Vec<String>,
+    dropna: bool,
+    sort: bool,
+    split_every: usize,
+}
+
+impl GroupBy {
+    /// Keep rows whose key is null, as a group of their own (pandas' `dropna=False`).
+    pub fn keep_null_keys(mut self) -> Self {
+        self.dropna = false;
+        self
+    }
+
+    /// Leave the answer in the order groups were met rather than sorted by key.
+    pub fn unsorted(mut self) -> Self {
+        self.sort = false;
+        self
+    }
+
+    /// Partials per combine task of the reduction tree (default: the session's, 8).
+    pub fn split_every(mut self, n: usize) -> Result<Self> {
+        if n < 2 {
+            return Err(Error::plan("groupby", "split_every must be at least 2"));
+        }
+        self.split_every = n;
+        Ok(self)
+    }
+
+    /// The aggregations: `.agg(&[sum("v1"), mean("v3")])`. One partition results.
+    pub fn agg(self, aggs: &[AggSpec]) -> Result<DataFrame> {
+        let plan = AggregatePlan::new(
+            &self.frame.schema,
+            self.keys,
+            aggs.to_vec(),
+            !self.dropna,
+            self.sort,
+        )?;
+        Ok(self.frame.with_plan(Plan::Aggregate {
+            input: self.frame.plan.clone(),
+            plan: Arc::new(plan),
+            split_every: self.split_every,
+        }))
+    }
+}

@@ -1,0 +1,285 @@
+//! The logical plan behind a [`DataFrame`](super::DataFrame), and its lowering to a
+//! task graph.
+//!
+//! Dask adds graph layers directly and later rewrites them to push column selection
+//! into the readers; dask-expr moved to a logical layer because opaque tasks hide
+//! which columns are used. We keep that layer from the start: a frame is a small
+//! tree of [`Plan`] nodes; `compute` prunes columns top-down (so CSV decoding touches
+//! only the columns the query uses), then lowers each node to one layer of tasks,
+//! one per partition, which the graph compiler culls, fuses and orders.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::ops::{AggChunk, AggCombine, AggFinalize, FilterOp, MapOp, ProjectOp, ReadCsvBlock};
+use crate::agg::AggregatePlan;
+use crate::error::Result;
+use crate::expr::Expr;
+use crate::graph::{Graph, Key, Layer, Operator, Task};
+use crate::io::CsvSource;
+
+/// A function applied to every partition by `map_partitions`.
+pub type PartitionFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
+
+/// One node of a frame's logical plan.
+pub enum Plan {
+    /// Blocks of a CSV glob; `projection` is filled in by pruning.
+    ReadCsv {
+        /// The opened source.
+        source: Arc<CsvSource>,
+        /// Column indexes to decode; all when `None`.
+        projection: Option<Vec<usize>>,
+    },
+    /// Rows where the predicate is true.
+    Filter {
+        /// Input.
+        input: Arc<Plan>,
+        /// Boolean expression.
+        predicate: Expr,
+    },
+    /// New columns from expressions (`select`, `with_column`).
+    Project {
+        /// Input.
+        input: Arc<Plan>,
+        /// Expressions and their output names.
+        exprs: Vec<(Expr, String)>,
+        /// Output schema.
+        schema: SchemaRef,
+    },
+    /// A user function per partition.
+    MapPartitions {
+        /// Input.
+        input: Arc<Plan>,
+        /// The function.
+        f: PartitionFn,
+        /// Output schema the function promises.
+        schema: SchemaRef,
+    },
+    /// A groupby-aggregate by tree reduction into one partition.
+    Aggregate {
+        /// Input.
+        input: Arc<Plan>,
+        /// What to compute.
+        plan: Arc<AggregatePlan>,
+        /// Fan-in of the combine tree.
+        split_every: usize,
+    },
+}
+
+impl Plan {
+    /// The output schema.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Plan::ReadCsv { source, projection } => match projection {
+                None => source.schema.clone(),
+                Some(p) => Arc::new(
+                    source
+                        .schema
+                        .project(p)
+                        .expect("projection indexes are valid"),
+                ),
+            },
+            Plan::Filter { input, .. } => input.schema(),
+            Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
+            Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
+        }
+    }
+
+    /// Number of partitions.
+    pub fn npartitions(&self) -> usize {
+        match self {
+            Plan::ReadCsv { source, .. } => source.blocks.len(),
+            Plan::Filter { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::MapPartitions { input, .. } => input.npartitions(),
+            Plan::Aggregate { .. } => 1,
+        }
+    }
+}
+
+/// Returns `plan` rewritten so that each node produces only the columns its
+/// consumers use; `required` is what the consumer of `plan` reads (`None`: all).
+pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan> {
+    match plan.as_ref() {
+        Plan::ReadCsv { source, .. } => {
+            let projection = required.map(|req| {
+                (0..source.schema.fields().len())
+                    .filter(|&i| req.contains(source.schema.field(i).name()))
+                    .collect()
+            });
+            Arc::new(Plan::ReadCsv {
+                source: source.clone(),
+                projection,
+            })
+        }
+        Plan::Filter { input, predicate } => {
+            let need = required.map(|r| {
+                let mut n = r.clone();
+                n.extend(predicate.columns());
+                n
+            });
+            Arc::new(Plan::Filter {
+                input: prune(input, need.as_ref()),
+                predicate: predicate.clone(),
+            })
+        }
+        Plan::Project {
+            input,
+            exprs,
+            schema,
+        } => {
+            let kept: Vec<(Expr, String)> = exprs
+                .iter()
+                .filter(|(_, name)| required.is_none_or(|r| r.contains(name)))
+                .cloned()
+                .collect();
+            let need: BTreeSet<String> = kept.iter().flat_map(|(e, _)| e.columns()).collect();
+            let schema = if kept.len() == exprs.len() {
+                schema.clone()
+            } else {
+                let idx: Vec<usize> = kept
+                    .iter()
+                    .map(|(_, n)| schema.index_of(n).expect("output names are in the schema"))
+                    .collect();
+                Arc::new(schema.project(&idx).expect("indexes are valid"))
+            };
+            Arc::new(Plan::Project {
+                input: prune(input, Some(&need)),
+                exprs: kept,
+                schema,
+            })
+        }
+        Plan::MapPartitions { input, f, schema } => Arc::new(Plan::MapPartitions {
+            input: prune(input, None),
+            f: f.clone(),
+            schema: schema.clone(),
+        }),
+        Plan::Aggregate {
+            input,
+            plan: agg,
+            split_every,
+        } => {
+            let need: BTreeSet<String> = agg.input_columns().into_iter().collect();
+            Arc::new(Plan::Aggregate {
+                input: prune(input, Some(&need)),
+                plan: agg.clone(),
+                split_every: *split_every,
+            })
+        }
+    }
+}
+
+static LAYER_ID: AtomicUsize = AtomicUsize::new(0);
+
+fn layer_name(op: &str) -> Arc<str> {
+    format!("{op}-{}", LAYER_ID.fetch_add(1, Ordering::Relaxed)).into()
+}
+
+/// Adds `plan`'s layers to `graph`; returns the key of each output partition.
+pub fn lower(plan: &Plan, graph: &mut Graph) -> Vec<Key> {
+    let per_partition =
+        |graph: &mut Graph, op: &str, inputs: &[Key], make: &dyn Fn(usize) -> Arc<dyn Operator>| {
+            let name = layer_name(op);
+            let tasks: Vec<Task> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, k)| Task {
+                    key: Key::new(&name, i),
+                    deps: vec![k.clone()],
+                    op: make(i),
+                })
+                .collect();
+            let keys = tasks.iter().map(|t| t.key.clone()).collect();
+            graph.add_layer(Layer { name, tasks });
+            keys
+        };
+    match plan {
+        Plan::ReadCsv { source, projection } => {
+            let name = layer_name("read-csv");
+            let projection: Arc<[usize]> = match projection {
+                Some(p) => p.clone().into(),
+                None => (0..source.schema.fields().len()).collect::<Vec<_>>().into(),
+            };
+            let tasks: Vec<Task> = (0..source.blocks.len())
+                .map(|i| Task {
+                    key: Key::new(&name, i),
+                    deps: vec![],
+                    op: Arc::new(ReadCsvBlock {
+                        source: source.clone(),
+                        block: i,
+                        projection: projection.clone(),
+                    }),
+                })
+                .collect();
+            let keys = tasks.iter().map(|t| t.key.clone()).collect();
+            graph.add_layer(Layer { name, tasks });
+            keys
+        }
+        Plan::Filter { input, predicate } => {
+            let inputs = lower(input, graph);
+            let op: Arc<dyn Operator> = Arc::new(FilterOp {
+                predicate: predicate.clone(),
+            });
+            per_partition(graph, "filter", &inputs, &|_| op.clone())
+        }
+        Plan::Project {
+            input,
+            exprs,
+            schema,
+        } => {
+            let inputs = lower(input, graph);
+            let op: Arc<dyn Operator> = Arc::new(ProjectOp {
+                exprs: exprs.clone(),
+                schema: schema.clone(),
+            });
+            per_partition(graph, "project", &inputs, &|_| op.clone())
+        }
+        Plan::MapPartitions { input, f, schema } => {
+            let inputs = lower(input, graph);
+            let op: Arc<dyn Operator> = Arc::new(MapOp {
+                f: f.clone(),
+                schema: schema.clone(),
+            });
+            per_partition(graph, "map-partitions", &inputs, &|_| op.clone())
+        }
+        Plan::Aggregate {
+            input,
+            plan: agg,
+            split_every,
+        } => {
+            let inputs = lower(input, graph);
+            let chunk: Arc<dyn Operator> = Arc::new(AggChunk { plan: agg.clone() });
+            let mut level = per_partition(graph, "agg-chunk", &inputs, &|_| chunk.clone());
+            let combine: Arc<dyn Operator> = Arc::new(AggCombine { plan: agg.clone() });
+            while level.len() > *split_every {
+                let name = layer_name("agg-combine");
+                let tasks: Vec<Task> = level
+                    .chunks(*split_every)
+                    .enumerate()
+                    .map(|(i, group)| Task {
+                        key: Key::new(&name, i),
+                        deps: group.to_vec(),
+                        op: combine.clone(),
+                    })
+                    .collect();
+                level = tasks.iter().map(|t| t.key.clone()).collect();
+                graph.add_layer(Layer { name, tasks });
+            }
+            let name = layer_name("agg-finalize");
+            let key = Key::new(&name, 0);
+            graph.add_layer(Layer {
+                name,
+                tasks: vec![Task {
+                    key: key.clone(),
+                    deps: level,
+                    op: Arc::new(AggFinalize { plan: agg.clone() }),
+                }],
+            });
+            vec![key]
+        }
+    }
+}

@@ -1,0 +1,737 @@
+//! CSV sources: a glob of CSV files with one header line each, cut into blocks that
+//! become partitions, and the typed decoder that turns one block's bytes into an
+//! Arrow `RecordBatch` of the projected columns only.
+//!
+//! Decoding is where reading costs (tokenising is several times cheaper), so only
+//! the columns a query uses are parsed, each in one typed loop over its fields.
+//! Empty fields are null in every column; in numeric, boolean and date columns the
+//! usual NA spellings (`NA`, `N/A`, `NaN`, `nan`, `null`, `NULL`, `None`, `<NA>`,
+//! `#N/A`, `n/a`) are null too, as pandas reads them. In text columns only the empty
+//! field is null, so a person called "NA" keeps her name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::NullBufferBuilder;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Array, Float64Array, Int64Array, RecordBatch,
+    RecordBatchOptions, StringBuilder, TimestampNanosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use super::blocks::{self, Block};
+use super::infer::{sample_files, Inferred};
+use super::tokenize::{tokenize, Fields, TokenizeError};
+use crate::error::{Error, Location, Result};
+
+/// How to read a CSV glob.
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    /// Target bytes per partition.
+    pub blocksize: u64,
+    /// Field separator.
+    pub delimiter: u8,
+    /// Declared column types; they override inference.
+    pub dtypes: Vec<(String, DataType)>,
+    /// Columns to parse as timestamps (ISO 8601, with or without `T`, fractional
+    /// seconds allowed).
+    pub parse_dates: Vec<String>,
+    /// How many files inference samples (first, last, and some between).
+    pub sample_files: usize,
+    /// Bytes sampled from the start (and as many from the middle) of each sampled file.
+    pub sample_bytes: u64,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            blocksize: 64 << 20,
+            delimiter: b',',
+            dtypes: Vec::new(),
+            parse_dates: Vec::new(),
+            sample_files: 5,
+            sample_bytes: 256 << 10,
+        }
+    }
+}
+
+/// One file of a source.
+#[derive(Debug, Clone)]
+pub struct CsvFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size in bytes when the source was opened.
+    pub size: u64,
+    /// Offset of the first byte after the header line.
+    pub data_start: u64,
+}
+
+/// A CSV glob, opened: files, their common schema, and the blocks to read.
+#[derive(Debug)]
+pub struct CsvSource {
+    /// The glob it was opened from.
+    pub pattern: String,
+    /// The files, sorted by path.
+    pub files: Vec<CsvFile>,
+    /// Every column, with its inferred or declared type.
+    pub schema: SchemaRef,
+    /// One block per partition.
+    pub blocks: Vec<Block>,
+    /// Field separator.
+    pub delimiter: u8,
+}
+
+impl CsvSource {
+    /// Expands the glob, reads every file's header, checks that they agree, infers
+    /// column types from samples, and cuts the files into blocks. Reads no other rows.
+    pub fn open(pattern: &str, opts: &CsvOptions) -> Result<CsvSource> {
+        if opts.blocksize == 0 || opts.blocksize > (2u64 << 30) {
+            return Err(Error::plan(
+                "read_csv",
+                format!(
+                    "blocksize must be between 1 byte and 2 GiB, got {}",
+                    opts.blocksize
+                ),
+            ));
+        }
+        let paths = super::glob::expand(pattern)?;
+        let mut files = Vec::with_capacity(paths.len());
+        let mut header: Option<(Vec<String>, PathBuf)> = None;
+        for path in paths {
+            let size = std::fs::metadata(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .len();
+            let (names, data_start) = read_header(&path, opts.delimiter)?;
+            if let Some(names) = names {
+                match &header {
+                    None => header = Some((names, path.clone())),
+                    Some((first, first_path)) if *first != names => {
+                        return Err(Error::Malformed {
+                            at: Location {
+                                path: path.clone(),
+                                line: 1,
+                            },
+                            reason: format!(
+                                "header differs from {}'s: expected [{}], found [{}]",
+                                first_path.display(),
+                                first.join(", "),
+                                names.join(", ")
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            files.push(CsvFile {
+                path,
+                size,
+                data_start,
+            });
+        }
+        let names = header.map(|(n, _)| dedupe_names(n)).unwrap_or_default();
+        let schema = infer_schema(&files, &names, opts)?;
+        let blocks = files
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| blocks::split(i, f.data_start, f.size, opts.blocksize))
+            .collect();
+        Ok(CsvSource {
+            pattern: pattern.to_string(),
+            files,
+            schema,
+            blocks,
+            delimiter: opts.delimiter,
+        })
+    }
+
+    /// Reads block `block` and decodes the columns in `projection` (indexes into
+    /// [`CsvSource::schema`]), in that order.
+    pub fn read_block(&self, block: usize, projection: &[usize]) -> Result<RecordBatch> {
+        let b = self.blocks[block];
+        let file = &self.files[b.file];
+        let (bytes, offset) = blocks::read_lines(&file.path, file.data_start, b.start, b.end)?;
+        self.decode(&bytes, &file.path, offset, projection)
+    }
+
+    /// Decodes whole lines `bytes`, which start at byte `offset` of `path`.
+    pub fn decode(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        offset: u64,
+        projection: &[usize],
+    ) -> Result<RecordBatch> {
+        let ncols = self.schema.fields().len();
+        let mut slot_of = vec![None; ncols];
+        for (slot, &c) in projection.iter().enumerate() {
+            slot_of[c] = Some(slot);
+        }
+        let at = |row_start: u64| Location {
+            path: path.to_path_buf(),
+            line: blocks::line_of_offset(path, offset + row_start),
+        };
+        let fields = tokenize(bytes, self.delimiter, &slot_of, projection.len())
+            .map_err(|e| tokenize_error(e, &at))?;
+        let out_schema = Arc::new(self.schema.project(projection)?);
+        let mut columns = Vec::with_capacity(projection.len());
+        for (slot, &c) in projection.iter().enumerate() {
+            let field = self.schema.field(c);
+            let column = decode_column(&fields, bytes, slot, field.data_type()).map_err(|bad| {
+                let row_start = fields.row_starts[bad.row] as u64;
+                let range = fields.ranges[slot][bad.row];
+                let raw = &fields.bytes(bytes)[range.0 as usize..range.1 as usize];
+                let found = String::from_utf8_lossy(raw).into_owned();
+                if bad.not_utf8 {
+                    Error::Malformed {
+                        at: at(row_start),
+                        reason: format!(
+                            "column {:?}: the value is not valid UTF-8: {found:?}",
+                            field.name()
+                        ),
+                    }
+                } else {
+                    Error::Parse {
+                        at: at(row_start),
+                        column: field.name().clone(),
+                        expected: field.data_type().clone(),
+                        found,
+                        hint: format!(
+                            "declare the column's type, e.g. --dtype {}=string (Rust: .with_dtype({:?}, DataType::Utf8))",
+                            field.name(),
+                            field.name()
+                        ),
+                    }
+                }
+            })?;
+            columns.push(column);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(fields.rows()));
+        Ok(RecordBatch::try_new_with_options(
+            out_schema, columns, &options,
+        )?)
+    }
+}
+
+fn tokenize_error(e: TokenizeError, at: &dyn Fn(u64) -> Location) -> Error {
+    match e {
+        TokenizeError::FieldCount {
+            row_start,
+            expected,
+            found,
+        } => Error::Malformed {
+            at: at(row_start),
+            reason: format!("expected {expected} fields (as in the header), found {found}"),
+        },
+        TokenizeError::Csv { row_start, message } => Error::Malformed {
+            at: at(row_start),
+            reason: message,
+        },
+        TokenizeError::TooLarge(n) => Error::plan(
+            "read_csv",
+            format!("a block of {n} bytes is too large; use a smaller blocksize"),
+        ),
+    }
+}
+
+/// Reads the header line of `path`: the column names (None for an empty file) and
+/// the offset of the first data byte.
+fn read_header(path: &Path, delimiter: u8) -> Result<(Option<Vec<String>>, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let line_end = loop {
+        let n = f.read(&mut chunk).map_err(|e| Error::io(path, e))?;
+        let before = buf.len();
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = memchr::memchr(b'\n', &buf[before..]) {
+            break Some(before + i);
+        }
+        if n == 0 {
+            break None;
+        }
+        if buf.len() > 64 << 20 {
+            return Err(Error::Malformed {
+                at: Location {
+                    path: path.to_path_buf(),
+                    line: 1,
+                },
+                reason: "the header line is longer than 64 MiB".into(),
+            });
+        }
+    };
+    let (line, data_start) = match line_end {
+        Some(i) => (&buf[..i], i as u64 + 1),
+        None => (&buf[..], buf.len() as u64),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if line.is_empty() {
+        return Ok((None, data_start));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| Error::Malformed {
+        at: Location {
+            path: path.to_path_buf(),
+            line: 1,
+        },
+        reason: "the header is not valid UTF-8".into(),
+    })?;
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(delimiter)
+        .from_reader(text.as_bytes());
+    let mut record = ::csv::StringRecord::new();
+    reader
+        .read_record(&mut record)
+        .map_err(|e| Error::Malformed {
+            at: Location {
+                path: path.to_path_buf(),
+                line: 1,
+            },
+            reason: format!("cannot read the header: {e}"),
+        })?;
+    Ok((
+        Some(record.iter().map(|s| s.trim().to_string()).collect()),
+        data_start,
+    ))
+}
+
+/// Repeated column names get `.1`, `.2`, ... as pandas does; empty ones `Unnamed: i`.
+fn dedupe_names(names: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for (i, n) in names.into_iter().enumerate() {
+        let n = if n.is_empty() {
+            format!("Unnamed: {i}")
+        } else {
+            n
+        };
+        let mut candidate = n.clone();
+        let mut k = 1;
+        while out.contains(&candidate) {
+            candidate = format!("{n}.{k}");
+            k += 1;
+        }
+        out.push(candidate);
+    }
+    out
+}
+
+fn infer_schema(files: &[CsvFile], names: &[String], opts: &CsvOptions) -> Result<SchemaRef> {
+    for (name, _) in &opts.dtypes {
+        if !names.contains(name) {
+            return Err(unknown(names, name, "dtype"));
+        }
+    }
+    for name in &opts.parse_dates {
+        if !names.contains(name) {
+            return Err(unknown(names, name, "parse_dates"));
+        }
+    }
+    let declared = |name: &str| -> Option<DataType> {
+        if let Some((_, t)) = opts.dtypes.iter().rev().find(|(n, _)| n == name) {
+            return Some(t.clone());
+        }
+        opts.parse_dates
+            .iter()
+            .any(|n| n == name)
+            .then(|| DataType::Timestamp(TimeUnit::Nanosecond, None))
+    };
+    let to_infer: Vec<usize> = (0..names.len())
+        .filter(|&c| declared(&names[c]).is_none())
+        .collect();
+    let mut inferred = vec![Inferred::Null; names.len()];
+    if !to_infer.is_empty() {
+        let mut slot_of = vec![None; names.len()];
+        for (slot, &c) in to_infer.iter().enumerate() {
+            slot_of[c] = Some(slot);
+        }
+        for fi in sample_files(files.len(), opts.sample_files) {
+            let f = &files[fi];
+            let data = f.size.saturating_sub(f.data_start);
+            let mut ranges = vec![(f.data_start, f.data_start + data.min(opts.sample_bytes))];
+            if data > 2 * opts.sample_bytes {
+                let mid = f.data_start + data / 2;
+                ranges.push((mid, mid + opts.sample_bytes));
+            }
+            for (start, end) in ranges {
+                let (bytes, offset) = blocks::read_lines(&f.path, f.data_start, start, end)?;
+                let at = |row_start: u64| Location {
+                    path: f.path.clone(),
+                    line: blocks::line_of_offset(&f.path, offset + row_start),
+                };
+                let fields = tokenize(&bytes, opts.delimiter, &slot_of, to_infer.len())
+                    .map_err(|e| tokenize_error(e, &at))?;
+                let data = fields.bytes(&bytes);
+                for (slot, &c) in to_infer.iter().enumerate() {
+                    let mut t = inferred[c];
+                    for &(s, e) in &fields.ranges[slot] {
+                        t = t.widen(&data[s as usize..e as usize]);
+                        if t == Inferred::Utf8 {
+                            break;
+                        }
+                    }
+                    inferred[c] = t;
+                }
+            }
+        }
+    }
+    let fields: Vec<Field> = names
+        .iter()
+        .enumerate()
+        .map(|(c, n)| {
+            let t = declared(n).unwrap_or_else(|| inferred[c].data_type());
+            Field::new(n, t, true)
+        })
+        .collect();
+    for f in &fields {
+        if decoder_type(f.data_type()).is_none() {
+            return Err(Error::plan(
+                "read_csv",
+                format!(
+                    "column {:?}: cannot read CSV values as {}; use one of {}",
+                    f.name(),
+                    f.data_type(),
+                    crate::expr::TYPE_NAMES
+                ),
+            ));
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn unknown(names: &[String], name: &str, what: &str) -> Error {
+    Error::plan(
+        "read_csv",
+        format!(
+            "{what}: unknown column {name:?}; the columns are: {}",
+            names.join(", ")
+        ),
+    )
+}
+
+/// The type a column is decoded as before a final cast to its declared type.
+fn decoder_type(t: &DataType) -> Option<DataType> {
+    use DataType::*;
+    Some(match t {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => Int64,
+        Float16 | Float32 | Float64 => Float64,
+        Utf8 | LargeUtf8 | Utf8View | Dictionary(..) => Utf8,
+        Boolean => Boolean,
+        Date32 | Date64 => Date32,
+        Timestamp(..) => Timestamp(TimeUnit::Nanosecond, None),
+        _ => return None,
+    })
+}
+
+/// A value that did not decode: which row, and whether it was a UTF-8 problem.
+struct BadValue {
+    row: usize,
+    not_utf8: bool,
+}
+
+fn decode_column(
+    fields: &Fields,
+    block: &[u8],
+    slot: usize,
+    to: &DataType,
+) -> Result<ArrayRef, BadValue> {
+    let data = fields.bytes(block);
+    let ranges = &fields.ranges[slot];
+    let value = |r: &(u32, u32)| &data[r.0 as usize..r.1 as usize];
+    let bad = |row| BadValue {
+        row,
+        not_utf8: false,
+    };
+    let decode_as = decoder_type(to).expect("types were checked when the source was opened");
+    let array: ArrayRef = match decode_as {
+        DataType::Int64 => {
+            let (values, nulls) = typed(ranges, value, parse_i64).map_err(bad)?;
+            Arc::new(Int64Array::new(values.into(), nulls))
+        }
+        DataType::Float64 => {
+            let (values, nulls) = typed(ranges, value, parse_f64).map_err(bad)?;
+            Arc::new(Float64Array::new(values.into(), nulls))
+        }
+        DataType::Timestamp(..) => {
+            let (values, nulls) = typed(ranges, value, parse_timestamp_ns).map_err(bad)?;
+            Arc::new(TimestampNanosecondArray::new(values.into(), nulls))
+        }
+        DataType::Date32 => {
+            let (values, nulls) = typed(ranges, value, parse_date32).map_err(bad)?;
+            Arc::new(Date32Array::new(values.into(), nulls))
+        }
+        DataType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(ranges.len());
+            for (row, r) in ranges.iter().enumerate() {
+                let v = value(r);
+                if v.is_empty() || is_na(v) {
+                    b.append_null();
+                } else {
+                    b.append_value(parse_bool(v).ok_or(BadValue {
+                        row,
+                        not_utf8: false,
+                    })?);
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Utf8 => {
+            let total: usize = ranges.iter().map(|r| (r.1 - r.0) as usize).sum();
+            let mut b = StringBuilder::with_capacity(ranges.len(), total);
+            for (row, r) in ranges.iter().enumerate() {
+                let v = value(r);
+                if v.is_empty() {
+                    b.append_null();
+                } else {
+                    let s = std::str::from_utf8(v).map_err(|_| BadValue {
+                        row,
+                        not_utf8: true,
+                    })?;
+                    b.append_value(s);
+                }
+            }
+            Arc::new(b.finish())
+        }
+        other => unreachable!("decoder_type gave {other}"),
+    };
+    if array.data_type() == to {
+        Ok(array)
+    } else {
+        // A declared narrower type: values that do not fit are errors, not wraps.
+        let opts = arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        arrow::compute::cast_with_options(&array, to, &opts).or_else(|_| {
+            let casted = cast(&array, to).map_err(|_| BadValue {
+                row: 0,
+                not_utf8: false,
+            })?;
+            let row = (0..array.len())
+                .find(|&i| array.is_valid(i) && casted.is_null(i))
+                .unwrap_or(0);
+            Err(BadValue {
+                row,
+                not_utf8: false,
+            })
+        })
+    }
+}
+
+use arrow::array::Array;
+
+/// One typed loop: parse every field, nulls for empty and NA fields.
+fn typed<'a, T: Default + Copy>(
+    ranges: &'a [(u32, u32)],
+    value: impl Fn(&'a (u32, u32)) -> &'a [u8],
+    parse: fn(&[u8]) -> Option<T>,
+) -> Result<(Vec<T>, Option<arrow::buffer::NullBuffer>), usize> {
+    let mut values = Vec::with_capacity(ranges.len());
+    let mut nulls = NullBufferBuilder::new(ranges.len());
+    for (row, r) in ranges.iter().enumerate() {
+        let v = value(r);
+        match parse(v) {
+            Some(x) => {
+                values.push(x);
+                nulls.append_non_null();
+            }
+            None if v.is_empty() || is_na(v) => {
+                values.push(T::default());
+                nulls.append_null();
+            }
+            None => return Err(row),
+        }
+    }
+    Ok((values, nulls.finish()))
+}
+
+/// True for the NA spellings pandas reads as missing.
+pub fn is_na(v: &[u8]) -> bool {
+    matches!(
+        v,
+        b"NA"
+            | b"N/A"
+            | b"NaN"
+            | b"nan"
+            | b"-nan"
+            | b"-NaN"
+            | b"null"
+            | b"NULL"
+            | b"None"
+            | b"<NA>"
+            | b"#N/A"
+            | b"n/a"
+            | b"#NA"
+            | b"NULL\r"
+    )
+}
+
+/// A whole number in 64 bits.
+pub fn parse_i64(v: &[u8]) -> Option<i64> {
+    lexical_core::parse::<i64>(v).ok()
+}
+
+/// A number; `inf`, `-Infinity` and friends too. NaN spellings are NA (null), not NaN.
+pub fn parse_f64(v: &[u8]) -> Option<f64> {
+    match lexical_core::parse::<f64>(v) {
+        Ok(x) if !x.is_nan() => Some(x),
+        Ok(_) => None,
+        Err(_) => std::str::from_utf8(v)
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| !x.is_nan()),
+    }
+}
+
+/// `true` / `false` in the spellings pandas accepts.
+pub fn parse_bool(v: &[u8]) -> Option<bool> {
+    match v {
+        b"true" | b"True" | b"TRUE" => Some(true),
+        b"false" | b"False" | b"FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+fn digits<const N: usize>(v: &[u8]) -> Option<u32> {
+    let mut x = 0u32;
+    for &b in v.get(..N)? {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        x = x * 10 + (b - b'0') as u32;
+    }
+    Some(x)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn parse_ymd(v: &[u8]) -> Option<i64> {
+    if v.len() < 10 || v[4] != b'-' || v[7] != b'-' {
+        return None;
+    }
+    let (y, m, d) = (
+        digits::<4>(v)?,
+        digits::<2>(&v[5..])?,
+        digits::<2>(&v[8..])?,
+    );
+    let dim = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d == 0 || d > dim {
+        return None;
+    }
+    Some(days_from_civil(y as i64, m, d))
+}
+
+/// A date `YYYY-MM-DD` as days since the epoch.
+pub fn parse_date32(v: &[u8]) -> Option<i32> {
+    if v.len() != 10 {
+        return None;
+    }
+    parse_ymd(v).map(|d| d as i32)
+}
+
+/// An ISO-8601 timestamp (`2000-01-01`, `2000-01-01 12:00:00`, `2000-01-01T12:00:00.5`,
+/// with an optional `Z` or UTC offset) as nanoseconds since the epoch. The common
+/// shapes take a fast path; others go through Arrow's parser.
+pub fn parse_timestamp_ns(v: &[u8]) -> Option<i64> {
+    let fast = || -> Option<i64> {
+        let days = parse_ymd(v)?;
+        let mut ns = days * 86_400_000_000_000;
+        if v.len() == 10 {
+            return Some(ns);
+        }
+        if v.len() < 19 || !(v[10] == b' ' || v[10] == b'T') || v[13] != b':' || v[16] != b':' {
+            return None;
+        }
+        let (h, mi, s) = (
+            digits::<2>(&v[11..])?,
+            digits::<2>(&v[14..])?,
+            digits::<2>(&v[17..])?,
+        );
+        if h > 23 || mi > 59 || s > 60 {
+            return None;
+        }
+        ns += (h as i64 * 3600 + mi as i64 * 60 + s as i64) * 1_000_000_000;
+        let mut rest = &v[19..];
+        if let Some(frac) = rest.strip_prefix(b".") {
+            let n = frac.iter().take_while(|b| b.is_ascii_digit()).count();
+            if n == 0 || n > 9 {
+                return None;
+            }
+            let mut f = 0i64;
+            for &b in &frac[..n] {
+                f = f * 10 + (b - b'0') as i64;
+            }
+            ns += f * 10i64.pow(9 - n as u32);
+            rest = &frac[n..];
+        }
+        match rest {
+            b"" | b"Z" => Some(ns),
+            _ => None,
+        }
+    };
+    fast().or_else(|| {
+        let s = std::str::from_utf8(v).ok()?;
+        arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(s.trim()).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_timestamp_ns(b"1970-01-01"), Some(0));
+        assert_eq!(
+            parse_timestamp_ns(b"1970-01-02 00:00:01"),
+            Some(86_401_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns(b"2000-01-01T00:00:00.5"),
+            Some(946_684_800_500_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns(b"2000-01-01T00:00:00Z"),
+            Some(946_684_800_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns(b"2000-01-01T01:00:00+01:00"),
+            Some(946_684_800_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns(b"1969-12-31 23:59:59"),
+            Some(-1_000_000_000)
+        );
+        assert_eq!(parse_timestamp_ns(b"2000-02-30"), None);
+        assert_eq!(parse_timestamp_ns(b"yesterday"), None);
+        assert_eq!(parse_date32(b"2000-03-01"), Some(11017));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_i64(b"-42"), Some(-42));
+        assert_eq!(parse_i64(b"4.0"), None);
+        assert_eq!(parse_f64(b"1e3"), Some(1000.0));
+        assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"nan"), None);
+        assert!(is_na(b"nan"));
+    }
+}

@@ -134,7 +134,8 @@ impl Session {
         self.inner.split_every
     }
 
-    pub(crate) fn executor(&self) -> crate::scheduler::Executor<'_> {
+    /// The executor that runs this session's graphs.
+    pub fn executor(&self) -> crate::scheduler::Executor<'_> {
         crate::scheduler::Executor {
             mode: self.inner.mode,
             pool: &self.inner.pool,

@@ -494,7 +494,11 @@ impl AggregatePlan {
         let sort_columns: Vec<SortColumn> = (0..self.keys.len())
             .map(|i| SortColumn {
                 values: out.column(i).clone(),
-                options: None,
+                // The null key last, as pandas' `dropna=False` (Arrow's default is first).
+                options: Some(arrow::compute::SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                }),
             })
             .collect();
         let indices = lexsort_to_indices(&sort_columns, None)?;

@@ -364,7 +364,7 @@ mod tests {
         );
         assert_eq!(
             bools("not (x < 1)"),
-            vec![Some(false), Some(true), Some(true), Some(true)]
+            vec![Some(false), Some(false), Some(true), Some(true)]
         );
     }
 

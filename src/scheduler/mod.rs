@@ -8,18 +8,20 @@
 //!                input just arrived
 //! ```
 //!
-//! One loop on the calling thread owns all state: which tasks are ready, the live
-//! results, and how many dependents each still waits for. A result is dropped as soon
-//! as its last dependent has run (outputs are kept). At most `threads` tasks are in
-//! flight, so priorities decide what runs next. The first failing task stops new
-//! dispatches; the tasks in flight finish, and the error names the failed task. A
-//! panic inside a task is caught and reported the same way, never a crash.
+//! The state (which tasks are ready, the live results, how many dependents each
+//! still waits for) sits behind one mutex, held only for bookkeeping, never while a
+//! task runs. A worker that finishes a task records its result and takes the next
+//! ready task itself, so a chain of tasks costs no thread wake-ups; it starts more
+//! workers only while ready tasks outnumber busy ones (at most `threads`). So the
+//! per-task cost is a lock and a heap pop, and priorities decide what runs next. A
+//! result is dropped as soon as its last dependent has run (outputs are kept). The
+//! first failing task stops new dispatches; tasks in flight finish, and the error
+//! names the failed task. A panic inside a task is caught and reported the same way.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::graph::{ExecGraph, Operator, Value};
@@ -53,8 +55,6 @@ pub struct Executor<'a> {
     pub pool: &'a rayon::ThreadPool,
 }
 
-type Completion = (usize, std::thread::Result<Result<Value>>);
-
 fn run_chain(ops: &[Arc<dyn Operator>], inputs: Vec<Arc<Value>>) -> Result<Value> {
     let (first, rest) = ops
         .split_first()
@@ -77,145 +77,219 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Everything the workers share, behind one mutex.
+struct State {
+    waiting_on: Vec<u32>,
+    uses_left: Vec<u32>,
+    is_output: Vec<bool>,
+    results: Vec<Option<Arc<Value>>>,
+    sizes: Vec<usize>,
+    ready: BinaryHeap<Reverse<(u32, usize)>>,
+    in_flight: usize,
+    failure: Option<Error>,
+    stats: RunStats,
+    held: usize,
+    held_bytes: usize,
+}
+
+/// A task taken off the ready heap, with its inputs.
+struct Job {
+    id: usize,
+    inputs: Vec<Arc<Value>>,
+}
+
+impl State {
+    /// Takes the highest-priority ready task, unless a task failed.
+    fn take(&mut self, graph: &ExecGraph) -> Option<Job> {
+        if self.failure.is_some() {
+            return None;
+        }
+        let Reverse((_, id)) = self.ready.pop()?;
+        let inputs = graph.tasks[id]
+            .deps
+            .iter()
+            .map(|&d| {
+                self.results[d]
+                    .clone()
+                    .expect("a dependency's result is held until its last dependent ran")
+            })
+            .collect();
+        Some(Job { id, inputs })
+    }
+
+    /// Records a finished task: keeps its value, releases inputs it was the last
+    /// user of, and readies dependents whose last input this was.
+    fn complete(
+        &mut self,
+        graph: &ExecGraph,
+        id: usize,
+        outcome: std::thread::Result<Result<Value>>,
+    ) {
+        let task = &graph.tasks[id];
+        let value = match outcome {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                self.failure.get_or_insert(Error::Task {
+                    key: task.key.to_string(),
+                    source: Box::new(e),
+                });
+                return;
+            }
+            Err(p) => {
+                self.failure.get_or_insert(Error::Task {
+                    key: task.key.to_string(),
+                    source: Box::new(Error::Internal(format!(
+                        "the task panicked: {}",
+                        panic_message(p.as_ref())
+                    ))),
+                });
+                return;
+            }
+        };
+        if self.failure.is_some() {
+            return;
+        }
+        self.stats.tasks_run += 1;
+        self.sizes[id] = value.size_bytes();
+        self.held += 1;
+        self.held_bytes += self.sizes[id];
+        self.stats.peak_results_held = self.stats.peak_results_held.max(self.held);
+        self.stats.peak_bytes_held = self.stats.peak_bytes_held.max(self.held_bytes);
+        self.results[id] = Some(Arc::new(value));
+        for &d in &task.deps {
+            self.uses_left[d] -= 1;
+            if self.uses_left[d] == 0 && !self.is_output[d] {
+                self.release(d);
+            }
+        }
+        if task.dependents.is_empty() && !self.is_output[id] {
+            self.release(id);
+        }
+        for &t in &task.dependents {
+            self.waiting_on[t] -= 1;
+            if self.waiting_on[t] == 0 {
+                self.ready.push(Reverse((graph.tasks[t].priority, t)));
+            }
+        }
+    }
+
+    fn release(&mut self, id: usize) {
+        if self.results[id].take().is_some() {
+            self.held -= 1;
+            self.held_bytes -= self.sizes[id];
+        }
+    }
+}
+
+fn execute(graph: &ExecGraph, job: Job) -> std::thread::Result<Result<Value>> {
+    let ops = &graph.tasks[job.id].ops;
+    catch_unwind(AssertUnwindSafe(|| run_chain(ops, job.inputs)))
+}
+
+/// A worker: runs `job`, then keeps taking ready tasks until none is left for it,
+/// starting more workers (up to `threads`) while there is spare ready work.
+fn work<'s>(
+    scope: &rayon::Scope<'s>,
+    graph: &'s ExecGraph,
+    state: &'s Mutex<State>,
+    threads: usize,
+    mut job: Job,
+) {
+    loop {
+        let id = job.id;
+        let outcome = execute(graph, job);
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        st.complete(graph, id, outcome);
+        match st.take(graph) {
+            Some(next) => {
+                job = next;
+                while st.in_flight < threads {
+                    let Some(extra) = st.take(graph) else { break };
+                    st.in_flight += 1;
+                    scope.spawn(move |s| work(s, graph, state, threads, extra));
+                }
+            }
+            None => {
+                st.in_flight -= 1;
+                return;
+            }
+        }
+    }
+}
+
 impl Executor<'_> {
     /// Runs the graph and returns the values of its outputs, in the order requested.
     pub fn run(&self, graph: &ExecGraph) -> Result<(Vec<Arc<Value>>, RunStats)> {
         let n = graph.tasks.len();
-        let mut waiting_on: Vec<u32> = graph.tasks.iter().map(|t| t.deps.len() as u32).collect();
-        let mut uses_left: Vec<u32> = graph
-            .tasks
-            .iter()
-            .map(|t| t.dependents.len() as u32)
-            .collect();
         let mut is_output = vec![false; n];
         for &o in &graph.outputs {
             is_output[o] = true;
         }
-        let mut results: Vec<Option<Arc<Value>>> = vec![None; n];
-        let mut sizes: Vec<usize> = vec![0; n];
-        let mut ready: BinaryHeap<Reverse<(u32, usize)>> = graph
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.live && t.deps.is_empty())
-            .map(|(i, t)| Reverse((t.priority, i)))
-            .collect();
-        let threads = match self.mode {
-            Mode::Sync => 1,
-            Mode::Parallel => self.pool.current_num_threads().max(1),
-        };
-        let (tx, rx) = mpsc::channel::<Completion>();
-        let mut in_flight = 0usize;
-        let mut failure: Option<Error> = None;
-        let mut stats = RunStats::default();
-        let (mut held, mut held_bytes) = (0usize, 0usize);
-        let mut sync_done: Option<Completion> = None;
-
-        loop {
-            while failure.is_none() && in_flight < threads {
-                let Some(Reverse((_, id))) = ready.pop() else {
-                    break;
+        let state = Mutex::new(State {
+            waiting_on: graph.tasks.iter().map(|t| t.deps.len() as u32).collect(),
+            uses_left: graph
+                .tasks
+                .iter()
+                .map(|t| t.dependents.len() as u32)
+                .collect(),
+            is_output,
+            results: vec![None; n],
+            sizes: vec![0; n],
+            ready: graph
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.live && t.deps.is_empty())
+                .map(|(i, t)| Reverse((t.priority, i)))
+                .collect(),
+            in_flight: 0,
+            failure: None,
+            stats: RunStats::default(),
+            held: 0,
+            held_bytes: 0,
+        });
+        match self.mode {
+            Mode::Sync => loop {
+                let job = {
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    match st.take(graph) {
+                        Some(j) => j,
+                        None => break,
+                    }
                 };
-                let task = &graph.tasks[id];
-                let inputs: Vec<Arc<Value>> = task
-                    .deps
-                    .iter()
-                    .map(|&d| {
-                        results[d]
-                            .clone()
-                            .expect("a dependency's result is held until its last dependent ran")
-                    })
-                    .collect();
-                let ops = task.ops.clone();
-                in_flight += 1;
-                match self.mode {
-                    Mode::Sync => {
-                        let r = catch_unwind(AssertUnwindSafe(|| run_chain(&ops, inputs)));
-                        sync_done = Some((id, r));
+                let id = job.id;
+                let outcome = execute(graph, job);
+                state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .complete(graph, id, outcome);
+            },
+            Mode::Parallel => {
+                let threads = self.pool.current_num_threads().max(1);
+                let state = &state;
+                self.pool.scope(|scope| {
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    while st.in_flight < threads {
+                        let Some(job) = st.take(graph) else { break };
+                        st.in_flight += 1;
+                        scope.spawn(move |s| work(s, graph, state, threads, job));
                     }
-                    Mode::Parallel => {
-                        let tx = tx.clone();
-                        self.pool.spawn(move || {
-                            let r = catch_unwind(AssertUnwindSafe(|| run_chain(&ops, inputs)));
-                            // The receiver lives until every task in flight reported.
-                            let _ = tx.send((id, r));
-                        });
-                    }
-                }
-            }
-            if in_flight == 0 {
-                break;
-            }
-            let (id, outcome) = match sync_done.take() {
-                Some(c) => c,
-                None => rx
-                    .recv()
-                    .map_err(|_| Error::Internal("a worker disappeared".into()))?,
-            };
-            in_flight -= 1;
-            let task = &graph.tasks[id];
-            let value = match outcome {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    failure.get_or_insert(Error::Task {
-                        key: task.key.to_string(),
-                        source: Box::new(e),
-                    });
-                    continue;
-                }
-                Err(p) => {
-                    failure.get_or_insert(Error::Task {
-                        key: task.key.to_string(),
-                        source: Box::new(Error::Internal(format!(
-                            "the task panicked: {}",
-                            panic_message(p.as_ref())
-                        ))),
-                    });
-                    continue;
-                }
-            };
-            if failure.is_some() {
-                continue;
-            }
-            stats.tasks_run += 1;
-            sizes[id] = value.size_bytes();
-            held += 1;
-            held_bytes += sizes[id];
-            stats.peak_results_held = stats.peak_results_held.max(held);
-            stats.peak_bytes_held = stats.peak_bytes_held.max(held_bytes);
-            results[id] = Some(Arc::new(value));
-            for &d in &task.deps {
-                uses_left[d] -= 1;
-                if uses_left[d] == 0 && !is_output[d] {
-                    results[d] = None;
-                    held -= 1;
-                    held_bytes -= sizes[d];
-                }
-            }
-            if task.dependents.is_empty() && !is_output[id] {
-                results[id] = None;
-                held -= 1;
-                held_bytes -= sizes[id];
-            }
-            for &t in &task.dependents {
-                waiting_on[t] -= 1;
-                if waiting_on[t] == 0 {
-                    ready.push(Reverse((graph.tasks[t].priority, t)));
-                }
+                });
             }
         }
-        if let Some(e) = failure {
+        let mut st = state.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = st.failure.take() {
             return Err(e);
         }
         let outputs = graph
             .outputs
             .iter()
             .map(|&o| {
-                results[o].clone().ok_or_else(|| {
+                st.results[o].clone().ok_or_else(|| {
                     Error::Internal(format!("output {} was never computed", graph.tasks[o].key))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((outputs, stats))
+        Ok((outputs, st.stats))
     }
 }

@@ -1,1 +1,9 @@
+//! The integration tests of outcore, one binary: `cargo test --test it`.
 
+mod cli;
+mod common;
+mod frame_ops;
+mod groupby;
+mod properties;
+mod read_csv;
+mod scheduler;

@@ -63,6 +63,14 @@ pub enum Error {
         /// Why it cannot be built.
         reason: String,
     },
+    /// A column that the frame does not have.
+    #[error("unknown column {name:?}; the columns are: {}", columns.join(", "))]
+    UnknownColumn {
+        /// The name asked for.
+        name: String,
+        /// The columns there are.
+        columns: Vec<String>,
+    },
     /// An expression string could not be parsed; `position` is a 0-based char offset.
     #[error("invalid expression at character {}: {reason}\n  {input}\n  {caret}^", position + 1, caret = " ".repeat(*position))]
     Syntax {
@@ -82,7 +90,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A task of a computation failed; `source` says why.
-    #[error("task {key} failed: {source}")]
+    #[error("{source}\n  (in task {key})")]
     Task {
         /// The task's key, `(name, index)`.
         key: String,

@@ -569,6 +569,17 @@ struct Distinct {
 impl Accumulator for Distinct {
     fn update(&mut self, values: &ArrayRef, groups: &[u32], ngroups: usize) -> Result<()> {
         self.sets.resize_with(ngroups, HashSet::new);
+        // -0.0 and 0.0 are one value (as in pandas), but their row bytes differ.
+        let values = &match values.data_type() {
+            DataType::Float64 => {
+                let a = values.as_primitive::<Float64Type>();
+                Arc::new(arrow::compute::kernels::arity::unary::<_, _, Float64Type>(
+                    a,
+                    |x| x + 0.0,
+                )) as ArrayRef
+            }
+            _ => values.clone(),
+        };
         let rows = self
             .converter
             .convert_columns(std::slice::from_ref(values))?;

@@ -40,6 +40,10 @@ pub fn print(batch: &RecordBatch, format: Format) -> Result<()> {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
             w.write(batch).map_err(|e| arrow_write_err(e))?;
             w.finish().map_err(|e| arrow_write_err(e))?;
+            drop(w);
+            if batch.num_rows() > 0 {
+                writeln!(out).map_err(stdout_err)?;
+            }
         }
     }
     out.flush().map_err(stdout_err)

@@ -304,14 +304,10 @@ pub fn column_type(schema: &Schema, name: &str) -> Result<DataType> {
 
 /// The error for a column that is not in `schema`; it lists the columns there are.
 pub fn unknown_column(schema: &Schema, name: &str) -> Error {
-    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    Error::plan(
-        "column",
-        format!(
-            "unknown column {name:?}; the columns are: {}",
-            names.join(", ")
-        ),
-    )
+    Error::UnknownColumn {
+        name: name.to_string(),
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+    }
 }
 
 impl fmt::Display for Expr {

@@ -27,6 +27,8 @@ pub struct ExecTask {
     pub dependents: Vec<usize>,
     /// The operators; each after the first receives its predecessor's value.
     pub ops: Arc<[Arc<dyn Operator>]>,
+    /// The key each operator had before fusion, so errors name the step that failed.
+    pub op_keys: Arc<[Key]>,
     /// Lower numbers run first among ready tasks.
     pub priority: u32,
     /// False once fused into its dependent.
@@ -62,6 +64,7 @@ impl ExecGraph {
                 continue;
             }
             let parent_ops = self.tasks[parent].ops.clone();
+            let parent_keys = self.tasks[parent].op_keys.clone();
             let parent_deps = std::mem::take(&mut self.tasks[parent].deps);
             self.tasks[parent].live = false;
             self.tasks[parent].dependents.clear();
@@ -76,6 +79,12 @@ impl ExecGraph {
             let ops: Vec<Arc<dyn Operator>> =
                 parent_ops.iter().chain(task.ops.iter()).cloned().collect();
             task.ops = ops.into();
+            let keys: Vec<Key> = parent_keys
+                .iter()
+                .chain(task.op_keys.iter())
+                .cloned()
+                .collect();
+            task.op_keys = keys.into();
             task.deps = parent_deps;
         }
     }
@@ -135,6 +144,7 @@ pub(super) fn flatten_and_cull(graph: &Graph, outputs: &[Key]) -> Result<ExecGra
                 deps: task.deps.iter().map(|k| id_of[&index[k]]).collect(),
                 dependents: Vec::new(),
                 ops: vec![task.op.clone()].into(),
+                op_keys: vec![task.key.clone()].into(),
                 priority: 0,
                 live: true,
             }

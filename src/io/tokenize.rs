@@ -66,11 +66,23 @@ pub fn tokenize(
     if block.len() >= u32::MAX as usize {
         return Err(TokenizeError::TooLarge(block.len()));
     }
-    if memchr::memchr(b'"', block).is_none() {
-        Ok(tokenize_plain(block, delimiter, slot_of, nslots)?)
-    } else {
-        tokenize_quoted(block, delimiter, slot_of, nslots)
+    let quotes = memchr::memchr_iter(b'"', block).count();
+    if quotes == 0 {
+        return tokenize_plain(block, delimiter, slot_of, nslots);
     }
+    if quotes % 2 == 1 {
+        // Blocks are cut at line ends; an odd number of quotes means a quoted field
+        // holds a line break that a block boundary cut through. Reading on would
+        // silently make other rows of its two halves.
+        return Err(TokenizeError::Csv {
+            row_start: 0,
+            message: "a quoted field holds a line break that crosses a block boundary; \
+                      read with a larger blocksize (e.g. --blocksize 1GB) so each such field \
+                      stays within one block"
+                .into(),
+        });
+    }
+    tokenize_quoted(block, delimiter, slot_of, nslots)
 }
 
 fn tokenize_plain(

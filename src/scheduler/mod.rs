@@ -55,14 +55,15 @@ pub struct Executor<'a> {
     pub pool: &'a rayon::ThreadPool,
 }
 
-fn run_chain(ops: &[Arc<dyn Operator>], inputs: Vec<Arc<Value>>) -> Result<Value> {
+/// Runs a fused chain; an error comes with the index of the operator that failed.
+fn run_chain(ops: &[Arc<dyn Operator>], inputs: Vec<Arc<Value>>) -> Result<Value, (usize, Error)> {
     let (first, rest) = ops
         .split_first()
-        .ok_or_else(|| Error::Internal("a task with no operator".into()))?;
-    let mut value = first.run(&inputs)?;
+        .ok_or_else(|| (0, Error::Internal("a task with no operator".into())))?;
+    let mut value = first.run(&inputs).map_err(|e| (0, e))?;
     drop(inputs);
-    for op in rest {
-        value = op.run(&[Arc::new(value)])?;
+    for (i, op) in rest.iter().enumerate() {
+        value = op.run(&[Arc::new(value)]).map_err(|e| (i + 1, e))?;
     }
     Ok(value)
 }
@@ -119,18 +120,14 @@ impl State {
 
     /// Records a finished task: keeps its value, releases inputs it was the last
     /// user of, and readies dependents whose last input this was.
-    fn complete(
-        &mut self,
-        graph: &ExecGraph,
-        id: usize,
-        outcome: std::thread::Result<Result<Value>>,
-    ) {
+    fn complete(&mut self, graph: &ExecGraph, id: usize, outcome: Outcome) {
         let task = &graph.tasks[id];
         let value = match outcome {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
+            Ok(Err((step, e))) => {
+                let key = task.op_keys.get(step).unwrap_or(&task.key);
                 self.failure.get_or_insert(Error::Task {
-                    key: task.key.to_string(),
+                    key: key.to_string(),
                     source: Box::new(e),
                 });
                 return;
@@ -181,7 +178,9 @@ impl State {
     }
 }
 
-fn execute(graph: &ExecGraph, job: Job) -> std::thread::Result<Result<Value>> {
+type Outcome = std::thread::Result<Result<Value, (usize, Error)>>;
+
+fn execute(graph: &ExecGraph, job: Job) -> Outcome {
     let ops = &graph.tasks[job.id].ops;
     catch_unwind(AssertUnwindSafe(|| run_chain(ops, job.inputs)))
 }

@@ -449,8 +449,6 @@ fn int_keys_over_a_huge_range() {
 /// `nunique` counts distinct values; 0.0 and -0.0 are the same number (pandas
 /// counts them once).
 #[test]
-#[ignore = "bug: nunique counts 0.0 and -0.0 as two values (src/agg/accumulator.rs \
-            Distinct::update compares Arrow row bytes, which differ for the two zeros)"]
 fn nunique_counts_both_zeros_once() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

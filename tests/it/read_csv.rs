@@ -106,13 +106,13 @@ fn unknown_columns_list_the_columns_there_are() {
             .with_dtype("nope", DataType::Int64)
             .load(),
     );
-    assert_contains(&msg, &["dtype", unknown, there]);
+    assert_contains(&msg, &[unknown, there]);
     let msg = err_text(
         s().read_csv(glob_of(dir.path()))
             .with_parse_dates(["nope"])
             .load(),
     );
-    assert_contains(&msg, &["parse_dates", unknown, there]);
+    assert_contains(&msg, &[unknown, there]);
 }
 
 // ------------------------------------------------------------------ bad values
@@ -845,9 +845,6 @@ fn a_byte_order_mark_and_another_delimiter() {
 /// looking at quotes, so a block can start inside such a field; the answer must not
 /// depend on the block size: the right rows or an error, never other rows.
 #[test]
-#[ignore = "bug: a quoted field holding a newline is silently split into other rows when a \
-            block boundary falls inside it (src/io/blocks.rs read_lines, src/io/tokenize.rs \
-            tokenize_quoted)"]
 fn a_quoted_newline_never_gives_other_rows_for_another_blocksize() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "q.csv", "a,b\n1,\"x\n2,y\"\n3,z\n");
@@ -860,8 +857,12 @@ fn a_quoted_newline_never_gives_other_rows_for_another_blocksize() {
             .read_csv(glob_of(dir.path()))
             .load()
             .and_then(|df| df.compute());
-        if let Ok(b) = got {
-            assert_eq!(batch_rows(&b), right, "blocksize {blocksize}");
+        match got {
+            Ok(b) => assert_eq!(batch_rows(&b), right, "blocksize {blocksize}"),
+            Err(e) => assert!(
+                e.to_string().contains("crosses a block boundary"),
+                "blocksize {blocksize}: {e}"
+            ),
         }
     }
 }

@@ -3,6 +3,9 @@
 //!
 //!   cargo bench --bench micro
 
+// criterion_group! makes undocumented functions.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

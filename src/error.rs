@@ -27,25 +27,30 @@ impl fmt::Display for Location {
     }
 }
 
+/// A value that does not parse as its column's type.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: column {column:?}: expected {expected}, found {found:?}\n  hint: {hint}")]
+pub struct ParseError {
+    /// Where the value is.
+    pub at: Location,
+    /// The column's name.
+    pub column: String,
+    /// The type the column was given (inferred or declared).
+    pub expected: DataType,
+    /// The text that was found.
+    pub found: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
 /// Everything that can go wrong in outcore.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A value in an input file does not parse as its column's type: the user fixes the
-    /// file or declares the column's dtype.
-    #[error("{at}: column {column:?}: expected {expected}, found {found:?}\n  hint: {hint}")]
-    Parse {
-        /// Where the value is.
-        at: Location,
-        /// The column's name.
-        column: String,
-        /// The type the column was given (inferred or declared).
-        expected: DataType,
-        /// The text that was found.
-        found: String,
-        /// What to do about it.
-        hint: String,
-    },
+    /// file or declares the column's dtype. Boxed: it is the largest variant.
+    #[error("{0}")]
+    Parse(Box<ParseError>),
     /// An input file is malformed in a way that is not about one value (wrong number of
     /// fields, not UTF-8, a header that differs from the other files').
     #[error("{at}: {reason}")]

@@ -381,7 +381,7 @@ mod tests {
             None,
         ]));
         let mut g = new_grouper(&[DataType::Utf8]).unwrap();
-        assert_eq!(ids(g.as_mut(), &[s.clone()]), vec![0, 1, 0, 2]);
+        assert_eq!(ids(g.as_mut(), std::slice::from_ref(&s)), vec![0, 1, 0, 2]);
         let k = g.emit().unwrap();
         assert_eq!(
             k[0].as_string::<i32>().iter().collect::<Vec<_>>(),

@@ -34,12 +34,12 @@ pub fn print(batch: &RecordBatch, format: Format) -> Result<()> {
             let mut w = arrow::csv::WriterBuilder::new()
                 .with_header(true)
                 .build(&mut out);
-            w.write(batch).map_err(|e| arrow_write_err(e))?;
+            w.write(batch).map_err(arrow_write_err)?;
         }
         Format::Json => {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
-            w.write(batch).map_err(|e| arrow_write_err(e))?;
-            w.finish().map_err(|e| arrow_write_err(e))?;
+            w.write(batch).map_err(arrow_write_err)?;
+            w.finish().map_err(arrow_write_err)?;
             drop(w);
             if batch.num_rows() > 0 {
                 writeln!(out).map_err(stdout_err)?;

@@ -191,7 +191,7 @@ impl CsvSource {
                         ),
                     }
                 } else {
-                    Error::Parse {
+                    Error::Parse(Box::new(crate::error::ParseError {
                         at: at(row_start),
                         column: field.name().clone(),
                         expected: field.data_type().clone(),
@@ -201,7 +201,7 @@ impl CsvSource {
                             field.name(),
                             field.name()
                         ),
-                    }
+                    }))
                 }
             })?;
             columns.push(column);
@@ -335,7 +335,7 @@ fn infer_schema(files: &[CsvFile], names: &[String], opts: &CsvOptions) -> Resul
         opts.parse_dates
             .iter()
             .any(|n| n == name)
-            .then(|| DataType::Timestamp(TimeUnit::Nanosecond, None))
+            .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
     };
     let to_infer: Vec<usize> = (0..names.len())
         .filter(|&c| declared(&names[c]).is_none())

@@ -164,13 +164,14 @@ fn a_bad_value_names_file_line_column_type_value_and_hint() {
                 ],
             );
             match err.root() {
-                Error::Parse {
-                    at,
-                    column,
-                    expected,
-                    found,
-                    ..
-                } => {
+                Error::Parse(p) => {
+                    let outcore::error::ParseError {
+                        at,
+                        column,
+                        expected,
+                        found,
+                        ..
+                    } = p.as_ref();
                     assert_eq!(at.path, bad);
                     assert_eq!(at.line, 152, "blocksize {blocksize}");
                     assert_eq!(column, "v");
@@ -270,8 +271,8 @@ fn line_numbers_count_blank_lines_crlf_and_quoted_rows() {
                 .unwrap();
             let err = df.compute().unwrap_err();
             match err.root() {
-                Error::Parse { at, found: f, .. } => assert_eq!(
-                    (at.line, f.as_str()),
+                Error::Parse(p) => assert_eq!(
+                    (p.at.line, p.found.as_str()),
                     (line, found),
                     "{} blocksize {blocksize}",
                     path.display()

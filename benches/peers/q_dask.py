@@ -1,0 +1,49 @@
+"""Dask answers: python q_dask.py QUERY DATA_DIR OUT_CSV (dd.read_csv(glob), threads scheduler)."""
+import sys
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+
+dask.config.set(scheduler="threads")
+query, data, out = sys.argv[1:4]
+ddf = dd.read_csv(f"{data}/*.csv", parse_dates=["timestamp"] if query == "ts2" else None)
+
+if query == "q1":
+    df = ddf.groupby("id1").agg({"v1": "sum"}).compute()
+elif query == "q2":
+    df = ddf.groupby(["id1", "id2"]).agg({"v1": "sum"}).compute()
+elif query == "q3":
+    df = ddf.groupby("id3").agg({"v1": "sum", "v3": "mean"}).compute()
+elif query == "q4":
+    df = ddf.groupby("id4").agg({"v1": "mean", "v2": "mean", "v3": "mean"}).compute()
+elif query == "q5":
+    df = ddf.groupby("id6").agg({"v1": "sum", "v2": "sum", "v3": "sum"}).compute()
+elif query == "q6":
+    df = ddf.groupby(["id4", "id5"]).v3.agg(["median", "std"]).compute()
+elif query == "q7":
+    df = ddf.groupby("id3").agg({"v1": "max", "v2": "min"}).compute()
+    df = (df.v1 - df.v2).rename("range_v1_v2").to_frame()
+elif query == "q8":
+    df = (ddf[["id6", "v3"]].dropna().groupby("id6").v3
+          .apply(lambda s: s.nlargest(2), meta=("v3", "f8")).compute())
+    df = df.reset_index(level=-1, drop=True).rename("largest2_v3").to_frame()
+elif query == "q9":
+    # Dask groupby has no pairwise corr aggregation: reduce the moments, finish in pandas.
+    m = ddf[["id2", "id4", "v1", "v2"]].dropna()
+    m = m.assign(xy=m.v1 * m.v2, xx=m.v1 * m.v1, yy=m.v2 * m.v2, n=1)
+    s = m.groupby(["id2", "id4"]).sum().compute()
+    cov = s.n * s.xy - s.v1 * s.v2
+    df = (cov * cov / ((s.n * s.xx - s.v1 ** 2) * (s.n * s.yy - s.v2 ** 2))).rename("r2").to_frame()
+elif query == "q10":
+    df = ddf.groupby(["id1", "id2", "id3", "id4", "id5", "id6"]).agg({"v3": "sum", "v1": "size"}).compute()
+    df = df.rename(columns={"v1": "count"})
+elif query == "ts1":
+    df = ddf[ddf.y > 0].groupby("name").x.std().compute().to_frame()
+elif query == "ts2":
+    df = ddf.groupby(ddf.timestamp.dt.floor("h").rename("hour"))[["x", "y"]].mean().compute()
+elif query == "ts3":
+    df = ddf.set_index("id").compute()
+else:
+    sys.exit(f"unknown query {query}")
+df.reset_index().to_csv(out, index=False)

@@ -1,0 +1,27 @@
+"""DuckDB answers: python q_duckdb.py QUERY DATA_DIR OUT_CSV (SQL over read_csv_auto(glob))."""
+import sys
+
+import duckdb
+
+query, data, out = sys.argv[1:4]
+T = f"read_csv_auto('{data}/*.csv')"
+SQL = {
+    "q1": f"SELECT id1, sum(v1) AS v1 FROM {T} GROUP BY id1",
+    "q2": f"SELECT id1, id2, sum(v1) AS v1 FROM {T} GROUP BY id1, id2",
+    "q3": f"SELECT id3, sum(v1) AS v1, avg(v3) AS v3 FROM {T} GROUP BY id3",
+    "q4": f"SELECT id4, avg(v1) AS v1, avg(v2) AS v2, avg(v3) AS v3 FROM {T} GROUP BY id4",
+    "q5": f"SELECT id6, sum(v1) AS v1, sum(v2) AS v2, sum(v3) AS v3 FROM {T} GROUP BY id6",
+    "q6": f"SELECT id4, id5, median(v3) AS median_v3, stddev_samp(v3) AS sd_v3 FROM {T} GROUP BY id4, id5",
+    "q7": f"SELECT id3, max(v1) - min(v2) AS range_v1_v2 FROM {T} GROUP BY id3",
+    "q8": f"SELECT id6, v3 AS largest2_v3 FROM (SELECT id6, v3, row_number() OVER "
+          f"(PARTITION BY id6 ORDER BY v3 DESC) AS rk FROM {T} WHERE v3 IS NOT NULL) WHERE rk <= 2",
+    "q9": f"SELECT id2, id4, pow(corr(v1, v2), 2) AS r2 FROM {T} GROUP BY id2, id4",
+    "q10": f"SELECT id1, id2, id3, id4, id5, id6, sum(v3) AS v3, count(*) AS count FROM {T} "
+           f"GROUP BY id1, id2, id3, id4, id5, id6",
+    "ts1": f"SELECT name, stddev_samp(x) AS x FROM {T} WHERE y > 0 GROUP BY name",
+    "ts2": f"SELECT date_trunc('hour', timestamp) AS timestamp, avg(x) AS x, avg(y) AS y FROM {T} GROUP BY 1",
+    "ts3": f"SELECT * FROM {T} ORDER BY id",
+}
+if query not in SQL:
+    sys.exit(f"unknown query {query}")
+duckdb.sql(f"COPY ({SQL[query]}) TO '{out}' (HEADER, DELIMITER ',')")

@@ -1,0 +1,43 @@
+"""Polars answers: python q_polars.py QUERY DATA_DIR OUT_CSV (lazy scan, streaming collect)."""
+import sys
+
+import polars as pl
+
+query, data, out = sys.argv[1:4]
+src = pl.scan_csv(f"{data}/*.csv", try_parse_dates=(query == "ts2"))
+c = pl.col
+
+if query == "q1":
+    q = src.group_by("id1").agg(c("v1").sum())
+elif query == "q2":
+    q = src.group_by("id1", "id2").agg(c("v1").sum())
+elif query == "q3":
+    q = src.group_by("id3").agg(c("v1").sum(), c("v3").mean())
+elif query == "q4":
+    q = src.group_by("id4").agg(c("v1").mean(), c("v2").mean(), c("v3").mean())
+elif query == "q5":
+    q = src.group_by("id6").agg(c("v1").sum(), c("v2").sum(), c("v3").sum())
+elif query == "q6":
+    q = src.group_by("id4", "id5").agg(c("v3").median().alias("median_v3"), c("v3").std().alias("sd_v3"))
+elif query == "q7":
+    q = src.group_by("id3").agg((c("v1").max() - c("v2").min()).alias("range_v1_v2"))
+elif query == "q8":
+    q = src.group_by("id6").agg(c("v3").top_k(2).alias("largest2_v3")).explode("largest2_v3")
+elif query == "q9":
+    q = src.group_by("id2", "id4").agg((pl.corr("v1", "v2") ** 2).alias("r2"))
+elif query == "q10":
+    q = src.group_by("id1", "id2", "id3", "id4", "id5", "id6").agg(c("v3").sum(), pl.len().alias("count"))
+elif query == "ts1":
+    q = src.filter(c("y") > 0).group_by("name").agg(c("x").std())
+elif query == "ts2":
+    q = src.group_by(c("timestamp").dt.truncate("1h")).agg(c("x").mean(), c("y").mean())
+elif query == "ts3":
+    q = src.sort("id")
+else:
+    sys.exit(f"unknown query {query}")
+
+try:
+    df = q.collect(engine="streaming")
+except TypeError:  # older Polars: no engine= argument
+    df = q.collect()
+df.write_csv(out)

@@ -14,7 +14,7 @@ rows=${ROWS:-1e7}
 days=${DAYS:-30}
 runs=${RUNS:-3}
 cargo build --release --quiet
-bin=target/release/outcore
+bin="${CARGO_TARGET_DIR:-target}/release/outcore"
 g1="$data/g1_${rows}"
 ts="$data/ts_${days}d"
 [ -d "$g1" ] || "$bin" datasets groupby --rows "$rows" --k 100 --files 8 --out "$g1" >/dev/null

@@ -207,10 +207,8 @@ fn operand_types(l: &DataType, op: BinaryOp, r: &DataType) -> Option<(DataType, 
     if is_temporal(r) && is_string(l) {
         return Some((r.clone(), r.clone()));
     }
-    if let (Timestamp(u1, _), Timestamp(u2, _)) = (l, r) {
-        let _ = (u1, u2);
-        return Some((l.clone(), l.clone()));
-    }
+    // Timestamps of different units, or a date against a timestamp: compare as
+    // nanosecond timestamps.
     if is_temporal(l) && is_temporal(r) {
         return Some((
             Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
@@ -222,7 +220,7 @@ fn operand_types(l: &DataType, op: BinaryOp, r: &DataType) -> Option<(DataType, 
 
 /// The type `l op r` evaluates to, or `None` when `op` does not apply.
 pub(super) fn binary_result_type(l: &DataType, op: BinaryOp, r: &DataType) -> Option<DataType> {
-    let (lt, rt) = operand_types(l, op, r)?;
+    let (lt, _) = operand_types(l, op, r)?;
     if op.is_comparison() || matches!(op, BinaryOp::And | BinaryOp::Or) {
         return Some(DataType::Boolean);
     }
@@ -232,7 +230,6 @@ pub(super) fn binary_result_type(l: &DataType, op: BinaryOp, r: &DataType) -> Op
             _ => Some(DataType::Duration(arrow::datatypes::TimeUnit::Millisecond)),
         };
     }
-    let _ = rt;
     Some(lt)
 }
 

@@ -21,6 +21,7 @@ elif query == "q5":
     df = ddf.groupby("id6").agg({"v1": "sum", "v2": "sum", "v3": "sum"}).compute()
 elif query == "q6":
     df = ddf.groupby(["id4", "id5"]).v3.agg(["median", "std"]).compute()
+    df.columns = ["median_v3", "sd_v3"]
 elif query == "q7":
     df = ddf.groupby("id3").agg({"v1": "max", "v2": "min"}).compute()
     df = (df.v1 - df.v2).rename("range_v1_v2").to_frame()

@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: outcore against Polars, DuckDB and Dask on the same CSV files.
+
+    python3 benches/peers/run.py [--smoke] [--engines outcore,polars,duckdb,dask]
+                                 [--runs 3] [--data DIR] [--timeout 900] [--sweep]
+
+Each (engine, query) runs as its own process under `/usr/bin/time -f '%e %M'`; CSV files
+are read inside the timed process. Prints a markdown table (median seconds, median peak
+RSS in MB, agreement with the majority checksum, outcore's ratios) and appends every raw
+run as a JSON line to benches/peers/runs/<YYYY-MM-DD>-<hostname>.jsonl.
+Standard library only; the peer engines run in benches/peers/.venv (made when needed).
+"""
+import argparse
+import collections
+import csv
+import datetime
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+BIN = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")).resolve() / "release" / "outcore"
+VENV = HERE / ".venv"
+VPY = VENV / "bin" / "python"
+PIP_PACKAGES = ["dask[dataframe]", "polars", "duckdb", "pandas", "pyarrow"]
+ENGINES = ["outcore", "polars", "duckdb", "dask"]
+PEERS = ["polars", "duckdb", "dask"]
+
+# (row label, query name, data set key)
+QUERIES = [
+    ("q1 sum v1 by id1", "q1", "g1"),
+    ("q2 sum v1 by id1,id2", "q2", "g1"),
+    ("q3 sum v1, mean v3 by id3", "q3", "g1"),
+    ("q4 mean v1,v2,v3 by id4", "q4", "g1"),
+    ("q5 sum v1,v2,v3 by id6", "q5", "g1"),
+    ("q6 median, std v3 by id4,id5", "q6", "g1"),
+    ("q7 max v1 - min v2 by id3", "q7", "g1"),
+    ("q8 largest two v3 by id6", "q8", "g1"),
+    ("q9 corr(v1,v2)^2 by id2,id4", "q9", "g1"),
+    ("q10 sum v3, count by id1..id6", "q10", "g1"),
+    ("q1 (K=1e5)", "q1", "g1k"),
+    ("q3 (K=1e5)", "q3", "g1k"),
+    ("ts1 std(x) by name where y > 0", "ts1", "ts"),
+    ("ts2 hourly mean of x, y", "ts2", "ts"),
+    ("ts3 set index to id (sort)", "ts3", "ts"),
+]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny data in a temp dir, outcore only, 1 run")
+    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ",".join(ENGINES))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--data", default=str(ROOT / "benches" / "data"), help="data sets folder (default benches/data)")
+    p.add_argument("--queries", default="", help="comma-separated query names to run (default all), e.g. q1,ts1")
+    p.add_argument("--rows", default="1e7", help="G1 rows (default 1e7; --smoke uses 20000)")
+    p.add_argument("--days", default="30", help="timeseries days (default 30; --smoke uses 1)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per run before it counts as failed")
+    p.add_argument("--build", action="store_true", help="cargo build --release first (else only if missing)")
+    p.add_argument("--sweep", action="store_true", help="memory-limit sweep (not implemented yet)")
+    a = p.parse_args()
+    a.engines = [e.strip() for e in a.engines.split(",") if e.strip()]
+    bad = [e for e in a.engines if e not in ENGINES]
+    if bad:
+        p.error(f"unknown engine(s) {bad}; choose from {ENGINES}")
+    if a.smoke:
+        a.engines, a.runs, a.rows, a.days = ["outcore"], 1, "20000", "1"
+    return a
+
+
+# ---------------------------------------------------------------- setup
+
+def ensure_binary(force):
+    if force or not BIN.exists():
+        log("building outcore (cargo build --release) ...")
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+
+def ensure_venv():
+    probe = "import polars, duckdb, dask.dataframe, pandas, pyarrow"
+    if VPY.exists() and subprocess.run([str(VPY), "-c", probe], capture_output=True).returncode == 0:
+        return
+    if not VPY.exists():
+        log(f"creating {VENV} ...")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    log("pip install " + " ".join(PIP_PACKAGES) + " (may take a few minutes) ...")
+    r = subprocess.run([str(VPY), "-m", "pip", "install", "--quiet", *PIP_PACKAGES])
+    if r.returncode != 0:
+        sys.exit("pip install failed; run with --engines outcore, or fix the venv at " + str(VENV))
+
+
+def make_data(data, rows, days):
+    data.mkdir(parents=True, exist_ok=True)
+    sets = {
+        "g1": (data / f"g1_{rows}_1e2", ["groupby", "--rows", rows, "--k", "100", "--files", "8"]),
+        "g1k": (data / f"g1_{rows}_1e5", ["groupby", "--rows", rows, "--k", "1e5", "--files", "8"]),
+        "ts": (data / f"ts_{days}d", ["timeseries", "--days", days]),
+    }
+    out = {}
+    for key, (folder, args) in sets.items():
+        if not (folder.is_dir() and any(folder.glob("*.csv"))):
+            log(f"making {folder} ...")
+            tmp = folder.with_name(folder.name + ".partial")
+            subprocess.run([str(BIN), "datasets", *args, "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
+            tmp.rename(folder)
+        out[key] = folder
+    return out
+
+
+# ---------------------------------------------------------------- running
+
+def command(engine, query, folder, answer):
+    """The argv for one run, or None if the engine cannot answer this query yet."""
+    if engine == "outcore":
+        spec = json.loads((HERE / "q_outcore.json").read_text())
+        args = spec.get(query)
+        if args is None:
+            return None
+        return [str(BIN), "query", f"{folder}/*.csv", *args, "--format", "csv", "--output-to", str(answer)]
+    return [str(VPY), str(HERE / f"q_{engine}.py"), query, str(folder), str(answer)]
+
+
+def run_once(argv, timeout):
+    """Runs argv under GNU time; returns (seconds, rss_mb, returncode, stderr tail)."""
+    stdout_path = None
+    if "--output-to" in argv:  # outcore writes its answer to stdout
+        i = argv.index("--output-to")
+        stdout_path, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    marker = "@@time@@"
+    full = ["/usr/bin/time", "-f", marker + " %e %M", *argv]
+    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    try:
+        p = subprocess.Popen(full, stdout=out, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            return None, None, "timeout", f"killed after {timeout:.0f} s"
+    finally:
+        if stdout_path:
+            out.close()
+    err = err.decode(errors="replace")
+    lines = err.splitlines()
+    timing = [l for l in lines if l.startswith(marker)]
+    rest = "\n".join(l for l in lines if not l.startswith(marker) and "Command exited with" not in l)
+    if not timing:
+        return None, None, p.returncode, rest[-2000:]
+    secs, kb = timing[-1].split()[1:3]
+    return float(secs), int(kb) / 1024, p.returncode, rest[-2000:]
+
+
+def is_missing(v):
+    return v == "" or v.lower() in ("nan", "null", "none", "na", "<na>")
+
+
+def checksum(path):
+    """Row count and the sorted multiset of numeric column sums (4 significant digits).
+
+    A column is numeric if every non-missing value parses as a float. Key columns that are
+    numeric (id4..id6) are included: every engine outputs the same keys, so they agree too.
+    Column names and order are ignored, so engines may name and order columns freely."""
+    with open(path, newline="") as f:
+        rows = csv.reader(f)
+        head = next(rows, None)
+        if head is None:
+            return "rows=0"
+        n = 0
+        sums = [0.0] * len(head)
+        numeric = [True] * len(head)
+        for r in rows:
+            n += 1
+            for i, v in enumerate(r[: len(head)]):
+                if numeric[i] and not is_missing(v):
+                    try:
+                        sums[i] += float(v)
+                    except ValueError:
+                        numeric[i] = False
+    vals = []
+    for i, s in enumerate(sums):
+        if numeric[i]:
+            v = float(f"{s:.4g}") if math.isfinite(s) else s
+            vals.append("%.4g" % (v + 0.0))  # + 0.0 turns -0.0 into 0
+    return f"rows={n} sums=[{' '.join(sorted(vals, key=lambda x: (float(x), x)))}]"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------- reporting
+
+def fmt_cell(res, verdict):
+    if res is None:
+        return "not yet"
+    if res["secs"] is None:
+        return f"failed ({res['rc']})"
+    mark = {"ok": " ✓", "bad": " ✗", "tie": " ?", None: ""}[verdict]
+    return f"{res['secs']:.2f} ({res['rss']:.0f}){mark}"
+
+
+def ratio(a, b):
+    if a is None or b is None:
+        return "–"
+    if b == 0:
+        return "–" if a == 0 else "∞"
+    return f"{a / b:.2f}×"
+
+
+def main():
+    a = parse_args()
+    if a.sweep:
+        print("memory-limit sweep: outcore: not yet: needs the out-of-core issue")
+        print("(peers: skipped)")
+        return 0
+    ensure_binary(a.build)
+    if any(e != "outcore" for e in a.engines):
+        ensure_venv()
+    tmp = tempfile.TemporaryDirectory(prefix="outcore-peers-")
+    data = Path(tmp.name) / "data" if a.smoke else Path(a.data).resolve()
+    sets = make_data(data, a.rows, a.days)
+    answers = Path(tmp.name) / "answers"
+    answers.mkdir()
+    wanted = {q.strip() for q in a.queries.split(",") if q.strip()}
+    queries = [q for q in QUERIES if not wanted or q[1] in wanted or q[0] in wanted]
+
+    host = socket.gethostname()
+    today = datetime.date.today().isoformat()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "?"
+    runs_dir = HERE / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    jsonl = runs_dir / f"{today}-{host}.jsonl"
+    results = {}  # (label, engine) -> {"secs", "rss", "rc", "checksum"} or None (not yet)
+    with open(jsonl, "a") as jl:
+        for label, query, key in queries:
+            for engine in a.engines:
+                answer = answers / f"{engine}-{query}-{key}.csv"
+                argv = command(engine, query, sets[key], answer)
+                if argv is None:
+                    results[label, engine] = None
+                    log(f"{label:34} {engine:8} not yet")
+                    continue
+                secs, rss, sums, rc = [], [], None, None
+                for i in range(a.runs):
+                    answer.unlink(missing_ok=True)
+                    t, m, rc, err = run_once(argv, a.timeout)
+                    ok = rc == 0 and t is not None and answer.exists()
+                    if ok:
+                        secs.append(t)
+                        rss.append(m)
+                        if sums is None:
+                            sums = checksum(answer)
+                    rec = {"date": today, "host": host, "commit": commit, "cores": os.cpu_count(),
+                           "smoke": a.smoke, "query": query, "label": label, "data": str(sets[key]),
+                           "engine": engine, "run": i, "seconds": t, "rss_mb": m and round(m, 1),
+                           "rc": rc, "ok": ok, "checksum": sums if ok else None,
+                           "argv": [str(x) for x in argv], "stderr": None if ok else err}
+                    jl.write(json.dumps(rec) + "\n")
+                    jl.flush()
+                    status = f"{t:.2f} s {m:.0f} MB" if ok else f"FAILED rc={rc}: {err.strip()[-300:]}"
+                    log(f"{label:34} {engine:8} run {i + 1}/{a.runs}: {status}")
+                    if not ok:
+                        break
+                results[label, engine] = {
+                    "secs": median(secs) if len(secs) == a.runs else None,
+                    "rss": median(rss) if len(rss) == a.runs else None,
+                    "rc": rc,
+                    "checksum": sums if len(secs) == a.runs else None,
+                }
+
+    # ---- table
+    peers = [e for e in a.engines if e != "outcore"]
+    print()
+    print(f"outcore {commit}, {os.cpu_count()} cores, {host}, {today}; data {data}; "
+          f"median of {a.runs} run(s); cells: seconds (peak RSS MB), ✓/✗ = agrees/disagrees "
+          f"with the majority checksum, ? = no majority")
+    head = ["query"] + [f"{e} s (MB)" for e in a.engines] + ["agree"]
+    if "outcore" in a.engines and peers:
+        head += ["outcore / fastest peer"]
+        if "dask" in peers:
+            head += ["outcore / dask"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    for label, query, key in queries:
+        answered = {e: results[label, e]["checksum"] for e in a.engines
+                    if results.get((label, e)) and results[label, e]["checksum"]}
+        counts = collections.Counter(answered.values()).most_common()
+        majority = None
+        if len(answered) >= 2:
+            if len(counts) == 1 or counts[0][1] > counts[1][1]:
+                majority = counts[0][0]
+        verdicts = {}
+        for e in answered:
+            if len(answered) < 2:
+                verdicts[e] = None
+            elif majority is None:
+                verdicts[e] = "tie"
+            else:
+                verdicts[e] = "ok" if answered[e] == majority else "bad"
+        cells = [label] + [fmt_cell(results.get((label, e)), verdicts.get(e)) for e in a.engines]
+        agree = sum(v == "ok" for v in verdicts.values())
+        cells.append(f"{agree}/{len(answered)}" if len(answered) >= 2 else "–")
+        if "outcore" in a.engines and peers:
+            o = results.get((label, "outcore"))
+            o = o and o["secs"]
+            ps = [results[label, e]["secs"] for e in peers
+                  if results.get((label, e)) and results[label, e]["secs"] is not None]
+            cells.append(ratio(o, min(ps) if ps else None))
+            if "dask" in peers:
+                d = results.get((label, "dask"))
+                cells.append(ratio(o, d and d["secs"]))
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print("checksums (rows; sorted rounded sums of numeric columns):")
+    for label, query, key in queries:
+        for e in a.engines:
+            r = results.get((label, e))
+            if r and r["checksum"]:
+                print(f"  {label:34} {e:8} {r['checksum']}")
+    print(f"\nraw runs appended to {jsonl.relative_to(ROOT)}")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -480,13 +480,13 @@ impl AggregatePlan {
 
     /// The combine step: partials (in partition order) → one partial.
     pub fn combine(&self, partials: &[&RecordBatch]) -> Result<RecordBatch> {
-        let (n, columns, _) = self.merge(partials, false)?;
+        let (n, columns) = self.merge(partials, false)?;
         self.batch(self.partial_schema.clone(), columns, n)
     }
 
     /// The last step: partials → the answer (sorted by key when asked).
     pub fn finalize(&self, partials: &[&RecordBatch]) -> Result<RecordBatch> {
-        let (n, columns, _) = self.merge(partials, true)?;
+        let (n, columns) = self.merge(partials, true)?;
         let out = self.batch(self.output_schema.clone(), columns, n)?;
         if !self.sort || self.keys.is_empty() || out.num_rows() < 2 {
             return Ok(out);
@@ -505,30 +505,52 @@ impl AggregatePlan {
         Ok(take_record_batch(&out, &indices)?)
     }
 
-    fn merge(
-        &self,
-        partials: &[&RecordBatch],
-        finalize: bool,
-    ) -> Result<(usize, Vec<ArrayRef>, ())> {
-        let batches: Vec<RecordBatch> = partials.iter().map(|b| (*b).clone()).collect();
-        let all = arrow::compute::concat_batches(&self.partial_schema, &batches)?;
-        let (mut grouper, ids) = self.group(&all)?;
+    /// Merges partials one by one into one grouper and one accumulator per
+    /// aggregation, so they are never concatenated into a copy.
+    fn merge(&self, partials: &[&RecordBatch], finalize: bool) -> Result<(usize, Vec<ArrayRef>)> {
+        let types: Vec<DataType> = self
+            .key_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let mut grouper = new_grouper(&types)?;
+        let mut accs = self
+            .aggs
+            .iter()
+            .zip(&self.input_types)
+            .map(|(a, t)| new_accumulator(a.func, t))
+            .collect::<Result<Vec<_>>>()?;
+        let widths: Vec<usize> = self
+            .aggs
+            .iter()
+            .zip(&self.input_types)
+            .map(|(a, t)| state_fields(a.func, t, "").len())
+            .collect();
+        let mut ids = Vec::new();
+        for partial in partials {
+            ids.clear();
+            if self.keys.is_empty() {
+                ids.resize(partial.num_rows(), 0);
+            } else {
+                grouper.intern(&partial.columns()[..self.keys.len()], &mut ids)?;
+            }
+            let n = grouper.ngroups();
+            let mut col = self.keys.len();
+            for (acc, width) in accs.iter_mut().zip(&widths) {
+                acc.merge(&partial.columns()[col..col + width], &ids, n)?;
+                col += width;
+            }
+        }
         let n = grouper.ngroups();
         let mut columns = grouper.emit()?;
-        let mut col = self.keys.len();
-        for (i, (a, t)) in self.aggs.iter().zip(&self.input_types).enumerate() {
-            let width = state_fields(a.func, t, &format!("__{i}_")).len();
-            let states = &all.columns()[col..col + width];
-            col += width;
-            let mut acc = new_accumulator(a.func, t)?;
-            acc.merge(states, &ids, n)?;
+        for acc in &mut accs {
             if finalize {
                 columns.push(acc.finalize(n)?);
             } else {
                 columns.extend(acc.state(n)?);
             }
         }
-        Ok((n, columns, ()))
+        Ok((n, columns))
     }
 
     fn batch(&self, schema: SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {

@@ -93,7 +93,8 @@ pub fn new_accumulator(func: AggFunc, input: &DataType) -> Result<Box<dyn Accumu
     })
 }
 
-fn to_i64(a: &ArrayRef) -> Result<ArrayRef> {
+/// Integer-like values (ints, booleans, dates, timestamps) as `Int64`.
+pub(super) fn to_i64(a: &ArrayRef) -> Result<ArrayRef> {
     Ok(match a.data_type() {
         DataType::Int64 => a.clone(),
         DataType::Date32 => cast(&cast(a, &DataType::Int32)?, &DataType::Int64)?,
@@ -108,7 +109,8 @@ fn to_f64(a: &ArrayRef) -> Result<ArrayRef> {
     })
 }
 
-fn from_i64(a: ArrayRef, to: &DataType) -> Result<ArrayRef> {
+/// The inverse of [`to_i64`].
+pub(super) fn from_i64(a: ArrayRef, to: &DataType) -> Result<ArrayRef> {
     Ok(match to {
         DataType::Int64 => a,
         DataType::Date32 => cast(&cast(&a, &DataType::Int32)?, &DataType::Date32)?,

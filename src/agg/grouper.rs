@@ -14,7 +14,6 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringBuilder};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use arrow::row::{RowConverter, SortField};
 use hashbrown::hash_table::{Entry, HashTable};
@@ -101,14 +100,6 @@ impl IntGrouper {
         }
     }
 
-    fn to_i64(array: &ArrayRef) -> Result<ArrayRef> {
-        Ok(match array.data_type() {
-            DataType::Int64 => array.clone(),
-            DataType::Date32 => cast(&cast(array, &DataType::Int32)?, &DataType::Int64)?,
-            _ => cast(array, &DataType::Int64)?,
-        })
-    }
-
     /// Grows the dense table to cover `[lo, hi]`, or gives it up for the hash map.
     fn cover(&mut self, lo: i64, hi: i64) {
         let Some((base, table)) = &mut self.dense else {
@@ -143,7 +134,7 @@ impl IntGrouper {
 
 impl Grouper for IntGrouper {
     fn intern(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
-        let array = Self::to_i64(&keys[0])?;
+        let array = super::accumulator::to_i64(&keys[0])?;
         let array = array.as_primitive::<Int64Type>();
         let values = array.values();
         if array.len() > array.null_count() {
@@ -205,15 +196,7 @@ impl Grouper for IntGrouper {
             arrow::buffer::NullBuffer::from(valid)
         });
         let array: ArrayRef = Arc::new(Int64Array::new(keys.into(), nulls));
-        let out = match &self.data_type {
-            DataType::Int64 => array,
-            DataType::Date32 => cast(&cast(&array, &DataType::Int32)?, &DataType::Date32)?,
-            DataType::Boolean => {
-                arrow::compute::kernels::cmp::neq(&array, &Int64Array::new_scalar(0))
-                    .map(|b| Arc::new(b) as ArrayRef)?
-            }
-            t => cast(&array, t)?,
-        };
+        let out = super::accumulator::from_i64(array, &self.data_type)?;
         Ok(vec![out])
     }
 }

@@ -1,4 +1,6 @@
-//! The storage layer's errors.
+//! The storage layer's errors. Every error that concerns a file or folder carries its
+//! path, so the person who has to act (free disk, fix permissions, report a bug)
+//! knows where to look.
 
 use std::path::PathBuf;
 
@@ -9,15 +11,29 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Reading or writing a storage file failed.
+    /// Reading or writing a storage file or folder failed (sled errors land here too,
+    /// naming the database folder).
     #[error("{}: {source}", .path.display())]
     Io {
-        /// The file.
+        /// The file or folder.
         path: PathBuf,
-        /// The operating system's error.
+        /// The operating system's (or sled's) error.
         source: std::io::Error,
     },
     /// Bytes that should hold Arrow IPC do not: truncated or corrupt.
     #[error("corrupt stored batch: {0}")]
     Corrupt(String),
+    /// A spill file failed its checks (magic, length, checksum) or its payload did
+    /// not decode; its bytes are never returned as data.
+    #[error("{}: corrupt spill file: {reason}", .path.display())]
+    CorruptFile {
+        /// The spill file.
+        path: PathBuf,
+        /// Which check failed.
+        reason: String,
+    },
+    /// The caller passed an argument the store cannot serve (a partition out of
+    /// range); this is a bug in the caller.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
 }

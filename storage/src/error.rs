@@ -37,3 +37,13 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     Invalid(String),
 }
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -2,11 +2,11 @@
 //!
 //! - [`codec`]: `RecordBatch` ⇄ Arrow IPC stream bytes, the one format in which
 //!   partitions leave memory (for the shuffle store and the spill cache).
-//!
-//! The sled-backed shuffle store and the spill cache will live here (issue #4); they
-//! speak bytes and partition numbers only, so they can later serve other processes.
+//! - [`spill`]: the spill cache, which keeps task results under a byte budget and
+//!   pages the least recently used to checksummed files.
 
 pub mod codec;
 mod error;
+pub mod spill;
 
 pub use error::{Error, Result};

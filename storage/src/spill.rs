@@ -1,0 +1,998 @@
+//! The spill cache: holds values (task results) under a byte budget and pages the
+//! least recently used ones to disk, one file per value. The scheduler puts every
+//! task result here, so an operation that spills nothing costs one hash map update
+//! under a mutex.
+//!
+//! ```text
+//!   put ──► resident (LRU order) ──over budget──► being written ──► on disk
+//!             ▲                    (still served        (file kept; a read-back value
+//!             └──── get reads back  from memory)         pages out again for free)
+//! ```
+//!
+//! Invariants:
+//! - After a `put` or `get` returns `Ok`, resident bytes ≤ budget, unless other
+//!   threads are between their own put and its writes (each thread's overshoot is
+//!   bounded by what it just put or read back).
+//! - Files are written to `*.tmp` and renamed, and carry a magic, a length and a
+//!   CRC32 of the payload, so neither a torn write nor a flipped bit is ever
+//!   returned as data.
+//! - No file I/O happens under the bookkeeping lock: victims are picked and marked
+//!   under it, written outside it, and marked on disk under it again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::error::{Error, Result};
+
+/// A value the cache can page to disk.
+pub trait Spillable: Sized + Send + Sync + 'static {
+    /// Bytes the value holds in memory (what the budget counts). Called once per
+    /// `put`, outside the cache's lock; it should be cheap and must not change while
+    /// the value is in the cache.
+    fn size_bytes(&self) -> usize;
+    /// Appends the value's bytes to `out` (which may already hold other bytes).
+    fn encode(&self, out: &mut Vec<u8>) -> Result<()>;
+    /// The value back from bytes made by `encode`. The cache checks the file's CRC
+    /// first, so an error here means a bug in the codec, and it is reported as a
+    /// corrupt file.
+    fn decode(bytes: &[u8]) -> Result<Self>;
+}
+
+/// What the cache has done so far (counters) and holds now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpillStats {
+    /// Bytes of values held in memory now, including values being written out.
+    pub resident_bytes: usize,
+    /// The most `resident_bytes` has been, including the moment between a `put` (or
+    /// a read back) and the page-out it causes; so it can exceed the budget by the
+    /// size of the values being put at once.
+    pub peak_resident_bytes: usize,
+    /// Values written to spill files.
+    pub spilled_values: u64,
+    /// File bytes written (headers included).
+    pub spilled_bytes: u64,
+    /// Values read back from spill files.
+    pub read_back_values: u64,
+    /// File bytes read back.
+    pub read_back_bytes: u64,
+    /// Spill files that exist now.
+    pub files_on_disk: u64,
+}
+
+/// The first bytes of every spill file; the trailing digit is the format version.
+const MAGIC: &[u8; 8] = b"OCSPILL1";
+/// Magic, u64 LE payload length, u32 LE CRC32 of the payload.
+const HEADER_LEN: usize = 8 + 8 + 4;
+
+/// Where a value's bytes are on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    /// No file: the value is only in memory.
+    None,
+    /// A thread is writing the file; the value is still in memory.
+    Writing,
+    /// The file is complete.
+    Written,
+}
+
+/// One key's value.
+struct Entry<V> {
+    /// Unique per `put`: names the file, and tells a write or read that finishes
+    /// after a `remove` or a replacing `put` that its entry is gone.
+    id: u64,
+    /// `size_bytes()` at put time.
+    mem_bytes: usize,
+    /// `Some` while resident.
+    value: Option<Arc<V>>,
+    file: FileState,
+    /// LRU position. The entry is in `State::lru` under this tick iff it is
+    /// resident and not being written.
+    tick: u64,
+}
+
+impl<V> Entry<V> {
+    fn in_lru(&self) -> bool {
+        self.value.is_some() && self.file != FileState::Writing
+    }
+}
+
+/// Everything the lock guards.
+struct State<V> {
+    entries: HashMap<u64, Entry<V>>,
+    /// tick → key, oldest first. Ticks only grow, so a key keeps its place until used.
+    lru: BTreeMap<u64, u64>,
+    next_tick: u64,
+    next_id: u64,
+    /// Bytes of resident values; values being written count until their file is done.
+    resident_bytes: usize,
+    /// The part of `resident_bytes` being written out, so that concurrent puts do
+    /// not pick more victims for room that is already being made.
+    leaving_bytes: usize,
+    stats: SpillStats,
+}
+
+/// A value picked to be paged out; its entry is marked `Writing`.
+struct Victim<V> {
+    key: u64,
+    id: u64,
+    value: Arc<V>,
+}
+
+/// A cache of values under a memory budget that pages the least recently used to
+/// files in its own folder. Shared by worker threads through `&self`.
+pub struct SpillCache<V: Spillable> {
+    state: Mutex<State<V>>,
+    budget: usize,
+    /// Bytes writes may still write before they fail (fault injection); `u64::MAX`
+    /// means no limit.
+    write_allowance: AtomicU64,
+    /// Removes the folder and every spill file in it on drop.
+    dir: tempfile::TempDir,
+}
+
+impl<V: Spillable> SpillCache<V> {
+    /// Makes a fresh folder `outcore-spill-XXXXXX` inside `parent` (creating
+    /// `parent` if missing) and checks that a file can be written there (writes and
+    /// removes a probe file), so a bad spill location fails now rather than at the
+    /// first spill, hours into a job. Errors are [`Error::Io`] naming the path. The
+    /// folder is removed when the cache is dropped.
+    pub fn new(parent: &Path, budget: usize) -> Result<Self> {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("outcore-spill-")
+            .tempdir_in(parent)
+            .map_err(|e| Error::io(parent, e))?;
+        let probe = dir.path().join(".probe");
+        fs::write(&probe, b"probe")
+            .and_then(|()| fs::remove_file(&probe))
+            .map_err(|e| Error::io(&probe, e))?;
+        Ok(SpillCache {
+            state: Mutex::new(State {
+                entries: HashMap::new(),
+                lru: BTreeMap::new(),
+                next_tick: 0,
+                next_id: 0,
+                resident_bytes: 0,
+                leaving_bytes: 0,
+                stats: SpillStats::default(),
+            }),
+            budget,
+            write_allowance: AtomicU64::new(u64::MAX),
+            dir,
+        })
+    }
+
+    /// The cache's folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The most bytes the cache keeps resident.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Keeps `value` under `key`, replacing any old value (whose file is deleted).
+    /// While the resident bytes exceed the budget, pages the least recently used
+    /// values to disk; this may include `value` itself if it alone exceeds the
+    /// budget.
+    ///
+    /// On `Err` (a spill file could not be written; the error names it) the value
+    /// is still kept, and every value that failed to page out stays resident, so the
+    /// cache answers as before but is over budget until a later put or get pages out
+    /// successfully.
+    pub fn put(&self, key: u64, value: Arc<V>) -> Result<()> {
+        let mem_bytes = value.size_bytes();
+        let (old_file, victims) = {
+            let mut st = self.lock();
+            let id = st.next_id;
+            st.next_id += 1;
+            let tick = st.next_tick;
+            st.next_tick += 1;
+            let old = st.entries.insert(
+                key,
+                Entry {
+                    id,
+                    mem_bytes,
+                    value: Some(value),
+                    file: FileState::None,
+                    tick,
+                },
+            );
+            let old_file = old.and_then(|old| self.forget(&mut st, key, old));
+            st.lru.insert(tick, key);
+            st.resident_bytes += mem_bytes;
+            st.stats.peak_resident_bytes = st.stats.peak_resident_bytes.max(st.resident_bytes);
+            (old_file, self.pick_victims(&mut st))
+        };
+        remove_quietly(old_file);
+        self.page_out(victims)
+    }
+
+    /// The value under `key`, read back from disk if it was paged out; `Ok(None)` if
+    /// the key is unknown. A value read back becomes resident and most recently used
+    /// again, which may page out others; its file is kept, so paging it out again
+    /// costs no write.
+    ///
+    /// Errors: [`Error::CorruptFile`] if its file fails its checks, [`Error::Io`] if
+    /// it cannot be read or if paging out others to make room fails (those stay
+    /// resident, as after a failed [`put`](Self::put)).
+    pub fn get(&self, key: u64) -> Result<Option<Arc<V>>> {
+        loop {
+            let (path, id) = {
+                let mut guard = self.lock();
+                // Borrow fields separately (the guard's DerefMut would borrow all).
+                let st = &mut *guard;
+                let tick = st.next_tick;
+                let Some(e) = st.entries.get_mut(&key) else {
+                    return Ok(None);
+                };
+                if let Some(value) = e.value.clone() {
+                    let (old, was_in_lru) = (e.tick, e.in_lru());
+                    e.tick = tick;
+                    st.next_tick += 1;
+                    if was_in_lru {
+                        st.lru.remove(&old);
+                        st.lru.insert(tick, key);
+                    }
+                    return Ok(Some(value));
+                }
+                (self.file_path(key, e.id), e.id)
+            };
+            let read = read_file::<V>(&path);
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let tick = st.next_tick;
+            let Some(e) = st.entries.get_mut(&key).filter(|e| e.id == id) else {
+                // Removed or replaced while we read (which may be why the read
+                // failed): ask again, which answers None or the new value.
+                continue;
+            };
+            let (value, file_bytes) = read?;
+            if let Some(existing) = e.value.clone() {
+                // Another reader got there first; its copy is the resident one.
+                return Ok(Some(existing));
+            }
+            let value = Arc::new(value);
+            e.value = Some(value.clone());
+            e.tick = tick;
+            let mem_bytes = e.mem_bytes;
+            st.next_tick += 1;
+            st.lru.insert(tick, key);
+            st.resident_bytes += mem_bytes;
+            st.stats.peak_resident_bytes = st.stats.peak_resident_bytes.max(st.resident_bytes);
+            st.stats.read_back_values += 1;
+            st.stats.read_back_bytes += file_bytes;
+            let victims = self.pick_victims(st);
+            drop(guard);
+            self.page_out(victims)?;
+            return Ok(Some(value));
+        }
+    }
+
+    /// Forgets `key`: frees its memory and deletes its file. Unknown keys are fine.
+    pub fn remove(&self, key: u64) {
+        let file = {
+            let mut st = self.lock();
+            match st.entries.remove(&key) {
+                Some(old) => self.forget(&mut st, key, old),
+                None => None,
+            }
+        };
+        remove_quietly(file);
+    }
+
+    /// Whether the cache holds a value under `key` (in memory or on disk).
+    pub fn contains(&self, key: u64) -> bool {
+        self.lock().entries.contains_key(&key)
+    }
+
+    /// How many keys the cache holds.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the cache holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of values held in memory now (see [`SpillStats::resident_bytes`]).
+    pub fn resident_bytes(&self) -> usize {
+        self.lock().resident_bytes
+    }
+
+    /// Counters and current sizes.
+    pub fn stats(&self) -> SpillStats {
+        let st = self.lock();
+        SpillStats {
+            resident_bytes: st.resident_bytes,
+            ..st.stats.clone()
+        }
+    }
+
+    /// Fault injection for tests: after `bytes` more bytes written to spill files,
+    /// writes fail with an io error ("injected write failure"); `u64::MAX` lifts the
+    /// limit.
+    #[doc(hidden)]
+    pub fn fail_writes_after(&self, bytes: u64) {
+        self.write_allowance.store(bytes, Ordering::SeqCst);
+    }
+
+    /// The lock, even if a thread panicked while holding it: every update under it
+    /// is a few plain assignments, so the state is consistent between them.
+    fn lock(&self) -> MutexGuard<'_, State<V>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn file_path(&self, key: u64, id: u64) -> PathBuf {
+        self.dir.path().join(format!("{key}-{id}.spill"))
+    }
+
+    /// Takes an entry that left the map out of the accounting; returns its file to
+    /// delete (outside the lock). A write still running for it deletes its own file
+    /// when it finds the entry gone.
+    fn forget(&self, st: &mut State<V>, key: u64, old: Entry<V>) -> Option<PathBuf> {
+        if old.in_lru() {
+            st.lru.remove(&old.tick);
+        }
+        if old.value.is_some() {
+            st.resident_bytes -= old.mem_bytes;
+        }
+        match old.file {
+            FileState::None => None,
+            FileState::Writing => {
+                st.leaving_bytes -= old.mem_bytes;
+                None
+            }
+            FileState::Written => {
+                st.stats.files_on_disk -= 1;
+                Some(self.file_path(key, old.id))
+            }
+        }
+    }
+
+    /// While over budget, takes the least recently used values out of the LRU: those
+    /// with a file are dropped at once, the others are marked `Writing` and returned
+    /// for [`page_out`](Self::page_out).
+    fn pick_victims(&self, st: &mut State<V>) -> Vec<Victim<V>> {
+        let mut victims = Vec::new();
+        while st.resident_bytes - st.leaving_bytes > self.budget {
+            let Some((_, key)) = st.lru.pop_first() else {
+                break;
+            };
+            let Some(e) = st.entries.get_mut(&key) else {
+                continue;
+            };
+            match e.file {
+                FileState::Written => {
+                    e.value = None;
+                    st.resident_bytes -= e.mem_bytes;
+                }
+                FileState::None => {
+                    let Some(value) = e.value.clone() else {
+                        continue;
+                    };
+                    e.file = FileState::Writing;
+                    st.leaving_bytes += e.mem_bytes;
+                    victims.push(Victim {
+                        key,
+                        id: e.id,
+                        value,
+                    });
+                }
+                // Not in the LRU while being written; nothing to do.
+                FileState::Writing => {}
+            }
+        }
+        victims
+    }
+
+    /// Writes the victims' files outside the lock, then marks them on disk. After
+    /// the first failure the remaining victims are not tried; all failed or untried
+    /// victims go back to the LRU where they were.
+    fn page_out(&self, victims: Vec<Victim<V>>) -> Result<()> {
+        let mut first_err = None;
+        for victim in victims {
+            let written = match first_err {
+                None => match self.write_file(&victim) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        first_err = Some(e);
+                        None
+                    }
+                },
+                Some(_) => None,
+            };
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            if let Some(bytes) = written {
+                st.stats.spilled_values += 1;
+                st.stats.spilled_bytes += bytes;
+            }
+            let Some(e) = st
+                .entries
+                .get_mut(&victim.key)
+                .filter(|e| e.id == victim.id && e.file == FileState::Writing)
+            else {
+                // Removed or replaced while we wrote: the file belongs to nobody.
+                drop(guard);
+                if written.is_some() {
+                    remove_quietly(Some(self.file_path(victim.key, victim.id)));
+                }
+                continue;
+            };
+            let mem_bytes = e.mem_bytes;
+            if written.is_some() {
+                e.file = FileState::Written;
+                e.value = None;
+                st.resident_bytes -= mem_bytes;
+                st.stats.files_on_disk += 1;
+            } else {
+                // Its tick was refreshed if a get used it meanwhile, and no one else
+                // holds that tick, so it goes back where it belongs in the LRU.
+                e.file = FileState::None;
+                let tick = e.tick;
+                st.lru.insert(tick, victim.key);
+            }
+            st.leaving_bytes -= mem_bytes;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Writes one victim's file (`.tmp`, then renamed); returns the bytes written.
+    /// On failure no temporary file is left.
+    fn write_file(&self, victim: &Victim<V>) -> Result<u64> {
+        let mut buf = Vec::with_capacity(HEADER_LEN + victim.value.size_bytes());
+        buf.extend_from_slice(&[0; HEADER_LEN]);
+        victim.value.encode(&mut buf)?;
+        let payload = &buf[HEADER_LEN..];
+        let len = (payload.len() as u64).to_le_bytes();
+        let crc = crc32fast::hash(payload).to_le_bytes();
+        buf[..8].copy_from_slice(MAGIC);
+        buf[8..16].copy_from_slice(&len);
+        buf[16..HEADER_LEN].copy_from_slice(&crc);
+
+        let path = self.file_path(victim.key, victim.id);
+        let tmp = path.with_extension("spill.tmp");
+        if let Err(e) = self.write_limited(&tmp, &buf) {
+            remove_quietly(Some(tmp.clone()));
+            return Err(Error::io(tmp, e));
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            remove_quietly(Some(tmp));
+            return Err(Error::io(path, e));
+        }
+        Ok(buf.len() as u64)
+    }
+
+    /// Writes `bytes` to a new file at `path`, honouring the fault-injection
+    /// allowance: past it, writes what is allowed and then fails, so tests see the
+    /// partial file a full disk leaves behind. No fsync: spill files need not
+    /// outlive the process, only the memory budget.
+    fn write_limited(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let want = bytes.len() as u64;
+        let allowed =
+            match self
+                .write_allowance
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    (left != u64::MAX).then(|| left.saturating_sub(want))
+                }) {
+                Ok(left) => left.min(want),
+                Err(_) => want,
+            };
+        let mut file = fs::File::create(path)?;
+        // `allowed <= want == bytes.len()`, so the cast and the slice are in range.
+        file.write_all(&bytes[..allowed as usize])?;
+        if allowed < want {
+            return Err(io::Error::other("injected write failure"));
+        }
+        Ok(())
+    }
+}
+
+/// Reads and checks one spill file; returns the value and the file's size.
+fn read_file<V: Spillable>(path: &Path) -> Result<(V, u64)> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let corrupt = |reason: String| Error::CorruptFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Some((header, payload)) = bytes.split_at_checked(HEADER_LEN) else {
+        return Err(corrupt(format!(
+            "{} bytes, shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    };
+    if &header[..8] != MAGIC {
+        return Err(corrupt(format!(
+            "bad magic {:?}, expected {:?}",
+            String::from_utf8_lossy(&header[..8]),
+            String::from_utf8_lossy(MAGIC)
+        )));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&header[8..16]);
+    let len = u64::from_le_bytes(len);
+    if len != payload.len() as u64 {
+        return Err(corrupt(format!(
+            "header says {len} payload bytes, file has {}",
+            payload.len()
+        )));
+    }
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&header[16..HEADER_LEN]);
+    let (want, got) = (u32::from_le_bytes(crc), crc32fast::hash(payload));
+    if want != got {
+        return Err(corrupt(format!(
+            "checksum mismatch: header {want:#010x}, payload {got:#010x}"
+        )));
+    }
+    let value = V::decode(payload).map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
+    Ok((value, bytes.len() as u64))
+}
+
+/// Deletes a file we no longer need. Errors are ignored: the file is garbage either
+/// way, and the folder goes when the cache is dropped.
+fn remove_quietly(path: Option<PathBuf>) {
+    if let Some(path) = path {
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// Bytes that count their length against the budget.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Blob(Vec<u8>);
+
+    impl Spillable for Blob {
+        fn size_bytes(&self) -> usize {
+            self.0.len()
+        }
+        fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+            out.extend_from_slice(&self.0);
+            Ok(())
+        }
+        fn decode(bytes: &[u8]) -> Result<Self> {
+            Ok(Blob(bytes.to_vec()))
+        }
+    }
+
+    /// A blob of `len` bytes that differ by key and position, so a value read back
+    /// under the wrong key or with shifted bytes shows.
+    fn blob(seed: u64, len: usize) -> Arc<Blob> {
+        Arc::new(Blob(
+            (0..len)
+                .map(|i| (seed as usize).wrapping_mul(31).wrapping_add(i) as u8)
+                .collect(),
+        ))
+    }
+
+    /// Names of the files in the cache's folder with the given suffix.
+    fn files(cache: &SpillCache<impl Spillable>, suffix: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(cache.dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u64, usize),
+        Get(u64),
+        Remove(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few keys, so gets and replacements hit spilled values often.
+        prop_oneof![
+            4 => (0..12u64, 0..4096usize).prop_map(|(k, n)| Op::Put(k, n)),
+            4 => (0..12u64).prop_map(Op::Get),
+            1 => (0..12u64).prop_map(Op::Remove),
+        ]
+    }
+
+    /// Random put/get/remove sequences against a `HashMap`, with a budget of 8 KiB
+    /// for values of up to 4 KiB, so most values live on disk most of the time.
+    #[test]
+    fn spill_matches_hash_map_model() {
+        const BUDGET: usize = 8 << 10;
+        let parent = tempfile::tempdir().unwrap();
+        let totals = Mutex::new(SpillStats::default());
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&proptest::collection::vec(op(), 1..200), |ops| {
+                let cache = SpillCache::<Blob>::new(parent.path(), BUDGET).unwrap();
+                let mut model: HashMap<u64, Arc<Blob>> = HashMap::new();
+                for (i, op) in ops.iter().enumerate() {
+                    match *op {
+                        Op::Put(k, n) => {
+                            let v = blob(k * 1000 + i as u64, n);
+                            cache.put(k, v.clone()).unwrap();
+                            model.insert(k, v);
+                        }
+                        Op::Get(k) => {
+                            let got = cache.get(k).unwrap();
+                            prop_assert_eq!(
+                                got.as_deref(),
+                                model.get(&k).map(|v| &**v),
+                                "op {}",
+                                i
+                            );
+                        }
+                        Op::Remove(k) => {
+                            cache.remove(k);
+                            model.remove(&k);
+                        }
+                    }
+                    // Every value is below the budget, so the budget always holds.
+                    prop_assert!(
+                        cache.resident_bytes() <= BUDGET,
+                        "op {}: {:?}",
+                        i,
+                        cache.stats()
+                    );
+                    prop_assert_eq!(cache.len(), model.len());
+                    for k in 0..12 {
+                        prop_assert_eq!(cache.contains(k), model.contains_key(&k));
+                    }
+                }
+                let stats = cache.stats();
+                prop_assert_eq!(stats.files_on_disk as usize, files(&cache, ".spill").len());
+                prop_assert!(files(&cache, ".tmp").is_empty());
+                // The peak includes the moment between a put and its page-out.
+                prop_assert!(stats.peak_resident_bytes < BUDGET + 4096);
+                // Everything comes back at the end, too.
+                for (k, v) in &model {
+                    let got = cache.get(*k).unwrap();
+                    prop_assert_eq!(got.as_deref(), Some(&**v));
+                }
+                let mut t = totals.lock().unwrap();
+                t.spilled_bytes += stats.spilled_bytes;
+                t.read_back_values += stats.read_back_values;
+                Ok(())
+            })
+            .unwrap();
+        let t = totals.into_inner().unwrap();
+        assert!(t.spilled_bytes > 0 && t.read_back_values > 0, "{t:?}");
+    }
+
+    #[test]
+    fn value_over_budget_is_paged_out_at_once() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 100).unwrap();
+        cache.put(1, blob(1, 50)).unwrap();
+        assert_eq!(cache.resident_bytes(), 50);
+        // Strict LRU: 1 is older, so it goes first, then 2 itself.
+        cache.put(2, blob(2, 500)).unwrap();
+        assert_eq!(cache.resident_bytes(), 0);
+        assert_eq!(files(&cache, ".spill").len(), 2);
+        assert_eq!(cache.get(1).unwrap().as_deref(), Some(&*blob(1, 50)));
+        assert_eq!(cache.resident_bytes(), 50);
+        // Read back, 2 is over budget again; both have files, so no write happens.
+        assert_eq!(cache.get(2).unwrap().as_deref(), Some(&*blob(2, 500)));
+        let s = cache.stats();
+        assert_eq!(s.resident_bytes, 0);
+        assert_eq!(s.peak_resident_bytes, 550);
+        assert_eq!(
+            (s.spilled_values, s.read_back_values, s.files_on_disk),
+            (2, 2, 2)
+        );
+    }
+
+    #[test]
+    fn read_back_value_pages_out_again_without_a_write() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 1000).unwrap();
+        cache.put(1, blob(1, 600)).unwrap();
+        cache.put(2, blob(2, 600)).unwrap(); // pages 1 out
+        cache.get(1).unwrap(); // reads 1 back, pages 2 out
+        cache.get(2).unwrap(); // reads 2 back, drops 1 (it has a file)
+        let s = cache.stats();
+        assert_eq!((s.spilled_values, s.read_back_values), (2, 2), "{s:?}");
+        assert_eq!(s.resident_bytes, 600);
+        assert_eq!(s.files_on_disk, 2);
+    }
+
+    #[test]
+    fn replace_and_remove_delete_files() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 0).unwrap();
+        cache.put(7, blob(1, 10)).unwrap();
+        let first = files(&cache, ".spill");
+        assert_eq!(first.len(), 1);
+        cache.put(7, blob(2, 20)).unwrap();
+        let second = files(&cache, ".spill");
+        assert_eq!(second.len(), 1);
+        assert_ne!(first, second, "a replaced value's file is deleted");
+        assert_eq!(cache.get(7).unwrap().as_deref(), Some(&*blob(2, 20)));
+        cache.remove(7);
+        assert!(files(&cache, ".spill").is_empty());
+        assert_eq!(cache.get(7).unwrap(), None);
+        assert!(cache.is_empty());
+        assert_eq!(cache.stats().files_on_disk, 0);
+    }
+
+    #[test]
+    fn truncated_spill_file_is_corrupt_naming_it() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 0).unwrap();
+        cache.put(3, blob(3, 100)).unwrap();
+        let [path] = files(&cache, ".spill").try_into().unwrap();
+        let good = fs::read(&path).unwrap();
+        assert_eq!(good.len(), HEADER_LEN + 100);
+        for cut in [0, 7, 19, 20, 21, good.len() - 1] {
+            fs::write(&path, &good[..cut]).unwrap();
+            match cache.get(3) {
+                Err(Error::CorruptFile { path: p, reason }) => {
+                    assert_eq!(p, path, "cut {cut}: {reason}");
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        fs::write(&path, &good).unwrap();
+        assert_eq!(cache.get(3).unwrap().as_deref(), Some(&*blob(3, 100)));
+        // The message tells the reader where to look.
+        fs::write(&path, &good[..5]).unwrap();
+        let msg = cache.get(3).unwrap_err().to_string();
+        assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("corrupt spill file"), "{msg}");
+    }
+
+    /// An Arrow batch as a spilled value. Arrow's IPC reader can panic or return
+    /// other values on flipped bytes; the CRC must stop every flip first.
+    struct Batch(arrow::array::RecordBatch);
+
+    impl Spillable for Batch {
+        fn size_bytes(&self) -> usize {
+            self.0.get_array_memory_size()
+        }
+        fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+            crate::codec::encode_batches(&self.0.schema(), std::slice::from_ref(&self.0), out)
+        }
+        fn decode(bytes: &[u8]) -> Result<Self> {
+            let (schema, batches) = crate::codec::decode_batches(bytes)?;
+            arrow::compute::concat_batches(&schema, &batches)
+                .map(Batch)
+                .map_err(|e| Error::Corrupt(e.to_string()))
+        }
+    }
+
+    #[test]
+    fn flipped_byte_anywhere_is_corrupt_naming_the_file() {
+        use arrow::array::{ArrayRef, Float64Array, Int64Array};
+        let batch = arrow::array::RecordBatch::try_from_iter(vec![
+            (
+                "a",
+                Arc::new(Int64Array::from_iter_values(0..64)) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..64).map(|i| i as f64 / 3.0),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Batch>::new(parent.path(), 0).unwrap();
+        cache.put(9, Arc::new(Batch(batch.clone()))).unwrap();
+        let [path] = files(&cache, ".spill").try_into().unwrap();
+        let good = fs::read(&path).unwrap();
+        for pos in 0..good.len() {
+            for mask in [0x01u8, 0x80] {
+                let mut bad = good.clone();
+                bad[pos] ^= mask;
+                fs::write(&path, &bad).unwrap();
+                match cache.get(9) {
+                    Err(Error::CorruptFile { path: p, .. }) => assert_eq!(p, path),
+                    Err(e) => panic!("flip at {pos}: {e}"),
+                    Ok(_) => panic!("flip {mask:#x} at {pos} of {} read as data", good.len()),
+                }
+            }
+        }
+        fs::write(&path, &good).unwrap();
+        assert_eq!(cache.get(9).unwrap().unwrap().0, batch);
+    }
+
+    #[test]
+    fn parent_that_is_a_file_is_an_io_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("not-a-folder");
+        fs::write(&file, b"x").unwrap();
+        for parent in [file.clone(), file.join("below")] {
+            match SpillCache::<Blob>::new(&parent, 10) {
+                Err(Error::Io { path, .. }) => assert_eq!(path, parent),
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("{} accepted as spill folder", parent.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_parent_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("a/b");
+        let cache = SpillCache::<Blob>::new(&parent, 10).unwrap();
+        assert!(cache.dir().starts_with(&parent));
+        let name = cache
+            .dir()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("outcore-spill-"), "{name}");
+    }
+
+    #[test]
+    fn failed_write_is_io_error_leaving_no_tmp_and_a_working_cache() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 1000).unwrap();
+        for k in 0..4 {
+            cache.put(k, blob(k, 400)).unwrap(); // 0 and 1 go to disk
+        }
+        cache.fail_writes_after(100);
+        let err = cache.put(10, blob(10, 400)).unwrap_err();
+        match &err {
+            Error::Io { path, source } => {
+                assert!(path.starts_with(cache.dir()), "{err}");
+                assert!(path.to_string_lossy().ends_with(".spill.tmp"), "{err}");
+                assert_eq!(source.to_string(), "injected write failure");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(files(&cache, ".tmp").is_empty());
+        // The value that failed to page out stayed resident; everything answers.
+        assert_eq!(cache.resident_bytes(), 1200);
+        for k in [0, 1, 3, 10] {
+            // Reading 0 or 1 back needs room, and the writes still fail.
+            match cache.get(k) {
+                Ok(v) => assert_eq!(v.as_deref(), Some(&*blob(k, 400)), "key {k}"),
+                Err(Error::Io { .. }) => assert!(k < 2, "key {k}"),
+                Err(e) => panic!("key {k}: {e}"),
+            }
+        }
+        assert!(files(&cache, ".tmp").is_empty());
+        // Once the disk takes writes again, the cache gets back under budget.
+        cache.fail_writes_after(u64::MAX);
+        cache.put(11, blob(11, 10)).unwrap();
+        assert!(cache.resident_bytes() <= 1000, "{:?}", cache.stats());
+        for k in [0, 1, 2, 3, 10, 11] {
+            let len = if k == 11 { 10 } else { 400 };
+            assert_eq!(
+                cache.get(k).unwrap().as_deref(),
+                Some(&*blob(k, len)),
+                "key {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn drop_removes_the_folder() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 0).unwrap();
+        cache.put(1, blob(1, 100)).unwrap();
+        let dir = cache.dir().to_path_buf();
+        assert!(dir.is_dir());
+        drop(cache);
+        assert!(!dir.exists());
+    }
+
+    /// Four threads on distinct keys with a budget smaller than one thread's working
+    /// set, so pages out race with reads back and removals.
+    #[test]
+    fn concurrent_threads_see_their_values() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 4 << 10).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let cache = &cache;
+                s.spawn(move || {
+                    let key = |i: u64| t * 10_000 + i;
+                    let len = |i: u64| (i * 37 % 1500) as usize;
+                    for i in 0..400u64 {
+                        cache.put(key(i), blob(key(i), len(i))).unwrap();
+                        let j = i * 7 % (i + 1);
+                        let got = cache.get(key(j)).unwrap();
+                        if j % 5 == 4 && j < i {
+                            assert_eq!(got, None, "key {}", key(j));
+                        } else {
+                            assert_eq!(
+                                got.as_deref(),
+                                Some(&*blob(key(j), len(j))),
+                                "key {}",
+                                key(j)
+                            );
+                        }
+                        if i % 5 == 4 {
+                            cache.remove(key(i));
+                        }
+                    }
+                });
+            }
+        });
+        let s = cache.stats();
+        assert!(s.spilled_bytes > 0 && s.read_back_values > 0, "{s:?}");
+        assert_eq!(cache.len(), 4 * 320);
+        assert!(files(&cache, ".tmp").is_empty());
+        assert_eq!(s.files_on_disk as usize, files(&cache, ".spill").len());
+        for t in 0..4u64 {
+            for i in (0..400u64).filter(|i| i % 5 != 4) {
+                let k = t * 10_000 + i;
+                assert_eq!(
+                    cache.get(k).unwrap().as_deref(),
+                    Some(&*blob(k, (i * 37 % 1500) as usize))
+                );
+            }
+        }
+    }
+
+    /// Threads racing on the same keys: puts replace values being written, removes
+    /// delete files being read. Every answer must be some value put under that key
+    /// (or None), never an error, and the files must add up at the end.
+    #[test]
+    fn concurrent_threads_on_shared_keys() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 2 << 10).unwrap();
+        // A value's first 8 bytes name its key.
+        let value = |key: u64, n: u64| {
+            let mut v = key.to_le_bytes().to_vec();
+            v.resize(8 + (n % 1200) as usize, n as u8);
+            Arc::new(Blob(v))
+        };
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (cache, value) = (&cache, &value);
+                s.spawn(move || {
+                    let mut x = t + 1;
+                    for _ in 0..3000 {
+                        // xorshift: cheap, seeded, different per thread.
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let key = x % 8;
+                        match x % 10 {
+                            0..=3 => cache.put(key, value(key, x)).unwrap(),
+                            4..=8 => {
+                                if let Some(v) = cache.get(key).unwrap() {
+                                    assert_eq!(v.0[..8], key.to_le_bytes());
+                                }
+                            }
+                            _ => cache.remove(key),
+                        }
+                    }
+                });
+            }
+        });
+        let s = cache.stats();
+        assert!(s.spilled_bytes > 0 && s.read_back_values > 0, "{s:?}");
+        assert!(files(&cache, ".tmp").is_empty());
+        assert_eq!(s.files_on_disk as usize, files(&cache, ".spill").len());
+        for key in 0..8 {
+            if let Some(v) = cache.get(key).unwrap() {
+                assert_eq!(v.0[..8], key.to_le_bytes());
+            }
+        }
+        for key in 0..8 {
+            cache.remove(key);
+        }
+        assert!(files(&cache, ".spill").is_empty());
+        assert_eq!(cache.stats().resident_bytes, 0);
+    }
+}

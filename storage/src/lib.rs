@@ -1,12 +1,29 @@
-//! outcore's storage layer: bytes and Arrow IPC, nothing of frames.
+//! outcore's storage layer: bytes and Arrow IPC, nothing of frames. It speaks
+//! bytes, keys and partition numbers only, so it could later serve other processes;
+//! it never imports `outcore`.
+//!
+//! ```text
+//!   task results ──► spill::SpillCache ──over budget──► <dir>/<key>-<id>.spill
+//!                      (LRU, one mutex)                  (magic, length, CRC32)
+//!
+//!   shuffle writes ─► shuffle::ShuffleService ──over budget──► sled (one tree)
+//!   shuffle reads ◄─  (a buffer per output partition)  ◄── prefix scan
+//!
+//!   RecordBatch ⇄ bytes: codec (Arrow IPC stream, LZ4-framed bodies)
+//! ```
 //!
 //! - [`codec`]: `RecordBatch` ⇄ Arrow IPC stream bytes, the one format in which
-//!   partitions leave memory (for the shuffle store and the spill cache).
+//!   partitions leave memory.
 //! - [`spill`]: the spill cache, which keeps task results under a byte budget and
 //!   pages the least recently used to checksummed files.
+//! - [`shuffle`]: the shuffle store, which collects pieces of bytes per output
+//!   partition from many writers under a byte budget, flushing to sled.
+//!
+//! Every error names the file or folder involved ([`Error`]).
 
 pub mod codec;
 mod error;
+pub mod shuffle;
 pub mod spill;
 
 pub use error::{Error, Result};

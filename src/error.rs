@@ -102,6 +102,22 @@ pub enum Error {
         /// The error the task returned.
         source: Box<Error>,
     },
+    /// One task's result alone is larger than the memory limit, so no amount of
+    /// spilling can keep the computation under it.
+    #[error("task {key} made a result of {} but the memory limit is {}; {hint}", human_bytes(*needed), human_bytes(*limit))]
+    MemoryLimit {
+        /// The task.
+        key: String,
+        /// Bytes its result holds.
+        needed: u64,
+        /// The limit.
+        limit: u64,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The computation was interrupted (Ctrl-C); its temporary files were removed.
+    #[error("interrupted; temporary files were removed")]
+    Interrupted,
     /// An error from an Arrow kernel.
     #[error(transparent)]
     Arrow(#[from] ArrowError),
@@ -136,6 +152,22 @@ impl Error {
             Error::Task { source, .. } => source.root(),
             other => other,
         }
+    }
+}
+
+/// `1536` → `1.5 KiB`: sizes in messages and `--stats`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }
 

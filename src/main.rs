@@ -15,6 +15,9 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("error: {e}");
+            if matches!(e.root(), outcore::Error::Interrupted) {
+                return ExitCode::from(130);
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,15 +1,21 @@
 //! The entry point of the Rust API: a [`Session`] holds the settings every
-//! computation shares (threads, scheduler mode, default block size) and the thread
-//! pool, and opens data sources.
+//! computation shares (threads, scheduler mode, memory limit, spill folder, default
+//! block size) and the thread pool, and opens data sources.
+//!
+//! The memory limit defaults to half the machine's RAM
+//! ([`DEFAULT_LIMIT_FRACTION`](crate::scheduler::DEFAULT_LIMIT_FRACTION)); the block
+//! size, unless given, follows it: the smaller of 64 MiB and limit / threads / 10.
 //!
 //! ```no_run
 //! use outcore::Session;
-//! let session = Session::builder().with_threads(4).build()?;
+//! let session = Session::builder().with_threads(4).memory_limit(2_000_000_000).build()?;
 //! let df = session.read_csv("data/timeseries/*.csv").load()?;
 //! println!("{}", df.num_rows()?);
 //! # Ok::<(), outcore::Error>(())
 //! ```
 
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
@@ -17,7 +23,7 @@ use arrow::datatypes::DataType;
 use crate::error::{Error, Result};
 use crate::frame::DataFrame;
 use crate::io::{CsvOptions, CsvSource};
-use crate::scheduler::Mode;
+use crate::scheduler::{Executor, MemoryPolicy, Mode, RunContext};
 
 /// Settings and the thread pool shared by every computation of a session.
 #[derive(Clone)]
@@ -25,11 +31,24 @@ pub struct Session {
     inner: Arc<SessionInner>,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("threads", &self.inner.threads)
+            .field("mode", &self.inner.mode)
+            .field("blocksize", &self.inner.blocksize)
+            .field("memory", &self.inner.memory)
+            .finish_non_exhaustive()
+    }
+}
+
 struct SessionInner {
     threads: usize,
     mode: Mode,
     blocksize: u64,
     split_every: usize,
+    memory: MemoryPolicy,
+    cancel: Arc<AtomicBool>,
     pool: rayon::ThreadPool,
 }
 
@@ -39,8 +58,11 @@ struct SessionInner {
 pub struct SessionBuilder {
     threads: Option<usize>,
     mode: Mode,
-    blocksize: u64,
+    blocksize: Option<u64>,
     split_every: usize,
+    memory_limit: Option<u64>,
+    spill_dir: Option<PathBuf>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for SessionBuilder {
@@ -48,8 +70,11 @@ impl Default for SessionBuilder {
         SessionBuilder {
             threads: None,
             mode: Mode::Parallel,
-            blocksize: 64 << 20,
+            blocksize: None,
             split_every: 8,
+            memory_limit: None,
+            spill_dir: None,
+            cancel: None,
         }
     }
 }
@@ -67,9 +92,31 @@ impl SessionBuilder {
         self
     }
 
-    /// Default bytes per partition when reading files (default 64 MiB).
+    /// Default bytes per partition when reading files (default: the smaller of
+    /// 64 MiB and memory limit / threads / 10).
     pub fn with_blocksize(mut self, bytes: u64) -> Self {
-        self.blocksize = bytes;
+        self.blocksize = Some(bytes);
+        self
+    }
+
+    /// Bytes a computation may hold in memory (default: half the machine's RAM).
+    /// Past it, read tasks are held back and finished results are spilled to disk.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// The folder under which each computation makes its spill and shuffle folders
+    /// (default: the system's temporary folder). It is created if missing.
+    pub fn with_spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// A flag that, once set (e.g. by a Ctrl-C handler), stops the running
+    /// computation with [`Error::Interrupted`] after removing its temporary files.
+    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
         self
     }
 
@@ -85,9 +132,26 @@ impl SessionBuilder {
         if threads == 0 {
             return Err(Error::plan("session", "threads must be at least 1"));
         }
-        if self.blocksize == 0 {
+        if self.blocksize == Some(0) {
             return Err(Error::plan("session", "blocksize must be at least 1 byte"));
         }
+        let mut memory = MemoryPolicy::machine_default();
+        if let Some(limit) = self.memory_limit {
+            if limit == 0 {
+                return Err(Error::plan(
+                    "session",
+                    "the memory limit must be at least 1 byte",
+                ));
+            }
+            memory.limit = limit;
+        }
+        if let Some(dir) = self.spill_dir {
+            memory.spill_dir = dir;
+        }
+        check_spill_dir(&memory.spill_dir)?;
+        let blocksize = self
+            .blocksize
+            .unwrap_or_else(|| memory.default_blocksize(threads));
         if self.split_every < 2 {
             return Err(Error::plan("session", "split_every must be at least 2"));
         }
@@ -100,8 +164,10 @@ impl SessionBuilder {
             inner: Arc::new(SessionInner {
                 threads,
                 mode: self.mode,
-                blocksize: self.blocksize,
+                blocksize,
                 split_every: self.split_every,
+                memory,
+                cancel: self.cancel.unwrap_or_default(),
                 pool,
             }),
         })
@@ -134,12 +200,37 @@ impl Session {
         self.inner.split_every
     }
 
-    /// The executor that runs this session's graphs.
-    pub fn executor(&self) -> crate::scheduler::Executor<'_> {
-        crate::scheduler::Executor {
-            mode: self.inner.mode,
-            pool: &self.inner.pool,
-        }
+    /// The memory limit in bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.inner.memory.limit
+    }
+
+    /// The folder under which spill and shuffle folders are made.
+    pub fn spill_dir(&self) -> &std::path::Path {
+        &self.inner.memory.spill_dir
+    }
+
+    /// The default bytes per partition when reading files.
+    pub fn blocksize(&self) -> u64 {
+        self.inner.blocksize
+    }
+
+    /// The executor that runs this session's graphs, under its memory limit.
+    pub fn executor(&self) -> Executor<'_> {
+        let budget = self
+            .inner
+            .memory
+            .results_budget(self.inner.threads, self.inner.blocksize);
+        Executor::new(self.inner.mode, &self.inner.pool)
+            .with_memory(self.inner.memory.clone(), budget)
+            .with_cancel(self.inner.cancel.clone())
+    }
+
+    /// A fresh context for one computation: its counters and, when it shuffles, its
+    /// shuffle store, which buffers at most an eighth of the limit (64 MiB at most).
+    pub fn run_context(&self) -> Arc<RunContext> {
+        let budget = (self.inner.memory.limit / 8).min(64 << 20) as usize;
+        RunContext::new(self.inner.memory.spill_dir.clone(), budget.max(64 << 10))
     }
 
     /// Starts reading a CSV glob (a pattern, a folder, or one file).
@@ -153,6 +244,14 @@ impl Session {
             },
         }
     }
+}
+
+/// Creates `dir` if missing and checks a file can be written in it, so a bad spill
+/// folder is reported before any work starts.
+fn check_spill_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    tempfile::tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(())
 }
 
 /// Options for [`Session::read_csv`]; `load` opens the files.

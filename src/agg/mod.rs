@@ -18,6 +18,7 @@
 pub mod accumulator;
 pub mod grouper;
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -480,12 +481,21 @@ impl AggregatePlan {
 
     /// The combine step: partials (in partition order) → one partial.
     pub fn combine(&self, partials: &[&RecordBatch]) -> Result<RecordBatch> {
-        let (n, columns) = self.merge(partials, false)?;
+        let (n, columns) = self.merge(partials.iter().map(|p| Ok(*p)), false)?;
         self.batch(self.partial_schema.clone(), columns, n)
     }
 
     /// The last step: partials → the answer (sorted by key when asked).
     pub fn finalize(&self, partials: &[&RecordBatch]) -> Result<RecordBatch> {
+        self.finalize_each(partials.iter().map(|p| Ok(*p)))
+    }
+
+    /// [`finalize`](Self::finalize) over partials that arrive one at a time (decoded
+    /// from a shuffle), so only one is in memory besides the running totals.
+    pub fn finalize_each<B: Borrow<RecordBatch>>(
+        &self,
+        partials: impl IntoIterator<Item = Result<B>>,
+    ) -> Result<RecordBatch> {
         let (n, columns) = self.merge(partials, true)?;
         let out = self.batch(self.output_schema.clone(), columns, n)?;
         if !self.sort || self.keys.is_empty() || out.num_rows() < 2 {
@@ -507,7 +517,11 @@ impl AggregatePlan {
 
     /// Merges partials one by one into one grouper and one accumulator per
     /// aggregation, so they are never concatenated into a copy.
-    fn merge(&self, partials: &[&RecordBatch], finalize: bool) -> Result<(usize, Vec<ArrayRef>)> {
+    fn merge<B: Borrow<RecordBatch>>(
+        &self,
+        partials: impl IntoIterator<Item = Result<B>>,
+        finalize: bool,
+    ) -> Result<(usize, Vec<ArrayRef>)> {
         let types: Vec<DataType> = self
             .key_fields
             .iter()
@@ -528,6 +542,8 @@ impl AggregatePlan {
             .collect();
         let mut ids = Vec::new();
         for partial in partials {
+            let partial = partial?;
+            let partial: &RecordBatch = partial.borrow();
             ids.clear();
             if self.keys.is_empty() {
                 ids.resize(partial.num_rows(), 0);

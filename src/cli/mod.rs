@@ -5,9 +5,14 @@ mod demo;
 mod output;
 mod query;
 
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use outcore::scheduler::Mode;
-use outcore::{Result, Session};
+use outcore::error::human_bytes;
+use outcore::scheduler::{Mode, RunStats};
+use outcore::{Error, Result, Session};
 
 /// outcore: out-of-core dataframe queries over CSV globs.
 #[derive(Parser)]
@@ -20,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Filter, group and aggregate a CSV glob.
-    Query(query::QueryArgs),
+    Query(Box<query::QueryArgs>),
     /// Write generated data sets (timeseries, the db-benchmark groupby table).
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -40,6 +45,18 @@ pub struct RunArgs {
     /// Scheduler: parallel, or sync (one task at a time, for debugging).
     #[arg(long, value_enum, default_value_t = SchedulerArg::Parallel)]
     scheduler: SchedulerArg,
+    /// Memory the computation may hold, e.g. 2GB (default: half the machine's RAM).
+    /// Past it, reads wait and finished results spill to disk.
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<u64>,
+    /// Folder under which spill and shuffle files go (default: the system's
+    /// temporary folder); they are removed when the command ends.
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+    /// Print what the computation did to stderr: bytes read, spilled, shuffled,
+    /// peak memory held.
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -60,8 +77,57 @@ impl RunArgs {
         if let Some(bs) = self.blocksize {
             b = b.with_blocksize(bs);
         }
-        b.build()
+        if let Some(m) = self.memory_limit {
+            b = b.memory_limit(m);
+        }
+        if let Some(d) = &self.spill_dir {
+            b = b.with_spill_dir(d);
+        }
+        b.with_cancel_flag(interrupt_flag()?).build()
     }
+
+    /// Prints `stats` to stderr when `--stats` was given.
+    fn report(&self, stats: &RunStats) {
+        if self.stats {
+            eprintln!("{}", format_stats(stats));
+        }
+    }
+}
+
+/// One line of what a computation did, for `--stats`.
+pub fn format_stats(s: &RunStats) -> String {
+    format!(
+        "stats: read {}; peak held {} in {} results; spilled {} ({} values), read back {}; \
+         shuffled {} ({} on disk); {} tasks; reads held back {} times",
+        human_bytes(s.bytes_read),
+        human_bytes(s.peak_bytes_held),
+        s.peak_results_held,
+        human_bytes(s.spilled_bytes),
+        s.spilled_values,
+        human_bytes(s.read_back_bytes),
+        human_bytes(s.shuffled_bytes),
+        human_bytes(s.shuffle_disk_bytes),
+        s.tasks_run,
+        s.reads_held_back,
+    )
+}
+
+/// A flag Ctrl-C sets, so the running computation stops and removes its temporary
+/// files; a second Ctrl-C exits at once.
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let sig = signal_hook::consts::SIGINT;
+    let register = |r: std::io::Result<signal_hook::SigId>| {
+        r.map(|_| ())
+            .map_err(|e| Error::Internal(format!("cannot handle Ctrl-C: {e}")))
+    };
+    register(signal_hook::flag::register_conditional_shutdown(
+        sig,
+        130,
+        flag.clone(),
+    ))?;
+    register(signal_hook::flag::register(sig, flag.clone()))?;
+    Ok(flag)
 }
 
 /// `64MB`, `1.5GiB`, `512k`, `100` → bytes (decimal units for MB/GB, binary for MiB/GiB).
@@ -101,7 +167,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Query(a) => query::run(a),
+        Command::Query(a) => query::run(*a),
         Command::Datasets(c) => datasets::run(c),
         Command::Demo(a) => demo::run(a),
     }

@@ -1,6 +1,11 @@
-//! Writing answers: a table (Arrow's pretty printer), CSV, or JSON lines.
+//! Writing answers: a table (Arrow's pretty printer), CSV, or JSON lines; to stdout or
+//! one file per partition in a folder, partition by partition, so an answer larger
+//! than memory never has to be gathered.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
 use clap::ValueEnum;
@@ -17,41 +22,177 @@ pub enum Format {
     Json,
 }
 
-fn stdout_err(e: std::io::Error) -> Error {
-    Error::io("<stdout>", e)
+fn arrow_write_err(path: &Path, e: arrow::error::ArrowError) -> Error {
+    match e {
+        arrow::error::ArrowError::IoError(_, io) => Error::io(path, io),
+        other => Error::Arrow(other),
+    }
 }
 
-/// Writes `batch` to stdout in `format`.
-pub fn print(batch: &RecordBatch, format: Format) -> Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+/// Writes `batch` to `out` in `format`; `header` says whether CSV gets its header.
+fn write_batch(
+    out: &mut dyn Write,
+    path: &Path,
+    batch: &RecordBatch,
+    format: Format,
+    header: bool,
+) -> Result<()> {
     match format {
         Format::Table => {
             let table = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?;
-            writeln!(out, "{table}").map_err(stdout_err)?;
+            writeln!(out, "{table}").map_err(|e| Error::io(path, e))?;
         }
         Format::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut out);
-            w.write(batch).map_err(arrow_write_err)?;
+                .with_header(header)
+                .build(&mut *out);
+            w.write(batch).map_err(|e| arrow_write_err(path, e))?;
         }
         Format::Json => {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
-            w.write(batch).map_err(arrow_write_err)?;
-            w.finish().map_err(arrow_write_err)?;
-            drop(w);
-            if batch.num_rows() > 0 {
-                writeln!(out).map_err(stdout_err)?;
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
+            w.write(batch).map_err(|e| arrow_write_err(path, e))?;
+            w.finish().map_err(|e| arrow_write_err(path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where partitions go, one at a time, in order.
+pub enum PartitionWriter {
+    /// Standard output: CSV's header once, a table per partition.
+    Stdout {
+        /// Output format.
+        format: Format,
+        /// Partitions written so far.
+        written: Mutex<usize>,
+    },
+    /// `part-00000.csv`, ... in a temporary folder beside `dir`, renamed to `dir`
+    /// by [`PartitionWriter::finish`]; dropped unfinished, the temporary folder goes.
+    Folder {
+        /// Output format (a table is written as CSV).
+        format: Format,
+        /// The folder the user asked for.
+        dir: PathBuf,
+        /// Whether an existing `dir` may be replaced.
+        overwrite: bool,
+        /// Where the files are written until all are done.
+        staging: tempfile::TempDir,
+    },
+}
+
+impl PartitionWriter {
+    /// Writes to stdout.
+    pub fn stdout(format: Format) -> PartitionWriter {
+        PartitionWriter::Stdout {
+            format,
+            written: Mutex::new(0),
+        }
+    }
+
+    /// Writes one file per partition into `dir`, which must not exist unless
+    /// `overwrite`; checked now, before any work.
+    pub fn folder(dir: &Path, format: Format, overwrite: bool) -> Result<PartitionWriter> {
+        if dir.exists() && !overwrite {
+            return Err(Error::plan(
+                "query",
+                format!(
+                    "{} already exists; choose another --out folder or pass --overwrite",
+                    dir.display()
+                ),
+            ));
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let name = dir
+            .file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{name}.partial-"))
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
+        Ok(PartitionWriter::Folder {
+            format,
+            dir: dir.to_path_buf(),
+            overwrite,
+            staging,
+        })
+    }
+
+    /// Writes partition `index`.
+    pub fn write(&self, index: usize, batch: &RecordBatch) -> Result<()> {
+        match self {
+            PartitionWriter::Stdout { format, written } => {
+                let mut written = written.lock().unwrap_or_else(|p| p.into_inner());
+                let header = *written == 0;
+                *written += 1;
+                if *format == Format::Table && batch.num_rows() == 0 && !header {
+                    return Ok(());
+                }
+                let stdout = std::io::stdout();
+                let mut out = BufWriter::new(stdout.lock());
+                let path = Path::new("<stdout>");
+                write_batch(&mut out, path, batch, *format, header)?;
+                out.flush().map_err(|e| Error::io(path, e))
+            }
+            PartitionWriter::Folder {
+                format, staging, ..
+            } => {
+                let (format, ext) = match format {
+                    Format::Json => (Format::Json, "json"),
+                    _ => (Format::Csv, "csv"),
+                };
+                let path = staging.path().join(format!("part-{index:05}.{ext}"));
+                let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+                let mut out = BufWriter::new(file);
+                write_batch(&mut out, &path, batch, format, true)?;
+                let file = out
+                    .into_inner()
+                    .map_err(|e| Error::io(&path, e.into_error()))?;
+                file.sync_data().map_err(|e| Error::io(&path, e))
             }
         }
     }
-    out.flush().map_err(stdout_err)
-}
 
-fn arrow_write_err(e: arrow::error::ArrowError) -> Error {
-    match e {
-        arrow::error::ArrowError::IoError(_, io) => stdout_err(io),
-        other => Error::Arrow(other),
+    /// Moves the finished folder into place (replacing the old one when allowed).
+    pub fn finish(self) -> Result<Option<PathBuf>> {
+        match self {
+            PartitionWriter::Stdout { .. } => Ok(None),
+            PartitionWriter::Folder {
+                dir,
+                overwrite,
+                staging,
+                ..
+            } => {
+                let staged = staging.keep();
+                if dir.exists() {
+                    if !overwrite {
+                        let _ = std::fs::remove_dir_all(&staged);
+                        return Err(Error::plan(
+                            "query",
+                            format!(
+                                "{} appeared while the query ran; not replaced",
+                                dir.display()
+                            ),
+                        ));
+                    }
+                    // Move the old answer aside first, so a failed rename leaves it.
+                    let old = staged.with_extension("old");
+                    std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
+                    if let Err(e) = std::fs::rename(&staged, &dir) {
+                        let _ = std::fs::rename(&old, &dir);
+                        let _ = std::fs::remove_dir_all(&staged);
+                        return Err(Error::io(&dir, e));
+                    }
+                    let _ = std::fs::remove_dir_all(&old);
+                } else if let Err(e) = std::fs::rename(&staged, &dir) {
+                    let _ = std::fs::remove_dir_all(&staged);
+                    return Err(Error::io(&dir, e));
+                }
+                Ok(Some(dir))
+            }
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! `outcore query`: filter, select, group, aggregate, sort and print a CSV glob.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arrow::datatypes::DataType;
@@ -9,7 +11,7 @@ use outcore::expr::{parse, parse_type, TYPE_NAMES};
 use outcore::frame::sort_batch;
 use outcore::{Error, Result};
 
-use super::output::{print, Format};
+use super::output::{Format, PartitionWriter};
 use super::RunArgs;
 
 #[derive(Args)]
@@ -35,6 +37,17 @@ pub struct QueryArgs {
     /// Print only the first N rows.
     #[arg(long)]
     head: Option<usize>,
+    /// Spread a groupby's answer over N partitions through the shuffle store, for
+    /// many groups (each partition sorted by key, the partitions not).
+    #[arg(long)]
+    split_out: Option<usize>,
+    /// Write one file per partition (part-00000.csv, ...) into this folder instead
+    /// of printing; the folder appears only when every file is written.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace the --out folder if it exists.
+    #[arg(long)]
+    overwrite: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -74,8 +87,15 @@ pub fn run(a: QueryArgs) -> Result<()> {
         df = df.filter(parse(f)?)?;
     }
     let aggs = a.agg.as_deref().map(parse_aggs).transpose()?;
+    if a.split_out.is_some() && a.groupby.is_empty() {
+        return Err(Error::plan("query", "--split-out needs --groupby"));
+    }
     let aggregated = match (&aggs, a.groupby.is_empty()) {
-        (Some(aggs), false) => Some(df.groupby(&a.groupby)?.agg(aggs)?),
+        (Some(aggs), false) => Some(
+            df.groupby(&a.groupby)?
+                .split_out(a.split_out.unwrap_or(1))?
+                .agg(aggs)?,
+        ),
         (Some(aggs), true) => Some(df.agg(aggs)?),
         (None, false) => {
             return Err(Error::plan(
@@ -100,25 +120,49 @@ pub fn run(a: QueryArgs) -> Result<()> {
     for (c, _) in &sort {
         outcore::expr::column_type(&df.schema(), c)?;
     }
-    let batch = if sort.is_empty() {
-        match a.head {
-            Some(n) => df.head(n)?,
-            None => df.compute()?,
-        }
-    } else {
-        let all = df.compute()?;
-        let by: Vec<(&str, bool)> = sort.iter().map(|(c, asc)| (c.as_str(), *asc)).collect();
-        let sorted = sort_batch(&all, &by)?;
-        match a.head {
-            Some(n) => sorted.slice(0, n.min(sorted.num_rows())),
-            None => sorted,
-        }
+    let writer = match &a.out {
+        Some(dir) => PartitionWriter::folder(dir, a.format, a.overwrite)?,
+        None => PartitionWriter::stdout(a.format),
     };
-    print(&batch, a.format)?;
+    let rows = AtomicUsize::new(0);
+    let streamed = a.format != Format::Table || a.out.is_some();
+    if sort.is_empty() && a.head.is_none() && streamed {
+        // Partition by partition: the answer is never gathered.
+        let stats = df.for_each_partition(&|i, batch| {
+            rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
+            writer.write(i, batch)
+        })?;
+        a.run.report(&stats);
+    } else {
+        let batch = if sort.is_empty() {
+            match a.head {
+                Some(n) => df.head(n)?,
+                None => {
+                    let (all, stats) = df.compute_with_stats()?;
+                    a.run.report(&stats);
+                    all
+                }
+            }
+        } else {
+            let (all, stats) = df.compute_with_stats()?;
+            a.run.report(&stats);
+            let by: Vec<(&str, bool)> = sort.iter().map(|(c, asc)| (c.as_str(), *asc)).collect();
+            let sorted = sort_batch(&all, &by)?;
+            match a.head {
+                Some(n) => sorted.slice(0, n.min(sorted.num_rows())),
+                None => sorted,
+            }
+        };
+        rows.store(batch.num_rows(), Ordering::Relaxed);
+        writer.write(0, &batch)?;
+    }
+    if let Some(dir) = writer.finish()? {
+        eprintln!("wrote {}", dir.display());
+    }
     if a.time {
         eprintln!(
             "{} rows in {:.3} s",
-            batch.num_rows(),
+            rows.load(Ordering::Relaxed),
             started.elapsed().as_secs_f64()
         );
     }

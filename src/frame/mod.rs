@@ -186,6 +186,7 @@ impl DataFrame {
             dropna: true,
             sort: true,
             split_every: self.session.split_every(),
+            split_out: 1,
         })
     }
 
@@ -196,6 +197,7 @@ impl DataFrame {
             input: self.plan.clone(),
             plan: Arc::new(plan),
             split_every: self.session.split_every(),
+            split_out: 1,
         }))
     }
 
@@ -206,28 +208,69 @@ impl DataFrame {
     }
 
     fn compute_some(&self, parts: std::ops::Range<usize>) -> Result<(Vec<RecordBatch>, RunStats)> {
+        let gathered = std::sync::Mutex::new(Vec::with_capacity(parts.len()));
+        let stats = self.run_some(parts, &|_, batch| {
+            gathered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch.clone());
+            Ok(())
+        })?;
+        Ok((
+            gathered.into_inner().unwrap_or_else(|p| p.into_inner()),
+            stats,
+        ))
+    }
+
+    /// Runs the plan and hands each partition to `sink` with its number, in order,
+    /// as soon as it and the partitions before it are done; a partition is freed once
+    /// `sink` returns, so an answer larger than memory can be written out piece by
+    /// piece. Returns what the run did (bytes read, spilled, shuffled).
+    pub fn for_each_partition(
+        &self,
+        sink: &(dyn Fn(usize, &RecordBatch) -> Result<()> + Sync),
+    ) -> Result<RunStats> {
+        self.run_some(0..self.npartitions(), sink)
+    }
+
+    fn run_some(
+        &self,
+        parts: std::ops::Range<usize>,
+        sink: &(dyn Fn(usize, &RecordBatch) -> Result<()> + Sync),
+    ) -> Result<RunStats> {
         let pruned = plan::prune(&self.plan, None);
+        let ctx = self.session.run_context();
         let mut graph = Graph::new();
-        let keys = plan::lower(&pruned, &mut graph);
-        let exec = graph.compile(&keys[parts])?;
-        let (values, stats) = self.session.executor().run(&exec)?;
-        let batches = values
-            .iter()
-            .map(|v| match v.as_ref() {
-                Value::Batch(b) => Ok(b.clone()),
+        let keys = plan::lower(&pruned, &mut graph, &ctx);
+        let exec = graph.compile(&keys[parts.clone()])?;
+        drop(graph);
+        let start = parts.start;
+        let mut stats = self
+            .session
+            .executor()
+            .run_streaming(&exec, &|i, v| match v.as_ref() {
+                Value::Batch(b) => sink(start + i, b),
                 other => Err(Error::Internal(format!(
                     "a frame partition is {}",
                     other.kind()
                 ))),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((batches, stats))
+            })?;
+        let shuffled = ctx.shuffle_totals();
+        stats.bytes_read = ctx.bytes_read();
+        stats.shuffled_bytes = shuffled.bytes_shuffled;
+        stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
+        Ok(stats)
     }
 
     /// Runs the plan and gathers the answer into one batch.
     pub fn compute(&self) -> Result<RecordBatch> {
-        let (parts, _) = self.compute_partitions()?;
-        Ok(concat_batches(&self.schema, &parts)?)
+        Ok(self.compute_with_stats()?.0)
+    }
+
+    /// [`compute`](Self::compute), and what the run did.
+    pub fn compute_with_stats(&self) -> Result<(RecordBatch, RunStats)> {
+        let (parts, stats) = self.compute_partitions()?;
+        Ok((concat_batches(&self.schema, &parts)?, stats))
     }
 
     /// The first `n` rows. Computes the first partition, then more (doubling) while
@@ -346,7 +389,7 @@ impl DataFrame {
     pub fn visualize(&self) -> String {
         let pruned = plan::prune(&self.plan, None);
         let mut graph = Graph::new();
-        plan::lower(&pruned, &mut graph);
+        plan::lower(&pruned, &mut graph, &self.session.run_context());
         graph.to_dot()
     }
 
@@ -404,6 +447,7 @@ pub struct GroupBy {
     dropna: bool,
     sort: bool,
     split_every: usize,
+    split_out: usize,
 }
 
 impl GroupBy {
@@ -428,7 +472,20 @@ impl GroupBy {
         Ok(self)
     }
 
-    /// The aggregations: `.agg(&[sum("v1"), mean("v3")])`. One partition results.
+    /// Spread the answer over `n` partitions by a hash of the keys, through the
+    /// shuffle store (Dask's `split_out`), for groupbys with many groups: no task
+    /// then holds more than about 1/n of the groups. Each partition is sorted by key
+    /// (when sorting); the partitions are not ordered among themselves.
+    pub fn split_out(mut self, n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::plan("groupby", "split_out must be at least 1"));
+        }
+        self.split_out = n;
+        Ok(self)
+    }
+
+    /// The aggregations: `.agg(&[sum("v1"), mean("v3")])`. One partition results,
+    /// or `split_out` of them.
     pub fn agg(self, aggs: &[AggSpec]) -> Result<DataFrame> {
         let plan = AggregatePlan::new(
             &self.frame.schema,
@@ -441,6 +498,7 @@ impl GroupBy {
             input: self.frame.plan.clone(),
             plan: Arc::new(plan),
             split_every: self.split_every,
+            split_out: self.split_out,
         }))
     }
 }

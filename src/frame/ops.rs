@@ -1,11 +1,14 @@
 //! The operators frame tasks run: read a CSV block, filter, project, map a
-//! partition, and the three steps of an aggregation.
+//! partition, the three steps of an aggregation, and the two sides of a hash
+//! shuffle (write partials into the shuffle store, read and finalize a partition).
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::compute::filter_record_batch;
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::SchemaRef;
+use datafusion_common::hash_utils::{create_hashes, RandomState};
+use outcore_storage::codec::{decode_batches, encode_batches};
 
 use super::plan::PartitionFn;
 use crate::agg::AggregatePlan;
@@ -13,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::expr::{evaluate, evaluate_predicate, Expr};
 use crate::graph::{Operator, Value};
 use crate::io::CsvSource;
+use crate::scheduler::RunContext;
 
 fn batches(inputs: &[Arc<Value>]) -> Result<Vec<&RecordBatch>> {
     inputs.iter().map(|v| v.as_batch()).collect()
@@ -36,6 +40,8 @@ pub struct ReadCsvBlock {
     pub block: usize,
     /// Which columns.
     pub projection: Arc<[usize]>,
+    /// Counts the bytes read.
+    pub ctx: Arc<RunContext>,
 }
 
 impl Operator for ReadCsvBlock {
@@ -43,9 +49,10 @@ impl Operator for ReadCsvBlock {
         "read-csv"
     }
     fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
-        Ok(Value::Batch(
-            self.source.read_block(self.block, &self.projection)?,
-        ))
+        let batch = self.source.read_block(self.block, &self.projection)?;
+        let block = &self.source.blocks[self.block];
+        self.ctx.add_bytes_read(block.end - block.start);
+        Ok(Value::Batch(batch))
     }
 }
 
@@ -176,4 +183,97 @@ impl Operator for AggFinalize {
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         Ok(Value::Batch(self.plan.finalize(&batches(inputs)?)?))
     }
+}
+
+/// Hash-partitions a partial aggregate by its key columns and appends each piece to
+/// the computation's shuffle store (partitions `offset .. offset + n`); its value is
+/// an empty marker, so the scheduler holds nothing for it.
+pub struct ShuffleWrite {
+    /// The computation whose shuffle store to write to.
+    pub ctx: Arc<RunContext>,
+    /// First shuffle partition of this shuffle.
+    pub offset: usize,
+    /// Output partitions.
+    pub n: usize,
+    /// The key columns to hash.
+    pub keys: Vec<usize>,
+    /// This writer's number (the input partition).
+    pub writer: u64,
+}
+
+impl Operator for ShuffleWrite {
+    fn name(&self) -> &str {
+        "shuffle-write"
+    }
+    fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        let batch = single(inputs)?;
+        let shuffle = self.ctx.shuffle()?;
+        for (p, piece) in hash_partition(batch, &self.keys, self.n)?
+            .into_iter()
+            .enumerate()
+        {
+            if piece.num_rows() == 0 {
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(piece.get_array_memory_size() / 2 + 256);
+            encode_batches(&piece.schema(), std::slice::from_ref(&piece), &mut bytes)?;
+            shuffle.append(self.offset + p, self.writer, &bytes)?;
+        }
+        Ok(Value::Pieces(Vec::new()))
+    }
+}
+
+/// Reads one output partition of an aggregation's shuffle, merging the partials one
+/// at a time into the answer, then frees the partition's disk.
+pub struct ShuffleAggFinalize {
+    /// The computation whose shuffle store to read.
+    pub ctx: Arc<RunContext>,
+    /// The shuffle partition.
+    pub partition: usize,
+    /// The aggregation.
+    pub plan: Arc<AggregatePlan>,
+}
+
+impl Operator for ShuffleAggFinalize {
+    fn name(&self) -> &str {
+        "shuffle-agg-finalize"
+    }
+    fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
+        let shuffle = self.ctx.shuffle()?;
+        let pieces = shuffle.get(self.partition)?;
+        let partials = pieces.iter().flat_map(|bytes| match decode_batches(bytes) {
+            Ok((_, batches)) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(Error::from(e))],
+        });
+        let out = self.plan.finalize_each(partials)?;
+        drop(pieces);
+        shuffle.drop_partition(self.partition)?;
+        Ok(Value::Batch(out))
+    }
+}
+
+/// Splits `batch` into `n` batches by a hash of the `keys` columns: equal keys land
+/// in the same piece, whichever batch they come from.
+pub fn hash_partition(batch: &RecordBatch, keys: &[usize], n: usize) -> Result<Vec<RecordBatch>> {
+    if n <= 1 {
+        return Ok(vec![batch.clone()]);
+    }
+    let rows = batch.num_rows();
+    let mut hashes = vec![0u64; rows];
+    let columns: Vec<&dyn arrow::array::Array> =
+        keys.iter().map(|&k| batch.column(k).as_ref()).collect();
+    create_hashes(columns, &RandomState::with_seed(0), &mut hashes)?;
+    let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(rows / n + 1); n];
+    for (row, h) in hashes.iter().enumerate() {
+        // Multiply-shift maps the hash onto 0..n using its high bits.
+        let p = ((u128::from(*h) * n as u128) >> 64) as usize;
+        indices[p].push(row as u32);
+    }
+    indices
+        .into_iter()
+        .map(|idx| {
+            let idx = UInt32Array::from(idx);
+            Ok(take_record_batch(batch, &idx)?)
+        })
+        .collect()
 }

@@ -15,12 +15,16 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use super::ops::{AggChunk, AggCombine, AggFinalize, FilterOp, MapOp, ProjectOp, ReadCsvBlock};
+use super::ops::{
+    AggChunk, AggCombine, AggFinalize, FilterOp, MapOp, ProjectOp, ReadCsvBlock,
+    ShuffleAggFinalize, ShuffleWrite,
+};
 use crate::agg::AggregatePlan;
 use crate::error::Result;
 use crate::expr::Expr;
-use crate::graph::{Graph, Key, Layer, Operator, Task};
+use crate::graph::{FnOperator, Graph, Key, Layer, Operator, Task, Value};
 use crate::io::CsvSource;
+use crate::scheduler::RunContext;
 
 /// A function applied to every partition by `map_partitions`.
 pub type PartitionFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
@@ -59,7 +63,9 @@ pub enum Plan {
         /// Output schema the function promises.
         schema: SchemaRef,
     },
-    /// A groupby-aggregate by tree reduction into one partition.
+    /// A groupby-aggregate: by tree reduction into one partition, or, with
+    /// `split_out > 1`, by hash-partitioning the partials through the shuffle store
+    /// into `split_out` partitions.
     Aggregate {
         /// Input.
         input: Arc<Plan>,
@@ -67,6 +73,8 @@ pub enum Plan {
         plan: Arc<AggregatePlan>,
         /// Fan-in of the combine tree.
         split_every: usize,
+        /// Output partitions.
+        split_out: usize,
     },
 }
 
@@ -96,7 +104,7 @@ impl Plan {
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::MapPartitions { input, .. } => input.npartitions(),
-            Plan::Aggregate { .. } => 1,
+            Plan::Aggregate { split_out, .. } => *split_out,
         }
     }
 }
@@ -162,12 +170,14 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             input,
             plan: agg,
             split_every,
+            split_out,
         } => {
             let need: BTreeSet<String> = agg.input_columns().into_iter().collect();
             Arc::new(Plan::Aggregate {
                 input: prune(input, Some(&need)),
                 plan: agg.clone(),
                 split_every: *split_every,
+                split_out: *split_out,
             })
         }
     }
@@ -180,7 +190,8 @@ fn layer_name(op: &str) -> Arc<str> {
 }
 
 /// Adds `plan`'s layers to `graph`; returns the key of each output partition.
-pub fn lower(plan: &Plan, graph: &mut Graph) -> Vec<Key> {
+/// Operators that count bytes or shuffle keep `ctx`, the computation's context.
+pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
     let per_partition =
         |graph: &mut Graph, op: &str, inputs: &[Key], make: &dyn Fn(usize) -> Arc<dyn Operator>| {
             let name = layer_name(op);
@@ -212,6 +223,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph) -> Vec<Key> {
                         source: source.clone(),
                         block: i,
                         projection: projection.clone(),
+                        ctx: ctx.clone(),
                     }),
                 })
                 .collect();
@@ -220,7 +232,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph) -> Vec<Key> {
             keys
         }
         Plan::Filter { input, predicate } => {
-            let inputs = lower(input, graph);
+            let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(FilterOp {
                 predicate: predicate.clone(),
             });
@@ -231,7 +243,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph) -> Vec<Key> {
             exprs,
             schema,
         } => {
-            let inputs = lower(input, graph);
+            let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(ProjectOp {
                 exprs: exprs.clone(),
                 schema: schema.clone(),
@@ -239,7 +251,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph) -> Vec<Key> {
             per_partition(graph, "project", &inputs, &|_| op.clone())
         }
         Plan::MapPartitions { input, f, schema } => {
-            let inputs = lower(input, graph);
+            let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(MapOp {
                 f: f.clone(),
                 schema: schema.clone(),
@@ -249,9 +261,58 @@ pub fn lower(plan: &Plan, graph: &mut Graph) -> Vec<Key> {
         Plan::Aggregate {
             input,
             plan: agg,
+            split_every: _,
+            split_out,
+        } if *split_out > 1 => {
+            let inputs = lower(input, graph, ctx);
+            let chunk: Arc<dyn Operator> = Arc::new(AggChunk { plan: agg.clone() });
+            let partials = per_partition(graph, "agg-chunk", &inputs, &|_| chunk.clone());
+            let offset = ctx.reserve_shuffle_partitions(*split_out);
+            let keys: Vec<usize> = (0..agg.keys.len()).collect();
+            let written = per_partition(graph, "shuffle-write", &partials, &|i| {
+                Arc::new(ShuffleWrite {
+                    ctx: ctx.clone(),
+                    offset,
+                    n: *split_out,
+                    keys: keys.clone(),
+                    writer: i as u64,
+                })
+            });
+            // One barrier between the writers and the readers: n + m edges
+            // instead of n × m.
+            let barrier_name = layer_name("shuffle-barrier");
+            let barrier = Key::new(&barrier_name, 0);
+            graph.add_layer(Layer {
+                name: barrier_name,
+                tasks: vec![Task {
+                    key: barrier.clone(),
+                    deps: written,
+                    op: FnOperator::new("shuffle-barrier", |_| Ok(Value::Pieces(Vec::new()))),
+                }],
+            });
+            let name = layer_name("shuffle-agg-finalize");
+            let tasks: Vec<Task> = (0..*split_out)
+                .map(|p| Task {
+                    key: Key::new(&name, p),
+                    deps: vec![barrier.clone()],
+                    op: Arc::new(ShuffleAggFinalize {
+                        ctx: ctx.clone(),
+                        partition: offset + p,
+                        plan: agg.clone(),
+                    }),
+                })
+                .collect();
+            let keys = tasks.iter().map(|t| t.key.clone()).collect();
+            graph.add_layer(Layer { name, tasks });
+            keys
+        }
+        Plan::Aggregate {
+            input,
+            plan: agg,
             split_every,
+            split_out: _,
         } => {
-            let inputs = lower(input, graph);
+            let inputs = lower(input, graph, ctx);
             let chunk: Arc<dyn Operator> = Arc::new(AggChunk { plan: agg.clone() });
             let mut level = per_partition(graph, "agg-chunk", &inputs, &|_| chunk.clone());
             let combine: Arc<dyn Operator> = Arc::new(AggCombine { plan: agg.clone() });

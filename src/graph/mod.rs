@@ -15,6 +15,7 @@
 //! meet the scheduler; `order` numbers tasks so that one branch finishes before the
 //! next starts and intermediates are freed early (the idea of `dask.order`).
 
+mod codec;
 mod dot;
 mod optimize;
 mod order;

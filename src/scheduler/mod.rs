@@ -1,27 +1,45 @@
-//! Runs an [`ExecGraph`]: a synchronous mode for debugging and a parallel mode on a
-//! rayon pool.
+//! Runs an [`ExecGraph`] under a memory limit: a synchronous mode for debugging and a
+//! parallel mode on a rayon pool.
 //!
 //! ```text
-//!   ready heap (by priority) ──dispatch──► workers (≤ threads in flight)
-//!          ▲                                   │ (task id, result)
-//!          └──── dependents whose last ────────┘ channel back to the loop
-//!                input just arrived
+//!   ready: inner tasks ─┐                 ┌─► spill cache (results, LRU paged to disk)
+//!   ready: read tasks ──┴─► workers ──────┤
+//!       (held back while memory is short) └─► outputs, handed over in order
 //! ```
 //!
-//! The state (which tasks are ready, the live results, how many dependents each
-//! still waits for) sits behind one mutex, held only for bookkeeping, never while a
-//! task runs. A worker that finishes a task records its result and takes the next
-//! ready task itself, so a chain of tasks costs no thread wake-ups; it starts more
-//! workers only while ready tasks outnumber busy ones (at most `threads`). So the
-//! per-task cost is a lock and a heap pop, and priorities decide what runs next. A
-//! result is dropped as soon as its last dependent has run (outputs are kept). The
-//! first failing task stops new dispatches; tasks in flight finish, and the error
-//! names the failed task. A panic inside a task is caught and reported the same way.
+//! The bookkeeping (which tasks are ready, how many dependents each result still
+//! waits for) sits behind one mutex, held only for bookkeeping, never while a task
+//! runs or a file is written. A worker that finishes a task takes the next ready task
+//! itself, so a chain of tasks costs no thread wake-ups; it starts more workers only
+//! while ready tasks outnumber busy ones.
+//!
+//! Memory: every result goes into a [`SpillCache`] whose budget is what the limit
+//! leaves after the running tasks' working memory; past it, the least recently used
+//! results are paged to disk and read back by the task that needs them. Before
+//! paging anything, the scheduler holds back: while the held results and the tasks
+//! running would overflow the budget, it starts no new read task (a task with no
+//! inputs) as long as another task is running, and prefers tasks that consume what
+//! is resident. A result is dropped as soon as its last dependent has run. A single
+//! result larger than the whole limit is an error that names its task.
+//!
+//! Outputs are handed to a sink in order, each as soon as it and every output before
+//! it are done, then freed, so an answer larger than memory streams out. The first
+//! failing task (or an interrupt) stops new dispatches; the error names the task; a
+//! panic inside a task is reported the same way.
+
+mod context;
+mod memory;
+
+pub use context::{RunContext, ShuffleTotals};
+pub use memory::{total_memory, MemoryPolicy, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use outcore_storage::spill::SpillCache;
 
 use crate::error::{Error, Result};
 use crate::graph::{ExecGraph, Operator, Value};
@@ -36,23 +54,435 @@ pub enum Mode {
     Parallel,
 }
 
-/// Counts of what a run did, for `--stats` and tests.
+/// What a run did, for `--stats` and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     /// Tasks run (after fusion).
     pub tasks_run: usize,
-    /// Most results held at once.
+    /// Most results held at once (in memory or spilled).
     pub peak_results_held: usize,
-    /// Most bytes of results held at once (by `Value::size_bytes`).
-    pub peak_bytes_held: usize,
+    /// Most bytes of results resident in memory at once (by `Value::size_bytes`).
+    pub peak_bytes_held: u64,
+    /// Bytes read from input files.
+    pub bytes_read: u64,
+    /// Results paged out to the spill folder.
+    pub spilled_values: u64,
+    /// Bytes written to spill files.
+    pub spilled_bytes: u64,
+    /// Bytes of spill files read back.
+    pub read_back_bytes: u64,
+    /// Bytes appended to the shuffle store.
+    pub shuffled_bytes: u64,
+    /// The shuffle store's size on disk at the end.
+    pub shuffle_disk_bytes: u64,
+    /// Times a read task was held back because memory was short.
+    pub reads_held_back: u64,
 }
 
-/// Where tasks run and how many at once.
+/// Where tasks run, how many at once, and under which memory limit.
 pub struct Executor<'a> {
-    /// Sync or parallel.
-    pub mode: Mode,
-    /// The pool for parallel mode.
-    pub pool: &'a rayon::ThreadPool,
+    mode: Mode,
+    pool: &'a rayon::ThreadPool,
+    memory: MemoryPolicy,
+    results_budget: u64,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl<'a> Executor<'a> {
+    /// An executor with the machine's default memory limit.
+    pub fn new(mode: Mode, pool: &'a rayon::ThreadPool) -> Executor<'a> {
+        let memory = MemoryPolicy::machine_default();
+        let budget = memory.results_budget(pool.current_num_threads(), MAX_DEFAULT_BLOCKSIZE);
+        Executor {
+            mode,
+            pool,
+            memory,
+            results_budget: budget,
+            cancel: None,
+        }
+    }
+
+    /// Runs under `memory`, keeping at most `results_budget` bytes of results in
+    /// memory before spilling.
+    pub fn with_memory(mut self, memory: MemoryPolicy, results_budget: u64) -> Self {
+        self.memory = memory;
+        self.results_budget = results_budget;
+        self
+    }
+
+    /// Stops dispatching (and fails with [`Error::Interrupted`]) once `flag` is set.
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Runs the graph and returns the values of its outputs, in the order requested.
+    pub fn run(&self, graph: &ExecGraph) -> Result<(Vec<Arc<Value>>, RunStats)> {
+        let gathered: Mutex<Vec<Arc<Value>>> = Mutex::new(Vec::with_capacity(graph.outputs.len()));
+        let stats = self.run_streaming(graph, &|_, v| {
+            gathered.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+            Ok(())
+        })?;
+        Ok((
+            gathered.into_inner().unwrap_or_else(|p| p.into_inner()),
+            stats,
+        ))
+    }
+
+    /// Runs the graph, handing each output to `sink` with its position, in order,
+    /// as soon as it and all outputs before it are done; the scheduler then lets it
+    /// go. An error from `sink` stops the run.
+    pub fn run_streaming(
+        &self,
+        graph: &ExecGraph,
+        sink: &(dyn Fn(usize, Arc<Value>) -> Result<()> + Sync),
+    ) -> Result<RunStats> {
+        let cache = SpillCache::<Value>::new(&self.memory.spill_dir, self.results_budget as usize)?;
+        let shared = Shared {
+            graph,
+            cache,
+            limit: self.memory.limit,
+            budget: self.results_budget,
+            cancel: self.cancel.clone(),
+            threads: match self.mode {
+                Mode::Sync => 1,
+                Mode::Parallel => self.pool.current_num_threads().max(1),
+            },
+            state: Mutex::new(State::new(graph)),
+            delivering: Mutex::new(()),
+            sink,
+        };
+        match self.mode {
+            Mode::Sync => loop {
+                let Some(id) = shared.lock().take(&shared, 0) else {
+                    break;
+                };
+                let outcome = shared.execute(id);
+                shared.finish(id, outcome);
+                shared.deliver();
+            },
+            Mode::Parallel => {
+                let shared = &shared;
+                self.pool.scope(|scope| {
+                    let mut st = shared.lock();
+                    while st.in_flight < shared.threads {
+                        let running = st.in_flight;
+                        let Some(id) = st.take(shared, running) else {
+                            break;
+                        };
+                        st.in_flight += 1;
+                        scope.spawn(move |s| work(s, shared, id));
+                    }
+                });
+            }
+        }
+        let mut st = shared.state.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = st.failure.take() {
+            return Err(e);
+        }
+        if st.next_output < graph.outputs.len() {
+            return Err(Error::Internal(format!(
+                "output {} was never computed",
+                graph.tasks[graph.outputs[st.next_output]].key
+            )));
+        }
+        let spill = shared.cache.stats();
+        st.stats.peak_bytes_held = spill.peak_resident_bytes as u64;
+        st.stats.spilled_values = spill.spilled_values;
+        st.stats.spilled_bytes = spill.spilled_bytes;
+        st.stats.read_back_bytes = spill.read_back_bytes;
+        Ok(st.stats)
+    }
+}
+
+/// What every worker of one run shares.
+struct Shared<'g> {
+    graph: &'g ExecGraph,
+    cache: SpillCache<Value>,
+    limit: u64,
+    budget: u64,
+    cancel: Option<Arc<AtomicBool>>,
+    threads: usize,
+    state: Mutex<State>,
+    /// Held by the one worker handing outputs to the sink, so they go in order.
+    delivering: Mutex<()>,
+    sink: &'g (dyn Fn(usize, Arc<Value>) -> Result<()> + Sync),
+}
+
+/// The bookkeeping, behind one mutex.
+struct State {
+    waiting_on: Vec<u32>,
+    uses_left: Vec<u32>,
+    /// How many output positions still wait to hand this task's value over.
+    deliveries_left: Vec<u32>,
+    done: Vec<bool>,
+    ready_inner: BinaryHeap<Reverse<(u32, usize)>>,
+    ready_reads: BinaryHeap<Reverse<(u32, usize)>>,
+    in_flight: usize,
+    next_output: usize,
+    failure: Option<Error>,
+    stats: RunStats,
+    held: usize,
+    /// Bytes of read results so far and how many, to estimate what a running read
+    /// task will add.
+    read_bytes: u64,
+    reads_done: u64,
+}
+
+type Outcome = std::thread::Result<Result<Value, (usize, Error)>>;
+
+impl State {
+    fn new(graph: &ExecGraph) -> State {
+        let n = graph.tasks.len();
+        let mut deliveries_left = vec![0u32; n];
+        for &o in &graph.outputs {
+            deliveries_left[o] += 1;
+        }
+        let ready_reads = graph
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.live && t.deps.is_empty())
+            .map(|(i, t)| Reverse((t.priority, i)))
+            .collect();
+        State {
+            waiting_on: graph.tasks.iter().map(|t| t.deps.len() as u32).collect(),
+            uses_left: graph
+                .tasks
+                .iter()
+                .map(|t| t.dependents.len() as u32)
+                .collect(),
+            deliveries_left,
+            done: vec![false; n],
+            ready_inner: BinaryHeap::new(),
+            ready_reads,
+            in_flight: 0,
+            next_output: 0,
+            failure: None,
+            stats: RunStats::default(),
+            held: 0,
+            read_bytes: 0,
+            reads_done: 0,
+        }
+    }
+
+    /// Whether starting another read task now would overflow the results budget:
+    /// what is resident, plus what the running tasks and the new one are expected
+    /// to add (the mean size of a read result so far).
+    fn memory_short(&self, shared: &Shared<'_>) -> bool {
+        let per_read = self.read_bytes.checked_div(self.reads_done).unwrap_or(0);
+        let expected =
+            shared.cache.resident_bytes() as u64 + per_read * (self.in_flight as u64 + 1);
+        expected > shared.budget
+    }
+
+    /// Takes the highest-priority ready task, unless a task failed or the run was
+    /// interrupted. While memory is short and `others_running` tasks will free or
+    /// make results, read tasks wait and tasks that consume results go first.
+    fn take(&mut self, shared: &Shared<'_>, others_running: usize) -> Option<usize> {
+        if self.failure.is_some() {
+            return None;
+        }
+        if shared
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            self.failure = Some(Error::Interrupted);
+            return None;
+        }
+        let read_first = match (self.ready_inner.peek(), self.ready_reads.peek()) {
+            (Some(Reverse(i)), Some(Reverse(r))) => r < i,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if read_first {
+            if others_running > 0 && self.memory_short(shared) {
+                self.stats.reads_held_back += 1;
+                return self.ready_inner.pop().map(|Reverse((_, id))| id);
+            }
+            return self.ready_reads.pop().map(|Reverse((_, id))| id);
+        }
+        self.ready_inner.pop().map(|Reverse((_, id))| id)
+    }
+
+    /// Records a finished task whose value is in the cache: releases inputs it was
+    /// the last user of (returned, to be removed from the cache outside the lock)
+    /// and readies dependents whose last input this was.
+    fn complete(&mut self, graph: &ExecGraph, id: usize, size: u64, released: &mut Vec<usize>) {
+        let task = &graph.tasks[id];
+        self.stats.tasks_run += 1;
+        self.done[id] = true;
+        self.held += 1;
+        self.stats.peak_results_held = self.stats.peak_results_held.max(self.held);
+        if task.deps.is_empty() {
+            self.read_bytes += size;
+            self.reads_done += 1;
+        }
+        for &d in &task.deps {
+            self.uses_left[d] -= 1;
+            if self.uses_left[d] == 0 && self.deliveries_left[d] == 0 {
+                self.held -= 1;
+                released.push(d);
+            }
+        }
+        if task.dependents.is_empty() && self.deliveries_left[id] == 0 {
+            self.held -= 1;
+            released.push(id);
+        }
+        for &t in &task.dependents {
+            self.waiting_on[t] -= 1;
+            if self.waiting_on[t] == 0 {
+                let entry = Reverse((graph.tasks[t].priority, t));
+                if graph.tasks[t].deps.is_empty() {
+                    self.ready_reads.push(entry);
+                } else {
+                    self.ready_inner.push(entry);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.failure.get_or_insert(e);
+    }
+}
+
+impl Shared<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn task_error(&self, id: usize, step: usize, e: Error) -> Error {
+        let task = &self.graph.tasks[id];
+        let key = task.op_keys.get(step).unwrap_or(&task.key);
+        Error::Task {
+            key: key.to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Fetches the task's inputs (reading spilled ones back) and runs its chain.
+    fn execute(&self, id: usize) -> Outcome {
+        let task = &self.graph.tasks[id];
+        let inputs = task
+            .deps
+            .iter()
+            .map(|&d| match self.cache.get(d as u64) {
+                Ok(Some(v)) => Ok(v),
+                Ok(None) => Err(Error::Internal(format!(
+                    "the result of {} was released before {} ran",
+                    self.graph.tasks[d].key, task.key
+                ))),
+                Err(e) => Err(Error::from(e)),
+            })
+            .collect::<Result<Vec<_>>>();
+        match inputs {
+            Ok(inputs) => catch_unwind(AssertUnwindSafe(|| run_chain(&task.ops, inputs))),
+            Err(e) => Ok(Err((0, e))),
+        }
+    }
+
+    /// Stores the outcome in the cache (paging out others if needed), then does the
+    /// bookkeeping and frees released results.
+    fn finish(&self, id: usize, outcome: Outcome) {
+        let stored = match outcome {
+            Ok(Ok(value)) => self.store(id, value),
+            Ok(Err((step, e))) => Err(self.task_error(id, step, e)),
+            Err(p) => Err(self.task_error(
+                id,
+                usize::MAX,
+                Error::Internal(format!("the task panicked: {}", panic_message(p.as_ref()))),
+            )),
+        };
+        let mut released = Vec::new();
+        {
+            let mut st = self.lock();
+            match stored {
+                Ok(size) if st.failure.is_none() => {
+                    st.complete(self.graph, id, size, &mut released)
+                }
+                Ok(_) => {}
+                Err(e) => st.fail(e),
+            }
+        }
+        for r in released {
+            self.cache.remove(r as u64);
+        }
+    }
+
+    fn store(&self, id: usize, value: Value) -> Result<u64> {
+        let size = value.size_bytes() as u64;
+        if size > self.limit {
+            let key = self.graph.tasks[id].key.to_string();
+            return Err(Error::MemoryLimit {
+                key,
+                needed: size,
+                limit: self.limit,
+                hint: "read smaller partitions (--blocksize), or spread a groupby with many \
+                       groups over several partitions (--split-out)"
+                    .into(),
+            });
+        }
+        self.cache
+            .put(id as u64, Arc::new(value))
+            .map_err(|e| self.task_error(id, usize::MAX, e.into()))?;
+        Ok(size)
+    }
+
+    /// Hands every output that is next in line to the sink. One worker delivers at a
+    /// time; one that finds the lock taken leaves the work to its holder, who looks
+    /// again after letting go.
+    fn deliver(&self) {
+        let outputs = &self.graph.outputs;
+        loop {
+            let Ok(guard) = self.delivering.try_lock() else {
+                return;
+            };
+            loop {
+                let next = {
+                    let mut st = self.lock();
+                    if st.failure.is_some() || st.next_output >= outputs.len() {
+                        None
+                    } else {
+                        let id = outputs[st.next_output];
+                        st.done[id].then(|| {
+                            st.next_output += 1;
+                            (st.next_output - 1, id)
+                        })
+                    }
+                };
+                let Some((position, id)) = next else { break };
+                let handed = match self.cache.get(id as u64) {
+                    Ok(Some(v)) => (self.sink)(position, v),
+                    Ok(None) => Err(Error::Internal(format!(
+                        "output {} was released before it was handed over",
+                        self.graph.tasks[id].key
+                    ))),
+                    Err(e) => Err(e.into()),
+                };
+                let mut st = self.lock();
+                if let Err(e) = handed {
+                    st.fail(e);
+                    break;
+                }
+                st.deliveries_left[id] -= 1;
+                if st.deliveries_left[id] == 0 && st.uses_left[id] == 0 {
+                    st.held -= 1;
+                    drop(st);
+                    self.cache.remove(id as u64);
+                }
+            }
+            drop(guard);
+            let st = self.lock();
+            let more = st.failure.is_none()
+                && st.next_output < outputs.len()
+                && st.done[outputs[st.next_output]];
+            if !more {
+                return;
+            }
+        }
+    }
 }
 
 /// Runs a fused chain; an error comes with the index of the operator that failed.
@@ -78,134 +508,25 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Everything the workers share, behind one mutex.
-struct State {
-    waiting_on: Vec<u32>,
-    uses_left: Vec<u32>,
-    is_output: Vec<bool>,
-    results: Vec<Option<Arc<Value>>>,
-    sizes: Vec<usize>,
-    ready: BinaryHeap<Reverse<(u32, usize)>>,
-    in_flight: usize,
-    failure: Option<Error>,
-    stats: RunStats,
-    held: usize,
-    held_bytes: usize,
-}
-
-/// A task taken off the ready heap, with its inputs.
-struct Job {
-    id: usize,
-    inputs: Vec<Arc<Value>>,
-}
-
-impl State {
-    /// Takes the highest-priority ready task, unless a task failed.
-    fn take(&mut self, graph: &ExecGraph) -> Option<Job> {
-        if self.failure.is_some() {
-            return None;
-        }
-        let Reverse((_, id)) = self.ready.pop()?;
-        let inputs = graph.tasks[id]
-            .deps
-            .iter()
-            .map(|&d| {
-                self.results[d]
-                    .clone()
-                    .expect("a dependency's result is held until its last dependent ran")
-            })
-            .collect();
-        Some(Job { id, inputs })
-    }
-
-    /// Records a finished task: keeps its value, releases inputs it was the last
-    /// user of, and readies dependents whose last input this was.
-    fn complete(&mut self, graph: &ExecGraph, id: usize, outcome: Outcome) {
-        let task = &graph.tasks[id];
-        let value = match outcome {
-            Ok(Ok(v)) => v,
-            Ok(Err((step, e))) => {
-                let key = task.op_keys.get(step).unwrap_or(&task.key);
-                self.failure.get_or_insert(Error::Task {
-                    key: key.to_string(),
-                    source: Box::new(e),
-                });
-                return;
-            }
-            Err(p) => {
-                self.failure.get_or_insert(Error::Task {
-                    key: task.key.to_string(),
-                    source: Box::new(Error::Internal(format!(
-                        "the task panicked: {}",
-                        panic_message(p.as_ref())
-                    ))),
-                });
-                return;
-            }
-        };
-        if self.failure.is_some() {
-            return;
-        }
-        self.stats.tasks_run += 1;
-        self.sizes[id] = value.size_bytes();
-        self.held += 1;
-        self.held_bytes += self.sizes[id];
-        self.stats.peak_results_held = self.stats.peak_results_held.max(self.held);
-        self.stats.peak_bytes_held = self.stats.peak_bytes_held.max(self.held_bytes);
-        self.results[id] = Some(Arc::new(value));
-        for &d in &task.deps {
-            self.uses_left[d] -= 1;
-            if self.uses_left[d] == 0 && !self.is_output[d] {
-                self.release(d);
-            }
-        }
-        if task.dependents.is_empty() && !self.is_output[id] {
-            self.release(id);
-        }
-        for &t in &task.dependents {
-            self.waiting_on[t] -= 1;
-            if self.waiting_on[t] == 0 {
-                self.ready.push(Reverse((graph.tasks[t].priority, t)));
-            }
-        }
-    }
-
-    fn release(&mut self, id: usize) {
-        if self.results[id].take().is_some() {
-            self.held -= 1;
-            self.held_bytes -= self.sizes[id];
-        }
-    }
-}
-
-type Outcome = std::thread::Result<Result<Value, (usize, Error)>>;
-
-fn execute(graph: &ExecGraph, job: Job) -> Outcome {
-    let ops = &graph.tasks[job.id].ops;
-    catch_unwind(AssertUnwindSafe(|| run_chain(ops, job.inputs)))
-}
-
-/// A worker: runs `job`, then keeps taking ready tasks until none is left for it,
-/// starting more workers (up to `threads`) while there is spare ready work.
-fn work<'s>(
-    scope: &rayon::Scope<'s>,
-    graph: &'s ExecGraph,
-    state: &'s Mutex<State>,
-    threads: usize,
-    mut job: Job,
-) {
+/// A worker: runs task `id`, then keeps taking ready tasks until none is left for
+/// it, starting more workers (up to `threads`) while there is spare ready work.
+fn work<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, mut id: usize) {
     loop {
-        let id = job.id;
-        let outcome = execute(graph, job);
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        st.complete(graph, id, outcome);
-        match st.take(graph) {
+        let outcome = shared.execute(id);
+        shared.finish(id, outcome);
+        shared.deliver();
+        let mut st = shared.lock();
+        let others_running = st.in_flight - 1;
+        match st.take(shared, others_running) {
             Some(next) => {
-                job = next;
-                while st.in_flight < threads {
-                    let Some(extra) = st.take(graph) else { break };
+                id = next;
+                while st.in_flight < shared.threads {
+                    let running = st.in_flight;
+                    let Some(extra) = st.take(shared, running) else {
+                        break;
+                    };
                     st.in_flight += 1;
-                    scope.spawn(move |s| work(s, graph, state, threads, extra));
+                    scope.spawn(move |s| work(s, shared, extra));
                 }
             }
             None => {
@@ -213,82 +534,5 @@ fn work<'s>(
                 return;
             }
         }
-    }
-}
-
-impl Executor<'_> {
-    /// Runs the graph and returns the values of its outputs, in the order requested.
-    pub fn run(&self, graph: &ExecGraph) -> Result<(Vec<Arc<Value>>, RunStats)> {
-        let n = graph.tasks.len();
-        let mut is_output = vec![false; n];
-        for &o in &graph.outputs {
-            is_output[o] = true;
-        }
-        let state = Mutex::new(State {
-            waiting_on: graph.tasks.iter().map(|t| t.deps.len() as u32).collect(),
-            uses_left: graph
-                .tasks
-                .iter()
-                .map(|t| t.dependents.len() as u32)
-                .collect(),
-            is_output,
-            results: vec![None; n],
-            sizes: vec![0; n],
-            ready: graph
-                .tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.live && t.deps.is_empty())
-                .map(|(i, t)| Reverse((t.priority, i)))
-                .collect(),
-            in_flight: 0,
-            failure: None,
-            stats: RunStats::default(),
-            held: 0,
-            held_bytes: 0,
-        });
-        match self.mode {
-            Mode::Sync => loop {
-                let job = {
-                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                    match st.take(graph) {
-                        Some(j) => j,
-                        None => break,
-                    }
-                };
-                let id = job.id;
-                let outcome = execute(graph, job);
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .complete(graph, id, outcome);
-            },
-            Mode::Parallel => {
-                let threads = self.pool.current_num_threads().max(1);
-                let state = &state;
-                self.pool.scope(|scope| {
-                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                    while st.in_flight < threads {
-                        let Some(job) = st.take(graph) else { break };
-                        st.in_flight += 1;
-                        scope.spawn(move |s| work(s, graph, state, threads, job));
-                    }
-                });
-            }
-        }
-        let mut st = state.into_inner().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = st.failure.take() {
-            return Err(e);
-        }
-        let outputs = graph
-            .outputs
-            .iter()
-            .map(|&o| {
-                st.results[o].clone().ok_or_else(|| {
-                    Error::Internal(format!("output {} was never computed", graph.tasks[o].key))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((outputs, st.stats))
     }
 }

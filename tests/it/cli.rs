@@ -615,3 +615,164 @@ fn shipped_sample_data() {
         assert_eq!(got, vec![vec![Cell::Int(t.rows.len() as i64)]]);
     }
 }
+
+#[test]
+fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = cli_data(dir.path(), 7, 1500);
+    let glob = glob_of(dir.path());
+    let spill = tempfile::tempdir().unwrap();
+    let spill_dir = spill.path().to_string_lossy().into_owned();
+    let expected = ref_rows(&t, "name", &[("sum", Some("x")), ("count", Some("x"))]);
+
+    // Split over 3 partitions, streamed to stdout as CSV with one header.
+    let out = outcore(&[
+        "query",
+        &glob,
+        "--groupby",
+        "name",
+        "--agg",
+        "sum(x), count(x)",
+        "--format",
+        "csv",
+        "--split-out",
+        "3",
+        "--memory-limit",
+        "256KiB",
+        "--blocksize",
+        "2KB",
+        "--spill-dir",
+        &spill_dir,
+        "--stats",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, mut rows) = parse_csv(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(header, ["name", "sum(x)", "count(x)"]);
+    rows.sort();
+    assert_rows(&rows, &expected, "split-out 3 on stdout");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let stats = stderr
+        .lines()
+        .find(|l| l.starts_with("stats: "))
+        .expect("a stats line");
+    assert!(
+        stats.contains("read ") && stats.contains("shuffled "),
+        "{stats}"
+    );
+    assert!(
+        !stats.contains("shuffled 0 B"),
+        "split-out shuffled nothing: {stats}"
+    );
+
+    // One file per partition in a folder that appears whole.
+    let target = dir.path().join("answer");
+    let target_s = target.to_string_lossy().into_owned();
+    let args = [
+        "query",
+        &glob,
+        "--groupby",
+        "name",
+        "--agg",
+        "sum(x), count(x)",
+        "--split-out",
+        "4",
+        "--out",
+        &target_s,
+        "--memory-limit",
+        "256KiB",
+        "--spill-dir",
+        &spill_dir,
+    ];
+    ok(&args);
+    let mut files: Vec<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "part-00000.csv",
+            "part-00001.csv",
+            "part-00002.csv",
+            "part-00003.csv"
+        ]
+    );
+    let mut rows = Vec::new();
+    for f in &files {
+        let (header, r) = parse_csv(&std::fs::read_to_string(target.join(f)).unwrap());
+        assert_eq!(header, ["name", "sum(x)", "count(x)"]);
+        rows.extend(r);
+    }
+    rows.sort();
+    assert_rows(&rows, &expected, "split-out 4 into a folder");
+
+    // The folder exists now: refused without --overwrite, and left as it was.
+    let err = fails(&args);
+    assert!(
+        err.contains("already exists") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 4);
+    let mut again = args.to_vec();
+    again[7] = "2";
+    again.push("--overwrite");
+    ok(&again);
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 2);
+
+    // A failing query leaves no folder and no partial files behind.
+    let broken = dir.path().join("broken");
+    let broken_s = broken.to_string_lossy().into_owned();
+    let err = fails(&[
+        "query",
+        &glob,
+        "--dtype",
+        "x=int64",
+        "--blocksize",
+        "2KB",
+        "--out",
+        &broken_s,
+        "--spill-dir",
+        &spill_dir,
+    ]);
+    assert!(err.contains("expected Int64"), "{err}");
+    assert!(!err.is_empty());
+    assert!(!broken.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        std::fs::read_dir(spill.path()).unwrap().count(),
+        0,
+        "spill files left"
+    );
+
+    // A limit too small for one partition: the error says what to do.
+    let err = fails(&[
+        "query",
+        &glob,
+        "--format",
+        "csv",
+        "--memory-limit",
+        "2KB",
+        "--blocksize",
+        "64KB",
+        "--spill-dir",
+        &spill_dir,
+    ]);
+    assert!(
+        err.contains("memory limit") && err.contains("--blocksize"),
+        "{err}"
+    );
+    let out = outcore(&["query", &glob, "--memory-limit", "lots"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid size"), "{err}");
+}

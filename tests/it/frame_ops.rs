@@ -207,7 +207,7 @@ fn query_strings() {
         ),
         (
             "name >= 'Charlie' and name < 'Frank'",
-            Box::new(|t, r| text(t, r, "name").map(|n| n >= "Charlie" && n < "Frank")),
+            Box::new(|t, r| text(t, r, "name").map(|n| ("Charlie".."Frank").contains(&n))),
         ),
     ];
     for (q, pred) in &cases {

@@ -24,7 +24,7 @@ fn run(
     pool: &rayon::ThreadPool,
 ) -> outcore::Result<(Vec<Arc<Value>>, RunStats)> {
     let exec = graph.compile(outputs)?;
-    Executor { mode, pool }.run(&exec)
+    Executor::new(mode, pool).run(&exec)
 }
 
 fn int(v: &Value) -> i64 {

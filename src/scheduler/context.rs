@@ -1,0 +1,109 @@
+//! What one computation shares besides its graph: the counters its tasks add to, and
+//! the shuffle service its shuffles write through.
+//!
+//! A plan is lowered with a fresh [`RunContext`]; operators that read files or
+//! shuffle keep an `Arc` of it. The shuffle service (one sled database) is made on
+//! first use in the spill folder and lives as long as the context, so its disk space
+//! comes back when the computation's graph is dropped.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use outcore_storage::shuffle::{ShuffleOptions, ShuffleService};
+
+use crate::error::{Error, Result};
+
+/// Counters and the shuffle service of one computation.
+pub struct RunContext {
+    bytes_read: AtomicU64,
+    spill_dir: PathBuf,
+    shuffle_budget: usize,
+    shuffle_partitions: AtomicUsize,
+    shuffle: Mutex<Option<Arc<ShuffleService>>>,
+}
+
+impl std::fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext")
+            .field("spill_dir", &self.spill_dir)
+            .field("shuffle_partitions", &self.shuffle_partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a computation's shuffles did, for `--stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShuffleTotals {
+    /// Bytes appended to the shuffle store.
+    pub bytes_shuffled: u64,
+    /// Bytes the store wrote to sled.
+    pub bytes_flushed: u64,
+    /// The sled database's size on disk at the end.
+    pub bytes_on_disk: u64,
+}
+
+impl RunContext {
+    /// A context whose shuffle folder goes under `spill_dir`, buffering at most
+    /// `shuffle_budget` bytes in memory.
+    pub fn new(spill_dir: PathBuf, shuffle_budget: usize) -> Arc<RunContext> {
+        Arc::new(RunContext {
+            bytes_read: AtomicU64::new(0),
+            spill_dir,
+            shuffle_budget,
+            shuffle_partitions: AtomicUsize::new(0),
+            shuffle: Mutex::new(None),
+        })
+    }
+
+    /// Counts bytes read from input files.
+    pub fn add_bytes_read(&self, n: u64) {
+        self.bytes_read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes read from input files so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `n` shuffle partitions for one shuffle while the plan is lowered;
+    /// returns the first. Every shuffle of the computation shares one store, each in
+    /// its own range of partition numbers.
+    pub fn reserve_shuffle_partitions(&self, n: usize) -> usize {
+        self.shuffle_partitions.fetch_add(n, Ordering::Relaxed)
+    }
+
+    /// The computation's shuffle service, made on first use.
+    pub fn shuffle(&self) -> Result<Arc<ShuffleService>> {
+        let mut slot = self.shuffle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let n = self.shuffle_partitions.load(Ordering::Relaxed);
+        if n == 0 {
+            return Err(Error::Internal(
+                "a shuffle ran that reserved no partitions".into(),
+            ));
+        }
+        let options = ShuffleOptions {
+            budget_bytes: self.shuffle_budget,
+            ..ShuffleOptions::default()
+        };
+        let service = Arc::new(ShuffleService::new(&self.spill_dir, n, options)?);
+        *slot = Some(service.clone());
+        Ok(service)
+    }
+
+    /// What the shuffles did (zeros when nothing shuffled).
+    pub fn shuffle_totals(&self) -> ShuffleTotals {
+        let slot = self.shuffle.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().map_or_else(ShuffleTotals::default, |s| {
+            let st = s.stats();
+            ShuffleTotals {
+                bytes_shuffled: st.bytes_appended,
+                bytes_flushed: st.bytes_flushed,
+                bytes_on_disk: st.size_on_disk,
+            }
+        })
+    }
+}

@@ -1,0 +1,415 @@
+//! Out of core: answers under tiny memory limits equal the naive reference, and the
+//! spill and shuffle paths really ran (their byte counts are asserted); a groupby
+//! spread over partitions through the shuffle store (`split_out`); results streamed
+//! partition by partition; errors for a result larger than the limit and for a spill
+//! folder that cannot be used or vanishes mid-run; temporary folders cleaned up.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use outcore::agg::{mean, size, sum};
+use outcore::frame::sort_batch;
+use outcore::graph::{FnOperator, Graph, Key, Layer, Task, Value};
+use outcore::scheduler::{Executor, MemoryPolicy, Mode};
+use outcore::{Error, Session};
+
+use crate::common::*;
+
+fn limited(threads: usize, mode: Mode, blocksize: u64, limit: u64, spill: &Path) -> Session {
+    Session::builder()
+        .with_threads(threads)
+        .with_scheduler(mode)
+        .with_blocksize(blocksize)
+        .memory_limit(limit)
+        .with_spill_dir(spill)
+        .build()
+        .unwrap()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// 2000 generated rows in 3 files.
+fn fixture(seed: u64) -> (tempfile::TempDir, Table) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = gen_table(seed, &GenOpts::new(2000).nulls(0.05, 0.1));
+    t.write_files(dir.path(), 3);
+    (dir, t)
+}
+
+fn sorted_by(batch: &RecordBatch, keys: &[&str]) -> RecordBatch {
+    let by: Vec<(&str, bool)> = keys.iter().map(|k| (*k, true)).collect();
+    sort_batch(batch, &by).unwrap()
+}
+
+#[test]
+fn split_out_groupby_matches_the_reference_for_every_partition_count() {
+    let (dir, t) = fixture(41);
+    let spill = tempfile::tempdir().unwrap();
+    let aggs = all_aggs();
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel), (3, Mode::Parallel)] {
+        let s = limited(threads, mode, 3000, 1 << 30, spill.path());
+        let df = load_gen(&s, dir.path());
+        for keys in [&["id"][..], &["name", "id"][..], &["ts"][..]] {
+            for n in [1usize, 2, 3, 7] {
+                let out = df
+                    .groupby(keys)
+                    .unwrap()
+                    .split_out(n)
+                    .unwrap()
+                    .agg(&specs(&aggs))
+                    .unwrap();
+                assert_eq!(out.npartitions(), n);
+                let (parts, stats) = out.compute_partitions().unwrap();
+                assert_eq!(parts.len(), n);
+                if n > 1 {
+                    assert!(stats.shuffled_bytes > 0, "split_out {n}: nothing shuffled");
+                    // Each partition is sorted by key on its own, and no group is
+                    // in two partitions (checked by check_groupby below).
+                    for p in &parts {
+                        let resorted = sorted_by(p, keys);
+                        assert_eq!(&resorted, p, "a split_out partition is not sorted");
+                    }
+                } else {
+                    assert_eq!(stats.shuffled_bytes, 0);
+                }
+                let all = arrow::compute::concat_batches(&out.schema(), &parts).unwrap();
+                let ctx = format!("keys {keys:?}, split_out {n}, {threads} threads {mode:?}");
+                check_groupby(&sorted_by(&all, keys), &t, keys, &aggs, false, &ctx);
+            }
+        }
+    }
+    assert!(
+        entries(spill.path()).is_empty(),
+        "left behind: {:?}",
+        entries(spill.path())
+    );
+}
+
+#[test]
+fn a_tiny_memory_limit_spills_and_gives_the_same_answers() {
+    let (dir, t) = fixture(42);
+    let spill = tempfile::tempdir().unwrap();
+    let roomy = load_gen(&session(2, Mode::Parallel, 1500), dir.path());
+    let expected = roomy.compute().unwrap();
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel)] {
+        // 48 KiB for everything: the gathered partitions (~2000 rows of 7 columns)
+        // cannot all stay in memory, so they page out and back.
+        let s = limited(threads, mode, 1500, 48 << 10, spill.path());
+        let df = load_gen(&s, dir.path());
+        let (got, stats) = df.compute_with_stats().unwrap();
+        assert_eq!(got, expected, "{mode:?}");
+        assert!(stats.bytes_read > 0);
+
+        // A groupby with a tree reduction whose partials must wait for each other.
+        let out = df
+            .groupby(&["name", "id"])
+            .unwrap()
+            .split_every(64)
+            .unwrap()
+            .agg(&[sum("x"), mean("v"), size()])
+            .unwrap();
+        let (got, stats) = out.compute_with_stats().unwrap();
+        let aggs: Vec<Agg> = vec![("sum", Some("x")), ("mean", Some("v")), ("size", None)];
+        check_groupby(
+            &got,
+            &t,
+            &["name", "id"],
+            &aggs,
+            false,
+            &format!("{mode:?}"),
+        );
+        assert!(
+            stats.spilled_bytes > 0,
+            "{mode:?}: nothing spilled: {stats:?}"
+        );
+        assert!(
+            stats.read_back_bytes > 0,
+            "{mode:?}: nothing read back: {stats:?}"
+        );
+        assert!(
+            stats.peak_bytes_held <= s.memory_limit(),
+            "{mode:?}: held {} over the limit {}",
+            stats.peak_bytes_held,
+            s.memory_limit()
+        );
+    }
+    assert!(
+        entries(spill.path()).is_empty(),
+        "left behind: {:?}",
+        entries(spill.path())
+    );
+}
+
+#[test]
+fn split_out_under_a_tiny_limit_shuffles_through_sled() {
+    let (dir, t) = fixture(43);
+    let spill = tempfile::tempdir().unwrap();
+    let s = limited(2, Mode::Parallel, 1500, 64 << 10, spill.path());
+    let df = load_gen(&s, dir.path());
+    let aggs = all_aggs();
+    let out = df
+        .groupby(&["id"])
+        .unwrap()
+        .split_out(5)
+        .unwrap()
+        .agg(&specs(&aggs))
+        .unwrap();
+    let got = std::sync::Mutex::new(Vec::new());
+    let stats = out
+        .for_each_partition(&|i, b| {
+            got.lock().unwrap().push((i, b.clone()));
+            Ok(())
+        })
+        .unwrap();
+    assert!(stats.shuffled_bytes > 0);
+    // The store's budget is an eighth of the 64 KiB limit (floored at 64 KiB), well
+    // under the partials, so pieces were flushed to sled.
+    assert!(
+        stats.shuffle_disk_bytes > 0,
+        "the shuffle never reached sled: {stats:?}"
+    );
+    let got = got.into_inner().unwrap();
+    let order: Vec<usize> = got.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        order,
+        vec![0, 1, 2, 3, 4],
+        "partitions handed over out of order"
+    );
+    let parts: Vec<RecordBatch> = got.into_iter().map(|(_, b)| b).collect();
+    let all = arrow::compute::concat_batches(&out.schema(), &parts).unwrap();
+    check_groupby(
+        &sorted_by(&all, &["id"]),
+        &t,
+        &["id"],
+        &aggs,
+        false,
+        "split_out 5",
+    );
+    assert!(
+        entries(spill.path()).is_empty(),
+        "left behind: {:?}",
+        entries(spill.path())
+    );
+}
+
+#[test]
+fn partitions_stream_out_in_order() {
+    let (dir, _) = fixture(44);
+    let s = session(2, Mode::Parallel, 700);
+    let df = load_gen(&s, dir.path());
+    let n = df.npartitions();
+    assert!(n > 20);
+    let (expected, _) = df.compute_partitions().unwrap();
+    let got = std::sync::Mutex::new(Vec::new());
+    df.for_each_partition(&|i, b| {
+        got.lock().unwrap().push((i, b.clone()));
+        Ok(())
+    })
+    .unwrap();
+    let got = got.into_inner().unwrap();
+    assert_eq!(
+        got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>()
+    );
+    for ((_, b), e) in got.iter().zip(&expected) {
+        assert_eq!(b, e);
+    }
+    // A failing sink stops the run with its error.
+    let err = df
+        .for_each_partition(&|i, _| {
+            if i == 3 {
+                Err(Error::plan("test", "sink refuses partition 3"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("sink refuses partition 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_result_larger_than_the_limit_is_a_clear_error() {
+    let (dir, _) = fixture(45);
+    let spill = tempfile::tempdir().unwrap();
+    // One 100 KB block per partition, a 20 KB limit.
+    let s = limited(1, Mode::Sync, 100_000, 20_000, spill.path());
+    let err = load_gen(&s, dir.path()).compute().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err.root(), Error::MemoryLimit { .. }), "{err:?}");
+    assert!(
+        msg.contains("read-csv") && msg.contains("--blocksize"),
+        "{msg}"
+    );
+    assert!(
+        entries(spill.path()).is_empty(),
+        "left behind: {:?}",
+        entries(spill.path())
+    );
+}
+
+#[test]
+fn a_spill_folder_that_cannot_be_made_is_reported_before_work() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let bad = f.path().join("spill");
+    let err = Session::builder().with_spill_dir(&bad).build().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&*bad.to_string_lossy()), "{msg}");
+}
+
+/// A graph of `n` leaves of `rows` Int64 rows each, all summed by one task: every
+/// leaf's result waits for the last leaf, so a small budget must spill.
+fn wide_graph(n: usize, rows: usize, sabotage: Option<Arc<std::path::PathBuf>>) -> (Graph, Key) {
+    let leaf: Arc<str> = "leaf".into();
+    let tasks = (0..n)
+        .map(|i| {
+            let sabotage = sabotage.clone();
+            Task {
+                key: Key::new(&leaf, i),
+                deps: vec![],
+                op: FnOperator::new("leaf", move |_| {
+                    if let (Some(dir), true) = (&sabotage, i == n / 2) {
+                        // The spill folder vanishes mid-run.
+                        for e in std::fs::read_dir(dir.as_path()).unwrap() {
+                            let _ = std::fs::remove_dir_all(e.unwrap().path());
+                        }
+                    }
+                    let values: Vec<i64> = (0..rows as i64).map(|r| r * i as i64).collect();
+                    let batch = RecordBatch::try_from_iter(vec![(
+                        "v",
+                        Arc::new(Int64Array::from(values)) as arrow::array::ArrayRef,
+                    )])
+                    .unwrap();
+                    Ok(Value::Batch(batch))
+                }),
+            }
+        })
+        .collect::<Vec<_>>();
+    let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    let mut g = Graph::new();
+    g.add_layer(Layer { name: leaf, tasks });
+    let total: Arc<str> = "total".into();
+    let key = Key::new(&total, 0);
+    g.add_layer(Layer {
+        name: total,
+        tasks: vec![Task {
+            key: key.clone(),
+            deps: keys,
+            op: FnOperator::new("total", |inputs: &[Arc<Value>]| {
+                let mut s = 0i64;
+                for v in inputs {
+                    let b = v.as_batch()?;
+                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    s += a.values().iter().sum::<i64>();
+                }
+                Ok(Value::Scalar(datafusion_common::ScalarValue::Int64(Some(
+                    s,
+                ))))
+            }),
+        }],
+    });
+    (g, key)
+}
+
+#[test]
+fn the_scheduler_spills_waiting_results_and_reads_them_back() {
+    let spill = tempfile::tempdir().unwrap();
+    let (n, rows) = (64, 1000);
+    let (g, key) = wide_graph(n, rows, None);
+    let exec = g.compile(std::slice::from_ref(&key)).unwrap();
+    let expected: i64 = (0..n as i64)
+        .map(|i| i * (rows as i64 - 1) * rows as i64 / 2)
+        .sum();
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel), (4, Mode::Parallel)] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let policy = MemoryPolicy {
+            limit: 1 << 20,
+            spill_dir: spill.path().to_path_buf(),
+        };
+        // Room for about 8 of the 64 leaf results (8 KB each).
+        let (values, stats) = Executor::new(mode, &pool)
+            .with_memory(policy, 64 << 10)
+            .run(&exec)
+            .unwrap();
+        match values[0].as_ref() {
+            Value::Scalar(datafusion_common::ScalarValue::Int64(Some(s))) => {
+                assert_eq!(*s, expected, "{mode:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(stats.spilled_values >= 50, "{mode:?}: {stats:?}");
+        assert!(stats.read_back_bytes > 0, "{mode:?}: {stats:?}");
+        // The budget holds, give or take the one value being put when it pages out.
+        assert!(
+            stats.peak_bytes_held <= (64 << 10) + 9000,
+            "{mode:?}: {stats:?}"
+        );
+        assert!(
+            entries(spill.path()).is_empty(),
+            "left behind: {:?}",
+            entries(spill.path())
+        );
+    }
+}
+
+#[test]
+fn a_spill_folder_that_vanishes_mid_run_fails_naming_it_and_leaves_nothing() {
+    let spill = tempfile::tempdir().unwrap();
+    let (g, key) = wide_graph(64, 1000, Some(Arc::new(spill.path().to_path_buf())));
+    let exec = g.compile(std::slice::from_ref(&key)).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let policy = MemoryPolicy {
+        limit: 1 << 20,
+        spill_dir: spill.path().to_path_buf(),
+    };
+    let err = Executor::new(Mode::Sync, &pool)
+        .with_memory(policy, 16 << 10)
+        .run(&exec)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&*spill.path().to_string_lossy()),
+        "the error does not name the spill folder: {msg}"
+    );
+    assert!(
+        entries(spill.path()).is_empty(),
+        "left behind: {:?}",
+        entries(spill.path())
+    );
+}
+
+#[test]
+fn reads_are_held_back_while_memory_is_short() {
+    let spill = tempfile::tempdir().unwrap();
+    let (g, key) = wide_graph(64, 1000, None);
+    let exec = g.compile(std::slice::from_ref(&key)).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    let policy = MemoryPolicy {
+        limit: 1 << 20,
+        spill_dir: spill.path().to_path_buf(),
+    };
+    let (_, stats) = Executor::new(Mode::Parallel, &pool)
+        .with_memory(policy, 32 << 10)
+        .run(&exec)
+        .unwrap();
+    assert!(stats.reads_held_back > 0, "{stats:?}");
+}

@@ -52,6 +52,7 @@ pub mod graph;
 pub mod io;
 pub mod scheduler;
 pub mod session;
+pub mod sort;
 
 pub use error::{Error, Result};
 pub use frame::DataFrame;

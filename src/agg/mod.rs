@@ -23,9 +23,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
-use arrow::compute::{
-    cast, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
-};
+use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
@@ -501,18 +499,15 @@ impl AggregatePlan {
         if !self.sort || self.keys.is_empty() || out.num_rows() < 2 {
             return Ok(out);
         }
-        let sort_columns: Vec<SortColumn> = (0..self.keys.len())
-            .map(|i| SortColumn {
-                values: out.column(i).clone(),
-                // The null key last, as pandas' `dropna=False` (Arrow's default is first).
-                options: Some(arrow::compute::SortOptions {
-                    descending: false,
-                    nulls_first: false,
-                }),
-            })
+        let ascending_nulls_last = arrow::compute::SortOptions {
+            descending: false,
+            // The null key last, as pandas' `dropna=False` (Arrow's default is first).
+            nulls_first: false,
+        };
+        let keys: Vec<(usize, arrow::compute::SortOptions)> = (0..self.keys.len())
+            .map(|i| (i, ascending_nulls_last))
             .collect();
-        let indices = lexsort_to_indices(&sort_columns, None)?;
-        Ok(take_record_batch(&out, &indices)?)
+        crate::sort::sort_by_columns(&out, &keys)
     }
 
     /// Merges partials one by one into one grouper and one accumulator per

@@ -9,9 +9,7 @@ pub mod plan;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
-use arrow::compute::{
-    concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions,
-};
+use arrow::compute::{concat_batches, SortOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use plan::{PartitionFn, Plan};
@@ -416,27 +414,23 @@ impl DataFrame {
 
 /// Sorts a (small, computed) batch by columns, each ascending or not; nulls last.
 pub fn sort_batch(batch: &RecordBatch, by: &[(&str, bool)]) -> Result<RecordBatch> {
-    let columns = by
+    let keys = by
         .iter()
         .map(|(name, ascending)| {
-            let values = batch
-                .column_by_name(name)
-                .ok_or_else(|| crate::expr::unknown_column(&batch.schema(), name))?
-                .clone();
-            Ok(SortColumn {
-                values,
-                options: Some(SortOptions {
+            let i = batch
+                .schema()
+                .index_of(name)
+                .map_err(|_| crate::expr::unknown_column(&batch.schema(), name))?;
+            Ok((
+                i,
+                SortOptions {
                     descending: !ascending,
                     nulls_first: false,
-                }),
-            })
+                },
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
-    if batch.num_rows() < 2 || columns.is_empty() {
-        return Ok(batch.clone());
-    }
-    let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+    crate::sort::sort_by_columns(batch, &keys)
 }
 
 /// A grouping waiting for its aggregations.

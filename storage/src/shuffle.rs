@@ -7,17 +7,20 @@
 //!   append(p, writer, bytes) ──► buffer p (one Mutex each) ──over budget──► sled
 //!                                  │  the appender flushes the largest buffer,  │
 //!                                  │  outside that buffer's lock                │
-//!   get(p) ◄── buffer p + flushes in flight + sled values of p (by key) ◄───────┘
+//!   get(p) ◄── buffer p + flushes in flight + flushes of p (by key) ◄───────────┘
 //!              sorted by (writer, sequence), duplicates dropped
 //! ```
 //!
+//! A flush is one atomic sled batch of 4 KiB values (see `SLED_VALUE_BYTES` for
+//! why small ones) keyed (partition, writer that flushed, flush sequence, chunk).
+//!
 //! Invariants:
 //! - Every piece lives in exactly one of: its partition's buffer, a flush in flight
-//!   (visible to `get` until sled has it), a sled value whose key the partition
+//!   (visible to `get` until sled has it), a flush in sled that the partition
 //!   lists. `get` snapshots all three under the partition's lock and then reads the
 //!   listed keys, so a concurrent flush can only make it see a piece twice, and
 //!   every piece has a unique sequence number, which drops the duplicate.
-//! - Sled values are found by the keys each partition lists, not by a prefix scan:
+//! - Flushes are found by the keys each partition lists, not by a prefix scan:
 //!   with sled 0.34 we saw a `scan_prefix` running beside inserts miss values whose
 //!   insert had returned before the scan began (test
 //!   `get_during_appends_misses_nothing_and_sees_nothing_twice`); point reads do
@@ -31,7 +34,9 @@
 //!   the budget, so at most one piece per appending thread is above it.
 //!
 //! Sled is used as a temporary store: no fsync, a small page cache (its default
-//! cache of 1 GiB would blow our memory limit), and a folder deleted on drop.
+//! cache of 1 GiB would blow our memory limit), and a folder deleted on drop. Sled
+//! is log-structured and does not reclaim space during a write burst: expect its
+//! files to take about 1.7–2.6 bytes per byte appended ([`ShuffleStats::size_on_disk`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,9 +73,9 @@ pub struct ShuffleStats {
     pub pieces_appended: u64,
     /// Bytes written to sled as values (pieces with their 24-byte frames).
     pub bytes_flushed: u64,
-    /// Values written to sled.
+    /// Flushes written to sled (each one atomic batch of values).
     pub flushes: u64,
-    /// Bytes of sled values read by `get`.
+    /// Bytes of flushes read back from sled by `get`.
     pub bytes_read: u64,
     /// The most bytes the buffers (and flushes in flight) have held at once.
     pub peak_buffered_bytes: u64,
@@ -84,9 +89,42 @@ const FRAME_LEN: usize = 24;
 /// The writer named in the sled key of a flush made by [`ShuffleService::flush`].
 const FLUSH_ALL: u64 = u64::MAX;
 
-/// Partition (u32 BE), writer that flushed (u64 BE), flush sequence (u64 BE): big
-/// endian, so one partition's values are contiguous in sled.
-type SledKey = [u8; 20];
+/// The bytes of one flush are stored as sled values of at most this size. Sled
+/// 0.34.7 does not keep its memory within `cache_capacity`: it accounts for a
+/// value by its size in the log, which for a value over ~128 KiB (stored as a blob
+/// file) is a small pointer, so big values stay in memory for good. Measured on 1
+/// GiB inserted then read back and removed, with an 8 MiB cache: 1 MiB values grew
+/// the process by 1 GiB; 64 KiB values by 457 MiB; 16 KiB by 120 MiB; 8 KiB by 81
+/// MiB; 4 KiB by 71 MiB, at 176 MiB/s insert and 429 MiB/s read (16 KiB: 114 and
+/// 1,043 MiB/s). Small values keep sled's memory flat whatever the data size.
+const SLED_VALUE_BYTES: usize = 4 << 10;
+
+/// Names one flush in sled: partition (u32 BE), writer that flushed (u64 BE), flush
+/// sequence (u64 BE); each chunk's key appends its index (u32 BE). Big endian, so
+/// one partition's values, and one flush's chunks, are contiguous and in order.
+#[derive(Clone, Copy)]
+struct FlushKey {
+    prefix: [u8; 20],
+    chunks: u32,
+}
+
+impl FlushKey {
+    fn chunk(&self, index: u32) -> [u8; 24] {
+        let mut key = [0u8; 24];
+        key[..20].copy_from_slice(&self.prefix);
+        key[20..].copy_from_slice(&index.to_be_bytes());
+        key
+    }
+
+    /// A batch that removes every chunk.
+    fn remove_batch(&self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for i in 0..self.chunks {
+            batch.remove(&self.chunk(i)[..]);
+        }
+        batch
+    }
+}
 
 /// One output partition's buffered pieces.
 #[derive(Default)]
@@ -95,8 +133,8 @@ struct Buffer {
     bytes: Vec<u8>,
     /// Buffers taken for a flush that sled does not have yet, by flush sequence.
     in_flight: Vec<(u64, Arc<Vec<u8>>)>,
-    /// Sled keys of this partition's flushed values, added once the insert returned.
-    flushed: Vec<SledKey>,
+    /// This partition's flushes in sled, added once their write returned.
+    flushed: Vec<FlushKey>,
     /// Bumped by `drop_partition`: a flush that started under an older epoch
     /// deletes what it wrote instead of resurrecting the partition.
     epoch: u64,
@@ -258,31 +296,38 @@ impl ShuffleService {
             let in_flight: Vec<_> = buffer.in_flight.iter().map(|(_, b)| b.clone()).collect();
             (buffer.bytes.clone(), in_flight, buffer.flushed.clone())
         };
-        let mut values = Vec::with_capacity(keys.len());
-        for key in keys {
-            // None: a concurrent drop_partition deleted it, so it is not ours to show.
-            if let Some(value) = self.db.get(key).map_err(|e| self.sled_error(e))? {
-                self.counters
-                    .bytes_read
-                    .fetch_add(value.len() as u64, Ordering::Relaxed);
-                values.push(value);
-            }
-        }
         let mut pieces = Vec::new();
-        let chunks = std::iter::once(&buffered[..])
-            .chain(in_flight.iter().map(|b| &b[..]))
-            .chain(values.iter().map(|v| &v[..]));
-        for chunk in chunks {
-            split_frames(chunk, &mut pieces).map_err(|at| {
+        let mut split = |bytes: &[u8]| {
+            split_frames(bytes, &mut pieces).map_err(|at| {
                 Error::Corrupt(format!(
                     "{}: shuffle partition {partition}: bad piece frame at byte {at}",
                     self.dir().display()
                 ))
-            })?;
+            })
+        };
+        split(&buffered)?;
+        drop(buffered);
+        for bytes in in_flight {
+            split(&bytes)?;
+        }
+        let mut flush = Vec::new();
+        'flushes: for key in keys {
+            flush.clear();
+            for i in 0..key.chunks {
+                match self.db.get(key.chunk(i)).map_err(|e| self.sled_error(e))? {
+                    Some(value) => flush.extend_from_slice(&value),
+                    // A concurrent drop_partition deleted it: not ours to show.
+                    None => continue 'flushes,
+                }
+            }
+            self.counters
+                .bytes_read
+                .fetch_add(flush.len() as u64, Ordering::Relaxed);
+            split(&flush)?;
         }
         pieces.sort_unstable_by_key(|&(writer, seq, _)| (writer, seq));
         pieces.dedup_by_key(|&mut (_, seq, _)| seq);
-        Ok(pieces.into_iter().map(|(_, _, p)| p.to_vec()).collect())
+        Ok(pieces.into_iter().map(|(_, _, p)| p).collect())
     }
 
     /// Forgets `partition`: frees its buffer and deletes its sled values. Pieces
@@ -302,7 +347,9 @@ impl ShuffleService {
         self.buffered.fetch_sub(freed, Ordering::SeqCst);
         self.notify_room();
         for key in keys {
-            self.db.remove(key).map_err(|e| self.sled_error(e))?;
+            self.db
+                .apply_batch(key.remove_batch())
+                .map_err(|e| self.sled_error(e))?;
         }
         Ok(())
     }
@@ -393,9 +440,10 @@ impl ShuffleService {
         Ok(None)
     }
 
-    /// Takes partition `index`'s buffer and writes it to sled as one value, outside
-    /// the buffer's lock; returns the bytes written, or `None` if it was empty. On
-    /// failure the bytes go back into the buffer.
+    /// Takes partition `index`'s buffer and writes it to sled (as one atomic batch of
+    /// `SLED_VALUE_BYTES` values), outside the buffer's lock; returns the bytes
+    /// written, or `None` if it was empty. On failure the bytes go back into the
+    /// buffer.
     fn flush_partition(&self, index: usize, writer: u64) -> Result<Option<usize>> {
         let part = &self.partitions[index];
         let (data, epoch, flush_seq) = {
@@ -409,11 +457,16 @@ impl ShuffleService {
             buffer.in_flight.push((flush_seq, data.clone()));
             (data, buffer.epoch, flush_seq)
         };
-        let mut key: SledKey = [0; 20];
-        key[..4].copy_from_slice(&(index as u32).to_be_bytes());
-        key[4..12].copy_from_slice(&writer.to_be_bytes());
-        key[12..].copy_from_slice(&flush_seq.to_be_bytes());
-        let written = self.insert(&key, &data);
+        let mut prefix = [0u8; 20];
+        prefix[..4].copy_from_slice(&(index as u32).to_be_bytes());
+        prefix[4..12].copy_from_slice(&writer.to_be_bytes());
+        prefix[12..].copy_from_slice(&flush_seq.to_be_bytes());
+        let key = FlushKey {
+            prefix,
+            // A flush is at most the budget plus a few pieces, far below 16 TiB.
+            chunks: u32::try_from(data.len().div_ceil(SLED_VALUE_BYTES)).unwrap_or(u32::MAX),
+        };
+        let written = self.write(&key, &data);
 
         let (dropped, kept) = {
             let mut buffer = part.lock();
@@ -441,14 +494,17 @@ impl ShuffleService {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         if dropped {
             // The partition was dropped while we wrote, before our key was listed.
-            self.db.remove(key).map_err(|e| self.sled_error(e))?;
+            self.db
+                .apply_batch(key.remove_batch())
+                .map_err(|e| self.sled_error(e))?;
         }
         Ok(Some(data.len()))
     }
 
-    /// One sled insert, honouring the fault-injection allowance.
-    fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let want = (key.len() + value.len()) as u64;
+    /// Writes one flush's chunks as one atomic sled batch (so a failure leaves
+    /// nothing behind), honouring the fault-injection allowance.
+    fn write(&self, key: &FlushKey, data: &[u8]) -> Result<()> {
+        let want = data.len() as u64;
         let allowed = self
             .write_allowance
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
@@ -465,10 +521,11 @@ impl ShuffleService {
                 std::io::Error::other("injected write failure"),
             ));
         }
-        self.db
-            .insert(key, value)
-            .map(drop)
-            .map_err(|e| self.sled_error(e))
+        let mut batch = sled::Batch::default();
+        for (i, chunk) in (0..).zip(data.chunks(SLED_VALUE_BYTES)) {
+            batch.insert(&key.chunk(i)[..], chunk);
+        }
+        self.db.apply_batch(batch).map_err(|e| self.sled_error(e))
     }
 
     fn sled_error(&self, e: sled::Error) -> Error {
@@ -484,9 +541,9 @@ impl ShuffleService {
     }
 }
 
-/// Splits framed pieces into (writer, sequence, bytes); `Err` holds the offset of
-/// a frame that runs past the end.
-fn split_frames<'a>(mut chunk: &'a [u8], out: &mut Vec<(u64, u64, &'a [u8])>) -> Result<(), usize> {
+/// Splits framed pieces into (writer, sequence, bytes), copying each piece out;
+/// `Err` holds the offset of a frame that runs past the end.
+fn split_frames(mut chunk: &[u8], out: &mut Vec<(u64, u64, Vec<u8>)>) -> Result<(), usize> {
     let total = chunk.len();
     let word = |b: &[u8]| {
         let mut w = [0u8; 8];
@@ -502,7 +559,7 @@ fn split_frames<'a>(mut chunk: &'a [u8], out: &mut Vec<(u64, u64, &'a [u8])>) ->
         let Some((piece, rest)) = rest.split_at_checked(len) else {
             return Err(at);
         };
-        out.push((word(&header[..8]), word(&header[8..16]), piece));
+        out.push((word(&header[..8]), word(&header[8..16]), piece.to_vec()));
         chunk = rest;
     }
     Ok(())

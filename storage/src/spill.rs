@@ -181,10 +181,10 @@ impl<V: Spillable> SpillCache<V> {
     /// values to disk; this may include `value` itself if it alone exceeds the
     /// budget.
     ///
-    /// On `Err` (a spill file could not be written; the error names it) the value
-    /// is still kept, and every value that failed to page out stays resident, so the
-    /// cache answers as before but is over budget until a later put or get pages out
-    /// successfully.
+    /// On `Err` (a spill file could not be written, an [`Error::Io`] naming it, or
+    /// `V::encode` failed) the value is still kept, and every value that failed to
+    /// page out stays resident, so the cache answers as before but is over budget
+    /// until a later put or get pages out successfully.
     pub fn put(&self, key: u64, value: Arc<V>) -> Result<()> {
         let mem_bytes = value.size_bytes();
         let (old_file, victims) = {

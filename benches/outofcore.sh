@@ -4,10 +4,12 @@
 # outside the process (GNU time) and outcore's own --stats line, for
 #   q1  sum(v1) by id1
 #   q3  sum(v1), mean(v3) by id3
-#   q10 sum(v3), count by id1..id6 (~1e8 groups; --split-out, written to a folder)
+#   q10 sum(v3), count by id1..id6 (~1e8 groups; --split-out 128, written to a
+#       folder: each of the 2 shuffle readers holds ~1/128 of the groups at a time)
 # and, when the peers' virtual environment exists (benches/peers/run.py makes it),
 # the same queries in DuckDB with memory_limit='1GB' and in Dask (threads; Dask has
-# no memory limit to set). Each engine gets TIMEOUT seconds per query.
+# no memory limit to set). Each engine gets TIMEOUT seconds per query; PEERS picks
+# the peers ("duckdb dask" by default), NO_PEERS=1 runs outcore alone.
 #
 #   benches/outofcore.sh [DATA_DIR]        # DATA_DIR defaults to benches/data
 #   ROWS=1e6 FILES=4 LIMIT=64MB benches/outofcore.sh   # a quick check
@@ -17,7 +19,7 @@ data=${1:-benches/data}
 rows=${ROWS:-1e8}
 files=${FILES:-32}
 limit=${LIMIT:-1GB}
-split_out=${SPLIT_OUT:-32}
+split_out=${SPLIT_OUT:-128}
 timeout_s=${TIMEOUT:-1800}
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/outcore"
@@ -34,24 +36,26 @@ py="benches/peers/.venv/bin/python"
 # measure NAME ENGINE COMMAND...: one run under GNU time; prints a table row.
 measure() {
   local name=$1 engine=$2; shift 2
-  local status=ok
-  if ! timeout "$timeout_s" /usr/bin/time -f "%e %M" -o "$scratch/time" "$@" \
-      > "$scratch/out" 2> "$scratch/err"; then
-    status="failed: $(grep -v '^Command' "$scratch/err" | tail -1 | cut -c1-80)"
-    [ -s "$scratch/time" ] || echo "$timeout_s 0" > "$scratch/time"
+  local status=ok rc=0
+  timeout "$timeout_s" /usr/bin/time -f "%e %M" -o "$scratch/time" "$@" \
+      > "$scratch/out" 2> "$scratch/err" || rc=$?
+  if [ "$rc" -eq 124 ]; then
+    status="no: timed out after ${timeout_s} s"
+  elif [ "$rc" -ne 0 ]; then
+    status="no: $( (grep -v '^Command' "$scratch/err" || true) | tail -1 | cut -c1-80)"
   fi
+  grep -qE '^[0-9.]+ [0-9]+$' "$scratch/time" 2>/dev/null || echo "$timeout_s 0" > "$scratch/time"
   local t rss
   read -r t rss < <(grep -E '^[0-9.]+ [0-9]+$' "$scratch/time" | tail -1)
   local stats
-  stats=$(grep '^stats:' "$scratch/err" | sed 's/^stats: //' || true)
+  stats=$( (grep '^stats:' "$scratch/err" || true) | sed 's/^stats: //')
   printf '| %-30s | %-8s | %8.2f | %7d | %s | %s |\n' \
     "$name" "$engine" "$t" "$((rss / 1024))" "$status" "$stats"
 }
 
-ooc() { "$bin" query "$g1/*.csv" --memory-limit "$limit" --spill-dir "$scratch" --stats "$@"; }
+ooc=("$bin" query "$g1/*.csv" --memory-limit "$limit" --spill-dir "$scratch" --stats)
 
-duck() {
-  "$py" - "$1" "$g1" "$scratch" "$limit" <<'EOF'
+cat > "$scratch/q_duckdb_ooc.py" <<'EOF'
 import sys, duckdb
 q, data, scratch, limit = sys.argv[1:5]
 T = f"read_csv_auto('{data}/*.csv')"
@@ -67,10 +71,8 @@ con.execute("SET threads=2")
 con.execute(f"SET temp_directory='{scratch}/duckdb.tmp'")
 con.execute(f"COPY ({sql}) TO '{scratch}/duck-{q}.csv' (HEADER, DELIMITER ',')")
 EOF
-}
 
-dask() {
-  "$py" - "$1" "$g1" "$scratch" "$split_out" <<'EOF'
+cat > "$scratch/q_dask_ooc.py" <<'EOF'
 import sys, dask, dask.dataframe as dd
 dask.config.set(scheduler="threads")
 q, data, scratch, split_out = sys.argv[1:5]
@@ -84,23 +86,25 @@ else:
     ddf.groupby(keys).agg({"v3": "sum", "v1": "size"}, split_out=int(split_out)) \
        .to_csv(f"{scratch}/dask-q10-*.csv")
 EOF
-}
 
 echo "outcore $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM; $(date -u +%F)"
 echo "data: $g1 ($size_mb MB); memory limit $limit; q10 split_out $split_out"
 echo
 echo "| query | engine | seconds | peak MB | finished | outcore --stats |"
 echo "|---|---|---|---|---|---|"
-measure "q1 sum v1 by id1" outcore ooc --groupby id1 --agg 'sum(v1)' --format csv
-measure "q3 sum v1, mean v3 by id3" outcore ooc --groupby id3 --agg 'sum(v1), mean(v3)' --format csv
+measure "q1 sum v1 by id1" outcore "${ooc[@]}" --groupby id1 --agg 'sum(v1)' --format csv
+measure "q3 sum v1, mean v3 by id3" outcore "${ooc[@]}" --groupby id3 --agg 'sum(v1), mean(v3)' --format csv
 rm -rf "$scratch/q10"
-measure "q10 sum v3, count by id1..id6" outcore ooc --groupby id1,id2,id3,id4,id5,id6 \
+measure "q10 sum v3, count by id1..id6" outcore "${ooc[@]}" --groupby id1,id2,id3,id4,id5,id6 \
   --agg 'sum(v3), size() as count' --split-out "$split_out" --out "$scratch/q10" --format csv
 if [ -d "$scratch/q10" ]; then
   echo "  q10 answer: $(cat "$scratch"/q10/*.csv | grep -vc '^id1,') groups in $(ls "$scratch/q10" | wc -l) files" >&2
 fi
 rm -rf "$scratch/q10"
-if [ -x "$py" ] && [ -z "${NO_PEERS:-}" ]; then
-  for q in q1 q3 q10; do measure "$q" duckdb duck "$q"; rm -f "$scratch"/duck-*.csv; done
-  for q in q1 q3 q10; do measure "$q" dask dask "$q"; rm -f "$scratch"/dask-*.csv; done
+peers=${PEERS:-duckdb dask}
+if [ -x "$py" ] && [ -z "${NO_PEERS:-}" ] && [[ " $peers " == *" duckdb "* ]]; then
+  for q in q1 q3 q10; do measure "$q" duckdb "$py" "$scratch/q_duckdb_ooc.py" "$q" "$g1" "$scratch" "$limit"; rm -f "$scratch"/duck-*.csv; done
+fi
+if [ -x "$py" ] && [ -z "${NO_PEERS:-}" ] && [[ " $peers " == *" dask "* ]]; then
+  for q in q1 q3 q10; do measure "$q" dask "$py" "$scratch/q_dask_ooc.py" "$q" "$g1" "$scratch" "$split_out"; rm -f "$scratch"/dask-*.csv; done
 fi

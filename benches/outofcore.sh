@@ -13,6 +13,7 @@
 #
 #   benches/outofcore.sh [DATA_DIR]        # DATA_DIR defaults to benches/data
 #   ROWS=1e6 FILES=4 LIMIT=64MB benches/outofcore.sh   # a quick check
+#   SWEEP="4GB 2GB 1GB 512MB" benches/outofcore.sh     # q1, q3 at several limits
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-benches/data}
@@ -88,6 +89,35 @@ else:
 EOF
 
 echo "outcore $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM; $(date -u +%F)"
+peers=${PEERS:-duckdb dask}
+has_peer() { [ -x "$py" ] && [ -z "${NO_PEERS:-}" ] && [[ " $peers " == *" $1 "* ]]; }
+
+if [ -n "${SWEEP:-}" ]; then
+  # The memory-limit sweep: q1 and q3 at each limit in SWEEP (outcore, DuckDB), and
+  # Dask once (it has no limit).
+  echo "data: $g1 ($size_mb MB); memory-limit sweep: $SWEEP"
+  echo
+  echo "| query @ limit | engine | seconds | peak MB | finished | outcore --stats |"
+  echo "|---|---|---|---|---|---|"
+  for l in $SWEEP; do
+    run_ooc=("$bin" query "$g1/*.csv" --memory-limit "$l" --spill-dir "$scratch" --stats --format csv)
+    measure "q1 @ $l" outcore "${run_ooc[@]}" --groupby id1 --agg 'sum(v1)'
+    measure "q3 @ $l" outcore "${run_ooc[@]}" --groupby id3 --agg 'sum(v1), mean(v3)'
+    if has_peer duckdb; then
+      for q in q1 q3; do
+        measure "$q @ $l" duckdb "$py" "$scratch/q_duckdb_ooc.py" "$q" "$g1" "$scratch" "$l"
+        rm -f "$scratch"/duck-*.csv
+      done
+    fi
+  done
+  if has_peer dask; then
+    for q in q1 q3; do
+      measure "$q (no limit)" dask "$py" "$scratch/q_dask_ooc.py" "$q" "$g1" "$scratch" "$split_out"
+      rm -f "$scratch"/dask-*.csv
+    done
+  fi
+  exit 0
+fi
 echo "data: $g1 ($size_mb MB); memory limit $limit; q10 split_out $split_out"
 echo
 echo "| query | engine | seconds | peak MB | finished | outcore --stats |"
@@ -101,10 +131,9 @@ if [ -d "$scratch/q10" ]; then
   echo "  q10 answer: $(cat "$scratch"/q10/*.csv | grep -vc '^id1,') groups in $(ls "$scratch/q10" | wc -l) files" >&2
 fi
 rm -rf "$scratch/q10"
-peers=${PEERS:-duckdb dask}
-if [ -x "$py" ] && [ -z "${NO_PEERS:-}" ] && [[ " $peers " == *" duckdb "* ]]; then
+if has_peer duckdb; then
   for q in q1 q3 q10; do measure "$q" duckdb "$py" "$scratch/q_duckdb_ooc.py" "$q" "$g1" "$scratch" "$limit"; rm -f "$scratch"/duck-*.csv; done
 fi
-if [ -x "$py" ] && [ -z "${NO_PEERS:-}" ] && [[ " $peers " == *" dask "* ]]; then
+if has_peer dask; then
   for q in q1 q3 q10; do measure "$q" dask "$py" "$scratch/q_dask_ooc.py" "$q" "$g1" "$scratch" "$split_out"; rm -f "$scratch"/dask-*.csv; done
 fi

@@ -121,7 +121,7 @@ fn csv_decode(c: &mut Criterion) {
     group.finish();
 }
 
-/// Groupby-sum rows/s on decoded, in-memory batches at 100, 100k and 1M groups.
+/// Groupby-sum rows/s on decoded, in-memory batches at 100, 100k, 1M and 10M groups.
 fn groupby(c: &mut Criterion) {
     let mut group = c.benchmark_group("groupby-sum");
     group.sample_size(10);
@@ -167,6 +167,50 @@ fn groupby(c: &mut Criterion) {
             },
         );
     }
+    // Ten million groups: a shuffled Int64 key with every value distinct, made in
+    // memory (a G1 file set this large would dominate the benchmark's setup).
+    let rows = 10_000_000u64;
+    let mut keys: Vec<i64> = (0..rows as i64).collect();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..keys.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        keys.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let batch = arrow::array::RecordBatch::try_from_iter(vec![
+        (
+            "id",
+            std::sync::Arc::new(arrow::array::Int64Array::from(keys)) as arrow::array::ArrayRef,
+        ),
+        (
+            "v1",
+            std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(
+                (0..rows as i64).map(|i| i % 5),
+            )) as arrow::array::ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let plan = outcore::agg::AggregatePlan::new(
+        &batch.schema(),
+        vec!["id".into()],
+        vec![sum("v1")],
+        false,
+        false,
+    )
+    .unwrap();
+    group.throughput(Throughput::Elements(rows));
+    group.bench_with_input(
+        BenchmarkId::new("int key (10000000 groups)", rows),
+        &batch,
+        |b, batch| {
+            b.iter(|| {
+                plan.finalize(&[&plan.chunk(batch).unwrap()])
+                    .unwrap()
+                    .num_rows()
+            })
+        },
+    );
     group.finish();
 }
 

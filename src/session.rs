@@ -4,7 +4,7 @@
 //!
 //! The memory limit defaults to half the machine's RAM
 //! ([`DEFAULT_LIMIT_FRACTION`](crate::scheduler::DEFAULT_LIMIT_FRACTION)); the block
-//! size, unless given, follows it: the smaller of 64 MiB and limit / threads / 10.
+//! size, unless given, follows it: the smaller of 16 MiB and limit / threads / 10.
 //!
 //! ```no_run
 //! use outcore::Session;
@@ -93,7 +93,7 @@ impl SessionBuilder {
     }
 
     /// Default bytes per partition when reading files (default: the smaller of
-    /// 64 MiB and memory limit / threads / 10).
+    /// 16 MiB and memory limit / threads / 10).
     pub fn with_blocksize(mut self, bytes: u64) -> Self {
         self.blocksize = Some(bytes);
         self

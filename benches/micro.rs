@@ -8,12 +8,19 @@
 
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use datafusion_common::ScalarValue;
 use outcore::agg::sum;
 use outcore::datasets::{write_groupby, GroupbySpec};
 use outcore::graph::{FnOperator, Graph, Key, Layer, Task, Value};
 use outcore::Session;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_pcg::Pcg64Mcg;
 
 /// 100,000 leaves summed by a tree of fan-in 100: per-task overhead of the scheduler.
 fn scheduler(c: &mut Criterion) {
@@ -146,72 +153,52 @@ fn groupby(c: &mut Criterion) {
             .compute()
             .unwrap()
             .num_rows();
-        let plan = outcore::agg::AggregatePlan::new(
-            &batch.schema(),
-            vec![key.into()],
-            vec![sum("v1")],
-            false,
-            false,
-        )
-        .unwrap();
-        group.throughput(Throughput::Elements(rows));
-        group.bench_with_input(
-            BenchmarkId::new(format!("{key} ({groups} groups)"), rows),
-            &batch,
-            |b, batch| {
-                b.iter(|| {
-                    plan.finalize(&[&plan.chunk(batch).unwrap()])
-                        .unwrap()
-                        .num_rows()
-                })
-            },
-        );
+        bench_chunk_finalize(&mut group, &format!("{key} ({groups} groups)"), key, &batch);
     }
     // Ten million groups: a shuffled Int64 key with every value distinct, made in
     // memory (a G1 file set this large would dominate the benchmark's setup).
     let rows = 10_000_000u64;
     let mut keys: Vec<i64> = (0..rows as i64).collect();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..keys.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        keys.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    let batch = arrow::array::RecordBatch::try_from_iter(vec![
-        (
-            "id",
-            std::sync::Arc::new(arrow::array::Int64Array::from(keys)) as arrow::array::ArrayRef,
-        ),
+    keys.shuffle(&mut Pcg64Mcg::seed_from_u64(7));
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(keys)) as ArrayRef),
         (
             "v1",
-            std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(
+            Arc::new(Int64Array::from_iter_values(
                 (0..rows as i64).map(|i| i % 5),
-            )) as arrow::array::ArrayRef,
+            )) as ArrayRef,
         ),
     ])
     .unwrap();
+    bench_chunk_finalize(&mut group, "int key (10000000 groups)", "id", &batch);
+    group.finish();
+}
+
+/// One partition's groupby-sum of `v1` by `key` over an in-memory batch: chunk, then
+/// finalize (which sorts the groups).
+fn bench_chunk_finalize(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    key: &str,
+    batch: &RecordBatch,
+) {
     let plan = outcore::agg::AggregatePlan::new(
         &batch.schema(),
-        vec!["id".into()],
+        vec![key.into()],
         vec![sum("v1")],
         false,
         false,
     )
     .unwrap();
+    let rows = batch.num_rows() as u64;
     group.throughput(Throughput::Elements(rows));
-    group.bench_with_input(
-        BenchmarkId::new("int key (10000000 groups)", rows),
-        &batch,
-        |b, batch| {
-            b.iter(|| {
-                plan.finalize(&[&plan.chunk(batch).unwrap()])
-                    .unwrap()
-                    .num_rows()
-            })
-        },
-    );
-    group.finish();
+    group.bench_with_input(BenchmarkId::new(name, rows), batch, |b, batch| {
+        b.iter(|| {
+            plan.finalize(&[&plan.chunk(batch).unwrap()])
+                .unwrap()
+                .num_rows()
+        })
+    });
 }
 
 criterion_group!(benches, scheduler, csv_decode, groupby);

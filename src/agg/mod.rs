@@ -435,13 +435,15 @@ impl AggregatePlan {
         })
     }
 
-    fn group(&self, batch: &RecordBatch) -> Result<(Box<dyn grouper::Grouper>, Vec<u32>)> {
-        let types: Vec<DataType> = self
-            .key_fields
+    fn key_types(&self) -> Vec<DataType> {
+        self.key_fields
             .iter()
             .map(|f| f.data_type().clone())
-            .collect();
-        let mut grouper = new_grouper(&types)?;
+            .collect()
+    }
+
+    fn group(&self, batch: &RecordBatch) -> Result<(Box<dyn grouper::Grouper>, Vec<u32>)> {
+        let mut grouper = new_grouper(&self.key_types())?;
         let mut ids = Vec::new();
         if self.keys.is_empty() {
             ids = vec![0; batch.num_rows()];
@@ -517,12 +519,7 @@ impl AggregatePlan {
         partials: impl IntoIterator<Item = Result<B>>,
         finalize: bool,
     ) -> Result<(usize, Vec<ArrayRef>)> {
-        let types: Vec<DataType> = self
-            .key_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let mut grouper = new_grouper(&types)?;
+        let mut grouper = new_grouper(&self.key_types())?;
         let mut accs = self
             .aggs
             .iter()

@@ -11,7 +11,7 @@ use arrow::array::{Int64Array, RecordBatch};
 use outcore::agg::{mean, size, sum};
 use outcore::frame::sort_batch;
 use outcore::graph::{FnOperator, Graph, Key, Layer, Task, Value};
-use outcore::scheduler::{Executor, MemoryPolicy, Mode};
+use outcore::scheduler::{Executor, MemoryPolicy, Mode, RunStats};
 use outcore::{Error, Session};
 
 use crate::common::*;
@@ -42,6 +42,14 @@ fn fixture(seed: u64) -> (tempfile::TempDir, Table) {
     let t = gen_table(seed, &GenOpts::new(2000).nulls(0.05, 0.1));
     t.write_files(dir.path(), 3);
     (dir, t)
+}
+
+/// Asserts that `batch` holds exactly the rows of `t`, in order (the naive table the
+/// files were written from).
+fn assert_table_rows(batch: &RecordBatch, t: &Table, what: &str) {
+    let got: Vec<Cell> = batch_rows(batch).into_iter().flatten().collect();
+    let expected: Vec<Cell> = t.rows.iter().flatten().cloned().collect();
+    assert_cells(&got, &expected, what);
 }
 
 fn sorted_by(batch: &RecordBatch, keys: &[&str]) -> RecordBatch {
@@ -106,6 +114,7 @@ fn a_tiny_memory_limit_spills_and_gives_the_same_answers() {
         let df = load_gen(&s, dir.path());
         let (got, stats) = df.compute_with_stats().unwrap();
         assert_eq!(got, expected, "{mode:?}");
+        assert_table_rows(&got, &t, &format!("{mode:?} under 48 KiB"));
         assert!(stats.bytes_read > 0);
 
         // A groupby with a tree reduction whose partials must wait for each other.
@@ -202,12 +211,11 @@ fn split_out_under_a_tiny_limit_shuffles_through_sled() {
 
 #[test]
 fn partitions_stream_out_in_order() {
-    let (dir, _) = fixture(44);
+    let (dir, t) = fixture(44);
     let s = session(2, Mode::Parallel, 700);
     let df = load_gen(&s, dir.path());
     let n = df.npartitions();
     assert!(n > 20);
-    let (expected, _) = df.compute_partitions().unwrap();
     let got = std::sync::Mutex::new(Vec::new());
     df.for_each_partition(&|i, b| {
         got.lock().unwrap().push((i, b.clone()));
@@ -219,9 +227,9 @@ fn partitions_stream_out_in_order() {
         got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         (0..n).collect::<Vec<_>>()
     );
-    for ((_, b), e) in got.iter().zip(&expected) {
-        assert_eq!(b, e);
-    }
+    let parts: Vec<RecordBatch> = got.into_iter().map(|(_, b)| b).collect();
+    let all = arrow::compute::concat_batches(&df.schema(), &parts).unwrap();
+    assert_table_rows(&all, &t, "streamed partitions");
     // A failing sink stops the run with its error.
     let err = df
         .for_each_partition(&|i, _| {
@@ -321,29 +329,41 @@ fn wide_graph(n: usize, rows: usize, sabotage: Option<Arc<std::path::PathBuf>>) 
     (g, key)
 }
 
+/// Runs `g` for `key` on `threads` threads with a 1 MiB limit and `budget` bytes of
+/// results kept in memory, spilling under `spill`.
+fn run_wide(
+    g: &Graph,
+    key: &Key,
+    mode: Mode,
+    threads: usize,
+    budget: u64,
+    spill: &Path,
+) -> outcore::Result<(Vec<Arc<Value>>, RunStats)> {
+    let exec = g.compile(std::slice::from_ref(key)).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let policy = MemoryPolicy {
+        limit: 1 << 20,
+        spill_dir: spill.to_path_buf(),
+    };
+    Executor::new(mode, &pool)
+        .with_memory(policy, budget)
+        .run(&exec)
+}
+
 #[test]
 fn the_scheduler_spills_waiting_results_and_reads_them_back() {
     let spill = tempfile::tempdir().unwrap();
     let (n, rows) = (64, 1000);
     let (g, key) = wide_graph(n, rows, None);
-    let exec = g.compile(std::slice::from_ref(&key)).unwrap();
     let expected: i64 = (0..n as i64)
         .map(|i| i * (rows as i64 - 1) * rows as i64 / 2)
         .sum();
     for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel), (4, Mode::Parallel)] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let policy = MemoryPolicy {
-            limit: 1 << 20,
-            spill_dir: spill.path().to_path_buf(),
-        };
         // Room for about 8 of the 64 leaf results (8 KB each).
-        let (values, stats) = Executor::new(mode, &pool)
-            .with_memory(policy, 64 << 10)
-            .run(&exec)
-            .unwrap();
+        let (values, stats) = run_wide(&g, &key, mode, threads, 64 << 10, spill.path()).unwrap();
         match values[0].as_ref() {
             Value::Scalar(datafusion_common::ScalarValue::Int64(Some(s))) => {
                 assert_eq!(*s, expected, "{mode:?}")
@@ -369,19 +389,7 @@ fn the_scheduler_spills_waiting_results_and_reads_them_back() {
 fn a_spill_folder_that_vanishes_mid_run_fails_naming_it_and_leaves_nothing() {
     let spill = tempfile::tempdir().unwrap();
     let (g, key) = wide_graph(64, 1000, Some(Arc::new(spill.path().to_path_buf())));
-    let exec = g.compile(std::slice::from_ref(&key)).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let policy = MemoryPolicy {
-        limit: 1 << 20,
-        spill_dir: spill.path().to_path_buf(),
-    };
-    let err = Executor::new(Mode::Sync, &pool)
-        .with_memory(policy, 16 << 10)
-        .run(&exec)
-        .unwrap_err();
+    let err = run_wide(&g, &key, Mode::Sync, 1, 16 << 10, spill.path()).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains(&*spill.path().to_string_lossy()),
@@ -398,18 +406,6 @@ fn a_spill_folder_that_vanishes_mid_run_fails_naming_it_and_leaves_nothing() {
 fn reads_are_held_back_while_memory_is_short() {
     let spill = tempfile::tempdir().unwrap();
     let (g, key) = wide_graph(64, 1000, None);
-    let exec = g.compile(std::slice::from_ref(&key)).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(4)
-        .build()
-        .unwrap();
-    let policy = MemoryPolicy {
-        limit: 1 << 20,
-        spill_dir: spill.path().to_path_buf(),
-    };
-    let (_, stats) = Executor::new(Mode::Parallel, &pool)
-        .with_memory(policy, 32 << 10)
-        .run(&exec)
-        .unwrap();
+    let (_, stats) = run_wide(&g, &key, Mode::Parallel, 4, 32 << 10, spill.path()).unwrap();
     assert!(stats.reads_held_back > 0, "{stats:?}");
 }

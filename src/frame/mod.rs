@@ -12,7 +12,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, SortOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-pub use plan::{PartitionFn, Plan};
+pub use plan::{Index, PartitionFn, Plan};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
 use crate::error::{Error, Result};
@@ -80,6 +80,31 @@ impl DataFrame {
     /// Number of partitions.
     pub fn npartitions(&self) -> usize {
         self.plan.npartitions()
+    }
+
+    /// The index column's name, when the frame has one.
+    pub fn index_column(&self) -> Option<String> {
+        self.plan.index().map(|ix| ix.column)
+    }
+
+    /// The frame's divisions (`npartitions + 1` boundaries of the index), when
+    /// known.
+    pub fn divisions(&self) -> Option<Vec<datafusion_common::ScalarValue>> {
+        self.plan.index()?.divisions.map(|d| d.to_vec())
+    }
+
+    /// True when the frame has an index with known divisions.
+    pub fn known_divisions(&self) -> bool {
+        self.plan.index().is_some_and(|ix| ix.divisions.is_some())
+    }
+
+    /// The same rows, declared indexed by `index` (no tasks are added). The caller
+    /// vouches for the order.
+    pub(crate) fn with_index(&self, index: Index) -> DataFrame {
+        self.with_plan(Plan::WithIndex {
+            input: self.plan.clone(),
+            index,
+        })
     }
 
     /// The session this frame belongs to.
@@ -405,7 +430,8 @@ impl DataFrame {
                 Plan::Filter { input, .. }
                 | Plan::Project { input, .. }
                 | Plan::MapPartitions { input, .. }
-                | Plan::Aggregate { input, .. } => find(input),
+                | Plan::Aggregate { input, .. }
+                | Plan::WithIndex { input, .. } => find(input),
             }
         }
         find(&plan::prune(&self.plan, None)).unwrap_or_default()

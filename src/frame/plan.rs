@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion_common::ScalarValue;
 
 use super::ops::{
     AggChunk, AggCombine, AggFinalize, FilterOp, MapOp, ProjectOp, ReadCsvBlock,
@@ -28,6 +29,19 @@ use crate::scheduler::RunContext;
 
 /// A function applied to every partition by `map_partitions`.
 pub type PartitionFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
+
+/// The column a frame is indexed by and, when known, its divisions: Dask's
+/// `divisions`, `npartitions + 1` sorted boundaries such that partition `i` holds
+/// index values in `[d[i], d[i+1])`, the last partition `[d[n-1], d[n]]`. The index
+/// column stays an ordinary column of the batches; the index only records that the
+/// rows are ordered by it across partitions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Index {
+    /// The index column.
+    pub column: String,
+    /// The boundaries, when known.
+    pub divisions: Option<Arc<[ScalarValue]>>,
+}
 
 /// One node of a frame's logical plan.
 pub enum Plan {
@@ -76,6 +90,14 @@ pub enum Plan {
         /// Output partitions.
         split_out: usize,
     },
+    /// The input, declared indexed (no tasks of its own): what `set_index(..,
+    /// sorted)` makes once it has checked the order.
+    WithIndex {
+        /// Input.
+        input: Arc<Plan>,
+        /// The index.
+        index: Index,
+    },
 }
 
 impl Plan {
@@ -91,7 +113,7 @@ impl Plan {
                         .expect("projection indexes are valid"),
                 ),
             },
-            Plan::Filter { input, .. } => input.schema(),
+            Plan::Filter { input, .. } | Plan::WithIndex { input, .. } => input.schema(),
             Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
             Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
         }
@@ -103,8 +125,30 @@ impl Plan {
             Plan::ReadCsv { source, .. } => source.blocks.len(),
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
-            | Plan::MapPartitions { input, .. } => input.npartitions(),
+            | Plan::MapPartitions { input, .. }
+            | Plan::WithIndex { input, .. } => input.npartitions(),
             Plan::Aggregate { split_out, .. } => *split_out,
+        }
+    }
+}
+
+impl Plan {
+    /// The frame's index: kept through row filters and through projections and
+    /// partition functions whose output still has the column (as Dask keeps
+    /// divisions through `map_partitions`); lost by aggregation.
+    pub fn index(&self) -> Option<Index> {
+        match self {
+            Plan::ReadCsv { .. } | Plan::Aggregate { .. } => None,
+            Plan::WithIndex { index, .. } => Some(index.clone()),
+            Plan::Filter { input, .. } => input.index(),
+            Plan::Project { input, exprs, .. } => input.index().filter(|ix| {
+                exprs.iter().any(|(e, name)| {
+                    name == &ix.column && matches!(e, Expr::Column(c) if c == &ix.column)
+                })
+            }),
+            Plan::MapPartitions { input, schema, .. } => input
+                .index()
+                .filter(|ix| schema.index_of(&ix.column).is_ok()),
         }
     }
 }
@@ -166,6 +210,17 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             f: f.clone(),
             schema: schema.clone(),
         }),
+        Plan::WithIndex { input, index } => {
+            let need = required.map(|r| {
+                let mut n = r.clone();
+                n.insert(index.column.clone());
+                n
+            });
+            Arc::new(Plan::WithIndex {
+                input: prune(input, need.as_ref()),
+                index: index.clone(),
+            })
+        }
         Plan::Aggregate {
             input,
             plan: agg,
@@ -231,6 +286,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             graph.add_layer(Layer { name, tasks });
             keys
         }
+        Plan::WithIndex { input, .. } => lower(input, graph, ctx),
         Plan::Filter { input, predicate } => {
             let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(FilterOp {

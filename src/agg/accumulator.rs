@@ -49,6 +49,12 @@ pub fn state_fields(func: AggFunc, input: &DataType, prefix: &str) -> Vec<Field>
             "set",
             DataType::List(Arc::new(Field::new("item", DataType::Binary, true))),
         )],
+        AggFunc::Median | AggFunc::Quantile(_) => vec![f("values", super::holistic::values_type())],
+        AggFunc::Nlargest(_) => vec![f(
+            "top",
+            DataType::List(Arc::new(Field::new("item", func.output_type(input), true))),
+        )],
+        AggFunc::Corr => super::comoments::state_fields(prefix),
     }
 }
 
@@ -90,6 +96,13 @@ pub fn new_accumulator(func: AggFunc, input: &DataType) -> Result<Box<dyn Accumu
             converter: RowConverter::new(vec![SortField::new(input.clone())])?,
             sets: Vec::new(),
         }),
+        AggFunc::Median => Box::new(super::holistic::Values::new(0.5)),
+        AggFunc::Quantile(q) => Box::new(super::holistic::Values::new(q.get())),
+        AggFunc::Nlargest(n) if input.is_floating() => {
+            Box::new(super::holistic::Top::<f64>::new(n as usize))
+        }
+        AggFunc::Nlargest(n) => Box::new(super::holistic::Top::<i64>::new(n as usize)),
+        AggFunc::Corr => Box::new(super::comoments::CoMoments::default()),
     })
 }
 
@@ -102,7 +115,7 @@ pub(super) fn to_i64(a: &ArrayRef) -> Result<ArrayRef> {
     })
 }
 
-fn to_f64(a: &ArrayRef) -> Result<ArrayRef> {
+pub(super) fn to_f64(a: &ArrayRef) -> Result<ArrayRef> {
     Ok(match a.data_type() {
         DataType::Float64 => a.clone(),
         _ => cast(a, &DataType::Float64)?,
@@ -124,7 +137,7 @@ pub(super) fn from_i64(a: ArrayRef, to: &DataType) -> Result<ArrayRef> {
 
 /// Calls `f(group, value)` for every non-null row.
 #[inline]
-fn for_each_valid<T: Copy>(
+pub(super) fn for_each_valid<T: Copy>(
     values: &[T],
     nulls: Option<&arrow::buffer::NullBuffer>,
     groups: &[u32],
@@ -383,7 +396,7 @@ impl Accumulator for Moments {
 }
 
 /// A type `min`/`max` keeps natively.
-trait Ordered: Copy + Default + PartialOrd + Send + 'static {
+pub(super) trait Ordered: Copy + Default + PartialOrd + Send + 'static {
     fn column(a: &ArrayRef) -> Result<ArrayRef>;
     fn values(a: &ArrayRef) -> (&[Self], Option<&arrow::buffer::NullBuffer>);
     fn array(v: Vec<Option<Self>>) -> ArrayRef;
@@ -642,6 +655,9 @@ pub fn check_input(func: AggFunc, column: &str, t: &DataType) -> Result<()> {
         );
     let ok = match func {
         AggFunc::Sum | AggFunc::Mean | AggFunc::Var | AggFunc::Std => numeric,
+        AggFunc::Median | AggFunc::Quantile(_) | AggFunc::Corr | AggFunc::Nlargest(_) => {
+            numeric
+        }
         AggFunc::Min | AggFunc::Max => ordered,
         AggFunc::Count | AggFunc::Size | AggFunc::First | AggFunc::Last | AggFunc::Nunique => true,
     };

@@ -16,7 +16,10 @@
 //! ([`accumulator`]); no `ScalarValue` or boxed value per row.
 
 pub mod accumulator;
+pub mod comoments;
+pub mod exprs;
 pub mod grouper;
+pub mod holistic;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -55,11 +58,52 @@ pub enum AggFunc {
     Last,
     /// Number of distinct non-null values.
     Nunique,
+    /// Exact median of non-null values (pandas' `median`; null for none).
+    Median,
+    /// Exact quantile with linear interpolation (pandas' default), at a fraction in
+    /// [0, 1].
+    Quantile(Fraction),
+    /// Pearson correlation of the input column with [`AggSpec::other`], over rows
+    /// where both are non-null (null below two such rows or for a constant column).
+    Corr,
+    /// The `n` largest non-null values of each group, one output row each, largest
+    /// first (db-benchmark q8: `sort_values(v, ascending=False).groupby(k).head(n)`).
+    Nlargest(u32),
+}
+
+/// A fraction in [0, 1] (a quantile's level), comparable and hashable by its bits.
+#[derive(Debug, Clone, Copy)]
+pub struct Fraction(f64);
+
+impl Fraction {
+    /// `q` if it is in [0, 1].
+    pub fn new(q: f64) -> Option<Fraction> {
+        (0.0..=1.0).contains(&q).then_some(Fraction(q))
+    }
+
+    /// The fraction.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl PartialEq for Fraction {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Fraction {}
+
+impl std::hash::Hash for Fraction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
 }
 
 impl AggFunc {
     /// Every function, for help texts.
-    pub const ALL: [AggFunc; 11] = [
+    pub const ALL: [AggFunc; 15] = [
         AggFunc::Sum,
         AggFunc::Count,
         AggFunc::Size,
@@ -71,6 +115,10 @@ impl AggFunc {
         AggFunc::First,
         AggFunc::Last,
         AggFunc::Nunique,
+        AggFunc::Median,
+        AggFunc::Quantile(Fraction(0.5)),
+        AggFunc::Corr,
+        AggFunc::Nlargest(1),
     ];
 
     /// The function's name as written in `--agg`.
@@ -87,10 +135,15 @@ impl AggFunc {
             AggFunc::First => "first",
             AggFunc::Last => "last",
             AggFunc::Nunique => "nunique",
+            AggFunc::Median => "median",
+            AggFunc::Quantile(_) => "quantile",
+            AggFunc::Corr => "corr",
+            AggFunc::Nlargest(_) => "nlargest",
         }
     }
 
-    /// The function named `name` (`avg` is `mean`, `len` is `size`).
+    /// The function named `name` (`avg` is `mean`, `len` is `size`); `quantile`
+    /// and `nlargest` come with their defaults (0.5; 1), which the parser replaces.
     pub fn from_name(name: &str) -> Option<AggFunc> {
         let n = name.to_ascii_lowercase();
         AggFunc::ALL
@@ -111,8 +164,17 @@ impl AggFunc {
             AggFunc::Sum => DataType::Int64,
             AggFunc::Count | AggFunc::Size | AggFunc::Nunique => DataType::Int64,
             AggFunc::Mean | AggFunc::Var | AggFunc::Std => DataType::Float64,
+            AggFunc::Median | AggFunc::Quantile(_) | AggFunc::Corr => DataType::Float64,
+            AggFunc::Nlargest(_) if input.is_floating() => DataType::Float64,
+            AggFunc::Nlargest(_) => DataType::Int64,
             AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last => input.clone(),
         }
+    }
+
+    /// True for functions that give several rows per group (their answers are
+    /// exploded into rows, the group's other columns repeated).
+    pub fn is_multi_row(self) -> bool {
+        matches!(self, AggFunc::Nlargest(_))
     }
 }
 
@@ -124,6 +186,8 @@ pub struct AggSpec {
     pub func: AggFunc,
     /// The input column; `None` only for `size`.
     pub column: Option<String>,
+    /// The second input column of two-column functions (`corr`).
+    pub other: Option<String>,
     /// The output column's name.
     pub alias: String,
 }
@@ -132,10 +196,16 @@ impl AggSpec {
     /// `func(column)`, named `func(column)` (DuckDB's naming).
     pub fn new(func: AggFunc, column: impl Into<String>) -> AggSpec {
         let column = column.into();
+        let alias = match func {
+            AggFunc::Quantile(q) => format!("quantile({column}, {})", q.get()),
+            AggFunc::Nlargest(n) => format!("nlargest({n}, {column})"),
+            _ => format!("{}({column})", func.name()),
+        };
         AggSpec {
             func,
-            alias: format!("{}({column})", func.name()),
+            alias,
             column: Some(column),
+            other: None,
         }
     }
 
@@ -149,12 +219,13 @@ impl AggSpec {
 
 impl fmt::Display for AggSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}({})",
-            self.func.name(),
-            self.column.as_deref().unwrap_or("")
-        )
+        let column = self.column.as_deref().unwrap_or("");
+        match (self.func, &self.other) {
+            (AggFunc::Quantile(q), _) => write!(f, "quantile({column}, {})", q.get()),
+            (AggFunc::Nlargest(n), _) => write!(f, "nlargest({n}, {column})"),
+            (func, Some(o)) => write!(f, "{}({column}, {o})", func.name()),
+            (func, None) => write!(f, "{}({column})", func.name()),
+        }
     }
 }
 
@@ -185,6 +256,8 @@ agg_builders! {
     last => Last,
     /// `nunique(column)`
     nunique => Nunique,
+    /// `median(column)`, exact
+    median => Median,
 }
 
 /// `size()`: rows per group, nulls included.
@@ -192,105 +265,48 @@ pub fn size() -> AggSpec {
     AggSpec {
         func: AggFunc::Size,
         column: None,
+        other: None,
         alias: "size".into(),
     }
 }
 
-/// Parses an `--agg` string: `sum(v1), mean(v3) as m, size(), count(*)`.
-pub fn parse_aggs(input: &str) -> Result<Vec<AggSpec>> {
-    let syntax = |position: usize, reason: String| Error::Syntax {
-        input: input.to_string(),
-        position,
-        reason,
-    };
-    let mut out = Vec::new();
-    let chars: Vec<char> = input.chars().collect();
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while *i < chars.len() && chars[*i].is_whitespace() {
-            *i += 1;
-        }
-    };
-    let word = |i: &mut usize| -> String {
-        let s = *i;
-        while *i < chars.len()
-            && (chars[*i].is_alphanumeric() || chars[*i] == '_' || chars[*i] == '.')
-        {
-            *i += 1;
-        }
-        chars[s..*i].iter().collect()
-    };
-    loop {
-        skip_ws(&mut i);
-        let fstart = i;
-        let fname = word(&mut i);
-        if fname.is_empty() {
-            return Err(syntax(i, "expected an aggregation such as sum(v1)".into()));
-        }
-        let func = AggFunc::from_name(&fname).ok_or_else(|| {
-            let names: Vec<_> = AggFunc::ALL.iter().map(|f| f.name()).collect();
-            syntax(
-                fstart,
-                format!("unknown aggregation {fname:?}; known: {}", names.join(", ")),
-            )
-        })?;
-        skip_ws(&mut i);
-        if chars.get(i) != Some(&'(') {
-            return Err(syntax(i, format!("expected `(` after {fname}")));
-        }
-        i += 1;
-        skip_ws(&mut i);
-        let cstart = i;
-        let column = if chars.get(i) == Some(&'`') {
-            let close = chars[i + 1..]
-                .iter()
-                .position(|&c| c == '`')
-                .ok_or_else(|| syntax(i, "unterminated `name`".into()))?;
-            let c: String = chars[i + 1..i + 1 + close].iter().collect();
-            i += close + 2;
-            c
-        } else if chars.get(i) == Some(&'*') {
-            i += 1;
-            String::new()
-        } else {
-            word(&mut i)
-        };
-        skip_ws(&mut i);
-        if chars.get(i) != Some(&')') {
-            return Err(syntax(i, "expected `)`".into()));
-        }
-        i += 1;
-        let mut spec = if column.is_empty() {
-            match func {
-                AggFunc::Size | AggFunc::Count => size(),
-                _ => return Err(syntax(cstart, format!("{fname} needs a column"))),
-            }
-        } else {
-            AggSpec::new(func, column)
-        };
-        skip_ws(&mut i);
-        let save = i;
-        let kw = word(&mut i);
-        if kw.eq_ignore_ascii_case("as") {
-            skip_ws(&mut i);
-            let astart = i;
-            let alias = word(&mut i);
-            if alias.is_empty() {
-                return Err(syntax(astart, "expected a name after `as`".into()));
-            }
-            spec = spec.alias(alias);
-            skip_ws(&mut i);
-        } else {
-            i = save;
-        }
-        out.push(spec);
-        match chars.get(i) {
-            None => break,
-            Some(',') => i += 1,
-            Some(_) => return Err(syntax(i, "expected `,` or the end".into())),
-        }
+/// `quantile(column, q)`: exact, linear interpolation (pandas' default).
+pub fn quantile(column: impl Into<String>, q: f64) -> Result<AggSpec> {
+    let f = Fraction::new(q).ok_or_else(|| {
+        Error::plan("agg", format!("quantile {q} is outside [0, 1]"))
+    })?;
+    Ok(AggSpec::new(AggFunc::Quantile(f), column))
+}
+
+/// `corr(x, y)`: Pearson correlation over rows where both are non-null.
+pub fn corr(x: impl Into<String>, y: impl Into<String>) -> AggSpec {
+    let (x, y) = (x.into(), y.into());
+    AggSpec {
+        func: AggFunc::Corr,
+        alias: format!("corr({x}, {y})"),
+        column: Some(x),
+        other: Some(y),
     }
-    Ok(out)
+}
+
+/// `nlargest(n, column)`: the `n` largest values per group, one row each.
+pub fn nlargest(n: u32, column: impl Into<String>) -> AggSpec {
+    AggSpec::new(AggFunc::Nlargest(n), column)
+}
+
+/// Parses an `--agg` string of plain aggregations: `sum(v1), mean(v3) as m,
+/// size(), count(*)`. For expressions over aggregations (`max(v1) - min(v2) as r`)
+/// use [`exprs::parse_agg_list`].
+pub fn parse_aggs(input: &str) -> Result<Vec<AggSpec>> {
+    let list = exprs::parse_agg_list(input)?;
+    if list.exprs.is_some() {
+        return Err(Error::Syntax {
+            input: input.to_string(),
+            position: 0,
+            reason: "expected plain aggregations such as sum(v1), without arithmetic".into(),
+        });
+    }
+    Ok(list.aggs)
 }
 
 /// A checked groupby-aggregate: key columns, aggregations with their input types,
@@ -314,6 +330,9 @@ pub struct AggregatePlan {
     pub keep_null_keys: bool,
     /// Sort the answer by its keys (pandas' `sort=True`).
     pub sort: bool,
+    /// The output column of the one multi-row aggregation (`nlargest`), whose
+    /// lists are exploded into rows by `finalize`.
+    explode: Option<usize>,
 }
 
 fn plain_type(t: &DataType) -> DataType {
@@ -352,12 +371,30 @@ impl AggregatePlan {
         let mut input_types = Vec::new();
         let mut partial: Vec<Field> = key_fields.clone();
         let mut output: Vec<Field> = key_fields.clone();
+        let mut explode = None;
         for (i, a) in aggs.iter().enumerate() {
-            let t = match &a.column {
+            let mut t = match &a.column {
                 Some(c) => plain_type(&crate::expr::column_type(input, c)?),
                 None => DataType::Int64,
             };
             check_input(a.func, a.column.as_deref().unwrap_or(""), &t)?;
+            if a.func == AggFunc::Corr {
+                let o = a.other.as_deref().ok_or_else(|| {
+                    Error::plan("agg", "corr needs two columns: corr(x, y)")
+                })?;
+                check_input(a.func, o, &plain_type(&crate::expr::column_type(input, o)?))?;
+                // Both columns arrive as one Struct{x, y} of Float64 (see `chunk`).
+                t = DataType::Float64;
+            }
+            if a.func.is_multi_row() {
+                if explode.is_some() {
+                    return Err(Error::plan(
+                        "agg",
+                        "only one aggregation may give several rows per group (nlargest)",
+                    ));
+                }
+                explode = Some(keys.len() + i);
+            }
             partial.extend(state_fields(a.func, &t, &format!("__{i}_")));
             if output.iter().any(|f| f.name() == &a.alias) {
                 return Err(Error::plan(
@@ -380,6 +417,7 @@ impl AggregatePlan {
             output_schema: Arc::new(Schema::new(output)),
             keep_null_keys,
             sort,
+            explode,
         })
     }
 
@@ -387,7 +425,7 @@ impl AggregatePlan {
     pub fn input_columns(&self) -> Vec<String> {
         let mut cols = self.keys.clone();
         for a in &self.aggs {
-            if let Some(c) = &a.column {
+            for c in a.column.iter().chain(&a.other) {
                 if !cols.contains(c) {
                     cols.push(c.clone());
                 }
@@ -461,17 +499,31 @@ impl AggregatePlan {
         let mut columns = grouper.emit()?;
         for (a, t) in self.aggs.iter().zip(&self.input_types) {
             let mut acc = new_accumulator(a.func, t)?;
-            let values = match &a.column {
-                Some(c) => batch
+            let column = |c: &str| -> Result<ArrayRef> {
+                let v = batch
                     .column_by_name(c)
-                    .ok_or_else(|| crate::expr::unknown_column(&batch.schema(), c))?
-                    .clone(),
-                None => Arc::new(arrow::array::NullArray::new(batch.num_rows())) as ArrayRef,
+                    .ok_or_else(|| crate::expr::unknown_column(&batch.schema(), c))?;
+                Ok(if v.data_type() == t {
+                    v.clone()
+                } else {
+                    cast(v, t)?
+                })
             };
-            let values = if values.data_type() == t || a.column.is_none() {
-                values
-            } else {
-                cast(&values, t)?
+            let values = match (&a.column, &a.other) {
+                (Some(x), Some(y)) => {
+                    let (x, y) = (column(x)?, column(y)?);
+                    Arc::new(arrow::array::StructArray::new(
+                        vec![
+                            Field::new("x", t.clone(), true),
+                            Field::new("y", t.clone(), true),
+                        ]
+                        .into(),
+                        vec![x, y],
+                        None,
+                    )) as ArrayRef
+                }
+                (Some(c), None) => column(c)?,
+                (None, _) => Arc::new(arrow::array::NullArray::new(batch.num_rows())) as ArrayRef,
             };
             acc.update(&values, &ids, n)?;
             columns.extend(acc.state(n)?);
@@ -496,7 +548,10 @@ impl AggregatePlan {
         &self,
         partials: impl IntoIterator<Item = Result<B>>,
     ) -> Result<RecordBatch> {
-        let (n, columns) = self.merge(partials, true)?;
+        let (mut n, mut columns) = self.merge(partials, true)?;
+        if let Some(list) = self.explode {
+            (columns, n) = holistic::explode(columns, list)?;
+        }
         let out = self.batch(self.output_schema.clone(), columns, n)?;
         if !self.sort || self.keys.is_empty() || out.num_rows() < 2 {
             return Ok(out);
@@ -506,9 +561,19 @@ impl AggregatePlan {
             // The null key last, as pandas' `dropna=False` (Arrow's default is first).
             nulls_first: false,
         };
-        let keys: Vec<(usize, arrow::compute::SortOptions)> = (0..self.keys.len())
+        let mut keys: Vec<(usize, arrow::compute::SortOptions)> = (0..self.keys.len())
             .map(|i| (i, ascending_nulls_last))
             .collect();
+        if let Some(list) = self.explode {
+            // A group's rows stay largest first.
+            keys.push((
+                list,
+                arrow::compute::SortOptions {
+                    descending: true,
+                    nulls_first: false,
+                },
+            ));
+        }
         crate::sort::sort_by_columns(&out, &keys)
     }
 
@@ -581,12 +646,13 @@ mod tests {
         assert_eq!(a[2], size());
         assert_eq!(a[3], size());
         assert_eq!(a[4], std("x y"));
-        let err = parse_aggs("sum(v1), median(v3)").unwrap_err().to_string();
+        let err = parse_aggs("sum(v1), mode(v3)").unwrap_err().to_string();
         assert!(
-            err.contains("character 10") && err.contains("unknown aggregation \"median\""),
+            err.contains("character 10") && err.contains("unknown aggregation \"mode\""),
             "{err}"
         );
         assert!(parse_aggs("sum(v1").is_err());
         assert!(parse_aggs("sum(v1) mean(v2)").is_err());
+        assert!(parse_aggs("max(v1) - min(v2)").is_err());
     }
 }

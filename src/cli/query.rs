@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arrow::datatypes::DataType;
 use clap::Args;
-use outcore::agg::parse_aggs;
+use outcore::agg::exprs::parse_agg_list;
 use outcore::expr::{parse, parse_type, TYPE_NAMES};
 use outcore::frame::sort_batch;
 use outcore::{Error, Result};
@@ -24,8 +24,10 @@ pub struct QueryArgs {
     /// Group by these columns (comma-separated); needs --agg.
     #[arg(long, value_delimiter = ',')]
     groupby: Vec<String>,
-    /// Aggregations, e.g. 'sum(v1), mean(v3) as m, size()'. Without --groupby they
-    /// aggregate the whole frame.
+    /// Aggregations, e.g. 'sum(v1), mean(v3) as m, size()', 'median(v3)',
+    /// 'quantile(v3, 0.9)', 'corr(v1, v2)', 'nlargest(2, v3)' (n rows per group),
+    /// and arithmetic over them: 'max(v1) - min(v2) as range'. Without --groupby
+    /// they aggregate the whole frame.
     #[arg(long)]
     agg: Option<String>,
     /// Output only these columns (comma-separated).
@@ -86,7 +88,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
     if let Some(f) = &a.filter {
         df = df.filter(parse(f)?)?;
     }
-    let aggs = a.agg.as_deref().map(parse_aggs).transpose()?;
+    let aggs = a.agg.as_deref().map(parse_agg_list).transpose()?;
     if a.split_out.is_some() && a.groupby.is_empty() {
         return Err(Error::plan("query", "--split-out needs --groupby"));
     }
@@ -94,9 +96,9 @@ pub fn run(a: QueryArgs) -> Result<()> {
         (Some(aggs), false) => Some(
             df.groupby(&a.groupby)?
                 .split_out(a.split_out.unwrap_or(1))?
-                .agg(aggs)?,
+                .agg_list(aggs)?,
         ),
-        (Some(aggs), true) => Some(df.agg(aggs)?),
+        (Some(aggs), true) => Some(df.agg_list(aggs)?),
         (None, false) => {
             return Err(Error::plan(
                 "query",

@@ -3,6 +3,7 @@
 //! schema at once, so mistakes surface where they are written, and add a plan node.
 //! Nothing is read until `compute`, `head`, `count` and friends run the plan.
 
+pub mod distinct;
 pub mod ops;
 pub mod plan;
 
@@ -222,6 +223,26 @@ impl DataFrame {
             split_every: self.session.split_every(),
             split_out: 1,
         }))
+    }
+
+    /// Whole-frame aggregations and expressions over them, one row (an `--agg`
+    /// list, see [`parse_agg_list`](crate::agg::exprs::parse_agg_list)).
+    pub fn agg_list(&self, list: &crate::agg::exprs::AggList) -> Result<DataFrame> {
+        self.agg(&list.aggs)?.project_agg_exprs(&[], list)
+    }
+
+    /// After an aggregation: the keys, then `list`'s expressions (if any).
+    fn project_agg_exprs(
+        &self,
+        keys: &[String],
+        list: &crate::agg::exprs::AggList,
+    ) -> Result<DataFrame> {
+        let Some(exprs) = &list.exprs else {
+            return Ok(self.clone());
+        };
+        let mut out: Vec<(Expr, String)> = keys.iter().map(|k| (col(k), k.clone())).collect();
+        out.extend(exprs.iter().cloned());
+        self.select_exprs(out)
     }
 
     /// Runs the plan and returns every partition, in order.
@@ -502,6 +523,15 @@ impl GroupBy {
         }
         self.split_out = n;
         Ok(self)
+    }
+
+    /// Aggregations and expressions over them, as `--agg` writes them
+    /// (`max(v1) - min(v2) as r`; see
+    /// [`parse_agg_list`](crate::agg::exprs::parse_agg_list)): the keys, then one
+    /// column per item.
+    pub fn agg_list(self, list: &crate::agg::exprs::AggList) -> Result<DataFrame> {
+        let keys = self.keys.clone();
+        self.agg(&list.aggs)?.project_agg_exprs(&keys, list)
     }
 
     /// The aggregations: `.agg(&[sum("v1"), mean("v3")])`. One partition results,

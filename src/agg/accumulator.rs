@@ -655,9 +655,7 @@ pub fn check_input(func: AggFunc, column: &str, t: &DataType) -> Result<()> {
         );
     let ok = match func {
         AggFunc::Sum | AggFunc::Mean | AggFunc::Var | AggFunc::Std => numeric,
-        AggFunc::Median | AggFunc::Quantile(_) | AggFunc::Corr | AggFunc::Nlargest(_) => {
-            numeric
-        }
+        AggFunc::Median | AggFunc::Quantile(_) | AggFunc::Corr | AggFunc::Nlargest(_) => numeric,
         AggFunc::Min | AggFunc::Max => ordered,
         AggFunc::Count | AggFunc::Size | AggFunc::First | AggFunc::Last | AggFunc::Nunique => true,
     };

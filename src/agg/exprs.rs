@@ -169,8 +169,9 @@ impl Cursor<'_> {
                     }
                     let t = self.text(at, i);
                     Arg::Num(
-                        t.parse()
-                            .map_err(|_| self.error(at, format!("expected a number, found {t:?}")))?,
+                        t.parse().map_err(|_| {
+                            self.error(at, format!("expected a number, found {t:?}"))
+                        })?,
                     )
                 }
                 _ => {
@@ -198,11 +199,8 @@ impl Cursor<'_> {
                 size()
             }
             (AggFunc::Size, _) => return Err(usage("no column: size()")),
-            (AggFunc::Quantile(_), [(Arg::Name(c), _), (Arg::Num(q), at)]) => {
-                quantile(c, *q).map_err(|_| {
-                    self.error(*at, format!("quantile {q} is outside [0, 1]"))
-                })?
-            }
+            (AggFunc::Quantile(_), [(Arg::Name(c), _), (Arg::Num(q), at)]) => quantile(c, *q)
+                .map_err(|_| self.error(*at, format!("quantile {q} is outside [0, 1]")))?,
             (AggFunc::Quantile(_), _) => {
                 return Err(usage("a column and a fraction: quantile(v3, 0.9)"))
             }
@@ -211,11 +209,15 @@ impl Cursor<'_> {
                 [(Arg::Num(n), at), (Arg::Name(c), _)] | [(Arg::Name(c), _), (Arg::Num(n), at)],
             ) => {
                 if *n < 1.0 || n.fract() != 0.0 || *n > u32::MAX as f64 {
-                    return Err(self.error(*at, format!("expected a count of at least 1, found {n}")));
+                    return Err(
+                        self.error(*at, format!("expected a count of at least 1, found {n}"))
+                    );
                 }
                 AggSpec::new(AggFunc::Nlargest(*n as u32), c)
             }
-            (AggFunc::Nlargest(_), _) => return Err(usage("a count and a column: nlargest(2, v3)")),
+            (AggFunc::Nlargest(_), _) => {
+                return Err(usage("a count and a column: nlargest(2, v3)"))
+            }
             (AggFunc::Corr, [(Arg::Name(x), _), (Arg::Name(y), _)]) => corr(x, y),
             (AggFunc::Corr, _) => return Err(usage("two columns: corr(v1, v2)")),
             (f, [(Arg::Name(c), _)]) => AggSpec::new(f, c),
@@ -324,7 +326,10 @@ pub fn parse_agg_list(input: &str) -> Result<AggList> {
             if spec.func.is_multi_row() {
                 return Err(cur.error(
                     cs,
-                    format!("{} gives several rows per group; it cannot be part of an expression", spec.func.name()),
+                    format!(
+                        "{} gives several rows per group; it cannot be part of an expression",
+                        spec.func.name()
+                    ),
                 ));
             }
             let key = spec.to_string();
@@ -340,10 +345,12 @@ pub fn parse_agg_list(input: &str) -> Result<AggList> {
             at = ce;
         }
         text.push_str(&cur.text(at, body_end));
-        let expr = crate::expr::parse(&text).map_err(|e| {
-            cur.error(s, format!("in the expression `{}`: {e}", body.trim()))
-        })?;
-        items.push(Item::Expr(expr, alias.unwrap_or_else(|| body.trim().to_string())));
+        let expr = crate::expr::parse(&text)
+            .map_err(|e| cur.error(s, format!("in the expression `{}`: {e}", body.trim())))?;
+        items.push(Item::Expr(
+            expr,
+            alias.unwrap_or_else(|| body.trim().to_string()),
+        ));
     }
     if hidden.is_empty() {
         return Ok(AggList::plain(plain));
@@ -387,8 +394,8 @@ mod tests {
     fn expressions_share_equal_calls() {
         let l = parse_agg_list("id_max as_is, max(v1) - min(v2) as r").unwrap_err();
         assert!(l.to_string().contains("expected an aggregation"), "{l}");
-        let l = parse_agg_list("sum(v1) as s, corr(v1, v2) * corr(v1,v2) as r2, max(v1) / 2")
-            .unwrap();
+        let l =
+            parse_agg_list("sum(v1) as s, corr(v1, v2) * corr(v1,v2) as r2, max(v1) / 2").unwrap();
         assert_eq!(
             l.aggs,
             vec![
@@ -399,8 +406,14 @@ mod tests {
         );
         let exprs = l.exprs.unwrap();
         assert_eq!(exprs[0], (col("s"), "s".to_string()));
-        assert_eq!(exprs[1], (col("__agg0").mul(col("__agg0")), "r2".to_string()));
-        assert_eq!(exprs[2], (col("__agg1").div(lit(2i64)), "max(v1) / 2".to_string()));
+        assert_eq!(
+            exprs[1],
+            (col("__agg0").mul(col("__agg0")), "r2".to_string())
+        );
+        assert_eq!(
+            exprs[2],
+            (col("__agg1").div(lit(2i64)), "max(v1) / 2".to_string())
+        );
         let _ = min("x");
     }
 

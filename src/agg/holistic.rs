@@ -206,10 +206,7 @@ impl<T: Ordered> Accumulator for Top<T> {
 /// answer of [`Top`]), replacing the list by its items: pandas' `explode`, except
 /// that a row with an empty list is dropped (a group without values has no
 /// largest value).
-pub fn explode(
-    columns: Vec<ArrayRef>,
-    list: usize,
-) -> Result<(Vec<ArrayRef>, usize)> {
+pub fn explode(columns: Vec<ArrayRef>, list: usize) -> Result<(Vec<ArrayRef>, usize)> {
     let lists = columns[list].as_list::<i32>().clone();
     let off = lists.value_offsets();
     let mut take = Vec::with_capacity(lists.values().len());
@@ -221,7 +218,9 @@ pub fn explode(
     let idx = arrow::array::UInt32Array::from(take);
     let rows = idx.len();
     let first = off[0] as usize;
-    let items = lists.values().slice(first, off[lists.len()] as usize - first);
+    let items = lists
+        .values()
+        .slice(first, off[lists.len()] as usize - first);
     let out = columns
         .iter()
         .enumerate()

@@ -272,9 +272,8 @@ pub fn size() -> AggSpec {
 
 /// `quantile(column, q)`: exact, linear interpolation (pandas' default).
 pub fn quantile(column: impl Into<String>, q: f64) -> Result<AggSpec> {
-    let f = Fraction::new(q).ok_or_else(|| {
-        Error::plan("agg", format!("quantile {q} is outside [0, 1]"))
-    })?;
+    let f = Fraction::new(q)
+        .ok_or_else(|| Error::plan("agg", format!("quantile {q} is outside [0, 1]")))?;
     Ok(AggSpec::new(AggFunc::Quantile(f), column))
 }
 
@@ -379,9 +378,10 @@ impl AggregatePlan {
             };
             check_input(a.func, a.column.as_deref().unwrap_or(""), &t)?;
             if a.func == AggFunc::Corr {
-                let o = a.other.as_deref().ok_or_else(|| {
-                    Error::plan("agg", "corr needs two columns: corr(x, y)")
-                })?;
+                let o = a
+                    .other
+                    .as_deref()
+                    .ok_or_else(|| Error::plan("agg", "corr needs two columns: corr(x, y)"))?;
                 check_input(a.func, o, &plain_type(&crate::expr::column_type(input, o)?))?;
                 // Both columns arrive as one Struct{x, y} of Float64 (see `chunk`).
                 t = DataType::Float64;

@@ -36,7 +36,11 @@ impl DataFrame {
     /// partitions, so no task holds more than about 1/n of the distinct rows; rows
     /// are then in first-seen order within each partition only. Columns keep
     /// their order; dictionary strings come back as plain strings.
-    pub fn drop_duplicates<S: AsRef<str>>(&self, subset: &[S], split_out: usize) -> Result<DataFrame> {
+    pub fn drop_duplicates<S: AsRef<str>>(
+        &self,
+        subset: &[S],
+        split_out: usize,
+    ) -> Result<DataFrame> {
         let all = self.columns();
         let keys: Vec<String> = if subset.is_empty() {
             all.clone()
@@ -46,7 +50,9 @@ impl DataFrame {
         for k in &keys {
             crate::expr::column_type(&self.schema, k)?;
         }
-        let rest: Vec<usize> = (0..all.len()).filter(|&i| !keys.contains(&all[i])).collect();
+        let rest: Vec<usize> = (0..all.len())
+            .filter(|&i| !keys.contains(&all[i]))
+            .collect();
         let grouped = |frame: &DataFrame| {
             frame
                 .groupby(&keys)?
@@ -79,9 +85,15 @@ impl DataFrame {
             );
             let out_schema = packed_schema.clone();
             let packed = self.map_partitions(packed_schema, move |b: RecordBatch| {
-                let mut cols: Vec<ArrayRef> = key_idx.iter().map(|&i| b.column(i).clone()).collect();
-                let children: Vec<ArrayRef> = rest_idx.iter().map(|&i| b.column(i).clone()).collect();
-                cols.push(Arc::new(StructArray::try_new(row_fields.clone(), children, None)?));
+                let mut cols: Vec<ArrayRef> =
+                    key_idx.iter().map(|&i| b.column(i).clone()).collect();
+                let children: Vec<ArrayRef> =
+                    rest_idx.iter().map(|&i| b.column(i).clone()).collect();
+                cols.push(Arc::new(StructArray::try_new(
+                    row_fields.clone(),
+                    children,
+                    None,
+                )?));
                 Ok(RecordBatch::try_new(out_schema.clone(), cols)?)
             });
             let firsts = grouped(&packed)?.agg(&[first(ROW).alias(ROW)])?;
@@ -95,7 +107,13 @@ impl DataFrame {
                 .iter()
                 .map(|c| match keys.iter().position(|k| k == c) {
                     Some(k) => (true, k),
-                    None => (false, children.iter().position(|f| f.name() == c).expect("a packed column")),
+                    None => (
+                        false,
+                        children
+                            .iter()
+                            .position(|f| f.name() == c)
+                            .expect("a packed column"),
+                    ),
                 })
                 .collect();
             let fields: Vec<Field> = order
@@ -122,8 +140,13 @@ impl DataFrame {
                         }
                     })
                     .collect();
-                let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-                Ok(RecordBatch::try_new_with_options(out.clone(), cols, &options)?)
+                let options =
+                    arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+                Ok(RecordBatch::try_new_with_options(
+                    out.clone(),
+                    cols,
+                    &options,
+                )?)
             })
         };
         Ok(deduped)
@@ -145,7 +168,10 @@ impl DataFrame {
         let keyable = !matches!(
             t,
             DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Null
-        ) && !matches!(t, DataType::Struct(_) | DataType::List(_) | DataType::Binary);
+        ) && !matches!(
+            t,
+            DataType::Struct(_) | DataType::List(_) | DataType::Binary
+        );
         let one = self.select(&[column])?;
         if split_out > 1 && keyable {
             let groups = one

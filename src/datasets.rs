@@ -22,6 +22,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
+mod join;
+pub use join::{write_join, JoinSpec};
+
 /// The 26 first names of `dask.datasets.timeseries`, one per letter of the alphabet.
 pub const NAMES: [&str; 26] = [
     "Alice", "Bob", "Charlie", "Dan", "Edith", "Frank", "George", "Hannah", "Ingrid", "Jerry",

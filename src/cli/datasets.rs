@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Subcommand;
-use outcore::datasets::{write_groupby, write_timeseries, GroupbySpec, TimeseriesSpec};
+use outcore::datasets::{
+    write_groupby, write_join, write_timeseries, GroupbySpec, JoinSpec, TimeseriesSpec,
+};
 use outcore::Result;
 
 #[derive(Subcommand)]
@@ -40,6 +42,22 @@ pub enum DatasetsCommand {
         nulls: u32,
         /// Random seed.
         #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The db-benchmark J1 join tables: x (N rows), small (N/1e6), medium (N/1e3)
+    /// and big (N), in folders x/, small/, medium/, big/ (90% of keys shared).
+    Join {
+        /// N, e.g. 10000000 or 1e7.
+        #[arg(long, value_parser = parse_count)]
+        rows: u64,
+        /// Files for x and for big.
+        #[arg(long, default_value_t = 8)]
+        files: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 108)]
         seed: u64,
         /// Folder to write into.
         #[arg(long)]
@@ -95,6 +113,12 @@ pub fn run(c: DatasetsCommand) -> Result<()> {
             };
             write_groupby(&out, &spec)?
         }
+        DatasetsCommand::Join {
+            rows,
+            files,
+            seed,
+            out,
+        } => write_join(&out, &JoinSpec { rows, files, seed })?,
     };
     let bytes: u64 = files
         .iter()

@@ -22,6 +22,18 @@ SQL = {
     "ts2": f"SELECT date_trunc('hour', timestamp) AS timestamp, avg(x) AS x, avg(y) AS y FROM {T} GROUP BY 1",
     "ts3": f"SELECT * FROM {T} ORDER BY id",
 }
+# db-benchmark's join questions on the J1 tables, each reduced to one row: rows, sum v1,
+# sum v2, non-null v2.
+X = f"read_csv_auto('{data}/x/*.csv')"
+for q, (right, on, how) in {
+    "j1": ("small", "id1", "INNER"),
+    "j2": ("medium", "id2", "INNER"),
+    "j3": ("medium", "id2", "LEFT"),
+    "j4": ("medium", "id5", "INNER"),
+    "j5": ("big", "id3", "INNER"),
+}.items():
+    SQL[q] = (f"SELECT count(*) AS n, sum(v1) AS v1, sum(v2) AS v2, count(v2) AS n_v2 "
+              f"FROM {X} AS x {how} JOIN read_csv_auto('{data}/{right}/*.csv') AS y USING ({on})")
 if query not in SQL:
     sys.exit(f"unknown query {query}")
 duckdb.sql(f"COPY ({SQL[query]}) TO '{out}' (HEADER, DELIMITER ',')")

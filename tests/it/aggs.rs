@@ -451,6 +451,34 @@ fn under_a_tiny_memory_limit_median_spills_and_shuffles() {
     );
 }
 
+#[test]
+fn under_a_tiny_memory_limit_drop_duplicates_and_nunique_shuffle_through_sled() {
+    let (dir, t) = fixture(11, 3000, 3);
+    let spill = tempfile::tempdir().unwrap();
+    let s = limited(2, 64 << 10, spill.path());
+    let df = load_gen(&s, dir.path());
+    // `i` is unique: every row is its own group, all of them through the store.
+    let out = df.drop_duplicates(&["i", "name"], 5).unwrap();
+    let (got, stats) = out.compute_with_stats().unwrap();
+    assert!(
+        stats.shuffle_disk_bytes > 0,
+        "the shuffle never reached sled: {stats:?}"
+    );
+    let mut rows = batch_rows(&got);
+    rows.sort();
+    let mut expected = ref_drop_duplicates(&t, &["i", "name"]);
+    expected.sort();
+    let flat = |r: Vec<Vec<Cell>>| r.into_iter().flatten().collect::<Vec<_>>();
+    assert_cells(&flat(rows), &flat(expected), "drop_duplicates under 64 KiB");
+    let (n, stats) = df.nunique_with_stats("i", 5).unwrap();
+    assert_eq!(n, 3000);
+    assert!(stats.shuffled_bytes > 0, "{stats:?}");
+    assert!(
+        std::fs::read_dir(spill.path()).unwrap().next().is_none(),
+        "spill files left behind"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         failure_persistence: None,

@@ -340,8 +340,8 @@ fn query_errors_exit_with_1_and_explain() {
         "{err}"
     );
 
-    let err = fails(&["query", &glob, "--groupby", "name", "--agg", "median(x)"]);
-    assert!(err.contains("unknown aggregation \"median\""), "{err}");
+    let err = fails(&["query", &glob, "--groupby", "name", "--agg", "mode(x)"]);
+    assert!(err.contains("unknown aggregation \"mode\""), "{err}");
 
     let err = fails(&["query", &glob, "--groupby", "name"]);
     assert!(err.contains("--groupby needs --agg"), "{err}");

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod frame_ops;
 mod groupby;
+mod ordering;
 mod outofcore;
 mod properties;
 mod read_csv;

@@ -3,6 +3,7 @@
 //! schema at once, so mistakes surface where they are written, and add a plan node.
 //! Nothing is read until `compute`, `head`, `count` and friends run the plan.
 
+pub mod join;
 pub mod ops;
 pub mod ordering;
 pub mod partitioning;
@@ -14,6 +15,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, SortOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+pub use join::{How, JoinStrategy, MergeOptions};
 pub use ordering::SetIndexOptions;
 pub use plan::{Index, PartitionFn, Plan, ReduceFn};
 

@@ -17,6 +17,9 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::SchemaRef;
 use datafusion_common::ScalarValue;
 
+use super::join::{
+    key_partitioners, JoinBroadcastLeft, JoinPartitions, JoinSpec, JoinStrategy, ShuffleJoin,
+};
 use super::ops::{
     AggChunk, AggCombine, AggFinalize, FilterOp, MapOp, ProjectOp, ReadCsvBlock,
     ShuffleAggFinalize, ShuffleGather, ShuffleWrite,
@@ -128,6 +131,19 @@ pub enum Plan {
         /// Fan-in of the tree.
         split_every: usize,
     },
+    /// Two frames merged on keys ([`super::join`]).
+    Join {
+        /// Left side.
+        left: Arc<Plan>,
+        /// Right side.
+        right: Arc<Plan>,
+        /// Keys, kind and output columns.
+        spec: Arc<JoinSpec>,
+        /// How it runs.
+        strategy: JoinStrategy,
+        /// Output partitions.
+        npartitions: usize,
+    },
     /// The input, declared indexed (no tasks of its own): what `set_index(..,
     /// sorted)` makes once it has checked the order.
     WithIndex {
@@ -158,6 +174,7 @@ impl Plan {
             | Plan::TreeReduce { input, .. } => input.schema(),
             Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
             Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
+            Plan::Join { spec, .. } => spec.output.clone(),
         }
     }
 
@@ -173,6 +190,7 @@ impl Plan {
             Plan::Shuffle { npartitions, .. } => *npartitions,
             Plan::SelectPartitions { partitions, .. } => partitions.len(),
             Plan::TreeReduce { .. } => 1,
+            Plan::Join { npartitions, .. } => *npartitions,
         }
     }
 }
@@ -190,6 +208,30 @@ impl Plan {
             | Plan::SelectPartitions { input, .. }
             | Plan::TreeReduce { input, .. }
             | Plan::WithIndex { input, .. } => vec![input],
+            Plan::Join { left, right, .. } => vec![left, right],
+        }
+    }
+
+    /// Roughly the bytes the plan's partitions hold, when a guess can be made: the
+    /// bytes read, scaled by the columns kept. Aggregations shrink by an unknown
+    /// factor, so they give none.
+    pub fn estimated_bytes(&self) -> Option<u64> {
+        match self {
+            Plan::ReadCsv { source, projection } => {
+                let bytes: u64 = source.blocks.iter().map(|b| b.end - b.start).sum();
+                let all = source.schema.fields().len().max(1) as u64;
+                let kept = projection.as_ref().map_or(all, |p| p.len() as u64);
+                Some(bytes * kept.max(1) / all)
+            }
+            Plan::Aggregate { .. } => None,
+            Plan::Join { left, right, .. } => {
+                Some(left.estimated_bytes()? + right.estimated_bytes()?)
+            }
+            Plan::SelectPartitions { input, partitions } => {
+                let n = input.npartitions().max(1) as u64;
+                Some(input.estimated_bytes()? * partitions.len() as u64 / n)
+            }
+            other => other.inputs().first()?.estimated_bytes(),
         }
     }
 
@@ -203,6 +245,8 @@ impl Plan {
             | Plan::Shuffle { .. }
             | Plan::SelectPartitions { .. }
             | Plan::TreeReduce { .. } => None,
+            // merge_with wraps a join that keeps the left's index.
+            Plan::Join { .. } => None,
             Plan::WithIndex { index, .. } => Some(index.clone()),
             Plan::Filter { input, .. } => input.index(),
             Plan::Project { input, exprs, .. } => input.index().filter(|ix| {
@@ -308,6 +352,20 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             name: name.clone(),
             f: f.clone(),
             split_every: *split_every,
+        }),
+        Plan::Join {
+            left,
+            right,
+            spec,
+            strategy,
+            npartitions,
+        } => Arc::new(Plan::Join {
+            // The spec names columns by position in each side's full schema.
+            left: prune(left, None),
+            right: prune(right, None),
+            spec: spec.clone(),
+            strategy: *strategy,
+            npartitions: *npartitions,
         }),
         Plan::WithIndex { input, index } => {
             let need = required.map(|r| {
@@ -429,6 +487,103 @@ fn lower_shuffle_writes(
     (offsets, barrier)
 }
 
+/// One task gathering `inputs` into one batch of `schema` (a broadcast side).
+fn lower_gather(graph: &mut Graph, inputs: Vec<Key>, schema: SchemaRef) -> Key {
+    let name = layer_name("broadcast-gather");
+    let key = Key::new(&name, 0);
+    graph.add_layer(Layer {
+        name,
+        tasks: vec![Task {
+            key: key.clone(),
+            deps: inputs,
+            op: FnOperator::new("broadcast-gather", move |inputs| {
+                let batches = inputs
+                    .iter()
+                    .map(|v| v.as_batch().cloned())
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Value::Batch(arrow::compute::concat_batches(
+                    &schema, &batches,
+                )?))
+            }),
+        }],
+    });
+    key
+}
+
+fn lower_join(
+    graph: &mut Graph,
+    ctx: &Arc<RunContext>,
+    left: &Plan,
+    right: &Plan,
+    spec: &Arc<JoinSpec>,
+    strategy: JoinStrategy,
+    npartitions: usize,
+) -> Vec<Key> {
+    let left_keys = lower(left, graph, ctx);
+    let right_keys = lower(right, graph, ctx);
+    let name = layer_name("join");
+    let pairs: Vec<(Key, Key)> = match strategy {
+        JoinStrategy::PartitionWise => left_keys.into_iter().zip(right_keys).collect(),
+        JoinStrategy::BroadcastRight => {
+            let all = lower_gather(graph, right_keys, right.schema());
+            left_keys.into_iter().map(|k| (k, all.clone())).collect()
+        }
+        JoinStrategy::BroadcastLeft => {
+            let all = lower_gather(graph, left_keys, left.schema());
+            right_keys.into_iter().map(|k| (all.clone(), k)).collect()
+        }
+        JoinStrategy::Shuffle => {
+            let (lp, rp) = key_partitioners(spec);
+            let (offsets, barrier) = lower_shuffle_writes(
+                graph,
+                ctx,
+                &[(&left_keys, &lp), (&right_keys, &rp)],
+                npartitions,
+            );
+            let tasks: Vec<Task> = (0..npartitions)
+                .map(|p| Task {
+                    key: Key::new(&name, p),
+                    deps: vec![barrier.clone()],
+                    op: Arc::new(ShuffleJoin {
+                        ctx: ctx.clone(),
+                        partitions: (offsets[0] + p, offsets[1] + p),
+                        spec: spec.clone(),
+                    }),
+                })
+                .collect();
+            let keys = tasks.iter().map(|t| t.key.clone()).collect();
+            graph.add_layer(Layer { name, tasks });
+            return keys;
+        }
+    };
+    let op: Arc<dyn Operator> = match strategy {
+        JoinStrategy::BroadcastLeft => Arc::new(JoinBroadcastLeft {
+            spec: spec.clone(),
+            table: Default::default(),
+        }),
+        JoinStrategy::BroadcastRight => Arc::new(JoinPartitions {
+            spec: spec.clone(),
+            broadcast: Some(Default::default()),
+        }),
+        _ => Arc::new(JoinPartitions {
+            spec: spec.clone(),
+            broadcast: None,
+        }),
+    };
+    let tasks: Vec<Task> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (l, r))| Task {
+            key: Key::new(&name, i),
+            deps: vec![l, r],
+            op: op.clone(),
+        })
+        .collect();
+    let keys = tasks.iter().map(|t| t.key.clone()).collect();
+    graph.add_layer(Layer { name, tasks });
+    keys
+}
+
 /// Adds `plan`'s layers to `graph`; returns the key of each output partition.
 /// Operators that count bytes or shuffle keep `ctx`, the computation's context.
 pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
@@ -472,6 +627,13 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             keys
         }
         Plan::WithIndex { input, .. } => lower(input, graph, ctx),
+        Plan::Join {
+            left,
+            right,
+            spec,
+            strategy,
+            npartitions,
+        } => lower_join(graph, ctx, left, right, spec, *strategy, *npartitions),
         Plan::SelectPartitions { input, partitions } => {
             let inputs = lower(input, graph, ctx);
             partitions.iter().map(|&i| inputs[i].clone()).collect()

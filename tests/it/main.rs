@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod frame_ops;
 mod groupby;
+mod join;
 mod ordering;
 mod outofcore;
 mod properties;

@@ -17,7 +17,7 @@
 //! materialises the answer with `take` over index arrays, nulls standing for the
 //! missing side of an outer row.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt32Builder};
 use arrow::compute::kernels::zip::zip;
@@ -586,13 +586,30 @@ impl BuildTable {
     }
 }
 
+/// A broadcast side's hash table, built by the first join task to run while the
+/// others wait for it (they all need it), so it is built and held once.
+#[derive(Default)]
+pub struct SharedTable(Mutex<Option<Arc<BuildTable>>>);
+
+impl SharedTable {
+    fn get_or_build(&self, batch: &RecordBatch, keys: &[usize]) -> Result<Arc<BuildTable>> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(BuildTable::new(batch, keys)?);
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+}
+
 /// Joins one partition of each side (partition-wise), or a partition of the left
 /// with the gathered right (broadcast right).
 pub struct JoinPartitions {
     /// The merge.
     pub spec: Arc<JoinSpec>,
-    /// For a broadcast, the right side's table, built by the first task to run.
-    pub broadcast: Option<OnceLock<Arc<BuildTable>>>,
+    /// For a broadcast, the right side's table.
+    pub broadcast: Option<SharedTable>,
 }
 
 impl Operator for JoinPartitions {
@@ -606,14 +623,8 @@ impl Operator for JoinPartitions {
         let (left, right) = (left.as_batch()?, right.as_batch()?);
         Ok(Value::Batch(match &self.broadcast {
             None => self.spec.join(left, right)?,
-            Some(cell) => {
-                let table = match cell.get() {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t = Arc::new(BuildTable::new(right, &self.spec.right_keys)?);
-                        cell.get_or_init(|| t).clone()
-                    }
-                };
+            Some(shared) => {
+                let table = shared.get_or_build(right, &self.spec.right_keys)?;
                 self.spec.probe(left, &table)?
             }
         }))
@@ -624,8 +635,8 @@ impl Operator for JoinPartitions {
 pub struct JoinBroadcastLeft {
     /// The merge.
     pub spec: Arc<JoinSpec>,
-    /// The left side's table, built by the first task to run.
-    pub table: OnceLock<Arc<BuildTable>>,
+    /// The left side's table.
+    pub table: SharedTable,
 }
 
 impl Operator for JoinBroadcastLeft {
@@ -637,13 +648,7 @@ impl Operator for JoinBroadcastLeft {
             return Err(Error::Internal("a join task takes two inputs".into()));
         };
         let (left, right) = (left.as_batch()?, right.as_batch()?);
-        let table = match self.table.get() {
-            Some(t) => t.clone(),
-            None => {
-                let t = Arc::new(BuildTable::new(left, &self.spec.left_keys)?);
-                self.table.get_or_init(|| t).clone()
-            }
-        };
+        let table = self.table.get_or_build(left, &self.spec.left_keys)?;
         Ok(Value::Batch(self.spec.probe_from_right(&table, right)?))
     }
 }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Subcommand;
-use outcore::datasets::{write_groupby, write_timeseries, GroupbySpec, TimeseriesSpec};
+use outcore::datasets::{
+    write_groupby, write_records, write_timeseries, GroupbySpec, RecordsSpec, TimeseriesSpec,
+};
 use outcore::Result;
 
 #[derive(Subcommand)]
@@ -38,6 +40,25 @@ pub enum DatasetsCommand {
         /// Percentage of empty (null) cells.
         #[arg(long, default_value_t = 0)]
         nulls: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// JSON-lines records (id, name, age, occupation, address {city, zip}, 0 to 7
+    /// transactions {amount, date}), for bags and JSON frames.
+    Records {
+        /// Number of records, e.g. 1000000 or 1e6.
+        #[arg(long, value_parser = parse_count)]
+        records: u64,
+        /// Number of files.
+        #[arg(long, default_value_t = 8)]
+        files: u32,
+        /// Percentage of records without `age`, and of records without `address`.
+        #[arg(long, default_value_t = 0)]
+        missing: u32,
         /// Random seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -94,6 +115,21 @@ pub fn run(c: DatasetsCommand) -> Result<()> {
                 null_percent: nulls,
             };
             write_groupby(&out, &spec)?
+        }
+        DatasetsCommand::Records {
+            records,
+            files,
+            missing,
+            seed,
+            out,
+        } => {
+            let spec = RecordsSpec {
+                records,
+                files,
+                seed,
+                missing_percent: missing,
+            };
+            write_records(&out, &spec)?
         }
     };
     let bytes: u64 = files

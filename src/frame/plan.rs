@@ -43,6 +43,19 @@ pub struct Index {
     pub divisions: Option<Arc<[ScalarValue]>>,
 }
 
+/// A leaf of a plan whose tasks its own code makes: JSON-lines reads, bags turned
+/// into frames. `lower` adds the layers for the partitions, decoding only the
+/// `projection` columns of `schema()` (all when `None`), and returns their keys.
+pub trait FrameSource: Send + Sync {
+    /// Every column the source can give.
+    fn schema(&self) -> SchemaRef;
+    /// Number of partitions.
+    fn npartitions(&self) -> usize;
+    /// Adds the source's layers to `graph`; returns a key per partition.
+    fn lower(&self, projection: Option<&[usize]>, graph: &mut Graph, ctx: &Arc<RunContext>)
+        -> Vec<Key>;
+}
+
 /// One node of a frame's logical plan.
 pub enum Plan {
     /// Blocks of a CSV glob; `projection` is filled in by pruning.
@@ -98,6 +111,13 @@ pub enum Plan {
         /// The index.
         index: Index,
     },
+    /// The partitions of a [`FrameSource`]; `projection` is filled in by pruning.
+    Source {
+        /// The source.
+        source: Arc<dyn FrameSource>,
+        /// Column indexes to decode; all when `None`.
+        projection: Option<Vec<usize>>,
+    },
 }
 
 impl Plan {
@@ -116,6 +136,9 @@ impl Plan {
             Plan::Filter { input, .. } | Plan::WithIndex { input, .. } => input.schema(),
             Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
             Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
+            Plan::Source { source, projection } => {
+                crate::io::json::project(&source.schema(), projection.as_deref())
+            }
         }
     }
 
@@ -128,6 +151,7 @@ impl Plan {
             | Plan::MapPartitions { input, .. }
             | Plan::WithIndex { input, .. } => input.npartitions(),
             Plan::Aggregate { split_out, .. } => *split_out,
+            Plan::Source { source, .. } => source.npartitions(),
         }
     }
 }
@@ -138,7 +162,7 @@ impl Plan {
     /// divisions through `map_partitions`); lost by aggregation.
     pub fn index(&self) -> Option<Index> {
         match self {
-            Plan::ReadCsv { .. } | Plan::Aggregate { .. } => None,
+            Plan::ReadCsv { .. } | Plan::Aggregate { .. } | Plan::Source { .. } => None,
             Plan::WithIndex { index, .. } => Some(index.clone()),
             Plan::Filter { input, .. } => input.index(),
             Plan::Project { input, exprs, .. } => input.index().filter(|ix| {
@@ -164,6 +188,18 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                     .collect()
             });
             Arc::new(Plan::ReadCsv {
+                source: source.clone(),
+                projection,
+            })
+        }
+        Plan::Source { source, .. } => {
+            let schema = source.schema();
+            let projection = required.map(|req| {
+                (0..schema.fields().len())
+                    .filter(|&i| req.contains(schema.field(i).name()))
+                    .collect()
+            });
+            Arc::new(Plan::Source {
                 source: source.clone(),
                 projection,
             })
@@ -287,6 +323,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             keys
         }
         Plan::WithIndex { input, .. } => lower(input, graph, ctx),
+        Plan::Source { source, projection } => source.lower(projection.as_deref(), graph, ctx),
         Plan::Filter { input, predicate } => {
             let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(FilterOp {

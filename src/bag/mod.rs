@@ -39,6 +39,7 @@ pub use filter::RecordExpr;
 pub use frame::JsonFrameReadBuilder;
 pub use path::FieldPath;
 pub use read::{BagReadBuilder, OnError};
+pub use write::write_json_lines;
 
 use crate::error::{Error, Result};
 use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
@@ -283,6 +284,15 @@ impl Bag {
         let mut b = self.clone();
         b.stages.push(stage);
         b
+    }
+
+    /// Lines skipped as bad JSON by every computation so far that read this bag's
+    /// files (with [`OnError::Skip`]); 0 for bags not read from files.
+    pub fn skipped_lines(&self) -> u64 {
+        match &self.source {
+            Source::Read(spec) => spec.skipped_total.load(Ordering::Relaxed),
+            _ => 0,
+        }
     }
 
     /// Number of partitions.

@@ -3,7 +3,7 @@
 //! bag's per-record steps at once, so an error from a step (a `pluck` without a
 //! default) names the file and line of the record.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value as J;
@@ -34,6 +34,8 @@ pub(crate) struct ReadSpec {
     source: LinesSource,
     kind: ReadKind,
     on_error: OnError,
+    /// Lines skipped over every computation of this source.
+    pub(crate) skipped_total: AtomicU64,
 }
 
 /// Options for [`Session::read_json`] and [`Session::read_text`]; `load` opens the
@@ -93,6 +95,7 @@ impl BagReadBuilder {
                 source,
                 kind: self.kind,
                 on_error: self.on_error,
+                skipped_total: AtomicU64::new(0),
             })),
             stages: Vec::new(),
             split_out: None,
@@ -122,6 +125,7 @@ pub(crate) fn lower(
                     let (records, bad, bytes) = read_block(&spec, i, &stages)?;
                     run.add_bytes_read(bytes);
                     skipped.fetch_add(bad, Ordering::Relaxed);
+                    spec.skipped_total.fetch_add(bad, Ordering::Relaxed);
                     Ok(Value::Records(records))
                 }),
             }

@@ -27,10 +27,14 @@ fn number(op: &str, v: &J) -> Result<f64> {
     })
 }
 
-/// Orders JSON values: numbers by value, strings by text, booleans; other mixes are
-/// an error.
+/// Orders JSON values: null first, numbers by value, strings by text, booleans;
+/// other mixes are an error.
 fn compare(op: &str, a: &J, b: &J) -> Result<Ordering> {
     match (a, b) {
+        // Nulls (missing keys) order first, so `topk` puts them last.
+        (J::Null, J::Null) => Ok(Ordering::Equal),
+        (J::Null, _) => Ok(Ordering::Less),
+        (_, J::Null) => Ok(Ordering::Greater),
         (J::Number(_), J::Number(_)) => match (a.as_i64(), b.as_i64()) {
             (Some(x), Some(y)) => Ok(x.cmp(&y)),
             _ => Ok(a
@@ -69,6 +73,15 @@ impl Bag {
         Ok(self
             .reduce_with_stats(Arc::new(perpartition), Arc::new(aggregate))?
             .0)
+    }
+
+    /// [`reduction`](Self::reduction), and what the run did.
+    pub fn reduction_with_stats(
+        &self,
+        perpartition: impl Fn(&[J]) -> Result<J> + Send + Sync + 'static,
+        aggregate: impl Fn(Vec<J>) -> Result<J> + Send + Sync + 'static,
+    ) -> Result<(J, BagStats)> {
+        self.reduce_with_stats(Arc::new(perpartition), Arc::new(aggregate))
     }
 
     pub(crate) fn reduce_with_stats(

@@ -299,7 +299,8 @@ pub fn read_frame_block(source: &LinesSource, i: usize, schema: &SchemaRef) -> R
         )?);
     }
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(usize::MAX >> 1)
+        // One batch per block: rows are at most the lines.
+        .with_batch_size(memchr::memchr_iter(b'\n', &block.bytes).count() + 1)
         .build_decoder()?;
     let mut rest: &[u8] = &block.bytes;
     let locate = |e: arrow::error::ArrowError| -> Error {

@@ -1,5 +1,6 @@
 //! The integration tests of outcore, one binary: `cargo test --test it`.
 
+mod bag;
 mod cli;
 mod common;
 mod frame_ops;

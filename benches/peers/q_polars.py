@@ -4,8 +4,11 @@ import sys
 import polars as pl
 
 query, data, out = sys.argv[1:4]
-src = pl.scan_csv(f"{data}/*.csv", try_parse_dates=(query == "ts2"))
 c = pl.col
+if query.startswith("b"):
+    src = pl.scan_ndjson(f"{data}/*.json")
+else:
+    src = pl.scan_csv(f"{data}/*.csv", try_parse_dates=(query == "ts2"))
 
 if query == "q1":
     q = src.group_by("id1").agg(c("v1").sum())
@@ -33,6 +36,15 @@ elif query == "ts2":
     q = src.group_by(c("timestamp").dt.truncate("1h")).agg(c("x").mean(), c("y").mean())
 elif query == "ts3":
     q = src.sort("id")
+elif query == "b1":
+    q = src.filter(c("age") > 30).select(pl.len().alias("count"))
+elif query == "b2":
+    q = src.group_by("occupation").agg(pl.len().alias("count"))
+elif query == "b3":
+    q = src.select(c("transactions").explode().struct.field("amount").mean())
+elif query == "b4":
+    q = (src.select("name", "transactions").explode("transactions")
+         .group_by("name").agg(c("transactions").struct.field("amount").sum()))
 else:
     sys.exit(f"unknown query {query}")
 

@@ -61,6 +61,28 @@ impl RecordExpr {
         })
     }
 
+    /// The top-level fields the expression reads (`None` when it reads the record
+    /// itself or a list index).
+    pub fn top_fields(&self) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        fn walk(e: &RecordExpr, out: &mut Vec<String>) -> Option<()> {
+            match e {
+                RecordExpr::Field(p) => out.push(p.top_field()?),
+                RecordExpr::Literal(_) => {}
+                RecordExpr::Binary(a, _, b) => {
+                    walk(a, out)?;
+                    walk(b, out)?;
+                }
+                RecordExpr::Not(x) | RecordExpr::Negative(x) | RecordExpr::IsNull(x, _) => {
+                    walk(x, out)?
+                }
+            }
+            Some(())
+        }
+        walk(self, &mut out)?;
+        Some(out)
+    }
+
     /// The value of the expression for one record (null when a field is missing).
     pub fn eval<'a>(&'a self, r: &'a J) -> Cow<'a, J> {
         match self {

@@ -26,6 +26,7 @@ mod filter;
 mod frame;
 mod keyed;
 mod path;
+mod project;
 mod read;
 mod reduce;
 mod write;
@@ -176,6 +177,8 @@ pub struct Bag {
     source: Source,
     stages: Vec<Stage>,
     split_out: Option<usize>,
+    /// Which raw fields the steps read, so the reader can parse only those.
+    fields: project::Fields,
 }
 
 impl std::fmt::Debug for Bag {
@@ -265,6 +268,7 @@ impl Session {
             source: Source::Sequence(Arc::new(parts)),
             stages: Vec::new(),
             split_out: None,
+            fields: project::Fields::Reading(Default::default()),
         })
     }
 }
@@ -277,13 +281,47 @@ impl Bag {
             source: Source::Graph(lower),
             stages: Vec::new(),
             split_out: None,
+            fields: project::Fields::Reading(Default::default()),
         }
     }
 
-    fn with_stage(&self, stage: Stage) -> Bag {
+    /// Adds a step that reads the raw fields `reads` (`None`: it may read anything)
+    /// and lets the record flow on (`ends = false`) or replaces it (`ends = true`).
+    fn with_step(&self, stage: Stage, reads: Option<Vec<String>>, ends: bool) -> Bag {
         let mut b = self.clone();
         b.stages.push(stage);
+        b.fields = self.fields.then(reads, ends);
         b
+    }
+
+    fn with_stage(&self, stage: Stage) -> Bag {
+        self.with_step(stage, None, false)
+    }
+
+    /// Each record (an object) reduced to these top-level fields; reading a file,
+    /// only these are parsed.
+    pub fn select_fields<S: AsRef<str>>(&self, fields: &[S]) -> Bag {
+        let names: Vec<String> = fields.iter().map(|f| f.as_ref().to_string()).collect();
+        let keep = names.clone();
+        self.with_step(
+            Stage::Map(Arc::new(move |r| {
+                Ok(match r {
+                    J::Object(mut o) => {
+                        o.retain(|k, _| keep.contains(k));
+                        J::Object(o)
+                    }
+                    other => other,
+                })
+            })),
+            Some(names),
+            true,
+        )
+    }
+
+    /// The same number of records, each replaced by null: what `count` needs, so
+    /// the reader parses no more fields than the filters read.
+    pub(crate) fn discard(&self) -> Bag {
+        self.with_step(Stage::Map(Arc::new(|_| Ok(J::Null))), Some(Vec::new()), true)
     }
 
     /// Lines skipped as bad JSON by every computation so far that read this bag's
@@ -320,7 +358,8 @@ impl Bag {
     /// missing field is null, and null is not true.
     pub fn query(&self, expr: &str) -> Result<Bag> {
         let e = RecordExpr::parse(expr)?;
-        Ok(self.filter(move |r| Ok(e.test(r))))
+        let reads = e.top_fields();
+        Ok(self.with_step(Stage::Filter(Arc::new(move |r| Ok(e.test(r)))), reads, false))
     }
 
     /// Each record (a list) replaced by its elements; a record that is not a list is
@@ -343,7 +382,8 @@ impl Bag {
 
     fn pluck_with(&self, path: &str, default: Option<J>) -> Result<Bag> {
         let p = FieldPath::parse(path)?;
-        Ok(self.map(move |r| match p.get(&r) {
+        let reads = p.top_field().map(|f| vec![f]);
+        let step = Stage::Map(Arc::new(move |r: J| match p.get(&r) {
             Some(v) => Ok(v.into_owned()),
             None => default.clone().ok_or_else(|| {
                 Error::plan(
@@ -355,7 +395,8 @@ impl Bag {
                     ),
                 )
             }),
-        }))
+        }));
+        Ok(self.with_step(step, reads, true))
     }
 
     /// Applies `f` to every partition (a list of records).
@@ -390,7 +431,13 @@ impl Bag {
     pub(crate) fn lower(&self, graph: &mut Graph, ctx: &LowerCtx) -> Vec<Key> {
         let stages: Arc<[Stage]> = self.stages.clone().into();
         match &self.source {
-            Source::Read(spec) => read::lower(spec, stages, graph, ctx),
+            Source::Read(spec) => {
+                let only = match &self.fields {
+                    project::Fields::Only(s) => Some(Arc::new(s.clone())),
+                    _ => None,
+                };
+                read::lower(spec, stages, only, graph, ctx)
+            }
             Source::Sequence(parts) => {
                 let name = layer_name("from-sequence");
                 let tasks = (0..parts.len())

@@ -89,6 +89,15 @@ impl FieldPath {
         get(&self.segs, v)
     }
 
+    /// The top-level field the path starts with (`None` for the record itself or a
+    /// list index).
+    pub fn top_field(&self) -> Option<String> {
+        match self.segs.first() {
+            Some(Seg::Field(f)) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
     /// True when the path has `[]` (its value is built, not borrowed).
     pub fn has_each(&self) -> bool {
         self.segs.contains(&Seg::Each)

@@ -3,11 +3,13 @@
 //! bag's per-record steps at once, so an error from a step (a `pluck` without a
 //! default) names the file and line of the record.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value as J;
 
+use super::project::parse_projected;
 use super::{apply_rest, layer_name, push_record, split_stages, Bag, LowerCtx, Source, Stage};
 use crate::error::{Error, Location, Result};
 use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
@@ -99,6 +101,7 @@ impl BagReadBuilder {
             })),
             stages: Vec::new(),
             split_out: None,
+            fields: super::project::Fields::Reading(Default::default()),
         })
     }
 }
@@ -106,6 +109,7 @@ impl BagReadBuilder {
 pub(crate) fn lower(
     spec: &Arc<ReadSpec>,
     stages: Arc<[Stage]>,
+    only: Option<Arc<BTreeSet<String>>>,
     graph: &mut Graph,
     ctx: &LowerCtx,
 ) -> Vec<Key> {
@@ -116,13 +120,13 @@ pub(crate) fn lower(
     let name = layer_name(op);
     let tasks: Vec<Task> = (0..spec.source.blocks.len())
         .map(|i| {
-            let (spec, stages) = (spec.clone(), stages.clone());
+            let (spec, stages, only) = (spec.clone(), stages.clone(), only.clone());
             let (run, skipped) = (ctx.run.clone(), ctx.skipped.clone());
             Task {
                 key: Key::new(&name, i),
                 deps: vec![],
                 op: FnOperator::new(op, move |_: &[Arc<Value>]| {
-                    let (records, bad, bytes) = read_block(&spec, i, &stages)?;
+                    let (records, bad, bytes) = read_block(&spec, i, &stages, only.as_deref())?;
                     run.add_bytes_read(bytes);
                     skipped.fetch_add(bad, Ordering::Relaxed);
                     spec.skipped_total.fetch_add(bad, Ordering::Relaxed);
@@ -138,7 +142,12 @@ pub(crate) fn lower(
 
 /// Parses block `i` and applies `stages`; returns the records, the lines skipped and
 /// the bytes read.
-fn read_block(spec: &ReadSpec, i: usize, stages: &[Stage]) -> Result<(Vec<J>, u64, u64)> {
+fn read_block(
+    spec: &ReadSpec,
+    i: usize,
+    stages: &[Stage],
+    only: Option<&BTreeSet<String>>,
+) -> Result<(Vec<J>, u64, u64)> {
     let source = &spec.source;
     let block = source.read_block(i)?;
     let (prefix, rest) = split_stages(stages);
@@ -149,7 +158,10 @@ fn read_block(spec: &ReadSpec, i: usize, stages: &[Stage]) -> Result<(Vec<J>, u6
             return Err(source.too_long(&block, at));
         }
         let record = match spec.kind {
-            ReadKind::Json => match serde_json::from_slice::<J>(line) {
+            ReadKind::Json => match only.map_or_else(
+                || serde_json::from_slice::<J>(line),
+                |f| parse_projected(line, f),
+            ) {
                 Ok(r) => r,
                 Err(_) if spec.on_error == OnError::Skip => {
                     skipped += 1;

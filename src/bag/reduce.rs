@@ -146,7 +146,7 @@ impl Bag {
 
     /// [`count`](Self::count), and what the run did.
     pub fn count_with_stats(&self) -> Result<(u64, BagStats)> {
-        let (v, stats) = self.reduce_with_stats(
+        let (v, stats) = self.discard().reduce_with_stats(
             Arc::new(|r: &[J]| Ok(J::from(r.len() as u64))),
             Arc::new(|p: Vec<J>| Ok(J::from(p.iter().filter_map(J::as_u64).sum::<u64>()))),
         )?;

@@ -729,15 +729,38 @@ mod tests {
 
 /// Occupations of the `records` data set.
 pub const OCCUPATIONS: [&str; 16] = [
-    "Accountant", "Architect", "Baker", "Carpenter", "Chemist", "Designer", "Doctor",
-    "Economist", "Engineer", "Farmer", "Journalist", "Lawyer", "Nurse", "Pilot", "Teacher",
+    "Accountant",
+    "Architect",
+    "Baker",
+    "Carpenter",
+    "Chemist",
+    "Designer",
+    "Doctor",
+    "Economist",
+    "Engineer",
+    "Farmer",
+    "Journalist",
+    "Lawyer",
+    "Nurse",
+    "Pilot",
+    "Teacher",
     "Writer",
 ];
 
 /// Cities of the `records` data set.
 pub const CITIES: [&str; 12] = [
-    "Amsterdam", "Berlin", "Cairo", "Dublin", "Helsinki", "Lima", "Madrid", "Nairobi", "Oslo",
-    "Paris", "Seoul", "Toronto",
+    "Amsterdam",
+    "Berlin",
+    "Cairo",
+    "Dublin",
+    "Helsinki",
+    "Lima",
+    "Madrid",
+    "Nairobi",
+    "Oslo",
+    "Paris",
+    "Seoul",
+    "Toronto",
 ];
 
 /// The `records` data set of JSON lines, as `dask.datasets.make_people`: one object a

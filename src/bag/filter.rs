@@ -55,7 +55,9 @@ impl RecordExpr {
             Expr::Cast { .. } => {
                 return Err(Error::plan(
                     "filter",
-                    format!("`{e}`: cast is not supported on records; JSON values keep their own types"),
+                    format!(
+                        "`{e}`: cast is not supported on records; JSON values keep their own types"
+                    ),
                 ))
             }
         })
@@ -156,7 +158,10 @@ fn binary(a: &J, op: BinaryOp, b: &J) -> J {
             let ord: Option<Ordering> = match (a, b) {
                 (J::Number(_), J::Number(_)) => match (a.as_i64(), b.as_i64()) {
                     (Some(i), Some(j)) => Some(i.cmp(&j)),
-                    _ => a.as_f64().zip(b.as_f64()).and_then(|(x, y)| x.partial_cmp(&y)),
+                    _ => a
+                        .as_f64()
+                        .zip(b.as_f64())
+                        .and_then(|(x, y)| x.partial_cmp(&y)),
                 },
                 (J::String(x), J::String(y)) => Some(x.cmp(y)),
                 (J::Bool(x), J::Bool(y)) => Some(x.cmp(y)),

@@ -93,7 +93,12 @@ impl FrameSource for JsonFrameSource {
         self.source.blocks.len()
     }
 
-    fn lower(&self, projection: Option<&[usize]>, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
+    fn lower(
+        &self,
+        projection: Option<&[usize]>,
+        graph: &mut Graph,
+        ctx: &Arc<RunContext>,
+    ) -> Vec<Key> {
         let schema = project(&self.schema, projection);
         let name = layer_name("read-json-frame");
         let tasks: Vec<Task> = (0..self.source.blocks.len())
@@ -131,7 +136,12 @@ impl FrameSource for BagFrameSource {
         self.bag.npartitions
     }
 
-    fn lower(&self, projection: Option<&[usize]>, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
+    fn lower(
+        &self,
+        projection: Option<&[usize]>,
+        graph: &mut Graph,
+        ctx: &Arc<RunContext>,
+    ) -> Vec<Key> {
         let lctx = LowerCtx {
             run: ctx.clone(),
             skipped: Default::default(),

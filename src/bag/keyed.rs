@@ -234,7 +234,13 @@ fn tree(graph: &mut Graph, inputs: &[Key], fold: &Arc<Fold>, split_every: usize)
     }
 }
 
-fn shuffle(graph: &mut Graph, ctx: &LowerCtx, inputs: &[Key], fold: &Arc<Fold>, n: usize) -> Vec<Key> {
+fn shuffle(
+    graph: &mut Graph,
+    ctx: &LowerCtx,
+    inputs: &[Key],
+    fold: &Arc<Fold>,
+    n: usize,
+) -> Vec<Key> {
     let offset = ctx.run.reserve_shuffle_partitions(n);
     let (f, run) = (fold.clone(), ctx.run.clone());
     let written = per_partition(

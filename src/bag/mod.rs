@@ -252,7 +252,10 @@ impl Session {
     /// A bag of `values` cut into `npartitions` partitions of nearly equal length.
     pub fn from_sequence(&self, values: Vec<J>, npartitions: usize) -> Result<Bag> {
         if npartitions == 0 {
-            return Err(Error::plan("from_sequence", "npartitions must be at least 1"));
+            return Err(Error::plan(
+                "from_sequence",
+                "npartitions must be at least 1",
+            ));
         }
         let n = values.len();
         let (base, extra) = (n / npartitions, n % npartitions);
@@ -321,7 +324,11 @@ impl Bag {
     /// The same number of records, each replaced by null: what `count` needs, so
     /// the reader parses no more fields than the filters read.
     pub(crate) fn discard(&self) -> Bag {
-        self.with_step(Stage::Map(Arc::new(|_| Ok(J::Null))), Some(Vec::new()), true)
+        self.with_step(
+            Stage::Map(Arc::new(|_| Ok(J::Null))),
+            Some(Vec::new()),
+            true,
+        )
     }
 
     /// Lines skipped as bad JSON by every computation so far that read this bag's
@@ -359,7 +366,11 @@ impl Bag {
     pub fn query(&self, expr: &str) -> Result<Bag> {
         let e = RecordExpr::parse(expr)?;
         let reads = e.top_fields();
-        Ok(self.with_step(Stage::Filter(Arc::new(move |r| Ok(e.test(r)))), reads, false))
+        Ok(self.with_step(
+            Stage::Filter(Arc::new(move |r| Ok(e.test(r)))),
+            reads,
+            false,
+        ))
     }
 
     /// Each record (a list) replaced by its elements; a record that is not a list is
@@ -383,7 +394,8 @@ impl Bag {
     fn pluck_with(&self, path: &str, default: Option<J>) -> Result<Bag> {
         let p = FieldPath::parse(path)?;
         let reads = p.top_field().map(|f| vec![f]);
-        let step = Stage::Map(Arc::new(move |r: J| match p.get(&r) {
+        let step = Stage::Map(Arc::new(move |r: J| {
+            match p.get(&r) {
             Some(v) => Ok(v.into_owned()),
             None => default.clone().ok_or_else(|| {
                 Error::plan(
@@ -395,6 +407,7 @@ impl Bag {
                     ),
                 )
             }),
+        }
         }));
         Ok(self.with_step(step, reads, true))
     }
@@ -420,11 +433,8 @@ impl Bag {
     }
 
     pub(crate) fn split_out_or_default(&self) -> usize {
-        self.split_out.unwrap_or_else(|| {
-            self.npartitions
-                .div_ceil(self.session.split_every())
-                .max(1)
-        })
+        self.split_out
+            .unwrap_or_else(|| self.npartitions.div_ceil(self.session.split_every()).max(1))
     }
 
     /// Adds the bag's layers to `graph`; returns a key per partition.
@@ -465,7 +475,9 @@ impl Bag {
                     graph,
                     "map",
                     &keys,
-                    Arc::new(move |_, v| Ok(Value::Records(apply_all(&stages, records(v)?.clone())?))),
+                    Arc::new(move |_, v| {
+                        Ok(Value::Records(apply_all(&stages, records(v)?.clone())?))
+                    }),
                 )
             }
         }

@@ -48,7 +48,11 @@ impl FieldPath {
                 segs.push(if inside.is_empty() {
                     Seg::Each
                 } else {
-                    Seg::Index(inside.parse().map_err(|_| bad("a list index must be a whole number"))?)
+                    Seg::Index(
+                        inside
+                            .parse()
+                            .map_err(|_| bad("a list index must be a whole number"))?,
+                    )
                 });
                 rest = &r[close + 1..];
                 expect_field = false;

@@ -115,7 +115,10 @@ mod tests {
     fn projection_keeps_the_named_fields_and_checks_the_rest() {
         let f: BTreeSet<String> = ["a".to_string(), "c".to_string()].into();
         let line = br#"{"a": 1, "b": {"x": [1, 2, {"y": "\u00e9"}]}, "c": [true]}"#;
-        assert_eq!(parse_projected(line, &f).unwrap(), json!({"a": 1, "c": [true]}));
+        assert_eq!(
+            parse_projected(line, &f).unwrap(),
+            json!({"a": 1, "c": [true]})
+        );
         assert!(parse_projected(br#"{"a": 1, "b": [1, }"#, &f).is_err());
         assert!(parse_projected(br#"{"a": 1} x"#, &f).is_err());
         assert_eq!(parse_projected(b"[1, 2]", &f).unwrap(), json!([1, 2]));

@@ -101,7 +101,11 @@ impl Bag {
             );
             loop {
                 let last = level.len() <= split_every;
-                let name = layer_name(if last { "reduce-final" } else { "reduce-combine" });
+                let name = layer_name(if last {
+                    "reduce-final"
+                } else {
+                    "reduce-combine"
+                });
                 let tasks: Vec<Task> = level
                     .chunks(split_every)
                     .enumerate()
@@ -110,13 +114,16 @@ impl Bag {
                         Task {
                             key: Key::new(&name, i),
                             deps: group.to_vec(),
-                            op: FnOperator::new("reduce-combine", move |inputs: &[Arc<Value>]| {
-                                let mut partials = Vec::with_capacity(inputs.len());
-                                for v in inputs {
-                                    partials.extend(records(v)?.iter().cloned());
-                                }
-                                Ok(Value::Records(vec![combine(partials)?]))
-                            }),
+                            op: FnOperator::new(
+                                "reduce-combine",
+                                move |inputs: &[Arc<Value>]| {
+                                    let mut partials = Vec::with_capacity(inputs.len());
+                                    for v in inputs {
+                                        partials.extend(records(v)?.iter().cloned());
+                                    }
+                                    Ok(Value::Records(vec![combine(partials)?]))
+                                },
+                            ),
                         }
                     })
                     .collect();

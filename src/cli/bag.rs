@@ -238,7 +238,11 @@ fn better(func: &str, new: &J, old: &J) -> bool {
 fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
     // Only the key's and the aggregated paths' fields are parsed.
     let mut reads = vec![FieldPath::parse(key)?.top_field()];
-    reads.extend(aggs.iter().filter_map(|a| a.path.as_ref()).map(FieldPath::top_field));
+    reads.extend(
+        aggs.iter()
+            .filter_map(|a| a.path.as_ref())
+            .map(FieldPath::top_field),
+    );
     let reads: Option<Vec<String>> = reads.into_iter().collect();
     let narrowed;
     let bag = match reads {
@@ -263,7 +267,9 @@ fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
     let folded = bag.foldby(
         key_path(key)?,
         move |acc, r| {
-            let J::Array(mut acc) = acc else { return Ok(acc) };
+            let J::Array(mut acc) = acc else {
+                return Ok(acc);
+            };
             let mut vals = Vec::new();
             for (slot, a) in acc.iter_mut().zip(a1.iter()) {
                 vals.clear();
@@ -317,9 +323,8 @@ fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
 /// one aggregation's accumulator.
 fn merge_slot(func: &str, slot: &mut J, vals: &[J], partial: bool) -> Result<()> {
     let num = |v: &J| {
-        v.as_f64().ok_or_else(|| {
-            Error::plan("bag", format!("{func}: expected a number, found {v}"))
-        })
+        v.as_f64()
+            .ok_or_else(|| Error::plan("bag", format!("{func}: expected a number, found {v}")))
     };
     match func {
         "count" => {
@@ -421,7 +426,11 @@ impl Printer {
                     let cells: Vec<String> = match r {
                         J::Object(o) => header
                             .as_ref()
-                            .map(|h| h.iter().map(|c| csv_cell(o.get(c).unwrap_or(&J::Null))).collect())
+                            .map(|h| {
+                                h.iter()
+                                    .map(|c| csv_cell(o.get(c).unwrap_or(&J::Null)))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                         J::Array(a) => a.iter().map(csv_cell).collect(),
                         other => vec![csv_cell(other)],
@@ -455,8 +464,7 @@ pub fn run(a: BagArgs) -> Result<()> {
     if let Some(p) = &a.pluck {
         bag = match &a.default {
             Some(d) => {
-                let d: J = serde_json::from_str(d)
-                    .unwrap_or_else(|_| J::String(d.clone()));
+                let d: J = serde_json::from_str(d).unwrap_or_else(|_| J::String(d.clone()));
                 bag.pluck_or(p, d)?
             }
             None => bag.pluck(p)?,

@@ -80,7 +80,9 @@ fn parse_dtype(s: &str) -> std::result::Result<(String, DataType), String> {
 /// JSON frames; everything else as CSV.
 fn is_json_glob(glob: &str) -> bool {
     let g = glob.trim_end_matches(".gz").trim_end_matches(".zst");
-    [".json", ".jsonl", ".ndjson"].iter().any(|e| g.ends_with(e))
+    [".json", ".jsonl", ".ndjson"]
+        .iter()
+        .any(|e| g.ends_with(e))
 }
 
 pub fn run(a: QueryArgs) -> Result<()> {

@@ -124,12 +124,18 @@ fn tokenize(input: &str) -> Result<Vec<Spanned>> {
             while i < chars.len() {
                 if is_name(chars[i]) {
                     i += 1;
-                } else if chars[i] == '.' && chars.get(i + 1).is_some_and(|&n| n.is_alphabetic() || n == '_') {
+                } else if chars[i] == '.'
+                    && chars
+                        .get(i + 1)
+                        .is_some_and(|&n| n.is_alphabetic() || n == '_')
+                {
                     i += 1;
                 } else if chars[i] == '[' {
                     let close = chars[i..].iter().position(|&ch| ch == ']');
                     match close {
-                        Some(k) if chars[i + 1..i + k].iter().all(|ch| ch.is_ascii_digit()) => i += k + 1,
+                        Some(k) if chars[i + 1..i + k].iter().all(|ch| ch.is_ascii_digit()) => {
+                            i += k + 1
+                        }
                         _ => break,
                     }
                 } else {

@@ -52,8 +52,12 @@ pub trait FrameSource: Send + Sync {
     /// Number of partitions.
     fn npartitions(&self) -> usize;
     /// Adds the source's layers to `graph`; returns a key per partition.
-    fn lower(&self, projection: Option<&[usize]>, graph: &mut Graph, ctx: &Arc<RunContext>)
-        -> Vec<Key>;
+    fn lower(
+        &self,
+        projection: Option<&[usize]>,
+        graph: &mut Graph,
+        ctx: &Arc<RunContext>,
+    ) -> Vec<Key>;
 }
 
 /// One node of a frame's logical plan.

@@ -89,7 +89,9 @@ pub fn read_lines_limited(
         let mut past_end = 0u64;
         loop {
             if past_end > max_line_bytes {
-                let line_start = begin + skip as u64 + memchr::memrchr(b'\n', &buf[skip..]).map_or(0, |i| i as u64 + 1);
+                let line_start = begin
+                    + skip as u64
+                    + memchr::memrchr(b'\n', &buf[skip..]).map_or(0, |i| i as u64 + 1);
                 return Err(Error::Malformed {
                     at: crate::error::Location {
                         path: path.to_path_buf(),

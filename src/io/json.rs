@@ -124,13 +124,9 @@ impl LinesSource {
         let block = self.blocks[i];
         let (path, c) = &self.files[block.file];
         let (bytes, offset) = match c {
-            Compression::None => blocks::read_lines_limited(
-                path,
-                0,
-                block.start,
-                block.end,
-                self.max_line_bytes,
-            )?,
+            Compression::None => {
+                blocks::read_lines_limited(path, 0, block.start, block.end, self.max_line_bytes)?
+            }
             Compression::Gzip | Compression::Zstd => (decompress(path, *c)?, 0),
         };
         Ok(BlockBytes {
@@ -245,9 +241,8 @@ pub fn infer_schema(source: &LinesSource, sample_lines: usize) -> Result<SchemaR
     for i in picks {
         let block = source.read_block(i)?;
         for (at, line) in lines(&block.bytes).take(sample_lines) {
-            let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
-                bad_json(source, &block, at, line, &e.to_string())
-            })?;
+            let v: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| bad_json(source, &block, at, line, &e.to_string()))?;
             values.push(v);
         }
     }

@@ -67,7 +67,10 @@ impl StagedFolder {
                 let _ = std::fs::remove_dir_all(&staged);
                 return Err(Error::plan(
                     op,
-                    format!("{} appeared while the query ran; not replaced", dir.display()),
+                    format!(
+                        "{} appeared while the query ran; not replaced",
+                        dir.display()
+                    ),
                 ));
             }
             // Move the old answer aside first, so a failed rename leaves it.

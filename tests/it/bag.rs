@@ -79,7 +79,12 @@ fn read_json_gives_every_record_once_for_any_blocksize() {
     }
     // Text lines too, and from_sequence.
     let s = session(2, Mode::Sync, 500);
-    let lines = s.read_text(glob(dir.path())).load().unwrap().compute().unwrap();
+    let lines = s
+        .read_text(glob(dir.path()))
+        .load()
+        .unwrap()
+        .compute()
+        .unwrap();
     assert_eq!(lines.len(), expected.len());
     assert_eq!(
         serde_json::from_str::<J>(lines[5].as_str().unwrap()).unwrap(),
@@ -102,22 +107,34 @@ fn element_wise_operations_match_the_reference() {
         .cloned()
         .collect();
     assert_eq!(bag.query("age > 30").unwrap().compute().unwrap(), older);
-    assert_eq!(bag.query("age > 30").unwrap().count().unwrap(), older.len() as u64);
+    assert_eq!(
+        bag.query("age > 30").unwrap().count().unwrap(),
+        older.len() as u64
+    );
     let oslo = rs
         .iter()
         .filter(|r| r["address"]["city"] == "Oslo" && r["age"].as_i64().is_some_and(|a| a <= 40))
         .count();
     assert_eq!(
-        bag.query("address.city == 'Oslo' and age <= 40").unwrap().count().unwrap(),
+        bag.query("address.city == 'Oslo' and age <= 40")
+            .unwrap()
+            .count()
+            .unwrap(),
         oslo as u64
     );
 
     let cities: Vec<J> = rs
         .iter()
-        .map(|r| r.get("address").map_or(json!("none"), |a| a["city"].clone()))
+        .map(|r| {
+            r.get("address")
+                .map_or(json!("none"), |a| a["city"].clone())
+        })
         .collect();
     assert_eq!(
-        bag.pluck_or("address.city", json!("none")).unwrap().compute().unwrap(),
+        bag.pluck_or("address.city", json!("none"))
+            .unwrap()
+            .compute()
+            .unwrap(),
         cities
     );
     let per_record: Vec<J> = rs
@@ -144,15 +161,29 @@ fn element_wise_operations_match_the_reference() {
         .collect();
     assert_eq!(flat, amounts(&rs));
 
-    let ids: Vec<J> = rs.iter().map(|r| json!(r["id"].as_i64().unwrap() * 2)).collect();
+    let ids: Vec<J> = rs
+        .iter()
+        .map(|r| json!(r["id"].as_i64().unwrap() * 2))
+        .collect();
     let doubled = bag.map(|r| Ok(json!(r["id"].as_i64().unwrap() * 2)));
     assert_eq!(doubled.compute().unwrap(), ids);
     let sizes = bag.map_partitions(|p| Ok(vec![json!(p.len())]));
-    let total: u64 = sizes.compute().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = sizes
+        .compute()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, rs.len() as u64);
     // Only the selected fields are parsed and kept.
-    let narrow: Vec<J> = rs.iter().map(|r| json!({"id": r["id"], "name": r["name"]})).collect();
-    assert_eq!(bag.select_fields(&["id", "name"]).compute().unwrap(), narrow);
+    let narrow: Vec<J> = rs
+        .iter()
+        .map(|r| json!({"id": r["id"], "name": r["name"]}))
+        .collect();
+    assert_eq!(
+        bag.select_fields(&["id", "name"]).compute().unwrap(),
+        narrow
+    );
     assert_eq!(bag.take(5).unwrap(), rs[..5].to_vec());
     assert_eq!(bag.take(100_000).unwrap(), rs);
 }
@@ -163,19 +194,34 @@ fn reductions_match_the_reference() {
     let s = session_split(2, Mode::Parallel, 2000, 3);
     let bag = load(&s, dir.path());
     let am = amounts(&rs);
-    let amount_bag = bag.pluck("transactions").unwrap().flatten().pluck("amount").unwrap();
+    let amount_bag = bag
+        .pluck("transactions")
+        .unwrap()
+        .flatten()
+        .pluck("amount")
+        .unwrap();
     assert_eq!(amount_bag.count().unwrap(), am.len() as u64);
     assert!(close(amount_bag.sum().unwrap(), am.iter().sum()));
-    assert!(close(amount_bag.mean().unwrap(), am.iter().sum::<f64>() / am.len() as f64));
+    assert!(close(
+        amount_bag.mean().unwrap(),
+        am.iter().sum::<f64>() / am.len() as f64
+    ));
     assert!(close(amount_bag.var(0).unwrap(), naive_var(&am, 0.0)));
     assert!(close(amount_bag.var(1).unwrap(), naive_var(&am, 1.0)));
-    assert!(close(amount_bag.std(0).unwrap(), naive_var(&am, 0.0).sqrt()));
+    assert!(close(
+        amount_bag.std(0).unwrap(),
+        naive_var(&am, 0.0).sqrt()
+    ));
     let max = am.iter().cloned().fold(f64::MIN, f64::max);
     let min = am.iter().cloned().fold(f64::MAX, f64::min);
     assert_eq!(amount_bag.max().unwrap().as_f64().unwrap(), max);
     assert_eq!(amount_bag.min().unwrap().as_f64().unwrap(), min);
     let names = bag.pluck("name").unwrap();
-    let max_name = rs.iter().map(|r| r["name"].as_str().unwrap()).max().unwrap();
+    let max_name = rs
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .max()
+        .unwrap();
     assert_eq!(names.max().unwrap(), json!(max_name));
 
     // topk by age: the ages of the answer are the k largest ages (missing ages last).
@@ -192,10 +238,19 @@ fn reductions_match_the_reference() {
             |a, b| Ok(json!(a.as_i64().unwrap() + b.as_i64().unwrap())),
         )
         .unwrap();
-    assert_eq!(folded.as_i64().unwrap(), rs.iter().map(|r| r["id"].as_i64().unwrap()).sum::<i64>());
+    assert_eq!(
+        folded.as_i64().unwrap(),
+        rs.iter().map(|r| r["id"].as_i64().unwrap()).sum::<i64>()
+    );
     let longest = bag
         .reduction(
-            |p| Ok(json!(p.iter().map(|r| r["transactions"].as_array().unwrap().len()).max().unwrap_or(0))),
+            |p| {
+                Ok(json!(p
+                    .iter()
+                    .map(|r| r["transactions"].as_array().unwrap().len())
+                    .max()
+                    .unwrap_or(0)))
+            },
             |p| Ok(json!(p.iter().filter_map(J::as_u64).max().unwrap_or(0))),
         )
         .unwrap();
@@ -223,7 +278,8 @@ fn naive_sum_by_name(rs: &[J]) -> BTreeMap<String, f64> {
             .iter()
             .map(|t| t["amount"].as_f64().unwrap())
             .sum();
-        *m.entry(r["name"].as_str().unwrap().to_string()).or_insert(0.0) += s;
+        *m.entry(r["name"].as_str().unwrap().to_string())
+            .or_insert(0.0) += s;
     }
     m
 }
@@ -261,11 +317,22 @@ fn keyed_operations_match_the_reference_and_spread_their_result() {
     let bag = load(&s, dir.path());
     let occupations: Vec<J> = rs.iter().map(|r| r["occupation"].clone()).collect();
     let freq = bag.pluck("occupation").unwrap().frequencies();
-    assert!(freq.npartitions() > 1, "many input partitions spread the result");
-    assert_eq!(sorted(freq.compute().unwrap()), naive_frequencies(&occupations));
+    assert!(
+        freq.npartitions() > 1,
+        "many input partitions spread the result"
+    );
+    assert_eq!(
+        sorted(freq.compute().unwrap()),
+        naive_frequencies(&occupations)
+    );
 
     // Every key in exactly one partition.
-    let ids = bag.pluck("id").unwrap().with_split_out(5).unwrap().distinct();
+    let ids = bag
+        .pluck("id")
+        .unwrap()
+        .with_split_out(5)
+        .unwrap()
+        .distinct();
     assert_eq!(ids.npartitions(), 5);
     let got = ids.compute().unwrap();
     let unique: BTreeSet<String> = got.iter().map(J::to_string).collect();
@@ -275,7 +342,11 @@ fn keyed_operations_match_the_reference_and_spread_their_result() {
     let cities = bag.pluck_or("address.city", J::Null).unwrap().distinct();
     let expected: BTreeSet<String> = rs
         .iter()
-        .map(|r| r.get("address").map_or(J::Null, |a| a["city"].clone()).to_string())
+        .map(|r| {
+            r.get("address")
+                .map_or(J::Null, |a| a["city"].clone())
+                .to_string()
+        })
         .collect();
     let got: BTreeSet<String> = cities.compute().unwrap().iter().map(J::to_string).collect();
     assert_eq!(got, expected);
@@ -309,13 +380,22 @@ fn bags_become_frames_and_files() {
     let older = df.query("age > 30").unwrap().num_rows().unwrap();
     assert_eq!(
         older,
-        rs.iter().filter(|r| r["age"].as_i64().is_some_and(|a| a > 30)).count()
+        rs.iter()
+            .filter(|r| r["age"].as_i64().is_some_and(|a| a > 30))
+            .count()
     );
 
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("answer");
-    let (written, _) = bag.query("age > 30").unwrap().to_textfiles(&target, false).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(&written).unwrap().map(|e| e.unwrap().path()).collect();
+    let (written, _) = bag
+        .query("age > 30")
+        .unwrap()
+        .to_textfiles(&target, false)
+        .unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&written)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert_eq!(files.len(), bag.npartitions());
     let back = naive_read(&files);
@@ -360,7 +440,10 @@ fn json_frames_infer_across_files_and_run_frame_operations() {
         let s = session(2, Mode::Parallel, bs);
         let df = s.read_json_frame(glob(dir.path())).load().unwrap();
         let schema = df.schema();
-        assert_eq!(schema.field_with_name("v").unwrap().data_type(), &arrow::datatypes::DataType::Float64);
+        assert_eq!(
+            schema.field_with_name("v").unwrap().data_type(),
+            &arrow::datatypes::DataType::Float64
+        );
         assert!(matches!(
             schema.field_with_name("n").unwrap().data_type(),
             arrow::datatypes::DataType::Struct(_)
@@ -391,7 +474,10 @@ fn json_frames_infer_across_files_and_run_frame_operations() {
     let df = s.read_json_frame(glob(rdir.path())).load().unwrap();
     assert_eq!(df.num_rows().unwrap(), rs.len());
     let counts = df.value_counts("occupation").unwrap();
-    let total: i64 = cells(&counts, "count").iter().map(|c| c.num().unwrap() as i64).sum();
+    let total: i64 = cells(&counts, "count")
+        .iter()
+        .map(|c| c.num().unwrap() as i64)
+        .sum();
     assert_eq!(total, rs.len() as i64);
 }
 
@@ -405,28 +491,53 @@ fn bad_json_is_reported_with_file_and_line_or_skipped() {
     assert!(err.contains("bad.json:3"), "{err}");
     assert!(err.contains("not valid JSON"), "{err}");
     assert!(err.contains("{\\\"a\\\": oops}"), "{err}");
-    let skipping = s.read_json(glob(dir.path())).on_error(OnError::Skip).load().unwrap();
+    let skipping = s
+        .read_json(glob(dir.path()))
+        .on_error(OnError::Skip)
+        .load()
+        .unwrap();
     let (n, stats) = skipping.count_with_stats().unwrap();
     assert_eq!(n, 3);
     assert_eq!(stats.skipped_lines, 1);
     assert_eq!(skipping.skipped_lines(), 1);
-    let df_err = s.read_json_frame(f.to_string_lossy()).load().unwrap_err().to_string();
+    let df_err = s
+        .read_json_frame(f.to_string_lossy())
+        .load()
+        .unwrap_err()
+        .to_string();
     assert!(df_err.contains("bad.json:3"), "{df_err}");
 
     // A missing path names the path and the record's line.
     let good = tempfile::tempdir().unwrap();
-    std::fs::write(good.path().join("g.json"), "{\"a\": {\"b\": 1}}\n{\"a\": {}}\n").unwrap();
-    let err = load(&s, good.path()).pluck("a.b").unwrap().compute().unwrap_err().to_string();
+    std::fs::write(
+        good.path().join("g.json"),
+        "{\"a\": {\"b\": 1}}\n{\"a\": {}}\n",
+    )
+    .unwrap();
+    let err = load(&s, good.path())
+        .pluck("a.b")
+        .unwrap()
+        .compute()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("g.json:2"), "{err}");
     assert!(err.contains("\"a.b\" is missing"), "{err}");
     assert_eq!(
-        load(&s, good.path()).pluck_or("a.b", json!(0)).unwrap().compute().unwrap(),
+        load(&s, good.path())
+            .pluck_or("a.b", json!(0))
+            .unwrap()
+            .compute()
+            .unwrap(),
         vec![json!(1), json!(0)]
     );
 
     // A line over the limit is an error, not an out-of-memory.
     let long = tempfile::tempdir().unwrap();
-    std::fs::write(long.path().join("l.json"), format!("{{\"a\": 1}}\n{{\"a\": \"{}\"}}\n", "x".repeat(5000))).unwrap();
+    std::fs::write(
+        long.path().join("l.json"),
+        format!("{{\"a\": 1}}\n{{\"a\": \"{}\"}}\n", "x".repeat(5000)),
+    )
+    .unwrap();
     for bs in [4, 1 << 20] {
         let s = session(1, Mode::Sync, bs);
         let err = s
@@ -442,9 +553,16 @@ fn bad_json_is_reported_with_file_and_line_or_skipped() {
     }
     // Too deep: serde_json's recursion limit, reported with the line.
     let deep = tempfile::tempdir().unwrap();
-    std::fs::write(deep.path().join("d.json"), format!("{}{}\n", "[".repeat(1000), "]".repeat(1000))).unwrap();
+    std::fs::write(
+        deep.path().join("d.json"),
+        format!("{}{}\n", "[".repeat(1000), "]".repeat(1000)),
+    )
+    .unwrap();
     let err = load(&s, deep.path()).count().unwrap_err().to_string();
-    assert!(err.contains("d.json:1") && err.contains("recursion limit"), "{err}");
+    assert!(
+        err.contains("d.json:1") && err.contains("recursion limit"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -471,12 +589,18 @@ fn compressed_files_are_one_partition_each() {
     )
     .unwrap();
     let s = session(2, Mode::Parallel, 100);
-    let bag = s.read_json(cdir.path().join("*").to_string_lossy()).load().unwrap();
+    let bag = s
+        .read_json(cdir.path().join("*").to_string_lossy())
+        .load()
+        .unwrap();
     assert_eq!(bag.npartitions(), 2);
     let mut expected = rs.clone();
     expected.extend(rs.iter().cloned());
     assert_eq!(bag.compute().unwrap(), expected);
-    let df = s.read_json_frame(cdir.path().join("*").to_string_lossy()).load().unwrap();
+    let df = s
+        .read_json_frame(cdir.path().join("*").to_string_lossy())
+        .load()
+        .unwrap();
     assert_eq!(df.num_rows().unwrap(), 2 * rs.len());
 }
 
@@ -496,12 +620,22 @@ fn tiny_memory_limits_shuffle_and_spill_with_the_same_answers() {
             .unwrap();
         let bag = load(&s, dir.path());
         // Many keys through the shuffle store.
-        let ids = bag.pluck("id").unwrap().with_split_out(6).unwrap().frequencies();
+        let ids = bag
+            .pluck("id")
+            .unwrap()
+            .with_split_out(6)
+            .unwrap()
+            .frequencies();
         let (got, stats) = ids.compute_with_stats().unwrap();
         assert_eq!(got.len(), rs.len());
         assert!(got.iter().all(|p| p[1] == 1));
-        assert!(stats.run.shuffled_bytes > 0, "{mode:?}: nothing shuffled: {stats:?}");
-        let (got, _) = sum_by_name(&bag.with_split_out(3).unwrap()).compute_with_stats().unwrap();
+        assert!(
+            stats.run.shuffled_bytes > 0,
+            "{mode:?}: nothing shuffled: {stats:?}"
+        );
+        let (got, _) = sum_by_name(&bag.with_split_out(3).unwrap())
+            .compute_with_stats()
+            .unwrap();
         check_sum_by_name(got, &rs);
         // A reduction whose partials (8 KB each, one per partition) wait for a
         // 64-wide combine: they cannot all stay under the limit.
@@ -513,7 +647,10 @@ fn tiny_memory_limits_shuffle_and_spill_with_the_same_answers() {
             )
             .unwrap();
         assert_eq!(v, json!(rs.len()));
-        assert!(stats.run.spilled_bytes > 0, "{mode:?}: nothing spilled: {stats:?}");
+        assert!(
+            stats.run.spilled_bytes > 0,
+            "{mode:?}: nothing spilled: {stats:?}"
+        );
         assert!(stats.run.read_back_bytes > 0, "{mode:?}: {stats:?}");
     }
     let left: Vec<_> = std::fs::read_dir(spill.path()).unwrap().collect();
@@ -587,23 +724,76 @@ fn ok(args: &[&str]) -> String {
 fn cli_bag_matches_the_reference() {
     let (dir, rs) = fixture(300, 9);
     let g = glob(dir.path());
-    let older = rs.iter().filter(|r| r["age"].as_i64().is_some_and(|a| a > 30)).count();
-    assert_eq!(ok(&["bag", &g, "--filter", "age > 30", "--count"]).trim(), older.to_string());
+    let older = rs
+        .iter()
+        .filter(|r| r["age"].as_i64().is_some_and(|a| a > 30))
+        .count();
+    assert_eq!(
+        ok(&["bag", &g, "--filter", "age > 30", "--count"]).trim(),
+        older.to_string()
+    );
     let am = amounts(&rs);
-    let mean: f64 = ok(&["bag", &g, "--pluck", "transactions", "--flatten", "--mean", "amount"]).trim().parse().unwrap();
+    let mean: f64 = ok(&[
+        "bag",
+        &g,
+        "--pluck",
+        "transactions",
+        "--flatten",
+        "--mean",
+        "amount",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
     assert!(close(mean, am.iter().sum::<f64>() / am.len() as f64));
-    let mean2: f64 = ok(&["bag", &g, "--mean", "transactions[].amount", "--blocksize", "3000"]).trim().parse().unwrap();
+    let mean2: f64 = ok(&[
+        "bag",
+        &g,
+        "--mean",
+        "transactions[].amount",
+        "--blocksize",
+        "3000",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
     assert!(close(mean2, mean));
 
-    let freq = ok(&["bag", &g, "--pluck", "occupation", "--frequencies", "--blocksize", "2000"]);
-    let got: Vec<J> = freq.lines().map(|l| serde_json::from_str::<J>(l).unwrap()).map(|o| json!([o["value"], o["count"]])).collect();
+    let freq = ok(&[
+        "bag",
+        &g,
+        "--pluck",
+        "occupation",
+        "--frequencies",
+        "--blocksize",
+        "2000",
+    ]);
+    let got: Vec<J> = freq
+        .lines()
+        .map(|l| serde_json::from_str::<J>(l).unwrap())
+        .map(|o| json!([o["value"], o["count"]]))
+        .collect();
     let occ: Vec<J> = rs.iter().map(|r| r["occupation"].clone()).collect();
     assert_eq!(sorted(got), naive_frequencies(&occ));
 
-    let csv = ok(&["bag", &g, "--groupby", "name", "--agg", "sum(transactions[].amount), count()", "--format", "csv", "--blocksize", "2500"]);
+    let csv = ok(&[
+        "bag",
+        &g,
+        "--groupby",
+        "name",
+        "--agg",
+        "sum(transactions[].amount), count()",
+        "--format",
+        "csv",
+        "--blocksize",
+        "2500",
+    ]);
     let expected = naive_sum_by_name(&rs);
     let mut lines = csv.lines();
-    assert_eq!(lines.next().unwrap(), "count(),name,sum(transactions[].amount)");
+    assert_eq!(
+        lines.next().unwrap(),
+        "count(),name,sum(transactions[].amount)"
+    );
     let mut n = 0;
     for l in lines {
         let f: Vec<&str> = l.split(',').collect();
@@ -614,25 +804,65 @@ fn cli_bag_matches_the_reference() {
 
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("cities");
-    let o = outcore(&["bag", &g, "--pluck", "address.city", "--default", "null", "--distinct", "--split-out", "3", "--out", target.to_str().unwrap()]);
+    let o = outcore(&[
+        "bag",
+        &g,
+        "--pluck",
+        "address.city",
+        "--default",
+        "null",
+        "--distinct",
+        "--split-out",
+        "3",
+        "--out",
+        target.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 3);
 
     // Bad input: the file and line, or skipped and counted.
     let bad = tempfile::tempdir().unwrap();
-    std::fs::write(bad.path().join("x.json"), "{\"age\": 40}\nnot json\n{\"age\": 20}\n").unwrap();
+    std::fs::write(
+        bad.path().join("x.json"),
+        "{\"age\": 40}\nnot json\n{\"age\": 20}\n",
+    )
+    .unwrap();
     let bg = glob(bad.path());
     let o = outcore(&["bag", &bg, "--count"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("x.json:2") && err.contains("not json"), "{err}");
-    let o = outcore(&["bag", &bg, "--filter", "age > 30", "--count", "--on-error", "skip"]);
+    assert!(
+        err.contains("x.json:2") && err.contains("not json"),
+        "{err}"
+    );
+    let o = outcore(&[
+        "bag",
+        &bg,
+        "--filter",
+        "age > 30",
+        "--count",
+        "--on-error",
+        "skip",
+    ]);
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1");
     assert!(String::from_utf8_lossy(&o.stderr).contains("skipped 1 lines"));
     // JSON lines as a frame in `outcore query`.
-    let csv = ok(&["query", &g, "--groupby", "occupation", "--agg", "size(), mean(age)", "--format", "csv"]);
-    let total: usize = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse::<usize>().unwrap()).sum();
+    let csv = ok(&[
+        "query",
+        &g,
+        "--groupby",
+        "occupation",
+        "--agg",
+        "size(), mean(age)",
+        "--format",
+        "csv",
+    ]);
+    let total: usize = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse::<usize>().unwrap())
+        .sum();
     assert_eq!(total, rs.len());
     // An unknown aggregation names the choices.
     let o = outcore(&["bag", &g, "--groupby", "name", "--agg", "median(age)"]);

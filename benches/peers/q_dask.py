@@ -17,21 +17,22 @@ if query.startswith("b"):
     def amounts(r):
         return sum(t["amount"] for t in r["transactions"])
 
-    if __name__ == "__main__":  # the processes scheduler re-imports this file
-        recs = db.read_text(f"{data}/*.json").map(json.loads)
-        if query == "b1":
-            df = pd.DataFrame({"count": [recs.filter(lambda r: r["age"] > 30).count().compute()]})
-        elif query == "b2":
-            df = pd.DataFrame(recs.pluck("occupation").frequencies().compute(), columns=["occupation", "count"])
-        elif query == "b3":
-            df = pd.DataFrame({"mean": [recs.pluck("transactions").flatten().pluck("amount").mean().compute()]})
-        elif query == "b4":
-            got = recs.foldby(operator.itemgetter("name"), lambda acc, r: acc + amounts(r), 0,
-                              operator.add, 0).compute()
-            df = pd.DataFrame(got, columns=["name", "amount"])
-        else:
-            sys.exit(f"unknown query {query}")
-        df.to_csv(out, index=False)
+    # Fork, not spawn, so the pool's workers do not re-run this script.
+    dask.config.set({"multiprocessing.context": "fork"})
+    recs = db.read_text(f"{data}/*.json").map(json.loads)
+    if query == "b1":
+        df = pd.DataFrame({"count": [recs.filter(lambda r: r["age"] > 30).count().compute()]})
+    elif query == "b2":
+        df = pd.DataFrame(recs.pluck("occupation").frequencies().compute(), columns=["occupation", "count"])
+    elif query == "b3":
+        df = pd.DataFrame({"mean": [recs.pluck("transactions").flatten().pluck("amount").mean().compute()]})
+    elif query == "b4":
+        got = recs.foldby(operator.itemgetter("name"), lambda acc, r: acc + amounts(r), 0,
+                          operator.add, 0).compute()
+        df = pd.DataFrame(got, columns=["name", "amount"])
+    else:
+        sys.exit(f"unknown query {query}")
+    df.to_csv(out, index=False)
     sys.exit(0)
 
 dask.config.set(scheduler="threads")

@@ -63,26 +63,24 @@ impl RecordExpr {
         })
     }
 
-    /// The top-level fields the expression reads (`None` when it reads the record
-    /// itself or a list index).
-    pub fn top_fields(&self) -> Option<Vec<String>> {
-        let mut out = Vec::new();
-        fn walk(e: &RecordExpr, out: &mut Vec<String>) -> Option<()> {
+    /// The field paths the expression reads.
+    pub fn paths(&self) -> Vec<FieldPath> {
+        fn walk(e: &RecordExpr, out: &mut Vec<FieldPath>) {
             match e {
-                RecordExpr::Field(p) => out.push(p.top_field()?),
+                RecordExpr::Field(p) => out.push(p.clone()),
                 RecordExpr::Literal(_) => {}
                 RecordExpr::Binary(a, _, b) => {
-                    walk(a, out)?;
-                    walk(b, out)?;
+                    walk(a, out);
+                    walk(b, out);
                 }
                 RecordExpr::Not(x) | RecordExpr::Negative(x) | RecordExpr::IsNull(x, _) => {
-                    walk(x, out)?
+                    walk(x, out)
                 }
             }
-            Some(())
         }
-        walk(self, &mut out)?;
-        Some(out)
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
     }
 
     /// The value of the expression for one record (null when a field is missing).

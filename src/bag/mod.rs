@@ -271,7 +271,7 @@ impl Session {
             source: Source::Sequence(Arc::new(parts)),
             stages: Vec::new(),
             split_out: None,
-            fields: project::Fields::Reading(Default::default()),
+            fields: project::Fields::default(),
         })
     }
 }
@@ -284,51 +284,54 @@ impl Bag {
             source: Source::Graph(lower),
             stages: Vec::new(),
             split_out: None,
-            fields: project::Fields::Reading(Default::default()),
+            fields: project::Fields::default(),
         }
     }
 
-    /// Adds a step that reads the raw fields `reads` (`None`: it may read anything)
-    /// and lets the record flow on (`ends = false`) or replaces it (`ends = true`).
-    fn with_step(&self, stage: Stage, reads: Option<Vec<String>>, ends: bool) -> Bag {
+    /// Adds a step after which the steps can read `fields` of the raw records.
+    fn with_step(&self, stage: Stage, fields: project::Fields) -> Bag {
         let mut b = self.clone();
         b.stages.push(stage);
-        b.fields = self.fields.then(reads, ends);
+        b.fields = fields;
         b
     }
 
+    /// Adds a closure step, which may read anything.
     fn with_stage(&self, stage: Stage) -> Bag {
-        self.with_step(stage, None, false)
+        self.with_step(stage, self.fields.opaque())
     }
 
-    /// Each record (an object) reduced to these top-level fields; reading a file,
-    /// only these are parsed.
-    pub fn select_fields<S: AsRef<str>>(&self, fields: &[S]) -> Bag {
-        let names: Vec<String> = fields.iter().map(|f| f.as_ref().to_string()).collect();
-        let keep = names.clone();
-        self.with_step(
+    /// Each record (an object) reduced to these top-level fields; see
+    /// [`select_paths`](Self::select_paths).
+    pub fn select_fields<S: AsRef<str>>(&self, fields: &[S]) -> Result<Bag> {
+        self.select_paths(fields)
+    }
+
+    /// Each record reduced to the parts at these paths (`name`,
+    /// `transactions[].amount`: objects keep only the fields on the paths, lists
+    /// their elements). Reading files, only these parts are parsed.
+    pub fn select_paths<S: AsRef<str>>(&self, paths: &[S]) -> Result<Bag> {
+        let paths = paths
+            .iter()
+            .map(|p| FieldPath::parse(p.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let fields = self.fields.select(&paths);
+        let need = project::Fields::default().select(&paths).projection();
+        Ok(self.with_step(
             Stage::Map(Arc::new(move |r| {
-                Ok(match r {
-                    J::Object(mut o) => {
-                        o.retain(|k, _| keep.contains(k));
-                        J::Object(o)
-                    }
-                    other => other,
+                Ok(match &need {
+                    Some(n) => project::prune(r, n),
+                    None => r,
                 })
             })),
-            Some(names),
-            true,
-        )
+            fields,
+        ))
     }
 
     /// The same number of records, each replaced by null: what `count` needs, so
-    /// the reader parses no more fields than the filters read.
+    /// the reader parses no more than the filters read.
     pub(crate) fn discard(&self) -> Bag {
-        self.with_step(
-            Stage::Map(Arc::new(|_| Ok(J::Null))),
-            Some(Vec::new()),
-            true,
-        )
+        self.with_step(Stage::Map(Arc::new(|_| Ok(J::Null))), self.fields.discard())
     }
 
     /// Lines skipped as bad JSON by every computation so far that read this bag's
@@ -365,18 +368,14 @@ impl Bag {
     /// missing field is null, and null is not true.
     pub fn query(&self, expr: &str) -> Result<Bag> {
         let e = RecordExpr::parse(expr)?;
-        let reads = e.top_fields();
-        Ok(self.with_step(
-            Stage::Filter(Arc::new(move |r| Ok(e.test(r)))),
-            reads,
-            false,
-        ))
+        let fields = self.fields.read(&e.paths());
+        Ok(self.with_step(Stage::Filter(Arc::new(move |r| Ok(e.test(r)))), fields))
     }
 
     /// Each record (a list) replaced by its elements; a record that is not a list is
     /// an error.
     pub fn flatten(&self) -> Bag {
-        self.with_stage(Stage::Flatten)
+        self.with_step(Stage::Flatten, self.fields.flatten())
     }
 
     /// Each record replaced by the value at `path` (`address.city`,
@@ -393,7 +392,7 @@ impl Bag {
 
     fn pluck_with(&self, path: &str, default: Option<J>) -> Result<Bag> {
         let p = FieldPath::parse(path)?;
-        let reads = p.top_field().map(|f| vec![f]);
+        let fields = self.fields.pluck(&p);
         let step = Stage::Map(Arc::new(move |r: J| {
             match p.get(&r) {
             Some(v) => Ok(v.into_owned()),
@@ -401,15 +400,14 @@ impl Bag {
                 Error::plan(
                     "pluck",
                     format!(
-                        "path {:?} is missing in the record {}\n  hint: give a default (Rust: .pluck_or(path, default); CLI: --default VALUE)",
+                        "path {:?} is missing in a record\n  hint: give a default (Rust: .pluck_or(path, default); CLI: --default VALUE)",
                         p.as_str(),
-                        crate::io::json::line_head(r.to_string().as_bytes())
                     ),
                 )
             }),
         }
         }));
-        Ok(self.with_step(step, reads, true))
+        Ok(self.with_step(step, fields))
     }
 
     /// Applies `f` to every partition (a list of records).
@@ -442,10 +440,7 @@ impl Bag {
         let stages: Arc<[Stage]> = self.stages.clone().into();
         match &self.source {
             Source::Read(spec) => {
-                let only = match &self.fields {
-                    project::Fields::Only(s) => Some(Arc::new(s.clone())),
-                    _ => None,
-                };
+                let only = self.fields.projection().map(Arc::new);
                 read::lower(spec, stages, only, graph, ctx)
             }
             Source::Sequence(parts) => {

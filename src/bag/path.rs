@@ -10,7 +10,7 @@ use serde_json::Value as J;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
+pub(crate) enum Seg {
     Field(String),
     Each,
     Index(usize),
@@ -91,6 +91,10 @@ impl FieldPath {
     /// (elements missing the rest of the path are left out).
     pub fn get<'a>(&self, v: &'a J) -> Option<Cow<'a, J>> {
         get(&self.segs, v)
+    }
+
+    pub(crate) fn segs(&self) -> &[Seg] {
+        &self.segs
     }
 
     /// The top-level field the path starts with (`None` for the record itself or a

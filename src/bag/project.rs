@@ -1,80 +1,216 @@
-//! Parsing only what a query reads. When every step before the bag's first
-//! `pluck` (or a `count`) reads named top-level fields only (`query`, `pluck`,
-//! `select_fields`), the reader builds each record with just those fields and skips
-//! the rest of the line without allocating (serde's `IgnoredAny`): `filter → count`
-//! and `pluck → frequencies` never build the nested lists they do not look at.
-//! Lines are still fully checked as JSON, so a bad line fails the same way.
+//! Parsing only what a query reads. The bag tracks which parts of the raw records
+//! its steps can see: a `query` reads its field paths, a `pluck` moves to a
+//! sub-value, `flatten` into a list's elements, `select_paths` keeps only some
+//! paths, `count` reads nothing; a closure (`map`, `filter`, `map_partitions`) may
+//! read anything. When the result needs only part of each record, the reader builds
+//! just that part ([`Need`]) and skips the rest of the line without allocating
+//! (serde's `IgnoredAny`): `filter → count` builds nothing but the filtered fields,
+//! and `pluck transactions → flatten → pluck amount` only the amounts. Lines are
+//! still fully checked as JSON, so a bad line fails the same way.
+//!
+//! Invariant: parsing with a projection gives the same record as parsing whole and
+//! then [`prune`], and every later step reads only what the projection kept.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as J};
 
-/// Which fields of the raw records the bag's steps read.
+use super::path::{FieldPath, Seg};
+
+/// The parts of a value that are needed: all of it, or some fields and (for lists)
+/// some part of every element. Structure along a needed path is kept (objects with
+/// only the needed keys, lists with their elements), so a missing field stays
+/// missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Need {
+    whole: bool,
+    fields: BTreeMap<String, Need>,
+    items: Option<Box<Need>>,
+}
+
+impl Need {
+    fn at(&mut self, segs: &[Seg]) -> &mut Need {
+        let mut n = self;
+        for s in segs {
+            n = match s {
+                Seg::Field(f) => n.fields.entry(f.clone()).or_default(),
+                Seg::Each | Seg::Index(_) => n.items.get_or_insert_with(Default::default),
+            };
+        }
+        n
+    }
+
+    fn whole_at(&mut self, segs: &[Seg]) {
+        self.at(segs).whole = true;
+    }
+}
+
+/// What the bag's steps may read of the raw records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Fields {
-    /// Steps so far read these top-level fields, and the records still flow on
-    /// whole: a later step may read anything.
-    Reading(BTreeSet<String>),
-    /// Only these fields are ever read: later steps see plucked values.
-    Only(BTreeSet<String>),
-    /// A step may read anything (a closure, `flatten` of the records).
+    /// The steps read `need`; the records flowing on are the values at `cursor`
+    /// (a path in the raw record, `[]` after a flatten), and a later consumer reads
+    /// them whole.
+    Reading { need: Need, cursor: Vec<Seg> },
+    /// Only `need` is ever read.
+    Only(Need),
+    /// A step may read anything.
     All,
 }
 
-impl Fields {
-    /// After a step that reads `fields` (top-level names; `None`: anything) and
-    /// then lets the record flow on (`ends = false`) or replaces it (`ends = true`).
-    pub(crate) fn then(&self, fields: Option<Vec<String>>, ends: bool) -> Fields {
-        match (self, fields) {
-            (Fields::Only(s), _) => Fields::Only(s.clone()),
-            (Fields::All, _) | (_, None) => Fields::All,
-            (Fields::Reading(s), Some(f)) => {
-                let mut s = s.clone();
-                s.extend(f);
-                if ends {
-                    Fields::Only(s)
-                } else {
-                    Fields::Reading(s)
-                }
-            }
+impl Default for Fields {
+    fn default() -> Self {
+        Fields::Reading {
+            need: Need::default(),
+            cursor: Vec::new(),
         }
     }
 }
 
-/// Parses one JSON line keeping only `fields` of a top-level object (other values
-/// whole).
-pub(crate) fn parse_projected(line: &[u8], fields: &BTreeSet<String>) -> serde_json::Result<J> {
-    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return serde_json::from_slice(line);
+fn join(cursor: &[Seg], p: &FieldPath) -> Vec<Seg> {
+    let mut v = cursor.to_vec();
+    v.extend_from_slice(p.segs());
+    v
+}
+
+impl Fields {
+    /// After a step that reads `paths` of the current records and lets them flow on.
+    pub(crate) fn read(&self, paths: &[FieldPath]) -> Fields {
+        match self {
+            Fields::Reading { need, cursor } => {
+                let mut need = need.clone();
+                for p in paths {
+                    need.whole_at(&join(cursor, p));
+                }
+                Fields::Reading {
+                    need,
+                    cursor: cursor.clone(),
+                }
+            }
+            other => other.clone(),
+        }
     }
+
+    /// After a step that replaces each record by the value at `p`.
+    pub(crate) fn pluck(&self, p: &FieldPath) -> Fields {
+        match self {
+            Fields::Reading { need, cursor } => {
+                let cursor = join(cursor, p);
+                let mut need = need.clone();
+                need.at(&cursor);
+                Fields::Reading { need, cursor }
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// After `flatten`: the records are the elements of the current lists.
+    pub(crate) fn flatten(&self) -> Fields {
+        match self {
+            Fields::Reading { need, cursor } => {
+                let mut cursor = cursor.clone();
+                cursor.push(Seg::Each);
+                Fields::Reading {
+                    need: need.clone(),
+                    cursor,
+                }
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// After a step that keeps only `paths` of each record: nothing else can be read.
+    pub(crate) fn select(&self, paths: &[FieldPath]) -> Fields {
+        match self.read(paths) {
+            Fields::Reading { need, .. } => Fields::Only(need),
+            other => other,
+        }
+    }
+
+    /// After a step that reads nothing of the records (a count).
+    pub(crate) fn discard(&self) -> Fields {
+        match self {
+            Fields::Reading { need, .. } => Fields::Only(need.clone()),
+            other => other.clone(),
+        }
+    }
+
+    /// After a closure: it may read anything.
+    pub(crate) fn opaque(&self) -> Fields {
+        match self {
+            Fields::Only(n) => Fields::Only(n.clone()),
+            _ => Fields::All,
+        }
+    }
+
+    /// What the reader must build of each raw record, or `None` for all of it.
+    pub(crate) fn projection(&self) -> Option<Need> {
+        let need = match self {
+            Fields::Reading { need, cursor } => {
+                let mut need = need.clone();
+                need.whole_at(cursor);
+                need
+            }
+            Fields::Only(need) => need.clone(),
+            Fields::All => return None,
+        };
+        (!need.whole).then_some(need)
+    }
+}
+
+/// `v` with only the needed parts (what a projected parse gives).
+pub fn prune(v: J, need: &Need) -> J {
+    if need.whole {
+        return v;
+    }
+    match v {
+        J::Object(o) => J::Object(
+            o.into_iter()
+                .filter_map(|(k, v)| need.fields.get(&k).map(|n| (k, prune(v, n))))
+                .collect(),
+        ),
+        J::Array(items) => J::Array(match &need.items {
+            Some(n) => items.into_iter().map(|v| prune(v, n)).collect(),
+            None => Vec::new(),
+        }),
+        other => other,
+    }
+}
+
+/// Parses one JSON line building only the needed parts.
+pub(crate) fn parse_projected(line: &[u8], need: &Need) -> serde_json::Result<J> {
     let mut de = serde_json::Deserializer::from_slice(line);
-    let v = Projected(fields).deserialize(&mut de)?;
+    let v = Proj(need).deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
 
-struct Projected<'a>(&'a BTreeSet<String>);
+struct Proj<'a>(&'a Need);
 
-impl<'de> DeserializeSeed<'de> for Projected<'_> {
+impl<'de> DeserializeSeed<'de> for Proj<'_> {
     type Value = J;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<J, D::Error> {
-        d.deserialize_map(self)
+        if self.0.whole {
+            serde::Deserialize::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
     }
 }
 
-impl<'de> Visitor<'de> for Projected<'_> {
+impl<'de> Visitor<'de> for Proj<'_> {
     type Value = J;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
+        f.write_str("a JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<J, A::Error> {
         let mut out = Map::new();
-        while let Some(key) = map.next_key_seed(Pick(self.0))? {
+        while let Some(key) = map.next_key_seed(Pick(&self.0.fields))? {
             match key {
-                Some(k) => {
-                    let v: J = map.next_value()?;
+                Some((k, n)) => {
+                    let v = map.next_value_seed(Proj(n))?;
                     out.insert(k, v);
                 }
                 None => {
@@ -84,25 +220,62 @@ impl<'de> Visitor<'de> for Projected<'_> {
         }
         Ok(J::Object(out))
     }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<J, A::Error> {
+        let mut out = Vec::new();
+        match &self.0.items {
+            Some(n) => {
+                while let Some(v) = seq.next_element_seed(Proj(n))? {
+                    out.push(v);
+                }
+            }
+            None => while seq.next_element::<IgnoredAny>()?.is_some() {},
+        }
+        Ok(J::Array(out))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<J, E> {
+        Ok(J::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<J, E> {
+        Ok(J::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<J, E> {
+        Ok(J::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<J, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(J::Null, J::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<J, E> {
+        Ok(J::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<J, E> {
+        Ok(J::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<J, E> {
+        Ok(J::Null)
+    }
+    fn visit_none<E>(self) -> Result<J, E> {
+        Ok(J::Null)
+    }
 }
 
-/// A key: its text when wanted, `None` (no allocation) when not.
-struct Pick<'a>(&'a BTreeSet<String>);
+/// A key: its text and what is needed below it, or `None` (no allocation) when it
+/// is not needed.
+struct Pick<'a>(&'a BTreeMap<String, Need>);
 
-impl<'de> DeserializeSeed<'de> for Pick<'_> {
-    type Value = Option<String>;
+impl<'de, 'a> DeserializeSeed<'de> for Pick<'a> {
+    type Value = Option<(String, &'a Need)>;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for Pick<'_> {
-    type Value = Option<String>;
+impl<'de, 'a> Visitor<'de> for Pick<'a> {
+    type Value = Option<(String, &'a Need)>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.contains(v).then(|| v.to_string()))
+        Ok(self.0.get(v).map(|n| (v.to_string(), n)))
     }
 }
 
@@ -111,18 +284,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn p(s: &str) -> FieldPath {
+        FieldPath::parse(s).unwrap()
+    }
+
     #[test]
-    fn projection_keeps_the_named_fields_and_checks_the_rest() {
-        let f: BTreeSet<String> = ["a".to_string(), "c".to_string()].into();
-        let line = br#"{"a": 1, "b": {"x": [1, 2, {"y": "\u00e9"}]}, "c": [true]}"#;
-        assert_eq!(
-            parse_projected(line, &f).unwrap(),
-            json!({"a": 1, "c": [true]})
-        );
-        assert!(parse_projected(br#"{"a": 1, "b": [1, }"#, &f).is_err());
-        assert!(parse_projected(br#"{"a": 1} x"#, &f).is_err());
-        assert_eq!(parse_projected(b"[1, 2]", &f).unwrap(), json!([1, 2]));
-        let dup = br#"{"a\u0062": 2, "a": 3}"#;
-        assert_eq!(parse_projected(dup, &f).unwrap(), json!({"a": 3}));
+    fn projection_keeps_what_the_steps_read_and_checks_the_rest() {
+        let line = br#"{"a": 1, "b": {"x": [1, 2, {"y": "\u00e9"}]}, "t": [{"m": 1, "d": "x"}, {"d": "y"}], "c": [true]}"#;
+        let whole: J = serde_json::from_slice(line).unwrap();
+        let cases = [
+            (Fields::default().read(&[p("a"), p("b.x[2].y")]).discard(), json!({"a": 1, "b": {"x": [1, 2, {"y": "é"}]}})),
+            (Fields::default().pluck(&p("t")).flatten().pluck(&p("m")), json!({"t": [{"m": 1}, {}]})),
+            (Fields::default().select(&[p("c"), p("a")]), json!({"a": 1, "c": [true]})),
+            (Fields::default().discard(), json!({})),
+        ];
+        for (fields, expected) in cases {
+            let need = fields.projection().unwrap();
+            assert_eq!(parse_projected(line, &need).unwrap(), expected);
+            assert_eq!(prune(whole.clone(), &need), expected);
+        }
+        assert_eq!(Fields::default().projection(), None);
+        assert_eq!(Fields::default().read(&[p("a")]).opaque().projection(), None);
+        let need = Fields::default().discard().projection().unwrap();
+        assert!(parse_projected(br#"{"a": 1, "b": [1, }"#, &need).is_err());
+        assert!(parse_projected(br#"{"a": 1} x"#, &need).is_err());
+        assert_eq!(parse_projected(b"[1, 2]", &need).unwrap(), json!([]));
     }
 }

@@ -3,17 +3,16 @@
 //! bag's per-record steps at once, so an error from a step (a `pluck` without a
 //! default) names the file and line of the record.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value as J;
 
-use super::project::parse_projected;
+use super::project::{parse_projected, Need};
 use super::{apply_rest, layer_name, push_record, split_stages, Bag, LowerCtx, Source, Stage};
 use crate::error::{Error, Location, Result};
 use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
-use crate::io::json::{bad_json, lines, LinesOptions, LinesSource, DEFAULT_MAX_LINE_BYTES};
+use crate::io::json::{bad_json, line_head, lines, LinesOptions, LinesSource, DEFAULT_MAX_LINE_BYTES};
 use crate::session::Session;
 
 /// What to do with a line that is not valid JSON.
@@ -101,7 +100,7 @@ impl BagReadBuilder {
             })),
             stages: Vec::new(),
             split_out: None,
-            fields: super::project::Fields::Reading(Default::default()),
+            fields: super::project::Fields::default(),
         })
     }
 }
@@ -109,7 +108,7 @@ impl BagReadBuilder {
 pub(crate) fn lower(
     spec: &Arc<ReadSpec>,
     stages: Arc<[Stage]>,
-    only: Option<Arc<BTreeSet<String>>>,
+    only: Option<Arc<Need>>,
     graph: &mut Graph,
     ctx: &LowerCtx,
 ) -> Vec<Key> {
@@ -146,7 +145,7 @@ fn read_block(
     spec: &ReadSpec,
     i: usize,
     stages: &[Stage],
-    only: Option<&BTreeSet<String>>,
+    only: Option<&Need>,
 ) -> Result<(Vec<J>, u64, u64)> {
     let source = &spec.source;
     let block = source.read_block(i)?;
@@ -186,12 +185,13 @@ fn read_block(
                 }
             },
         };
+        // A step's error names the record's file and line (and the line's start).
         push_record(prefix, record, &mut out).map_err(|e| Error::Malformed {
             at: Location {
                 path: block.path.to_path_buf(),
                 line: source.line_number(&block, at),
             },
-            reason: e.to_string(),
+            reason: format!("{e}\n  the line starts {:?}", line_head(line)),
         })?;
     }
     let bytes = block.bytes.len() as u64;

@@ -236,22 +236,10 @@ fn better(func: &str, new: &J, old: &J) -> bool {
 /// `--groupby PATH --agg ...` as a foldby: the accumulator holds, per aggregation,
 /// a count, a sum, or the extreme so far; finished into one object per group.
 fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
-    // Only the key's and the aggregated paths' fields are parsed.
-    let mut reads = vec![FieldPath::parse(key)?.top_field()];
-    reads.extend(
-        aggs.iter()
-            .filter_map(|a| a.path.as_ref())
-            .map(FieldPath::top_field),
-    );
-    let reads: Option<Vec<String>> = reads.into_iter().collect();
-    let narrowed;
-    let bag = match reads {
-        Some(r) => {
-            narrowed = bag.select_fields(&r);
-            &narrowed
-        }
-        None => bag,
-    };
+    // Only the key and the aggregated paths are parsed.
+    let mut reads = vec![key.to_string()];
+    reads.extend(aggs.iter().filter_map(|a| a.path.as_ref()).map(|p| p.to_string()));
+    let bag = &bag.select_paths(&reads)?;
     let aggs = Arc::new(aggs);
     let (a1, a2, a3) = (aggs.clone(), aggs.clone(), aggs.clone());
     let initial = J::Array(
@@ -370,10 +358,7 @@ fn merge_slot(func: &str, slot: &mut J, vals: &[J], partial: bool) -> Result<()>
 /// A bag of every value at `path` (each element when it is a list).
 fn values_bag(bag: &Bag, path: &str) -> Result<Bag> {
     let p = FieldPath::parse(path)?;
-    let bag = match p.top_field() {
-        Some(f) => bag.select_fields(&[f]),
-        None => bag.clone(),
-    };
+    let bag = bag.select_paths(&[path])?;
     let p = Some(p);
     Ok(bag.map_partitions(move |rs| {
         let mut out = Vec::with_capacity(rs.len());

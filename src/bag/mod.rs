@@ -22,6 +22,7 @@
 //! over [`Bag::with_split_out`] of them, so many distinct keys are never gathered
 //! into one task.
 
+mod extract;
 mod filter;
 mod frame;
 mod keyed;
@@ -60,6 +61,9 @@ pub type KeyFn = Arc<dyn Fn(&J) -> Result<J> + Send + Sync>;
 #[derive(Clone)]
 pub(crate) enum Stage {
     Map(RecordFn),
+    /// `pluck`: kept apart from `Map` so the reader can extract the value while
+    /// parsing ([`extract`]).
+    Pluck(Arc<Pluck>),
     Filter(PredicateFn),
     Flatten,
     Partition(PartitionFn),
@@ -73,6 +77,7 @@ pub(crate) fn push_record(stages: &[Stage], r: J, out: &mut Vec<J>) -> Result<()
     };
     match first {
         Stage::Map(f) => push_record(rest, f(r)?, out),
+        Stage::Pluck(p) => push_record(rest, p.apply(r)?, out),
         Stage::Filter(p) => {
             if p(&r)? {
                 push_record(rest, r, out)
@@ -98,6 +103,29 @@ pub(crate) fn push_record(stages: &[Stage], r: J, out: &mut Vec<J>) -> Result<()
         Stage::Partition(_) => Err(Error::Internal(
             "a partition step reached the per-record pipeline".into(),
         )),
+    }
+}
+
+/// A `pluck` step: the value at `path`, or `default`, or an error.
+pub(crate) struct Pluck {
+    pub path: FieldPath,
+    pub default: Option<J>,
+}
+
+impl Pluck {
+    fn apply(&self, r: J) -> Result<J> {
+        match self.path.get(&r) {
+            Some(v) => Ok(v.into_owned()),
+            None => self.default.clone().ok_or_else(|| {
+                Error::plan(
+                    "pluck",
+                    format!(
+                        "path {:?} is missing in a record\n  hint: give a default (Rust: .pluck_or(path, default); CLI: --default VALUE)",
+                        self.path.as_str(),
+                    ),
+                )
+            }),
+        }
     }
 }
 
@@ -393,20 +421,7 @@ impl Bag {
     fn pluck_with(&self, path: &str, default: Option<J>) -> Result<Bag> {
         let p = FieldPath::parse(path)?;
         let fields = self.fields.pluck(&p);
-        let step = Stage::Map(Arc::new(move |r: J| {
-            match p.get(&r) {
-            Some(v) => Ok(v.into_owned()),
-            None => default.clone().ok_or_else(|| {
-                Error::plan(
-                    "pluck",
-                    format!(
-                        "path {:?} is missing in a record\n  hint: give a default (Rust: .pluck_or(path, default); CLI: --default VALUE)",
-                        p.as_str(),
-                    ),
-                )
-            }),
-        }
-        }));
+        let step = Stage::Pluck(Arc::new(Pluck { path: p, default }));
         Ok(self.with_step(step, fields))
     }
 

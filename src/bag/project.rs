@@ -112,10 +112,11 @@ impl Fields {
             Fields::Reading { need, cursor } => {
                 let mut cursor = cursor.clone();
                 cursor.push(Seg::Each);
-                Fields::Reading {
-                    need: need.clone(),
-                    cursor,
-                }
+                // The list's elements are kept (each a record), even if nothing
+                // of them is read.
+                let mut need = need.clone();
+                need.at(&cursor);
+                Fields::Reading { need, cursor }
             }
             other => other.clone(),
         }
@@ -160,22 +161,31 @@ impl Fields {
     }
 }
 
-/// `v` with only the needed parts (what a projected parse gives).
-pub fn prune(v: J, need: &Need) -> J {
+/// `v` with only the needed parts (what a projected parse gives). In place, so a
+/// record that was parsed projected passes through without rebuilding.
+pub fn prune(mut v: J, need: &Need) -> J {
+    prune_in_place(&mut v, need);
+    v
+}
+
+fn prune_in_place(v: &mut J, need: &Need) {
     if need.whole {
-        return v;
+        return;
     }
     match v {
-        J::Object(o) => J::Object(
-            o.into_iter()
-                .filter_map(|(k, v)| need.fields.get(&k).map(|n| (k, prune(v, n))))
-                .collect(),
-        ),
-        J::Array(items) => J::Array(match &need.items {
-            Some(n) => items.into_iter().map(|v| prune(v, n)).collect(),
-            None => Vec::new(),
-        }),
-        other => other,
+        J::Object(o) => {
+            o.retain(|k, _| need.fields.contains_key(k));
+            for (k, x) in o.iter_mut() {
+                if let Some(n) = need.fields.get(k) {
+                    prune_in_place(x, n);
+                }
+            }
+        }
+        J::Array(items) => match &need.items {
+            Some(n) => items.iter_mut().for_each(|x| prune_in_place(x, n)),
+            None => items.clear(),
+        },
+        _ => {}
     }
 }
 
@@ -293,10 +303,23 @@ mod tests {
         let line = br#"{"a": 1, "b": {"x": [1, 2, {"y": "\u00e9"}]}, "t": [{"m": 1, "d": "x"}, {"d": "y"}], "c": [true]}"#;
         let whole: J = serde_json::from_slice(line).unwrap();
         let cases = [
-            (Fields::default().read(&[p("a"), p("b.x[2].y")]).discard(), json!({"a": 1, "b": {"x": [1, 2, {"y": "é"}]}})),
-            (Fields::default().pluck(&p("t")).flatten().pluck(&p("m")), json!({"t": [{"m": 1}, {}]})),
-            (Fields::default().select(&[p("c"), p("a")]), json!({"a": 1, "c": [true]})),
+            (
+                Fields::default().read(&[p("a"), p("b.x[2].y")]).discard(),
+                json!({"a": 1, "b": {"x": [1, 2, {"y": "é"}]}}),
+            ),
+            (
+                Fields::default().pluck(&p("t")).flatten().pluck(&p("m")),
+                json!({"t": [{"m": 1}, {}]}),
+            ),
+            (
+                Fields::default().select(&[p("c"), p("a")]),
+                json!({"a": 1, "c": [true]}),
+            ),
             (Fields::default().discard(), json!({})),
+            (
+                Fields::default().pluck(&p("t")).flatten().discard(),
+                json!({"t": [{}, {}]}),
+            ),
         ];
         for (fields, expected) in cases {
             let need = fields.projection().unwrap();
@@ -304,7 +327,10 @@ mod tests {
             assert_eq!(prune(whole.clone(), &need), expected);
         }
         assert_eq!(Fields::default().projection(), None);
-        assert_eq!(Fields::default().read(&[p("a")]).opaque().projection(), None);
+        assert_eq!(
+            Fields::default().read(&[p("a")]).opaque().projection(),
+            None
+        );
         let need = Fields::default().discard().projection().unwrap();
         assert!(parse_projected(br#"{"a": 1, "b": [1, }"#, &need).is_err());
         assert!(parse_projected(br#"{"a": 1} x"#, &need).is_err());

@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use serde_json::Value as J;
 
+use super::extract;
 use super::project::{parse_projected, Need};
 use super::{apply_rest, layer_name, push_record, split_stages, Bag, LowerCtx, Source, Stage};
 use crate::error::{Error, Location, Result};
 use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
-use crate::io::json::{bad_json, line_head, lines, LinesOptions, LinesSource, DEFAULT_MAX_LINE_BYTES};
+use crate::io::json::{
+    bad_json, line_head, lines, LinesOptions, LinesSource, DEFAULT_MAX_LINE_BYTES,
+};
 use crate::session::Session;
 
 /// What to do with a line that is not valid JSON.
@@ -152,9 +155,42 @@ fn read_block(
     let (prefix, rest) = split_stages(stages);
     let mut out = Vec::with_capacity(block.bytes.len() / 256 + 16);
     let mut skipped = 0u64;
+    // Leading plucks and flattens are done by the parser when it can.
+    let fast = match spec.kind {
+        ReadKind::Json => extract::plan(prefix),
+        ReadKind::Text => None,
+    };
+    let mut reached = Vec::new();
+    let wrap = |at: usize, line: &[u8], e: Error| Error::Malformed {
+        at: Location {
+            path: block.path.to_path_buf(),
+            line: source.line_number(&block, at),
+        },
+        // A step's error names the record's file and line (and the line's start).
+        reason: format!("{e}\n  the line starts {:?}", line_head(line)),
+    };
     for (at, line) in lines(&block.bytes) {
         if line.len() as u64 > source.max_line_bytes {
             return Err(source.too_long(&block, at));
+        }
+        if let Some((walk, covered)) = &fast {
+            reached.clear();
+            match extract::extract(line, walk, &mut reached) {
+                Ok(true) => {
+                    for v in reached.drain(..) {
+                        push_record(&prefix[*covered..], v, &mut out)
+                            .map_err(|e| wrap(at, line, e))?;
+                    }
+                    continue;
+                }
+                // The walk missed: parse whole below, for exact defaults and errors.
+                Ok(false) => {}
+                Err(_) if spec.on_error == OnError::Skip => {
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(bad_json(source, &block, at, line, &e.to_string())),
+            }
         }
         let record = match spec.kind {
             ReadKind::Json => match only.map_or_else(
@@ -185,14 +221,7 @@ fn read_block(
                 }
             },
         };
-        // A step's error names the record's file and line (and the line's start).
-        push_record(prefix, record, &mut out).map_err(|e| Error::Malformed {
-            at: Location {
-                path: block.path.to_path_buf(),
-                line: source.line_number(&block, at),
-            },
-            reason: format!("{e}\n  the line starts {:?}", line_head(line)),
-        })?;
+        push_record(prefix, record, &mut out).map_err(|e| wrap(at, line, e))?;
     }
     let bytes = block.bytes.len() as u64;
     Ok((apply_rest(rest, out)?, skipped, bytes))

@@ -238,7 +238,11 @@ fn better(func: &str, new: &J, old: &J) -> bool {
 fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
     // Only the key and the aggregated paths are parsed.
     let mut reads = vec![key.to_string()];
-    reads.extend(aggs.iter().filter_map(|a| a.path.as_ref()).map(|p| p.to_string()));
+    reads.extend(
+        aggs.iter()
+            .filter_map(|a| a.path.as_ref())
+            .map(|p| p.to_string()),
+    );
     let bag = &bag.select_paths(&reads)?;
     let aggs = Arc::new(aggs);
     let (a1, a2, a3) = (aggs.clone(), aggs.clone(), aggs.clone());
@@ -355,15 +359,19 @@ fn merge_slot(func: &str, slot: &mut J, vals: &[J], partial: bool) -> Result<()>
     Ok(())
 }
 
-/// A bag of every value at `path` (each element when it is a list).
+/// A bag of every value at `path` (each element when it is a list; records
+/// without it left out).
 fn values_bag(bag: &Bag, path: &str) -> Result<Bag> {
-    let p = FieldPath::parse(path)?;
-    let bag = bag.select_paths(&[path])?;
-    let p = Some(p);
-    Ok(bag.map_partitions(move |rs| {
-        let mut out = Vec::with_capacity(rs.len());
-        for r in &rs {
-            values_at(&p, r, &mut out);
+    // A pluck (with a null default) lets the reader extract the values while
+    // parsing; lists are then spread and nulls dropped.
+    Ok(bag.pluck_or(path, J::Null)?.map_partitions(|vals| {
+        let mut out = Vec::with_capacity(vals.len());
+        for v in vals {
+            match v {
+                J::Array(items) => out.extend(items.into_iter().filter(|v| !v.is_null())),
+                J::Null => {}
+                other => out.push(other),
+            }
         }
         Ok(out)
     }))

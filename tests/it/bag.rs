@@ -181,7 +181,10 @@ fn element_wise_operations_match_the_reference() {
         .map(|r| json!({"id": r["id"], "name": r["name"]}))
         .collect();
     assert_eq!(
-        bag.select_fields(&["id", "name"]).unwrap().compute().unwrap(),
+        bag.select_fields(&["id", "name"])
+            .unwrap()
+            .compute()
+            .unwrap(),
         narrow
     );
     assert_eq!(bag.take(5).unwrap(), rs[..5].to_vec());
@@ -194,6 +197,15 @@ fn reductions_match_the_reference() {
     let s = session_split(2, Mode::Parallel, 2000, 3);
     let bag = load(&s, dir.path());
     let am = amounts(&rs);
+    // Counting flattened lists reads no more than the lists' lengths.
+    assert_eq!(
+        bag.pluck("transactions")
+            .unwrap()
+            .flatten()
+            .count()
+            .unwrap(),
+        am.len() as u64
+    );
     let amount_bag = bag
         .pluck("transactions")
         .unwrap()

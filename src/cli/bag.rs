@@ -243,9 +243,24 @@ fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
             .filter_map(|a| a.path.as_ref())
             .map(|p| p.to_string()),
     );
-    let bag = &bag.select_paths(&reads)?;
     let aggs = Arc::new(aggs);
-    let (a1, a2, a3) = (aggs.clone(), aggs.clone(), aggs.clone());
+    // Each record becomes [key, [values of agg 1], [values of agg 2], ...] as soon as
+    // it is parsed, so a partition holds small lists rather than records.
+    let (a0, a1, a2, a3) = (aggs.clone(), aggs.clone(), aggs.clone(), aggs.clone());
+    let key_at = FieldPath::parse(key)?;
+    let compact = bag.select_paths(&reads)?.map(move |r| {
+        let mut row = Vec::with_capacity(a0.len() + 1);
+        row.push(key_at.get(&r).map_or(J::Null, std::borrow::Cow::into_owned));
+        for a in a0.iter() {
+            let mut vals = Vec::new();
+            match &a.path {
+                Some(_) => values_at(&a.path, &r, &mut vals),
+                None => vals.push(J::Null),
+            }
+            row.push(J::Array(vals));
+        }
+        Ok(J::Array(row))
+    });
     let initial = J::Array(
         aggs.iter()
             .map(|a| match a.func.as_str() {
@@ -256,17 +271,15 @@ fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
             })
             .collect(),
     );
-    let folded = bag.foldby(
-        key_path(key)?,
+    let folded = compact.foldby(
+        Arc::new(|r: &J| Ok(r.get(0).cloned().unwrap_or(J::Null))),
         move |acc, r| {
             let J::Array(mut acc) = acc else {
                 return Ok(acc);
             };
-            let mut vals = Vec::new();
-            for (slot, a) in acc.iter_mut().zip(a1.iter()) {
-                vals.clear();
-                values_at(&a.path, r, &mut vals);
-                merge_slot(&a.func, slot, &vals, false)?;
+            for (i, (slot, a)) in acc.iter_mut().zip(a1.iter()).enumerate() {
+                let vals = r.get(i + 1).and_then(J::as_array).map_or(&[][..], |v| &v[..]);
+                merge_slot(&a.func, slot, vals, false)?;
             }
             Ok(J::Array(acc))
         },

@@ -179,6 +179,9 @@ pub(crate) struct LowerCtx {
     pub skipped: Arc<AtomicU64>,
 }
 
+/// What [`per_partition`] runs: the partition number and its input.
+pub(crate) type TaskFn = Arc<dyn Fn(usize, &Value) -> Result<Value> + Send + Sync>;
+
 type LowerFn = Arc<dyn Fn(&mut Graph, &LowerCtx) -> Vec<Key> + Send + Sync>;
 
 #[derive(Clone)]
@@ -232,12 +235,7 @@ pub(crate) fn layer_name(op: &str) -> Arc<str> {
 }
 
 /// Adds one layer with a task per input key, each running `f` on its input.
-pub(crate) fn per_partition(
-    graph: &mut Graph,
-    op: &str,
-    inputs: &[Key],
-    f: Arc<dyn Fn(usize, &Value) -> Result<Value> + Send + Sync>,
-) -> Vec<Key> {
+pub(crate) fn per_partition(graph: &mut Graph, op: &str, inputs: &[Key], f: TaskFn) -> Vec<Key> {
     let name = layer_name(op);
     let tasks: Vec<Task> = inputs
         .iter()

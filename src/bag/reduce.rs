@@ -283,7 +283,7 @@ impl Bag {
             items.truncate(k);
             Ok(items)
         };
-        let top2 = top.clone();
+        let top2 = top;
         let to_json = |items: Vec<(J, J)>| {
             J::Array(
                 items
@@ -329,11 +329,11 @@ impl Bag {
         combine: impl Fn(J, J) -> Result<J> + Send + Sync + 'static,
     ) -> Result<J> {
         self.reduction(
-            move |r| r.iter().try_fold(initial.clone(), |acc, x| binop(acc, x)),
+            move |r| r.iter().try_fold(initial.clone(), &binop),
             move |p| {
                 let mut it = p.into_iter();
                 let first = it.next().unwrap_or(J::Null);
-                it.try_fold(first, |a, b| combine(a, b))
+                it.try_fold(first, &combine)
             },
         )
     }

@@ -278,7 +278,10 @@ fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
                 return Ok(acc);
             };
             for (i, (slot, a)) in acc.iter_mut().zip(a1.iter()).enumerate() {
-                let vals = r.get(i + 1).and_then(J::as_array).map_or(&[][..], |v| &v[..]);
+                let vals = r
+                    .get(i + 1)
+                    .and_then(J::as_array)
+                    .map_or(&[][..], |v| &v[..]);
                 merge_slot(&a.func, slot, vals, false)?;
             }
             Ok(J::Array(acc))

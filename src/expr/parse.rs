@@ -122,13 +122,11 @@ fn tokenize(input: &str) -> Result<Vec<Spanned>> {
             // so bags can filter on nested fields; frames see one dotted name.
             let is_name = |ch: char| ch.is_alphanumeric() || ch == '_';
             while i < chars.len() {
-                if is_name(chars[i]) {
-                    i += 1;
-                } else if chars[i] == '.'
+                let dot_name = chars[i] == '.'
                     && chars
                         .get(i + 1)
-                        .is_some_and(|&n| n.is_alphabetic() || n == '_')
-                {
+                        .is_some_and(|&n| n.is_alphabetic() || n == '_');
+                if is_name(chars[i]) || dot_name {
                     i += 1;
                 } else if chars[i] == '[' {
                     let close = chars[i..].iter().position(|&ch| ch == ']');

@@ -6,7 +6,7 @@
 //! it, and runs it on a pool of threads.
 //!
 //! ```text
-//!   CSV / JSON-lines glob ──► io: byte-range blocks ──► frame or bag (lazy, partitioned)
+//!   CSV, JSON glob ──► io: line blocks ──► frame / bag (lazy, partitioned)
 //!                                              │ ops add plan nodes
 //!                                              ▼
 //!          frame::plan: prune columns ─ lower to layers of tasks (graph)

@@ -16,6 +16,29 @@
 //!            hash-partitioned through the shuffle store ─► split_out partitions
 //! ```
 //!
+//! ```
+//! use outcore::bag::key_path;
+//! use serde_json::json;
+//!
+//! let session = outcore::Session::builder().with_threads(2).build()?;
+//! let people = session.from_sequence(
+//!     vec![
+//!         json!({"name": "Ann", "age": 41, "tx": [{"amount": 2.5}, {"amount": 1.5}]}),
+//!         json!({"name": "Bob", "age": 25, "tx": []}),
+//!         json!({"name": "Ann", "age": 33, "tx": [{"amount": 4.0}]}),
+//!     ],
+//!     2,
+//! )?;
+//! assert_eq!(people.query("age > 30")?.count()?, 2);
+//! assert_eq!(people.pluck("tx")?.flatten().pluck("amount")?.mean()?, 8.0 / 3.0);
+//! let mut names = people.pluck("name")?.frequencies().compute()?;
+//! names.sort_by_key(|p| p[0].to_string());
+//! assert_eq!(names, vec![json!(["Ann", 2]), json!(["Bob", 1])]);
+//! let groups = people.groupby(key_path("name")?).compute()?;
+//! assert_eq!(groups.len(), 2);
+//! # Ok::<(), outcore::Error>(())
+//! ```
+//!
 //! Defaults follow Dask's bag: `var`/`std` take `ddof` and Dask's default is 0
 //! ([`Bag::var`] with `0` gives the population variance). Keyed operations spread
 //! their result over `ceil(npartitions / split_every)` partitions (at least 1), or

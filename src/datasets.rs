@@ -729,3 +729,178 @@ mod tests {
         );
     }
 }
+
+/// Occupations of the `records` data set.
+pub const OCCUPATIONS: [&str; 16] = [
+    "Accountant",
+    "Architect",
+    "Baker",
+    "Carpenter",
+    "Chemist",
+    "Designer",
+    "Doctor",
+    "Economist",
+    "Engineer",
+    "Farmer",
+    "Journalist",
+    "Lawyer",
+    "Nurse",
+    "Pilot",
+    "Teacher",
+    "Writer",
+];
+
+/// Cities of the `records` data set.
+pub const CITIES: [&str; 12] = [
+    "Amsterdam",
+    "Berlin",
+    "Cairo",
+    "Dublin",
+    "Helsinki",
+    "Lima",
+    "Madrid",
+    "Nairobi",
+    "Oslo",
+    "Paris",
+    "Seoul",
+    "Toronto",
+];
+
+/// The `records` data set of JSON lines, as `dask.datasets.make_people`: one object a
+/// line with `id`, `name`, `age`, `occupation`, a nested `address` {`city`, `zip`} and a
+/// list of 0 to 7 `transactions` {`amount`, `date`}.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsSpec {
+    /// Total number of records (at least 1).
+    pub records: u64,
+    /// Number of files (at least 1, at most `records`).
+    pub files: u32,
+    /// The random seed.
+    pub seed: u64,
+    /// The percentage (0..=100) of records that lack `age`, and separately of records
+    /// that lack `address`, for tests of missing fields (default 0).
+    pub missing_percent: u32,
+}
+
+impl Default for RecordsSpec {
+    /// 1e6 records, 8 files, seed 42, nothing missing.
+    fn default() -> Self {
+        RecordsSpec {
+            records: 1_000_000,
+            files: 8,
+            seed: 42,
+            missing_percent: 0,
+        }
+    }
+}
+
+/// Writes the `records` data set into `dir` (created if missing) as `files` JSON-lines
+/// files named `records_{i:03}.json`, the records split as evenly as possible.
+///
+/// A line looks like
+/// `{"id":7,"name":"Dan","age":41,"occupation":"Nurse","address":{"city":"Oslo","zip":"04213"},"transactions":[{"amount":12.34,"date":"2000-03-05"}]}`:
+/// `id` counts from 0 across files; `name` is uniform over [`NAMES`]; `age` uniform in
+/// 18..=80; `occupation` uniform over [`OCCUPATIONS`]; `city` over [`CITIES`]; `zip`
+/// five digits; 0..=7 transactions, each an `amount` in [0.01, 1000.00] with two
+/// decimals and a `date` in 2000. File `i` uses its own random stream seeded from
+/// `seed` and `i`. Returns the paths, sorted.
+pub fn write_records(dir: &Path, spec: &RecordsSpec) -> Result<Vec<PathBuf>> {
+    const OP: &str = "write_records";
+    if spec.records == 0 {
+        return Err(Error::plan(OP, "records must be at least 1"));
+    }
+    if spec.files == 0 || u64::from(spec.files) > spec.records {
+        return Err(Error::plan(
+            OP,
+            format!(
+                "files must be within 1..=records ({}), got {}",
+                spec.records, spec.files
+            ),
+        ));
+    }
+    if spec.missing_percent > 100 {
+        return Err(Error::plan(OP, "missing_percent must be within 0..=100"));
+    }
+    create_dir(dir)?;
+    let files = u64::from(spec.files);
+    let (base, extra) = (spec.records / files, spec.records % files);
+    let mut paths = (0..files)
+        .into_par_iter()
+        .map(|index| {
+            let rows = base + u64::from(index < extra);
+            let first_id = index * base + index.min(extra);
+            let path = dir.join(format!("records_{index:03}.json"));
+            let rng = file_rng(spec.seed, index);
+            write_atomically(&path, |out| {
+                write_records_file(out, spec, first_id, rows, rng)
+            })?;
+            Ok(path)
+        })
+        .collect::<Result<Vec<PathBuf>>>()?;
+    paths.sort();
+    Ok(paths)
+}
+
+fn write_records_file(
+    out: &mut impl Write,
+    spec: &RecordsSpec,
+    first_id: u64,
+    rows: u64,
+    mut rng: Pcg64Mcg,
+) -> std::io::Result<()> {
+    let name_dist = Uniform::new(0usize, NAMES.len()).expect("non-empty range");
+    let occ_dist = Uniform::new(0usize, OCCUPATIONS.len()).expect("non-empty range");
+    let city_dist = Uniform::new(0usize, CITIES.len()).expect("non-empty range");
+    let age_dist = Uniform::new_inclusive(18u32, 80).expect("non-empty range");
+    let zip_dist = Uniform::new(0u64, 100_000).expect("non-empty range");
+    let ntx_dist = Uniform::new_inclusive(0u32, 7).expect("non-empty range");
+    let cents_dist = Uniform::new_inclusive(1u64, 100_000).expect("non-empty range");
+    let day_dist = Uniform::new(0u64, 366).expect("non-empty range");
+    let percent_dist = Uniform::new(0u32, 100).expect("non-empty range");
+    let year_start = NaiveDate::from_ymd_opt(2000, 1, 1).expect("valid date");
+    let mut digits = itoa::Buffer::new();
+    let mut line: Vec<u8> = Vec::with_capacity(512);
+    for id in first_id..first_id + rows {
+        line.clear();
+        line.extend_from_slice(b"{\"id\":");
+        line.extend_from_slice(digits.format(id).as_bytes());
+        line.extend_from_slice(b",\"name\":\"");
+        line.extend_from_slice(NAMES[name_dist.sample(&mut rng)].as_bytes());
+        line.push(b'"');
+        let age = age_dist.sample(&mut rng);
+        if percent_dist.sample(&mut rng) >= spec.missing_percent {
+            line.extend_from_slice(b",\"age\":");
+            line.extend_from_slice(digits.format(age).as_bytes());
+        }
+        line.extend_from_slice(b",\"occupation\":\"");
+        line.extend_from_slice(OCCUPATIONS[occ_dist.sample(&mut rng)].as_bytes());
+        line.push(b'"');
+        let city = CITIES[city_dist.sample(&mut rng)];
+        let zip = zip_dist.sample(&mut rng);
+        if percent_dist.sample(&mut rng) >= spec.missing_percent {
+            line.extend_from_slice(b",\"address\":{\"city\":\"");
+            line.extend_from_slice(city.as_bytes());
+            line.extend_from_slice(b"\",\"zip\":\"");
+            push_padded(&mut line, &mut digits, zip, 5);
+            line.extend_from_slice(b"\"}");
+        }
+        line.extend_from_slice(b",\"transactions\":[");
+        for t in 0..ntx_dist.sample(&mut rng) {
+            if t > 0 {
+                line.push(b',');
+            }
+            let cents = cents_dist.sample(&mut rng);
+            line.extend_from_slice(b"{\"amount\":");
+            line.extend_from_slice(digits.format(cents / 100).as_bytes());
+            line.push(b'.');
+            push_padded(&mut line, &mut digits, cents % 100, 2);
+            let date = year_start + Days::new(day_dist.sample(&mut rng));
+            line.extend_from_slice(b",\"date\":\"");
+            line.extend_from_slice(date.format("%Y-%m-%d").to_string().as_bytes());
+            line.extend_from_slice(b"\"}");
+        }
+        line.extend_from_slice(b"]}\n");
+        out.write_all(&line)?;
+    }
+    Ok(())
+}

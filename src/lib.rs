@@ -6,7 +6,7 @@
 //! it, and runs it on a pool of threads.
 //!
 //! ```text
-//!   CSV glob ──► io: byte-range blocks ──► frame (lazy, partitioned)
+//!   CSV, JSON glob ──► io: line blocks ──► frame / bag (lazy, partitioned)
 //!                                              │ ops add plan nodes
 //!                                              ▼
 //!          frame::plan: prune columns ─ lower to layers of tasks (graph)
@@ -36,7 +36,8 @@
 //! ```
 //!
 //! Modules, in the order data flows: [`io`] (globs, blocks, inference, the CSV
-//! decoder), [`frame`] (the lazy `DataFrame` and its plan), [`expr`] (column
+//! decoder, JSON-lines sources), [`frame`] (the lazy `DataFrame` and its plan),
+//! [`bag`] (the lazy `Bag` of JSON records), [`expr`] (column
 //! expressions), [`agg`] (chunk → combine → finalize aggregations), [`graph`] (keys,
 //! tasks, cull, fuse, order), [`scheduler`] (runs a graph), [`session`] (settings,
 //! entry point), [`datasets`] (seeded generators).
@@ -44,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod agg;
+pub mod bag;
 pub mod datasets;
 pub mod error;
 pub mod expr;
@@ -54,6 +56,7 @@ pub mod scheduler;
 pub mod session;
 pub mod sort;
 
+pub use bag::Bag;
 pub use error::{Error, Result};
 pub use frame::DataFrame;
 pub use session::Session;

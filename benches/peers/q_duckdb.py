@@ -1,10 +1,12 @@
-"""DuckDB answers: python q_duckdb.py QUERY DATA_DIR OUT_CSV (SQL over read_csv_auto(glob))."""
+"""DuckDB answers: python q_duckdb.py QUERY DATA_DIR OUT_CSV (SQL over read_csv_auto(glob), and
+read_json(glob) for the b* queries on JSON lines)."""
 import sys
 
 import duckdb
 
 query, data, out = sys.argv[1:4]
 T = f"read_csv_auto('{data}/*.csv')"
+J = f"read_json('{data}/*.json', format='newline_delimited')"
 SQL = {
     "q1": f"SELECT id1, sum(v1) AS v1 FROM {T} GROUP BY id1",
     "q2": f"SELECT id1, id2, sum(v1) AS v1 FROM {T} GROUP BY id1, id2",
@@ -21,6 +23,10 @@ SQL = {
     "ts1": f"SELECT name, stddev_samp(x) AS x FROM {T} WHERE y > 0 GROUP BY name",
     "ts2": f"SELECT date_trunc('hour', timestamp) AS timestamp, avg(x) AS x, avg(y) AS y FROM {T} GROUP BY 1",
     "ts3": f"SELECT * FROM {T} ORDER BY id",
+    "b1": f"SELECT count(*) AS count FROM {J} WHERE age > 30",
+    "b2": f"SELECT occupation, count(*) AS count FROM {J} GROUP BY occupation",
+    "b3": f"SELECT avg(u.amount) AS mean FROM (SELECT unnest(transactions) AS u FROM {J})",
+    "b4": f"SELECT name, sum(u.amount) AS amount FROM (SELECT name, unnest(transactions) AS u FROM {J}) GROUP BY name",
 }
 # db-benchmark's join questions on the J1 tables, each reduced to one row: rows, sum v1,
 # sum v2, non-null v2.

@@ -19,6 +19,8 @@ if query in JOINS:
     # Reduced to one row: rows, sum v1, sum v2, non-null v2.
     q = x.join(y, on=on, how=how).select(
         pl.len().alias("n"), c("v1").sum(), c("v2").sum(), c("v2").count().alias("n_v2"))
+elif query.startswith("b"):
+    src = pl.scan_ndjson(f"{data}/*.json")
 else:
     src = pl.scan_csv(f"{data}/*.csv", try_parse_dates=(query == "ts2"))
 
@@ -50,6 +52,15 @@ elif query == "ts2":
     q = src.group_by(c("timestamp").dt.truncate("1h")).agg(c("x").mean(), c("y").mean())
 elif query == "ts3":
     q = src.sort("id")
+elif query == "b1":
+    q = src.filter(c("age") > 30).select(pl.len().alias("count"))
+elif query == "b2":
+    q = src.group_by("occupation").agg(pl.len().alias("count"))
+elif query == "b3":
+    q = src.select(c("transactions").explode().struct.field("amount").mean())
+elif query == "b4":
+    q = (src.select("name", "transactions").explode("transactions")
+         .group_by("name").agg(c("transactions").struct.field("amount").sum()))
 else:
     sys.exit(f"unknown query {query}")
 

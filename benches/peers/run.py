@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: outcore against Polars, DuckDB and Dask on the same CSV files.
+"""Side-by-side benchmark: outcore against Polars, DuckDB and Dask on the same CSV and
+JSON-lines files (the b* queries are bags of JSON records: dask.bag for Dask).
 
     python3 benches/peers/run.py [--smoke] [--engines outcore,polars,duckdb,dask]
                                  [--runs 3] [--data DIR] [--timeout 900] [--sweep]
+                                 [--queries b1,b2,b3,b4] [--records 1.2e6]
 
 Each (engine, query) runs as its own process under `/usr/bin/time -f '%e %M'`; CSV files
 are read inside the timed process. Prints a markdown table (median seconds, median peak
@@ -57,6 +59,10 @@ QUERIES = [
     ("j3 x ⟕ medium on id2 (left)", "j3", "j1"),
     ("j4 x ⋈ medium on id5 (string)", "j4", "j1"),
     ("j5 x ⋈ big on id3 (inner)", "j5", "j1"),
+    ("b1 count records with age > 30", "b1", "rec"),
+    ("b2 frequencies of occupation", "b2", "rec"),
+    ("b3 mean of all transaction amounts", "b3", "rec"),
+    ("b4 sum of amounts by name", "b4", "rec"),
 ]
 
 
@@ -73,6 +79,8 @@ def parse_args():
     p.add_argument("--queries", default="", help="comma-separated query names to run (default all), e.g. q1,ts1")
     p.add_argument("--rows", default="1e7", help="G1 rows (default 1e7; --smoke uses 20000)")
     p.add_argument("--days", default="30", help="timeseries days (default 30; --smoke uses 1)")
+    p.add_argument("--records", default="1.2e6",
+                   help="JSON records for the bag queries (default 1.2e6, about 300 MB; --smoke uses 2000)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per run before it counts as failed")
     p.add_argument("--build", action="store_true", help="cargo build --release first (else only if missing)")
     p.add_argument("--sweep", action="store_true",
@@ -84,7 +92,7 @@ def parse_args():
     if bad:
         p.error(f"unknown engine(s) {bad}; choose from {ENGINES}")
     if a.smoke:
-        a.engines, a.runs, a.rows, a.days = ["outcore"], 1, "20000", "1"
+        a.engines, a.runs, a.rows, a.days, a.records = ["outcore"], 1, "20000", "1", "2000"
     return a
 
 
@@ -109,7 +117,7 @@ def ensure_venv():
         sys.exit("pip install failed; run with --engines outcore, or fix the venv at " + str(VENV))
 
 
-def make_data(data, rows, days, keys):
+def make_data(data, rows, days, records, keys):
     """The data sets the selected queries use (`keys`), made if missing."""
     data.mkdir(parents=True, exist_ok=True)
     sets = {
@@ -118,13 +126,13 @@ def make_data(data, rows, days, keys):
         "ts": (data / f"ts_{days}d", ["timeseries", "--days", days]),
         # The J1 join tables in x/, small/, medium/, big/ (N = --rows).
         "j1": (data / f"j1_{rows}", ["join", "--rows", rows, "--files", "8"]),
+        "rec": (data / f"records_{records}", ["records", "--records", records, "--files", "8"]),
     }
     out = {}
     for key, (folder, args) in sets.items():
         if key not in keys:
             continue
-        made = any(folder.glob("*.csv")) or any(folder.glob("x/*.csv"))
-        if not (folder.is_dir() and made):
+        if not (folder.is_dir() and any(folder.iterdir())):
             log(f"making {folder} ...")
             tmp = folder.with_name(folder.name + ".partial")
             subprocess.run([str(BIN), "datasets", *args, "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
@@ -147,7 +155,7 @@ def outcore_has(flag):
     return flag in _HELP["query"]
 
 
-def command(engine, query, folder, answer):
+def command(engine, query, key, folder, answer):
     """The argv for one run, or None if the engine cannot answer this query yet."""
     if engine == "outcore":
         spec = json.loads((HERE / "q_outcore.json").read_text())
@@ -159,9 +167,13 @@ def command(engine, query, folder, answer):
         if args is None:
             return None
         # Join queries read x/ as the main table; {data} is the data set's folder.
-        glob = f"{folder}/x/*.csv" if query.startswith("j") else f"{folder}/*.csv"
+        # JSON records are a bag (`outcore bag`); the CSV sets are frames.
+        if key == "rec":
+            sub, glob = "bag", f"{folder}/*.json"
+        else:
+            sub, glob = "query", (f"{folder}/x/*.csv" if key == "j1" else f"{folder}/*.csv")
         args = [a.replace("{data}", str(folder)) for a in args]
-        return [str(BIN), "query", glob, *args, "--format", "csv", "--output-to", str(answer)]
+        return [str(BIN), sub, glob, *args, "--format", "csv", "--output-to", str(answer)]
     return [str(VPY), str(HERE / f"q_{engine}.py"), query, str(folder), str(answer)]
 
 
@@ -269,7 +281,7 @@ def main():
     data = Path(tmp.name) / "data" if a.smoke else Path(a.data).resolve()
     wanted = {q.strip() for q in a.queries.split(",") if q.strip()}
     queries = [q for q in QUERIES if not wanted or q[1] in wanted or q[0] in wanted]
-    sets = make_data(data, a.rows, a.days, {q[2] for q in queries})
+    sets = make_data(data, a.rows, a.days, a.records, {q[2] for q in queries})
     answers = Path(tmp.name) / "answers"
     answers.mkdir()
 
@@ -285,7 +297,7 @@ def main():
         for label, query, key in queries:
             for engine in a.engines:
                 answer = answers / f"{engine}-{query}-{key}.csv"
-                argv = command(engine, query, sets[key], answer)
+                argv = command(engine, query, key, sets[key], answer)
                 if argv is None:
                     results[label, engine] = None
                     log(f"{label:34} {engine:8} not yet")

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use outcore::datasets::{
-    write_groupby, write_join, write_timeseries, GroupbySpec, JoinSpec, TimeseriesSpec,
+    write_groupby, write_join, write_records, write_timeseries, GroupbySpec, JoinSpec, RecordsSpec,
+    TimeseriesSpec,
 };
 use outcore::Result;
 
@@ -58,6 +59,25 @@ pub enum DatasetsCommand {
         files: u32,
         /// Random seed.
         #[arg(long, default_value_t = 108)]
+        seed: u64,
+        /// Folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// JSON-lines records (id, name, age, occupation, address {city, zip}, 0 to 7
+    /// transactions {amount, date}), for bags and JSON frames.
+    Records {
+        /// Number of records, e.g. 1000000 or 1e6.
+        #[arg(long, value_parser = parse_count)]
+        records: u64,
+        /// Number of files.
+        #[arg(long, default_value_t = 8)]
+        files: u32,
+        /// Percentage of records without `age`, and of records without `address`.
+        #[arg(long, default_value_t = 0)]
+        missing: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Folder to write into.
         #[arg(long)]
@@ -119,6 +139,21 @@ pub fn run(c: DatasetsCommand) -> Result<()> {
             seed,
             out,
         } => write_join(&out, &JoinSpec { rows, files, seed })?,
+        DatasetsCommand::Records {
+            records,
+            files,
+            missing,
+            seed,
+            out,
+        } => {
+            let spec = RecordsSpec {
+                records,
+                files,
+                seed,
+                missing_percent: missing,
+            };
+            write_records(&out, &spec)?
+        }
     };
     let bytes: u64 = files
         .iter()

@@ -1,5 +1,6 @@
 //! Command-line arguments (clap) and dispatch to one module per subcommand.
 
+mod bag;
 mod datasets;
 mod demo;
 mod output;
@@ -14,7 +15,7 @@ use outcore::error::human_bytes;
 use outcore::scheduler::{Mode, RunStats};
 use outcore::{Error, Result, Session};
 
-/// outcore: out-of-core dataframe queries over CSV globs.
+/// outcore: out-of-core dataframe and bag queries over CSV and JSON-lines globs.
 #[derive(Parser)]
 #[command(name = "outcore", version, about, propagate_version = true)]
 struct Cli {
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Filter, group and aggregate a CSV glob.
     Query(Box<query::QueryArgs>),
+    /// Filter, pluck, count and group a bag of JSON records (JSON-lines files).
+    Bag(Box<bag::BagArgs>),
     /// Write generated data sets (timeseries, the db-benchmark groupby table).
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -168,6 +171,7 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Query(a) => query::run(*a),
+        Command::Bag(a) => bag::run(*a),
         Command::Datasets(c) => datasets::run(c),
         Command::Demo(a) => demo::run(a),
     }

@@ -1,4 +1,5 @@
-//! `outcore query`: filter, join, index, group, aggregate, sort and print a CSV glob.
+//! `outcore query`: filter, join, index, group, aggregate, sort and print a CSV (or
+//! JSON-lines) glob.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +17,9 @@ use super::RunArgs;
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// CSV files: a glob ('data/*.csv'), a folder, or a file.
+    /// CSV files: a glob ('data/*.csv'), a folder, or a file; a glob ending in
+    /// .json, .jsonl or .ndjson is read as JSON lines (nested objects as struct
+    /// columns).
     glob: String,
     /// Keep rows where this is true, e.g. "y > 0 and name != 'Bob'".
     #[arg(long)]
@@ -98,16 +101,35 @@ fn parse_dtype(s: &str) -> std::result::Result<(String, DataType), String> {
     Ok((col.trim().to_string(), t))
 }
 
+/// JSON-lines globs (`.json`, `.jsonl`, `.ndjson`, compressed or not) are read as
+/// JSON frames; everything else as CSV.
+fn is_json_glob(glob: &str) -> bool {
+    let g = glob.trim_end_matches(".gz").trim_end_matches(".zst");
+    [".json", ".jsonl", ".ndjson"]
+        .iter()
+        .any(|e| g.ends_with(e))
+}
+
 pub fn run(a: QueryArgs) -> Result<()> {
     let started = Instant::now();
     let session = a.run.session()?;
-    let mut reader = session
-        .read_csv(&a.glob)
-        .with_parse_dates(a.parse_dates.clone());
-    for (c, t) in &a.dtype {
-        reader = reader.with_dtype(c, t.clone());
-    }
-    let mut df = reader.load()?;
+    let mut df = if is_json_glob(&a.glob) {
+        if !a.dtype.is_empty() || !a.parse_dates.is_empty() {
+            return Err(Error::plan(
+                "query",
+                "--dtype and --parse-dates are for CSV; JSON values carry their types",
+            ));
+        }
+        session.read_json_frame(&a.glob).load()?
+    } else {
+        let mut reader = session
+            .read_csv(&a.glob)
+            .with_parse_dates(a.parse_dates.clone());
+        for (c, t) in &a.dtype {
+            reader = reader.with_dtype(c, t.clone());
+        }
+        reader.load()?
+    };
     if let Some(f) = &a.filter {
         df = df.filter(parse(f)?)?;
     }

@@ -118,8 +118,27 @@ fn tokenize(input: &str) -> Result<Vec<Spanned>> {
             continue;
         }
         if c.is_alphabetic() || c == '_' {
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                i += 1;
+            // A name may be a field path (`address.city`, `transactions[].amount`),
+            // so bags can filter on nested fields; frames see one dotted name.
+            let is_name = |ch: char| ch.is_alphanumeric() || ch == '_';
+            while i < chars.len() {
+                let dot_name = chars[i] == '.'
+                    && chars
+                        .get(i + 1)
+                        .is_some_and(|&n| n.is_alphabetic() || n == '_');
+                if is_name(chars[i]) || dot_name {
+                    i += 1;
+                } else if chars[i] == '[' {
+                    let close = chars[i..].iter().position(|&ch| ch == ']');
+                    match close {
+                        Some(k) if chars[i + 1..i + k].iter().all(|ch| ch.is_ascii_digit()) => {
+                            i += k + 1
+                        }
+                        _ => break,
+                    }
+                } else {
+                    break;
+                }
             }
             out.push((Tok::Ident(chars[start..i].iter().collect()), start));
             continue;

@@ -18,7 +18,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use join::{How, JoinStrategy, MergeOptions};
 pub use ordering::SetIndexOptions;
-pub use plan::{Index, PartitionFn, Plan, ReduceFn};
+pub use plan::{FrameSource, Index, PartitionFn, Plan, ReduceFn};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
 use crate::error::{Error, Result};
@@ -50,6 +50,19 @@ impl std::fmt::Debug for DataFrame {
 impl DataFrame {
     pub(crate) fn from_csv(session: Session, source: Arc<CsvSource>) -> DataFrame {
         let plan = Arc::new(Plan::ReadCsv {
+            source,
+            projection: None,
+        });
+        DataFrame {
+            schema: plan.schema(),
+            plan,
+            session,
+        }
+    }
+
+    /// A frame over the partitions of `source` (a JSON-lines read, a bag).
+    pub fn from_source(session: Session, source: Arc<dyn FrameSource>) -> DataFrame {
+        let plan = Arc::new(Plan::Source {
             source,
             projection: None,
         });
@@ -511,7 +524,7 @@ impl DataFrame {
     pub fn read_columns(&self) -> Vec<String> {
         fn find(p: &Plan) -> Option<Vec<String>> {
             match p {
-                Plan::ReadCsv { .. } => Some(
+                Plan::ReadCsv { .. } | Plan::Source { .. } => Some(
                     p.schema()
                         .fields()
                         .iter()

@@ -52,6 +52,23 @@ pub struct Index {
     pub divisions: Option<Arc<[ScalarValue]>>,
 }
 
+/// A leaf of a plan whose tasks its own code makes: JSON-lines reads, bags turned
+/// into frames. `lower` adds the layers for the partitions, decoding only the
+/// `projection` columns of `schema()` (all when `None`), and returns their keys.
+pub trait FrameSource: Send + Sync {
+    /// Every column the source can give.
+    fn schema(&self) -> SchemaRef;
+    /// Number of partitions.
+    fn npartitions(&self) -> usize;
+    /// Adds the source's layers to `graph`; returns a key per partition.
+    fn lower(
+        &self,
+        projection: Option<&[usize]>,
+        graph: &mut Graph,
+        ctx: &Arc<RunContext>,
+    ) -> Vec<Key>;
+}
+
 /// One node of a frame's logical plan.
 pub enum Plan {
     /// Blocks of a CSV glob; `projection` is filled in by pruning.
@@ -152,6 +169,13 @@ pub enum Plan {
         /// The index.
         index: Index,
     },
+    /// The partitions of a [`FrameSource`]; `projection` is filled in by pruning.
+    Source {
+        /// The source.
+        source: Arc<dyn FrameSource>,
+        /// Column indexes to decode; all when `None`.
+        projection: Option<Vec<usize>>,
+    },
 }
 
 impl Plan {
@@ -175,6 +199,9 @@ impl Plan {
             Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
             Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
             Plan::Join { spec, .. } => spec.output.clone(),
+            Plan::Source { source, projection } => {
+                crate::io::json::project(&source.schema(), projection.as_deref())
+            }
         }
     }
 
@@ -191,6 +218,7 @@ impl Plan {
             Plan::SelectPartitions { partitions, .. } => partitions.len(),
             Plan::TreeReduce { .. } => 1,
             Plan::Join { npartitions, .. } => *npartitions,
+            Plan::Source { source, .. } => source.npartitions(),
         }
     }
 }
@@ -199,7 +227,7 @@ impl Plan {
     /// The plans this one reads.
     pub fn inputs(&self) -> Vec<&Arc<Plan>> {
         match self {
-            Plan::ReadCsv { .. } => vec![],
+            Plan::ReadCsv { .. } | Plan::Source { .. } => vec![],
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::MapPartitions { input, .. }
@@ -244,7 +272,8 @@ impl Plan {
             | Plan::Aggregate { .. }
             | Plan::Shuffle { .. }
             | Plan::SelectPartitions { .. }
-            | Plan::TreeReduce { .. } => None,
+            | Plan::TreeReduce { .. }
+            | Plan::Source { .. } => None,
             // merge_with wraps a join that keeps the left's index.
             Plan::Join { .. } => None,
             Plan::WithIndex { index, .. } => Some(index.clone()),
@@ -272,6 +301,18 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                     .collect()
             });
             Arc::new(Plan::ReadCsv {
+                source: source.clone(),
+                projection,
+            })
+        }
+        Plan::Source { source, .. } => {
+            let schema = source.schema();
+            let projection = required.map(|req| {
+                (0..schema.fields().len())
+                    .filter(|&i| req.contains(schema.field(i).name()))
+                    .collect()
+            });
+            Arc::new(Plan::Source {
                 source: source.clone(),
                 projection,
             })
@@ -686,6 +727,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             graph.add_layer(Layer { name, tasks });
             keys
         }
+        Plan::Source { source, projection } => source.lower(projection.as_deref(), graph, ctx),
         Plan::Filter { input, predicate } => {
             let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(FilterOp {

@@ -47,6 +47,19 @@ pub fn split(file: usize, data_start: u64, size: u64, blocksize: u64) -> Vec<Blo
 /// Reads the whole lines that start in `[start, end)` of `path`, whose data begins at
 /// `data_start`. Returns the bytes and the file offset of the first of them.
 pub fn read_lines(path: &Path, data_start: u64, start: u64, end: u64) -> Result<(Vec<u8>, u64)> {
+    read_lines_limited(path, data_start, start, end, u64::MAX)
+}
+
+/// [`read_lines`], but finishing the last line reads at most `max_line_bytes` past
+/// the block's end: a file with no line ends is an error naming the line, not an
+/// out-of-memory.
+pub fn read_lines_limited(
+    path: &Path,
+    data_start: u64,
+    start: u64,
+    end: u64,
+    max_line_bytes: u64,
+) -> Result<(Vec<u8>, u64)> {
     if end <= start {
         return Ok((Vec::new(), start));
     }
@@ -73,7 +86,23 @@ pub fn read_lines(path: &Path, data_start: u64, start: u64, end: u64) -> Result<
     if buf.last() != Some(&b'\n') && buf.len() as u64 == end - begin {
         // Finish the last line: read on until its newline or the end of the file.
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut past_end = 0u64;
         loop {
+            if past_end > max_line_bytes {
+                let line_start = begin
+                    + skip as u64
+                    + memchr::memrchr(b'\n', &buf[skip..]).map_or(0, |i| i as u64 + 1);
+                return Err(Error::Malformed {
+                    at: crate::error::Location {
+                        path: path.to_path_buf(),
+                        line: line_of_offset(path, line_start),
+                    },
+                    reason: format!(
+                        "a line is longer than the limit of {} bytes; raise the limit (max_line_bytes) if the file really has such lines",
+                        max_line_bytes
+                    ),
+                });
+            }
             let n = f.read(&mut chunk).map_err(io)?;
             if n == 0 {
                 break;
@@ -83,6 +112,7 @@ pub fn read_lines(path: &Path, data_start: u64, start: u64, end: u64) -> Result<
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
+            past_end += n as u64;
         }
     }
     buf.drain(..skip);

@@ -1,6 +1,6 @@
 //! Reading files into partitions: glob expansion ([`glob`]), byte-range blocks aligned
 //! to line ends ([`blocks`]), schema inference that samples several files ([`infer`]),
-//! and the CSV block decoder ([`csv`]).
+//! the CSV block decoder ([`csv`]), and JSON-lines and text sources ([`json`]).
 //!
 //! ```text
 //!   "data/*.csv" ─glob─► files ─headers, sizes─► blocks (≈ blocksize each, one per partition)
@@ -12,6 +12,8 @@ pub mod blocks;
 pub mod csv;
 pub mod glob;
 pub mod infer;
+pub mod json;
+pub mod staged;
 pub mod tokenize;
 
 pub use self::csv::{CsvOptions, CsvSource};

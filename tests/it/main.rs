@@ -1,6 +1,7 @@
 //! The integration tests of outcore, one binary: `cargo test --test it`.
 
 mod aggs;
+mod bag;
 mod cli;
 mod common;
 mod frame_ops;

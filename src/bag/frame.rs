@@ -1,0 +1,217 @@
+//! Frames from JSON: `Session::read_json_frame` (JSON lines decoded straight into
+//! Arrow batches by arrow's JSON reader, only the columns the query uses) and
+//! `Bag::to_dataframe` (a bag's records, which must be objects, as batches). Both are
+//! [`FrameSource`]s, so every frame operation works on them.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use serde_json::Value as J;
+
+use super::{layer_name, per_partition, records, Bag, LowerCtx};
+use crate::error::{Error, Result};
+use crate::frame::{DataFrame, FrameSource};
+use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
+use crate::io::json::{
+    infer_schema, project, read_frame_block, LinesOptions, LinesSource, DEFAULT_MAX_LINE_BYTES,
+};
+use crate::scheduler::RunContext;
+use crate::session::Session;
+
+/// Lines per sampled file for schema inference.
+const SAMPLE_LINES: usize = 1000;
+
+/// Options for [`Session::read_json_frame`]; `load` opens the files.
+#[must_use]
+pub struct JsonFrameReadBuilder {
+    session: Session,
+    pattern: String,
+    options: LinesOptions,
+    schema: Option<SchemaRef>,
+}
+
+impl JsonFrameReadBuilder {
+    pub(crate) fn new(session: Session, pattern: String) -> Self {
+        JsonFrameReadBuilder {
+            options: LinesOptions {
+                blocksize: session.blocksize(),
+                max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            },
+            session,
+            pattern,
+            schema: None,
+        }
+    }
+
+    /// Bytes per partition of uncompressed files.
+    pub fn with_blocksize(mut self, bytes: u64) -> Self {
+        self.options.blocksize = bytes;
+        self
+    }
+
+    /// The longest line accepted (default 64 MiB).
+    pub fn with_max_line_bytes(mut self, bytes: u64) -> Self {
+        self.options.max_line_bytes = bytes;
+        self
+    }
+
+    /// Declares the schema instead of inferring it (fields not in it are ignored).
+    pub fn with_schema(mut self, schema: SchemaRef) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// Expands the glob, cuts blocks, and infers the schema from samples of several
+    /// files (unless given).
+    pub fn load(self) -> Result<DataFrame> {
+        let source = LinesSource::open("read_json", &self.pattern, &self.options)?;
+        let schema = match self.schema {
+            Some(s) => s,
+            None => infer_schema(&source, SAMPLE_LINES)?,
+        };
+        Ok(DataFrame::from_source(
+            self.session,
+            Arc::new(JsonFrameSource {
+                source: Arc::new(source),
+                schema,
+            }),
+        ))
+    }
+}
+
+struct JsonFrameSource {
+    source: Arc<LinesSource>,
+    schema: SchemaRef,
+}
+
+impl FrameSource for JsonFrameSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn npartitions(&self) -> usize {
+        self.source.blocks.len()
+    }
+
+    fn lower(
+        &self,
+        projection: Option<&[usize]>,
+        graph: &mut Graph,
+        ctx: &Arc<RunContext>,
+    ) -> Vec<Key> {
+        let schema = project(&self.schema, projection);
+        let name = layer_name("read-json-frame");
+        let tasks: Vec<Task> = (0..self.source.blocks.len())
+            .map(|i| {
+                let (source, schema, ctx) = (self.source.clone(), schema.clone(), ctx.clone());
+                Task {
+                    key: Key::new(&name, i),
+                    deps: vec![],
+                    op: FnOperator::new("read-json-frame", move |_: &[Arc<Value>]| {
+                        let batch = read_frame_block(&source, i, &schema)?;
+                        let b = source.blocks[i];
+                        ctx.add_bytes_read(b.end - b.start);
+                        Ok(Value::Batch(batch))
+                    }),
+                }
+            })
+            .collect();
+        let keys = tasks.iter().map(|t| t.key.clone()).collect();
+        graph.add_layer(Layer { name, tasks });
+        keys
+    }
+}
+
+struct BagFrameSource {
+    bag: Bag,
+    schema: SchemaRef,
+}
+
+impl FrameSource for BagFrameSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn npartitions(&self) -> usize {
+        self.bag.npartitions
+    }
+
+    fn lower(
+        &self,
+        projection: Option<&[usize]>,
+        graph: &mut Graph,
+        ctx: &Arc<RunContext>,
+    ) -> Vec<Key> {
+        let lctx = LowerCtx {
+            run: ctx.clone(),
+            skipped: Default::default(),
+        };
+        let inputs = self.bag.lower(graph, &lctx);
+        let schema = project(&self.schema, projection);
+        per_partition(
+            graph,
+            "to-frame",
+            &inputs,
+            Arc::new(move |_, v| Ok(Value::Batch(records_to_batch(records(v)?, &schema)?))),
+        )
+    }
+}
+
+/// Records (objects) as one batch of `schema`; missing fields are null, others
+/// ignored.
+pub(crate) fn records_to_batch(rs: &[J], schema: &SchemaRef) -> Result<arrow::array::RecordBatch> {
+    if let Some(bad) = rs.iter().find(|r| !r.is_object()) {
+        return Err(Error::plan(
+            "to_dataframe",
+            format!(
+                "every record must be an object, found {}",
+                crate::io::json::line_head(bad.to_string().as_bytes())
+            ),
+        ));
+    }
+    if schema.fields().is_empty() {
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rs.len()));
+        return Ok(arrow::array::RecordBatch::try_new_with_options(
+            schema.clone(),
+            vec![],
+            &options,
+        )?);
+    }
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(rs.len().max(1))
+        .build_decoder()?;
+    decoder.serialize(rs)?;
+    Ok(decoder
+        .flush()?
+        .unwrap_or_else(|| arrow::array::RecordBatch::new_empty(schema.clone())))
+}
+
+impl Bag {
+    /// The bag as a frame: each partition's records (objects) become a batch of
+    /// `schema`, or of a schema inferred from the first records when `None` (Dask's
+    /// `to_dataframe` also looks at the first partition).
+    pub fn to_dataframe(&self, schema: Option<SchemaRef>) -> Result<DataFrame> {
+        let schema = match schema {
+            Some(s) => s,
+            None => {
+                let sample = self.take(1000)?;
+                if sample.is_empty() {
+                    return Err(Error::plan(
+                        "to_dataframe",
+                        "the bag's first partitions are empty; give a schema",
+                    ));
+                }
+                Arc::new(arrow::json::reader::infer_json_schema_from_iterator(
+                    sample.iter().map(Ok),
+                )?)
+            }
+        };
+        Ok(DataFrame::from_source(
+            self.session.clone(),
+            Arc::new(BagFrameSource {
+                bag: self.clone(),
+                schema,
+            }),
+        ))
+    }
+}

@@ -1,0 +1,339 @@
+//! Parsing only what a query reads. The bag tracks which parts of the raw records
+//! its steps can see: a `query` reads its field paths, a `pluck` moves to a
+//! sub-value, `flatten` into a list's elements, `select_paths` keeps only some
+//! paths, `count` reads nothing; a closure (`map`, `filter`, `map_partitions`) may
+//! read anything. When the result needs only part of each record, the reader builds
+//! just that part ([`Need`]) and skips the rest of the line without allocating
+//! (serde's `IgnoredAny`): `filter → count` builds nothing but the filtered fields,
+//! and `pluck transactions → flatten → pluck amount` only the amounts. Lines are
+//! still fully checked as JSON, so a bad line fails the same way.
+//!
+//! Invariant: parsing with a projection gives the same record as parsing whole and
+//! then [`prune`], and every later step reads only what the projection kept.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value as J};
+
+use super::path::{FieldPath, Seg};
+
+/// The parts of a value that are needed: all of it, or some fields and (for lists)
+/// some part of every element. Structure along a needed path is kept (objects with
+/// only the needed keys, lists with their elements), so a missing field stays
+/// missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Need {
+    whole: bool,
+    fields: BTreeMap<String, Need>,
+    items: Option<Box<Need>>,
+}
+
+impl Need {
+    fn at(&mut self, segs: &[Seg]) -> &mut Need {
+        let mut n = self;
+        for s in segs {
+            n = match s {
+                Seg::Field(f) => n.fields.entry(f.clone()).or_default(),
+                Seg::Each | Seg::Index(_) => n.items.get_or_insert_with(Default::default),
+            };
+        }
+        n
+    }
+
+    fn whole_at(&mut self, segs: &[Seg]) {
+        self.at(segs).whole = true;
+    }
+}
+
+/// What the bag's steps may read of the raw records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fields {
+    /// The steps read `need`; the records flowing on are the values at `cursor`
+    /// (a path in the raw record, `[]` after a flatten), and a later consumer reads
+    /// them whole.
+    Reading { need: Need, cursor: Vec<Seg> },
+    /// Only `need` is ever read.
+    Only(Need),
+    /// A step may read anything.
+    All,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields::Reading {
+            need: Need::default(),
+            cursor: Vec::new(),
+        }
+    }
+}
+
+fn join(cursor: &[Seg], p: &FieldPath) -> Vec<Seg> {
+    let mut v = cursor.to_vec();
+    v.extend_from_slice(p.segs());
+    v
+}
+
+impl Fields {
+    /// After a step that reads `paths` of the current records and lets them flow on.
+    pub(crate) fn read(&self, paths: &[FieldPath]) -> Fields {
+        match self {
+            Fields::Reading { need, cursor } => {
+                let mut need = need.clone();
+                for p in paths {
+                    need.whole_at(&join(cursor, p));
+                }
+                Fields::Reading {
+                    need,
+                    cursor: cursor.clone(),
+                }
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// After a step that replaces each record by the value at `p`.
+    pub(crate) fn pluck(&self, p: &FieldPath) -> Fields {
+        match self {
+            Fields::Reading { need, cursor } => {
+                let cursor = join(cursor, p);
+                let mut need = need.clone();
+                need.at(&cursor);
+                Fields::Reading { need, cursor }
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// After `flatten`: the records are the elements of the current lists.
+    pub(crate) fn flatten(&self) -> Fields {
+        match self {
+            Fields::Reading { need, cursor } => {
+                let mut cursor = cursor.clone();
+                cursor.push(Seg::Each);
+                // The list's elements are kept (each a record), even if nothing
+                // of them is read.
+                let mut need = need.clone();
+                need.at(&cursor);
+                Fields::Reading { need, cursor }
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// After a step that keeps only `paths` of each record: nothing else can be read.
+    pub(crate) fn select(&self, paths: &[FieldPath]) -> Fields {
+        match self.read(paths) {
+            Fields::Reading { need, .. } => Fields::Only(need),
+            other => other,
+        }
+    }
+
+    /// After a step that reads nothing of the records (a count).
+    pub(crate) fn discard(&self) -> Fields {
+        match self {
+            Fields::Reading { need, .. } => Fields::Only(need.clone()),
+            other => other.clone(),
+        }
+    }
+
+    /// After a closure: it may read anything.
+    pub(crate) fn opaque(&self) -> Fields {
+        match self {
+            Fields::Only(n) => Fields::Only(n.clone()),
+            _ => Fields::All,
+        }
+    }
+
+    /// What the reader must build of each raw record, or `None` for all of it.
+    pub(crate) fn projection(&self) -> Option<Need> {
+        let need = match self {
+            Fields::Reading { need, cursor } => {
+                let mut need = need.clone();
+                need.whole_at(cursor);
+                need
+            }
+            Fields::Only(need) => need.clone(),
+            Fields::All => return None,
+        };
+        (!need.whole).then_some(need)
+    }
+}
+
+/// `v` with only the needed parts (what a projected parse gives). In place, so a
+/// record that was parsed projected passes through without rebuilding.
+pub fn prune(mut v: J, need: &Need) -> J {
+    prune_in_place(&mut v, need);
+    v
+}
+
+fn prune_in_place(v: &mut J, need: &Need) {
+    if need.whole {
+        return;
+    }
+    match v {
+        J::Object(o) => {
+            o.retain(|k, _| need.fields.contains_key(k));
+            for (k, x) in o.iter_mut() {
+                if let Some(n) = need.fields.get(k) {
+                    prune_in_place(x, n);
+                }
+            }
+        }
+        J::Array(items) => match &need.items {
+            Some(n) => items.iter_mut().for_each(|x| prune_in_place(x, n)),
+            None => items.clear(),
+        },
+        _ => {}
+    }
+}
+
+/// Parses one JSON line building only the needed parts.
+pub(crate) fn parse_projected(line: &[u8], need: &Need) -> serde_json::Result<J> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let v = Proj(need).deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+struct Proj<'a>(&'a Need);
+
+impl<'de> DeserializeSeed<'de> for Proj<'_> {
+    type Value = J;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<J, D::Error> {
+        if self.0.whole {
+            serde::Deserialize::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Proj<'_> {
+    type Value = J;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<J, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(Pick(&self.0.fields))? {
+            match key {
+                Some((k, n)) => {
+                    let v = map.next_value_seed(Proj(n))?;
+                    out.insert(k, v);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(J::Object(out))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<J, A::Error> {
+        let mut out = Vec::new();
+        match &self.0.items {
+            Some(n) => {
+                while let Some(v) = seq.next_element_seed(Proj(n))? {
+                    out.push(v);
+                }
+            }
+            None => while seq.next_element::<IgnoredAny>()?.is_some() {},
+        }
+        Ok(J::Array(out))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<J, E> {
+        Ok(J::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<J, E> {
+        Ok(J::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<J, E> {
+        Ok(J::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<J, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(J::Null, J::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<J, E> {
+        Ok(J::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<J, E> {
+        Ok(J::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<J, E> {
+        Ok(J::Null)
+    }
+    fn visit_none<E>(self) -> Result<J, E> {
+        Ok(J::Null)
+    }
+}
+
+/// A key: its text and what is needed below it, or `None` (no allocation) when it
+/// is not needed.
+struct Pick<'a>(&'a BTreeMap<String, Need>);
+
+impl<'de, 'a> DeserializeSeed<'de> for Pick<'a> {
+    type Value = Option<(String, &'a Need)>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for Pick<'a> {
+    type Value = Option<(String, &'a Need)>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.get(v).map(|n| (v.to_string(), n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p(s: &str) -> FieldPath {
+        FieldPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn projection_keeps_what_the_steps_read_and_checks_the_rest() {
+        let line = br#"{"a": 1, "b": {"x": [1, 2, {"y": "\u00e9"}]}, "t": [{"m": 1, "d": "x"}, {"d": "y"}], "c": [true]}"#;
+        let whole: J = serde_json::from_slice(line).unwrap();
+        let cases = [
+            (
+                Fields::default().read(&[p("a"), p("b.x[2].y")]).discard(),
+                json!({"a": 1, "b": {"x": [1, 2, {"y": "é"}]}}),
+            ),
+            (
+                Fields::default().pluck(&p("t")).flatten().pluck(&p("m")),
+                json!({"t": [{"m": 1}, {}]}),
+            ),
+            (
+                Fields::default().select(&[p("c"), p("a")]),
+                json!({"a": 1, "c": [true]}),
+            ),
+            (Fields::default().discard(), json!({})),
+            (
+                Fields::default().pluck(&p("t")).flatten().discard(),
+                json!({"t": [{}, {}]}),
+            ),
+        ];
+        for (fields, expected) in cases {
+            let need = fields.projection().unwrap();
+            assert_eq!(parse_projected(line, &need).unwrap(), expected);
+            assert_eq!(prune(whole.clone(), &need), expected);
+        }
+        assert_eq!(Fields::default().projection(), None);
+        assert_eq!(
+            Fields::default().read(&[p("a")]).opaque().projection(),
+            None
+        );
+        let need = Fields::default().discard().projection().unwrap();
+        assert!(parse_projected(br#"{"a": 1, "b": [1, }"#, &need).is_err());
+        assert!(parse_projected(br#"{"a": 1} x"#, &need).is_err());
+        assert_eq!(parse_projected(b"[1, 2]", &need).unwrap(), json!([]));
+    }
+}

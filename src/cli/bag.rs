@@ -1,0 +1,571 @@
+//! `outcore bag`: a bag of JSON records (or text lines) from a glob: filter, pluck,
+//! flatten, then one result (a count, frequencies, distinct values, top k, a sum or
+//! mean, a groupby with aggregations) or the records themselves, as JSON lines or
+//! CSV, to stdout or one file per partition in `--out DIR`.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use clap::{ArgGroup, Args, ValueEnum};
+use outcore::bag::{key_path, Bag, BagStats, FieldPath, OnError};
+use outcore::{Error, Result};
+use serde_json::Value as J;
+
+use super::{parse_size, RunArgs};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum BagFormat {
+    /// One JSON value per line.
+    Json,
+    /// CSV: objects by field, lists by position, other values as one column.
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OnErrorArg {
+    /// Fail, naming the file and line.
+    Raise,
+    /// Skip the line and report how many were skipped.
+    Skip,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("result").multiple(false).args([
+    "count", "frequencies", "distinct", "topk", "sum", "mean", "min", "max", "std", "var",
+    "groupby", "take",
+])))]
+pub struct BagArgs {
+    /// JSON-lines files (or text with --text): a glob, a folder, or a file; .gz and
+    /// .zst files are read whole.
+    glob: String,
+    /// Read lines of text instead of JSON records.
+    #[arg(long)]
+    text: bool,
+    /// Keep records where this is true, e.g. "age > 30 and address.city == 'Oslo'".
+    #[arg(long)]
+    filter: Option<String>,
+    /// Replace each record by the value at this path, e.g. address.city or
+    /// transactions[].amount.
+    #[arg(long)]
+    pluck: Option<String>,
+    /// With --pluck: the value (JSON) for records without the path, instead of an
+    /// error.
+    #[arg(long, requires = "pluck")]
+    default: Option<String>,
+    /// Replace each record (a list) by its elements.
+    #[arg(long)]
+    flatten: bool,
+    /// Print the number of records.
+    #[arg(long)]
+    count: bool,
+    /// Print each distinct record with its count.
+    #[arg(long)]
+    frequencies: bool,
+    /// Print each distinct record once.
+    #[arg(long)]
+    distinct: bool,
+    /// Print the K largest records (by --by PATH).
+    #[arg(long, value_name = "K")]
+    topk: Option<usize>,
+    /// The path --topk orders by.
+    #[arg(long, requires = "topk", value_name = "PATH")]
+    by: Option<String>,
+    /// Print the sum of the values at PATH (every element when the path has []).
+    #[arg(long, value_name = "PATH")]
+    sum: Option<String>,
+    /// Print the mean of the values at PATH.
+    #[arg(long, value_name = "PATH")]
+    mean: Option<String>,
+    /// Print the smallest value at PATH.
+    #[arg(long, value_name = "PATH")]
+    min: Option<String>,
+    /// Print the largest value at PATH.
+    #[arg(long, value_name = "PATH")]
+    max: Option<String>,
+    /// Print the standard deviation of the values at PATH (--ddof, default 0 as
+    /// Dask's bag).
+    #[arg(long, value_name = "PATH")]
+    std: Option<String>,
+    /// Print the variance of the values at PATH (--ddof, default 0 as Dask's bag).
+    #[arg(long, value_name = "PATH")]
+    var: Option<String>,
+    /// Delta degrees of freedom of --std and --var.
+    #[arg(long, default_value_t = 0)]
+    ddof: u32,
+    /// Group records by the value at PATH; with --agg, one object per group, else
+    /// [key, [records...]] pairs.
+    #[arg(long, value_name = "PATH")]
+    groupby: Option<String>,
+    /// With --groupby: 'count(), sum(PATH), mean(PATH), min(PATH), max(PATH)'.
+    #[arg(long, requires = "groupby")]
+    agg: Option<String>,
+    /// Print the first N records.
+    #[arg(long, value_name = "N")]
+    take: Option<usize>,
+    /// Partitions of the result of --frequencies, --distinct and --groupby
+    /// (default: input partitions / 8).
+    #[arg(long)]
+    split_out: Option<usize>,
+    /// Lines that are not valid JSON: raise (default) or skip (and report the count).
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Raise)]
+    on_error: OnErrorArg,
+    /// The longest line accepted, e.g. 64MiB (default).
+    #[arg(long, value_parser = parse_size)]
+    max_line_bytes: Option<u64>,
+    /// Write the records as JSON lines, one file per partition, into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace the --out folder if it exists.
+    #[arg(long)]
+    overwrite: bool,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = BagFormat::Json)]
+    format: BagFormat,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// One aggregation of `--agg`.
+#[derive(Clone)]
+struct BagAgg {
+    func: String,
+    path: Option<FieldPath>,
+    name: String,
+}
+
+fn parse_bag_aggs(s: &str) -> Result<Vec<BagAgg>> {
+    let mut out = Vec::new();
+    for part in split_top(s) {
+        let t = part.trim();
+        let bad = || {
+            Error::plan(
+                "bag",
+                format!("invalid aggregation {t:?}; write e.g. 'count(), sum(transactions[].amount), mean(age)'"),
+            )
+        };
+        let open = t.find('(').ok_or_else(bad)?;
+        let inner = t
+            .strip_suffix(')')
+            .ok_or_else(bad)?
+            .get(open + 1..)
+            .ok_or_else(bad)?
+            .trim();
+        let func = t[..open].trim().to_ascii_lowercase();
+        if !matches!(func.as_str(), "count" | "sum" | "mean" | "min" | "max") {
+            return Err(Error::plan(
+                "bag",
+                format!("unknown aggregation {func:?}; use count, sum, mean, min or max"),
+            ));
+        }
+        let path = if inner.is_empty() {
+            if func != "count" {
+                return Err(bad());
+            }
+            None
+        } else {
+            Some(FieldPath::parse(inner)?)
+        };
+        out.push(BagAgg {
+            name: format!("{func}({inner})"),
+            func,
+            path,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::plan("bag", "--agg names no aggregation"));
+    }
+    Ok(out)
+}
+
+/// Splits on commas outside brackets and parentheses.
+fn split_top(s: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut out) = (0i32, 0usize, Vec::new());
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if !s[start..].trim().is_empty() {
+        out.push(&s[start..]);
+    }
+    out
+}
+
+/// The numbers at `path` of `r`: every element when the value is a list.
+fn values_at(path: &Option<FieldPath>, r: &J, out: &mut Vec<J>) {
+    let Some(p) = path else {
+        out.push(r.clone());
+        return;
+    };
+    match p.get(r).map(std::borrow::Cow::into_owned) {
+        Some(J::Array(items)) => out.extend(items.into_iter().filter(|v| !v.is_null())),
+        Some(J::Null) | None => {}
+        Some(v) => out.push(v),
+    }
+}
+
+fn fnum(x: f64) -> J {
+    serde_json::Number::from_f64(x).map_or(J::Null, J::Number)
+}
+
+fn better(func: &str, new: &J, old: &J) -> bool {
+    if old.is_null() {
+        return true;
+    }
+    let ord = match (new, old) {
+        (J::String(a), J::String(b)) => a.cmp(b),
+        _ => new
+            .as_f64()
+            .unwrap_or(f64::NAN)
+            .total_cmp(&old.as_f64().unwrap_or(f64::NAN)),
+    };
+    if func == "min" {
+        ord.is_lt()
+    } else {
+        ord.is_gt()
+    }
+}
+
+/// `--groupby PATH --agg ...` as a foldby: the accumulator holds, per aggregation,
+/// a count, a sum, or the extreme so far; finished into one object per group.
+fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
+    // Only the key and the aggregated paths are parsed.
+    let mut reads = vec![key.to_string()];
+    reads.extend(
+        aggs.iter()
+            .filter_map(|a| a.path.as_ref())
+            .map(|p| p.to_string()),
+    );
+    let aggs = Arc::new(aggs);
+    // Each record becomes [key, [values of agg 1], [values of agg 2], ...] as soon as
+    // it is parsed, so a partition holds small lists rather than records.
+    let (a0, a1, a2, a3) = (aggs.clone(), aggs.clone(), aggs.clone(), aggs.clone());
+    let key_at = FieldPath::parse(key)?;
+    let compact = bag.select_paths(&reads)?.map(move |r| {
+        let mut row = Vec::with_capacity(a0.len() + 1);
+        row.push(key_at.get(&r).map_or(J::Null, std::borrow::Cow::into_owned));
+        for a in a0.iter() {
+            let mut vals = Vec::new();
+            match &a.path {
+                Some(_) => values_at(&a.path, &r, &mut vals),
+                None => vals.push(J::Null),
+            }
+            row.push(J::Array(vals));
+        }
+        Ok(J::Array(row))
+    });
+    let initial = J::Array(
+        aggs.iter()
+            .map(|a| match a.func.as_str() {
+                "mean" => J::Array(vec![fnum(0.0), J::from(0u64)]),
+                "min" | "max" => J::Null,
+                "count" => J::from(0u64),
+                _ => fnum(0.0),
+            })
+            .collect(),
+    );
+    let folded = compact.foldby(
+        Arc::new(|r: &J| Ok(r.get(0).cloned().unwrap_or(J::Null))),
+        move |acc, r| {
+            let J::Array(mut acc) = acc else {
+                return Ok(acc);
+            };
+            for (i, (slot, a)) in acc.iter_mut().zip(a1.iter()).enumerate() {
+                let vals = r
+                    .get(i + 1)
+                    .and_then(J::as_array)
+                    .map_or(&[][..], |v| &v[..]);
+                merge_slot(&a.func, slot, vals, false)?;
+            }
+            Ok(J::Array(acc))
+        },
+        initial,
+        move |a, b| {
+            let (J::Array(mut a), J::Array(b)) = (a, b) else {
+                return Err(Error::Internal("groupby partials are not lists".into()));
+            };
+            for ((slot, other), ag) in a.iter_mut().zip(b).zip(a2.iter()) {
+                merge_slot(&ag.func, slot, std::slice::from_ref(&other), true)?;
+            }
+            Ok(J::Array(a))
+        },
+    );
+    let key_name = key.to_string();
+    Ok(folded.map(move |pair| {
+        let J::Array(mut kv) = pair else {
+            return Err(Error::Internal("a groupby result is not a pair".into()));
+        };
+        let acc = kv.pop().unwrap_or(J::Null);
+        let k = kv.pop().unwrap_or(J::Null);
+        let mut obj = serde_json::Map::new();
+        obj.insert(key_name.clone(), k);
+        if let J::Array(slots) = acc {
+            for (slot, a) in slots.into_iter().zip(a3.iter()) {
+                let v = match a.func.as_str() {
+                    "mean" => {
+                        let n = slot.get(1).and_then(J::as_f64).unwrap_or(0.0);
+                        let s = slot.get(0).and_then(J::as_f64).unwrap_or(0.0);
+                        if n > 0.0 {
+                            fnum(s / n)
+                        } else {
+                            J::Null
+                        }
+                    }
+                    _ => slot,
+                };
+                obj.insert(a.name.clone(), v);
+            }
+        }
+        Ok(J::Object(obj))
+    }))
+}
+
+/// Adds `vals` (values of records, or, when `partial`, another accumulator) into
+/// one aggregation's accumulator.
+fn merge_slot(func: &str, slot: &mut J, vals: &[J], partial: bool) -> Result<()> {
+    let num = |v: &J| {
+        v.as_f64()
+            .ok_or_else(|| Error::plan("bag", format!("{func}: expected a number, found {v}")))
+    };
+    match func {
+        "count" => {
+            let add: u64 = if partial {
+                vals.iter().filter_map(J::as_u64).sum()
+            } else {
+                vals.len() as u64
+            };
+            *slot = J::from(slot.as_u64().unwrap_or(0) + add);
+        }
+        "sum" => {
+            let mut s = slot.as_f64().unwrap_or(0.0);
+            for v in vals {
+                s += num(v)?;
+            }
+            *slot = fnum(s);
+        }
+        "mean" => {
+            let mut s = slot.get(0).and_then(J::as_f64).unwrap_or(0.0);
+            let mut n = slot.get(1).and_then(J::as_u64).unwrap_or(0);
+            for v in vals {
+                if partial {
+                    s += v.get(0).and_then(J::as_f64).unwrap_or(0.0);
+                    n += v.get(1).and_then(J::as_u64).unwrap_or(0);
+                } else {
+                    s += num(v)?;
+                    n += 1;
+                }
+            }
+            *slot = J::Array(vec![fnum(s), J::from(n)]);
+        }
+        _ => {
+            for v in vals {
+                if !v.is_null() && better(func, v, slot) {
+                    *slot = v.clone();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A bag of every value at `path` (each element when it is a list; records
+/// without it left out).
+fn values_bag(bag: &Bag, path: &str) -> Result<Bag> {
+    // A pluck (with a null default) lets the reader extract the values while
+    // parsing; lists are then spread and nulls dropped.
+    Ok(bag.pluck_or(path, J::Null)?.map_partitions(|vals| {
+        let mut out = Vec::with_capacity(vals.len());
+        for v in vals {
+            match v {
+                J::Array(items) => out.extend(items.into_iter().filter(|v| !v.is_null())),
+                J::Null => {}
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    }))
+}
+
+fn csv_cell(v: &J) -> String {
+    let s = match v {
+        J::Null => String::new(),
+        J::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// Writes records to stdout in order, the CSV header once.
+struct Printer {
+    format: BagFormat,
+    header: Mutex<Option<Vec<String>>>,
+}
+
+impl Printer {
+    fn write(&self, records: &[J]) -> Result<()> {
+        let stdout = std::io::stdout();
+        let mut out = BufWriter::new(stdout.lock());
+        let path = Path::new("<stdout>");
+        let io = |e| Error::io(path, e);
+        match self.format {
+            BagFormat::Json => outcore::bag::write_json_lines(&mut out, path, records)?,
+            BagFormat::Csv => {
+                let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
+                for r in records {
+                    let cols: Vec<String> = match r {
+                        J::Object(o) => o.keys().cloned().collect(),
+                        J::Array(a) => (0..a.len()).map(|i| format!("c{i}")).collect(),
+                        _ => vec!["value".into()],
+                    };
+                    if header.is_none() {
+                        writeln!(out, "{}", cols.join(",")).map_err(io)?;
+                        *header = Some(cols.clone());
+                    }
+                    let cells: Vec<String> = match r {
+                        J::Object(o) => header
+                            .as_ref()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|c| csv_cell(o.get(c).unwrap_or(&J::Null)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        J::Array(a) => a.iter().map(csv_cell).collect(),
+                        other => vec![csv_cell(other)],
+                    };
+                    writeln!(out, "{}", cells.join(",")).map_err(io)?;
+                }
+            }
+        }
+        out.flush().map_err(io)
+    }
+}
+
+pub fn run(a: BagArgs) -> Result<()> {
+    let session = a.run.session()?;
+    let mut reader = if a.text {
+        session.read_text(&a.glob)
+    } else {
+        session.read_json(&a.glob)
+    };
+    if let Some(m) = a.max_line_bytes {
+        reader = reader.with_max_line_bytes(m);
+    }
+    if a.on_error == OnErrorArg::Skip {
+        reader = reader.on_error(OnError::Skip);
+    }
+    let mut bag = reader.load()?;
+    let read = bag.clone();
+    if let Some(f) = &a.filter {
+        bag = bag.query(f)?;
+    }
+    if let Some(p) = &a.pluck {
+        bag = match &a.default {
+            Some(d) => {
+                let d: J = serde_json::from_str(d).unwrap_or_else(|_| J::String(d.clone()));
+                bag.pluck_or(p, d)?
+            }
+            None => bag.pluck(p)?,
+        };
+    }
+    if a.flatten {
+        bag = bag.flatten();
+    }
+    if let Some(n) = a.split_out {
+        bag = bag.with_split_out(n)?;
+    }
+    let printer = Printer {
+        format: a.format,
+        header: Mutex::new(None),
+    };
+    let scalar = |v: J, stats: Option<&BagStats>| -> Result<()> {
+        if let Some(s) = stats {
+            a.run.report(&s.run);
+        }
+        report_skipped(&read);
+        printer.write(&[v])
+    };
+    // Reductions to one value print it and return.
+    let reduced: Option<(J, Option<BagStats>)> = if a.count {
+        let (n, stats) = bag.count_with_stats()?;
+        Some((J::from(n), Some(stats)))
+    } else if let Some(p) = &a.sum {
+        Some((fnum(values_bag(&bag, p)?.sum()?), None))
+    } else if let Some(p) = &a.mean {
+        Some((fnum(values_bag(&bag, p)?.mean()?), None))
+    } else if let Some(p) = &a.min {
+        Some((values_bag(&bag, p)?.min()?, None))
+    } else if let Some(p) = &a.max {
+        Some((values_bag(&bag, p)?.max()?, None))
+    } else if let Some(p) = &a.std {
+        Some((fnum(values_bag(&bag, p)?.std(a.ddof)?), None))
+    } else if let Some(p) = &a.var {
+        Some((fnum(values_bag(&bag, p)?.var(a.ddof)?), None))
+    } else if let Some(n) = a.take {
+        let rows = bag.take(n)?;
+        report_skipped(&read);
+        printer.write(&rows)?;
+        return Ok(());
+    } else if let Some(k) = a.topk {
+        let key = a.by.as_deref().map(key_path).transpose()?;
+        let rows = bag.topk(k, key)?;
+        report_skipped(&read);
+        printer.write(&rows)?;
+        return Ok(());
+    } else {
+        None
+    };
+    if let Some((v, stats)) = reduced {
+        return scalar(v, stats.as_ref());
+    }
+    let result = if a.frequencies {
+        bag.frequencies().map(|pair| match pair {
+            J::Array(mut kv) if kv.len() == 2 => {
+                let n = kv.pop().unwrap_or(J::Null);
+                let mut o = serde_json::Map::new();
+                o.insert("value".into(), kv.pop().unwrap_or(J::Null));
+                o.insert("count".into(), n);
+                Ok(J::Object(o))
+            }
+            other => Ok(other),
+        })
+    } else if a.distinct {
+        bag.distinct()
+    } else if let Some(key) = &a.groupby {
+        match &a.agg {
+            Some(spec) => groupby_agg(&bag, key, parse_bag_aggs(spec)?)?,
+            None => bag.groupby(key_path(key)?),
+        }
+    } else {
+        bag
+    };
+    if let Some(dir) = &a.out {
+        let (dir, stats) = result.to_textfiles(dir, a.overwrite)?;
+        a.run.report(&stats.run);
+        report_skipped(&read);
+        eprintln!("wrote {}", dir.display());
+        return Ok(());
+    }
+    let stats = result.for_each_partition(&|_, records| printer.write(records))?;
+    a.run.report(&stats.run);
+    report_skipped(&read);
+    Ok(())
+}
+
+fn report_skipped(read: &Bag) {
+    let n = read.skipped_lines();
+    if n > 0 {
+        eprintln!("skipped {n} lines that were not valid JSON");
+    }
+}

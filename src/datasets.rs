@@ -726,3 +726,6 @@ mod tests {
         );
     }
 }
+
+mod timeseries_frame;
+pub use timeseries_frame::timeseries;

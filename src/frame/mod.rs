@@ -5,6 +5,10 @@
 
 pub mod ops;
 pub mod plan;
+// Time series and reuse (issue #6): each file adds its own `impl DataFrame` block.
+pub mod persist;
+pub mod resample;
+pub mod timerule;
 
 use std::sync::Arc;
 
@@ -12,7 +16,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, SortOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-pub use plan::{Index, PartitionFn, Plan};
+pub use plan::{Index, PartitionFn, Plan, PlanNode};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
 use crate::error::{Error, Result};
@@ -432,6 +436,7 @@ impl DataFrame {
                 | Plan::MapPartitions { input, .. }
                 | Plan::Aggregate { input, .. }
                 | Plan::WithIndex { input, .. } => find(input),
+                Plan::Node { inputs, .. } => inputs.iter().find_map(|p| find(p)),
             }
         }
         find(&plan::prune(&self.plan, None)).unwrap_or_default()

@@ -98,6 +98,42 @@ pub enum Plan {
         /// The index.
         index: Index,
     },
+    /// A node whose logic lives in its own file (time series operations, persisted
+    /// and generated sources): see [`PlanNode`].
+    Node {
+        /// Inputs (none for a source).
+        inputs: Vec<Arc<Plan>>,
+        /// What the node does.
+        node: Arc<dyn PlanNode>,
+    },
+}
+
+/// A plan node defined outside this file. It says what it produces and lowers
+/// itself to layers of tasks, so new operations need no new match arms here.
+///
+/// Contract: `schema`, `npartitions` and `index` are pure; `input_columns` names, for
+/// each input, the columns the node reads given the columns its consumer reads
+/// (`None`: all); the node must then find its input columns by name, since an input
+/// may arrive with fewer columns than its unpruned schema.
+pub trait PlanNode: Send + Sync {
+    /// A short name (`resample`, `persisted`).
+    fn name(&self) -> &str;
+    /// The output schema, given the inputs' (pruned) schemas.
+    fn schema(&self, inputs: &[SchemaRef]) -> SchemaRef;
+    /// Number of output partitions.
+    fn npartitions(&self) -> usize;
+    /// The output's index, if any.
+    fn index(&self) -> Option<Index>;
+    /// The node producing only the columns in `required` (a source's projection),
+    /// when it can do that more cheaply than producing all; `None` keeps it as is.
+    fn pruned(&self, _required: Option<&BTreeSet<String>>) -> Option<Arc<dyn PlanNode>> {
+        None
+    }
+    /// Columns needed of each input when the consumer reads `required`.
+    fn input_columns(&self, required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>>;
+    /// Adds the node's tasks to `graph`, given each input's partition keys; returns
+    /// the key of each output partition.
+    fn lower(&self, inputs: &[Vec<Key>], graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key>;
 }
 
 impl Plan {
@@ -116,6 +152,9 @@ impl Plan {
             Plan::Filter { input, .. } | Plan::WithIndex { input, .. } => input.schema(),
             Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
             Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
+            Plan::Node { inputs, node } => {
+                node.schema(&inputs.iter().map(|p| p.schema()).collect::<Vec<_>>())
+            }
         }
     }
 
@@ -128,6 +167,7 @@ impl Plan {
             | Plan::MapPartitions { input, .. }
             | Plan::WithIndex { input, .. } => input.npartitions(),
             Plan::Aggregate { split_out, .. } => *split_out,
+            Plan::Node { node, .. } => node.npartitions(),
         }
     }
 }
@@ -140,6 +180,7 @@ impl Plan {
         match self {
             Plan::ReadCsv { .. } | Plan::Aggregate { .. } => None,
             Plan::WithIndex { index, .. } => Some(index.clone()),
+            Plan::Node { node, .. } => node.index(),
             Plan::Filter { input, .. } => input.index(),
             Plan::Project { input, exprs, .. } => input.index().filter(|ix| {
                 exprs.iter().any(|(e, name)| {
@@ -235,12 +276,25 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                 split_out: *split_out,
             })
         }
+        Plan::Node { inputs, node } => {
+            let need = node.input_columns(required);
+            let node = node.pruned(required).unwrap_or_else(|| node.clone());
+            Arc::new(Plan::Node {
+                inputs: inputs
+                    .iter()
+                    .zip(need)
+                    .map(|(p, n)| prune(p, n.as_ref()))
+                    .collect(),
+                node,
+            })
+        }
     }
 }
 
 static LAYER_ID: AtomicUsize = AtomicUsize::new(0);
 
-fn layer_name(op: &str) -> Arc<str> {
+/// A fresh layer name, `op-N`.
+pub fn layer_name(op: &str) -> Arc<str> {
     format!("{op}-{}", LAYER_ID.fetch_add(1, Ordering::Relaxed)).into()
 }
 
@@ -287,6 +341,10 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             keys
         }
         Plan::WithIndex { input, .. } => lower(input, graph, ctx),
+        Plan::Node { inputs, node } => {
+            let keys: Vec<Vec<Key>> = inputs.iter().map(|p| lower(p, graph, ctx)).collect();
+            node.lower(&keys, graph, ctx)
+        }
         Plan::Filter { input, predicate } => {
             let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(FilterOp {

@@ -7,6 +7,7 @@ pub mod ops;
 pub mod plan;
 // Time series and reuse (issue #6): each file adds its own `impl DataFrame` block.
 pub mod persist;
+pub mod repartition;
 pub mod resample;
 pub mod timerule;
 

@@ -657,19 +657,21 @@ pub fn parse_timestamp_ns(v: &[u8]) -> Option<i64> {
         if v.len() == 10 {
             return Some(ns);
         }
-        if v.len() < 19 || !(v[10] == b' ' || v[10] == b'T') || v[13] != b':' || v[16] != b':' {
+        if v.len() < 16 || !(v[10] == b' ' || v[10] == b'T') || v[13] != b':' {
             return None;
         }
-        let (h, mi, s) = (
-            digits::<2>(&v[11..])?,
-            digits::<2>(&v[14..])?,
-            digits::<2>(&v[17..])?,
-        );
+        // Seconds may be left out (`2000-01-05 12:30`), as pandas reads it.
+        let (h, mi) = (digits::<2>(&v[11..])?, digits::<2>(&v[14..])?);
+        let s = match v.get(16) {
+            None => 0,
+            Some(b':') => digits::<2>(v.get(17..)?)?,
+            Some(_) => return None,
+        };
         if h > 23 || mi > 59 || s > 60 {
             return None;
         }
         ns += (h as i64 * 3600 + mi as i64 * 60 + s as i64) * 1_000_000_000;
-        let mut rest = &v[19..];
+        let mut rest = &v[v.len().min(19)..];
         if let Some(frac) = rest.strip_prefix(b".") {
             let n = frac.iter().take_while(|b| b.is_ascii_digit()).count();
             if n == 0 || n > 9 {
@@ -720,6 +722,15 @@ mod tests {
             parse_timestamp_ns(b"1969-12-31 23:59:59"),
             Some(-1_000_000_000)
         );
+        assert_eq!(
+            parse_timestamp_ns(b"1970-01-02 00:01"),
+            Some(86_460_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns(b"1970-01-01T00:00:00.123456789"),
+            Some(123_456_789)
+        );
+        assert_eq!(parse_timestamp_ns(b"1970-01-02 00:01x"), None);
         assert_eq!(parse_timestamp_ns(b"2000-02-30"), None);
         assert_eq!(parse_timestamp_ns(b"yesterday"), None);
         assert_eq!(parse_date32(b"2000-03-01"), Some(11017));

@@ -8,3 +8,4 @@ mod outofcore;
 mod properties;
 mod read_csv;
 mod scheduler;
+mod timeseries;

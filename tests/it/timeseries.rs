@@ -1,0 +1,468 @@
+//! Time series and reuse (issue #6): resample against pandas goldens
+//! (tests/golden/make_golden.py), the generated `timeseries()` frame, `persist()`.
+
+use std::path::Path;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion_common::ScalarValue;
+use outcore::agg::{AggFunc, AggSpec};
+use outcore::frame::timerule::Side;
+use outcore::scheduler::Mode;
+use outcore::{DataFrame, Session};
+
+use crate::common::{close, session};
+
+fn golden_dir() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/resample"
+    ))
+}
+
+/// The golden input, read in blocks of `blocksize` bytes and declared indexed by
+/// `timestamp` with divisions taken from each partition's first and last rows (the
+/// file is in time order).
+fn golden_input(s: &Session) -> DataFrame {
+    let df = s
+        .read_csv(golden_dir().join("input.csv").to_string_lossy())
+        .with_parse_dates(["timestamp"])
+        .load()
+        .unwrap();
+    let (parts, _) = df
+        .select(&["timestamp"])
+        .unwrap()
+        .compute_partitions()
+        .unwrap();
+    let ts: Vec<Vec<i64>> = parts
+        .iter()
+        .map(|p| {
+            let a = cast(p.column(0), &DataType::Int64).unwrap();
+            a.as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect();
+    let mut div: Vec<i64> = ts.iter().map(|t| t[0]).collect();
+    div.push(*ts.last().unwrap().last().unwrap());
+    let div = div
+        .into_iter()
+        .map(|d| ScalarValue::TimestampNanosecond(Some(d), None))
+        .collect();
+    df.with_known_divisions("timestamp", div).unwrap()
+}
+
+/// A golden CSV: header and rows of fields (empty = null).
+fn read_golden(name: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(golden_dir().join(format!("{name}.csv"))).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    (header, rows)
+}
+
+/// `sum(x)` → spec; `open(x)` and friends → ohlc's parts.
+fn spec_of(name: &str) -> AggSpec {
+    let (f, rest) = name.split_once('(').unwrap();
+    let column = rest.trim_end_matches(')');
+    let func = match f {
+        "open" => AggFunc::First,
+        "high" => AggFunc::Max,
+        "low" => AggFunc::Min,
+        "close" => AggFunc::Last,
+        other => AggFunc::from_name(other).unwrap(),
+    };
+    AggSpec::new(func, column).alias(name)
+}
+
+fn f64s(batch: &RecordBatch, i: usize) -> Vec<Option<f64>> {
+    let a = cast(batch.column(i), &DataType::Float64).unwrap();
+    a.as_primitive::<Float64Type>().iter().collect()
+}
+
+fn check_case(df: &DataFrame, case: &str, rule: &str, closed: Option<Side>, label: Option<Side>) {
+    let (header, rows) = read_golden(case);
+    let specs: Vec<AggSpec> = header[1..].iter().map(|h| spec_of(h)).collect();
+    let mut r = df.resample(rule).unwrap();
+    if let Some(c) = closed {
+        r = r.closed(c);
+    }
+    if let Some(l) = label {
+        r = r.label(l);
+    }
+    let got = r.agg(&specs).unwrap().compute().unwrap();
+    assert_eq!(got.num_rows(), rows.len(), "{case}: number of bins");
+    let labels = cast(got.column(0), &DataType::Int64).unwrap();
+    let labels = labels.as_primitive::<Int64Type>();
+    for (k, row) in rows.iter().enumerate() {
+        let want = outcore::io::csv::parse_timestamp_ns(row[0].as_bytes()).unwrap();
+        assert_eq!(
+            labels.value(k),
+            want,
+            "{case}: label of bin {k} ({})",
+            row[0]
+        );
+    }
+    for (c, name) in header.iter().enumerate().skip(1) {
+        let values = f64s(&got, c);
+        for (k, row) in rows.iter().enumerate() {
+            let want: Option<f64> = if row[c].is_empty() {
+                None
+            } else {
+                Some(row[c].parse().unwrap())
+            };
+            let ok = match (values[k], want) {
+                (None, None) => true,
+                (Some(a), Some(b)) => close(a, b),
+                _ => false,
+            };
+            assert!(
+                ok,
+                "{case}: {name} at {}: got {:?}, pandas {:?}",
+                row[0], values[k], want
+            );
+        }
+    }
+}
+
+const CASES: [(&str, &str, Option<Side>, Option<Side>); 11] = [
+    ("h", "h", None, None),
+    ("3h", "3h", None, None),
+    ("45min", "45min", None, None),
+    ("37min", "37min", None, None),
+    ("6h_right", "6h", Some(Side::Right), Some(Side::Right)),
+    ("6h_closed_right", "6h", Some(Side::Right), None),
+    ("D", "D", None, None),
+    ("2D", "2D", None, None),
+    ("W", "W", None, None),
+    ("ME", "ME", None, None),
+    ("MS", "MS", None, None),
+];
+
+#[test]
+fn resample_matches_pandas_goldens() {
+    // One partition; many small ones (bins straddle boundaries, and a day or a
+    // month spans many partitions); both schedulers.
+    for (threads, mode, blocksize) in [
+        (1, Mode::Sync, 1 << 20),
+        (2, Mode::Parallel, 3000),
+        (3, Mode::Sync, 700),
+    ] {
+        let s = session(threads, mode, blocksize);
+        let df = golden_input(&s);
+        assert!(
+            blocksize > 4000 || df.npartitions() > 40,
+            "{}",
+            df.npartitions()
+        );
+        for (case, rule, closed, label) in CASES {
+            check_case(&df, case, rule, closed, label);
+        }
+    }
+}
+
+#[test]
+fn timeseries_frame_has_divisions_and_matches_the_csv_writer() {
+    let s = session(2, Mode::Parallel, 1 << 20);
+    let df = outcore::datasets::timeseries(&s, "2000-01-01", "2000-01-03", "1s", "1D", 42).unwrap();
+    assert_eq!(df.npartitions(), 2);
+    assert_eq!(df.index_column().as_deref(), Some("timestamp"));
+    let div = df.divisions().unwrap();
+    assert_eq!(
+        div[0],
+        ScalarValue::TimestampNanosecond(Some(946_684_800_000_000_000), None)
+    );
+    assert_eq!(
+        div[2],
+        ScalarValue::TimestampNanosecond(Some(946_857_600_000_000_000), None)
+    );
+    // The same rows as the CSV files `write_timeseries` makes for those two days.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = outcore::datasets::TimeseriesSpec {
+        days: 2,
+        ..Default::default()
+    };
+    outcore::datasets::write_timeseries(dir.path(), &spec).unwrap();
+    let csv = s
+        .read_csv(dir.path().join("*.csv").to_string_lossy())
+        .with_parse_dates(["timestamp"])
+        .load()
+        .unwrap()
+        .compute()
+        .unwrap();
+    let gen = df.compute().unwrap();
+    assert_eq!(gen.num_rows(), 2 * 86_400);
+    for c in ["timestamp", "id", "name", "x", "y"] {
+        let (a, b) = (
+            gen.column_by_name(c).unwrap(),
+            csv.column_by_name(c).unwrap(),
+        );
+        assert_eq!(a.as_ref(), b.as_ref(), "column {c}");
+    }
+    // Projection does not change the rows, and partial days work.
+    let x =
+        outcore::datasets::timeseries(&s, "2000-01-01 12:00", "2000-01-02 06:30", "7min", "6h", 42)
+            .unwrap()
+            .select(&["x"])
+            .unwrap()
+            .compute()
+            .unwrap();
+    assert_eq!(x.num_rows(), (18 * 60 + 30 + 6) / 7);
+}
+
+/// Resample of the generated frame against a naive hourly mean over its rows.
+#[test]
+fn resample_hourly_mean_of_generated_frame() {
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel)] {
+        let s = session(threads, mode, 1 << 20);
+        // Partitions of 5 hours: hourly bins straddle no boundary; 2h30 would.
+        for pf in ["5h", "150min", "17min"] {
+            let df = outcore::datasets::timeseries(&s, "2000-01-01", "2000-01-02", "1min", pf, 7)
+                .unwrap();
+            let rows = df.compute().unwrap();
+            let got = df
+                .resample("1h")
+                .unwrap()
+                .apply(AggFunc::Mean, &["x", "y"])
+                .unwrap()
+                .compute()
+                .unwrap();
+            assert_eq!(got.num_rows(), 24);
+            let ts = cast(rows.column(0), &DataType::Int64).unwrap();
+            let ts = ts.as_primitive::<Int64Type>();
+            for (ci, c) in ["x", "y"].iter().enumerate() {
+                let v = rows
+                    .column_by_name(c)
+                    .unwrap()
+                    .as_primitive::<Float64Type>();
+                let mut sums = [0.0f64; 24];
+                let mut counts = [0usize; 24];
+                for r in 0..rows.num_rows() {
+                    let h = ((ts.value(r) - 946_684_800_000_000_000) / 3_600_000_000_000) as usize;
+                    sums[h] += v.value(r);
+                    counts[h] += 1;
+                }
+                let g = f64s(&got, ci + 1);
+                for h in 0..24 {
+                    assert!(
+                        close(g[h].unwrap(), sums[h] / counts[h] as f64),
+                        "{pf} {c} hour {h}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn resample_emits_empty_bins_with_zero_count_and_sum() {
+    let s = session(1, Mode::Sync, 1 << 20);
+    let df = outcore::datasets::timeseries(&s, "2000-01-01", "2000-01-01 06:00", "1min", "1h", 1)
+        .unwrap()
+        .filter(
+            outcore::expr::col("timestamp")
+                .lt(outcore::expr::lit("2000-01-01 01:00"))
+                .or(outcore::expr::col("timestamp").gt_eq(outcore::expr::lit("2000-01-01 04:30"))),
+        )
+        .unwrap();
+    let got = df
+        .resample("30min")
+        .unwrap()
+        .agg(&[
+            AggSpec::new(AggFunc::Count, "x"),
+            AggSpec::new(AggFunc::Sum, "id"),
+            AggSpec::new(AggFunc::Mean, "x"),
+        ])
+        .unwrap()
+        .compute()
+        .unwrap();
+    assert_eq!(got.num_rows(), 12);
+    let count = f64s(&got, 1);
+    let sum = f64s(&got, 2);
+    let mean = f64s(&got, 3);
+    for k in 0..12 {
+        let empty = (2..9).contains(&k);
+        assert_eq!(count[k], Some(if empty { 0.0 } else { 30.0 }), "bin {k}");
+        assert_eq!(sum[k] == Some(0.0), empty, "bin {k}");
+        assert_eq!(mean[k].is_none(), empty, "bin {k}");
+    }
+}
+
+#[test]
+fn resample_errors_say_what_to_do() {
+    let s = session(1, Mode::Sync, 1 << 20);
+    let csv = s
+        .read_csv(golden_dir().join("input.csv").to_string_lossy())
+        .with_parse_dates(["timestamp"])
+        .load()
+        .unwrap();
+    let e = csv.resample("1h").unwrap_err().to_string();
+    assert!(
+        e.contains("known divisions") && e.contains("set_index"),
+        "{e}"
+    );
+    let n = csv
+        .with_known_divisions(
+            "n",
+            vec![ScalarValue::Int64(Some(0)), ScalarValue::Int64(Some(9))],
+        )
+        .unwrap();
+    let e = n.resample("1h").unwrap_err().to_string();
+    assert!(e.contains("datetime index") && e.contains("Int64"), "{e}");
+    let df = golden_input(&s);
+    let e = df.resample("5 fortnights").unwrap_err().to_string();
+    assert!(
+        e.contains("unknown rule") && e.contains("15min") && e.contains("MS"),
+        "{e}"
+    );
+    // Wrong divisions are caught when the rows are seen, not silently dropped.
+    let bad = csv
+        .with_known_divisions(
+            "timestamp",
+            vec![
+                ScalarValue::TimestampNanosecond(Some(946_684_800_000_000_000), None),
+                ScalarValue::TimestampNanosecond(Some(946_771_200_000_000_000), None),
+            ],
+        )
+        .unwrap();
+    let e = bad
+        .resample("1h")
+        .unwrap()
+        .apply(AggFunc::Mean, &["x"])
+        .unwrap()
+        .compute()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside its divisions"), "{e}");
+}
+
+#[test]
+fn persist_reads_the_files_once_and_keeps_divisions() {
+    let s = session(2, Mode::Parallel, 4000);
+    let df = golden_input(&s);
+    let (p, stats) = df.persist_with_stats().unwrap();
+    assert!(stats.bytes_read > 100_000, "{stats:?}");
+    assert_eq!(p.npartitions(), df.npartitions());
+    assert_eq!(p.divisions(), df.divisions());
+    let graph = p.visualize();
+    let tasks = graph.lines().filter(|l| l.contains("label=")).count();
+    assert_eq!(tasks, p.npartitions(), "one task per partition:\n{graph}");
+    assert!(
+        !graph.contains("->") && !graph.contains("read-csv"),
+        "{graph}"
+    );
+    // Three different queries: no bytes read from the CSV; answers as on the source.
+    let queries: [&dyn Fn(&DataFrame) -> RecordBatch; 3] = [
+        &|d| {
+            d.agg(&[AggSpec::new(AggFunc::Sum, "n")])
+                .unwrap()
+                .compute()
+                .unwrap()
+        },
+        &|d| {
+            d.query("x > 0")
+                .unwrap()
+                .agg(&[AggSpec::new(AggFunc::Count, "x")])
+                .unwrap()
+                .compute()
+                .unwrap()
+        },
+        &|d| {
+            d.resample("D")
+                .unwrap()
+                .apply(AggFunc::Max, &["x"])
+                .unwrap()
+                .compute()
+                .unwrap()
+        },
+    ];
+    for q in queries {
+        let (parts, stats) = {
+            let out = q(&p);
+            (out, p.compute_with_stats().unwrap().1)
+        };
+        assert_eq!(stats.bytes_read, 0, "{stats:?}");
+        assert_eq!(parts, q(&df));
+    }
+}
+
+#[test]
+fn persist_larger_than_the_memory_limit_spills_and_answers() {
+    let s = Session::builder()
+        .with_threads(2)
+        .memory_limit(64 * 1024)
+        .with_blocksize(8 * 1024)
+        .build()
+        .unwrap();
+    let df = outcore::datasets::timeseries(&s, "2000-01-01", "2000-01-02", "10s", "1h", 3).unwrap();
+    let (p, stats) = df.persist_with_stats().unwrap();
+    assert!(stats.spilled_bytes > 0, "{stats:?}");
+    let want = df
+        .resample("1h")
+        .unwrap()
+        .apply(AggFunc::Std, &["x"])
+        .unwrap()
+        .compute()
+        .unwrap();
+    let got = p
+        .resample("1h")
+        .unwrap()
+        .apply(AggFunc::Std, &["x"])
+        .unwrap()
+        .compute()
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(p.num_rows().unwrap(), 8640);
+}
+
+#[test]
+fn timestamp_literals_in_expressions() {
+    use outcore::expr::{col, lit};
+    let s = session(1, Mode::Sync, 1 << 20);
+    let df = outcore::datasets::timeseries(&s, "2000-01-01", "2000-01-11", "1h", "1D", 1).unwrap();
+    let n = df
+        .query("timestamp >= '2000-01-05' and timestamp <= '2000-01-06 12:00'")
+        .unwrap()
+        .num_rows()
+        .unwrap();
+    assert_eq!(n, 24 + 13);
+    let n = df
+        .query("timestamp < '2000-01-01T05:30:00.5'")
+        .unwrap()
+        .num_rows()
+        .unwrap();
+    assert_eq!(n, 6);
+    // timestamp - text is a duration; timestamp + duration is a timestamp.
+    let hour = 3_600_000_000_000i64;
+    let out = df
+        .with_column("age", col("timestamp").sub(lit("2000-01-01")))
+        .unwrap()
+        .with_column(
+            "later",
+            col("timestamp").add(lit(ScalarValue::DurationNanosecond(Some(hour)))),
+        )
+        .unwrap()
+        .head(30)
+        .unwrap();
+    let age = cast(out.column_by_name("age").unwrap(), &DataType::Int64).unwrap();
+    assert_eq!(age.as_primitive::<Int64Type>().value(25), 25 * hour);
+    let later = cast(out.column_by_name("later").unwrap(), &DataType::Int64).unwrap();
+    let ts = cast(out.column_by_name("timestamp").unwrap(), &DataType::Int64).unwrap();
+    assert_eq!(
+        later.as_primitive::<Int64Type>().value(3),
+        ts.as_primitive::<Int64Type>().value(4)
+    );
+    let e = df
+        .query("timestamp > 'yesterday'")
+        .unwrap()
+        .num_rows()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"yesterday\" is not a timestamp"), "{e}");
+}

@@ -136,8 +136,8 @@ pub struct Binner {
     /// Fixed and weekly rules: the edge of bin 0 (ns). Monthly: the month index
     /// (year * 12 + month - 1) of bin 0's edge.
     origin: i64,
-    /// Added to the label edges to get the membership edges (one day for `W`/`ME`
-    /// closed on the right).
+    /// Added to the label edges to get the membership edges (a day less 1 ns for
+    /// `W`/`ME` closed on the right).
     adjust: i64,
 }
 
@@ -153,8 +153,10 @@ impl Binner {
         let closed = closed.unwrap_or(default);
         let label = label.unwrap_or(default);
         let day = first.div_euclid(NS_PER_DAY);
+        // pandas adds one day less one nanosecond, so the edge day itself (and the
+        // midnight after it) falls as on a calendar.
         let adjust = if rule.is_end_type() && closed == Side::Right {
-            NS_PER_DAY
+            NS_PER_DAY - 1
         } else {
             0
         };
@@ -361,6 +363,10 @@ mod tests {
         let k = b.bin(ts("2000-01-31 23:00"));
         assert_eq!(b.label(k), ts("2000-01-31"));
         assert_eq!(b.bin(ts("2000-02-01")), k + 1);
+        assert_eq!(
+            b.bin(ts("2000-02-01")) - 1,
+            b.bin(ts("2000-01-31 23:59:59.999999999"))
+        );
         assert_eq!(b.label(k + 1), ts("2000-02-29"));
         let b = Binner::new(&Rule::parse("MS").unwrap(), None, None, ts("2000-01-15"));
         assert_eq!(b.label(b.bin(ts("2000-02-10"))), ts("2000-02-01"));

@@ -9,7 +9,7 @@ many partitions, and compares with these files (floats to 1e-9 relative).
 
 The data: 4,000 rows over about 75 days from 2000-01-01 with irregular gaps (many
 short, some of several days, so empty bins occur at every rule), duplicate
-timestamps, an int column `n`, and a float column `x` with 5% missing values.
+timestamps, rows exactly on bin edges, an int column `n`, and a float column `x` with 5% missing values.
 """
 import os
 
@@ -25,6 +25,11 @@ gaps[rng.random(rows) < 0.004] += 3 * 86400  # a few multi-day holes
 gaps[rng.random(rows) < 0.05] = 0  # duplicates
 t0 = pd.Timestamp("2000-01-01 00:17:00")
 ts = t0 + pd.to_timedelta(np.cumsum(gaps).round(3), unit="s")
+# Rows exactly on bin edges (midnights, Mondays, month starts, 6-hour marks), where
+# closed='right' and the W/ME edge adjustment matter.
+edges = pd.to_datetime(["2000-01-02", "2000-01-03", "2000-01-05 06:00", "2000-01-05 12:00",
+                        "2000-01-10", "2000-01-31", "2000-02-01", "2000-03-01", "2000-03-06"], format="ISO8601")
+ts = pd.DatetimeIndex(np.sort(np.concatenate([ts.values, edges.values])))[:rows]
 x = rng.normal(0.0, 1.0, rows).round(6)
 x[rng.random(rows) < 0.05] = np.nan
 n = rng.integers(-50, 1000, rows)

@@ -6,6 +6,8 @@
 #   q3  sum(v1), mean(v3) by id3
 #   q10 sum(v3), count by id1..id6 (~1e8 groups; --split-out 128, written to a
 #       folder: each of the 2 shuffle readers holds ~1/128 of the groups at a time)
+#   set_index  every row indexed by id6 (sampled divisions, range shuffle, each
+#       partition sorted), written to a folder as CSV
 # and, when the peers' virtual environment exists (benches/peers/run.py makes it),
 # the same queries in DuckDB with memory_limit='1GB' and in Dask (threads; Dask has
 # no memory limit to set). Each engine gets TIMEOUT seconds per query; PEERS picks
@@ -14,6 +16,7 @@
 #   benches/outofcore.sh [DATA_DIR]        # DATA_DIR defaults to benches/data
 #   ROWS=1e6 FILES=4 LIMIT=64MB benches/outofcore.sh   # a quick check
 #   SWEEP="4GB 2GB 1GB 512MB" benches/outofcore.sh     # q1, q3 at several limits
+#   QUERIES="set_index" benches/outofcore.sh           # some of q1 q3 q10 set_index
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-benches/data}
@@ -65,6 +68,7 @@ sql = {
     "q3": f"SELECT id3, sum(v1) AS v1, avg(v3) AS v3 FROM {T} GROUP BY id3",
     "q10": f"SELECT id1, id2, id3, id4, id5, id6, sum(v3) AS v3, count(*) AS count FROM {T} "
            "GROUP BY id1, id2, id3, id4, id5, id6",
+    "set_index": f"SELECT * FROM {T} ORDER BY id6",
 }[q]
 con = duckdb.connect()
 con.execute(f"SET memory_limit='{limit}'")
@@ -82,6 +86,8 @@ if q == "q1":
     ddf.groupby("id1").agg({"v1": "sum"}).compute().to_csv(f"{scratch}/dask-q1.csv")
 elif q == "q3":
     ddf.groupby("id3").agg({"v1": "sum", "v3": "mean"}).compute().to_csv(f"{scratch}/dask-q3.csv")
+elif q == "set_index":
+    ddf.set_index("id6").to_csv(f"{scratch}/dask-si-*.csv")
 else:
     keys = ["id1", "id2", "id3", "id4", "id5", "id6"]
     ddf.groupby(keys).agg({"v3": "sum", "v1": "size"}, split_out=int(split_out)) \
@@ -122,18 +128,37 @@ echo "data: $g1 ($size_mb MB); memory limit $limit; q10 split_out $split_out"
 echo
 echo "| query | engine | seconds | peak MB | finished | outcore --stats |"
 echo "|---|---|---|---|---|---|"
-measure "q1 sum v1 by id1" outcore "${ooc[@]}" --groupby id1 --agg 'sum(v1)' --format csv
-measure "q3 sum v1, mean v3 by id3" outcore "${ooc[@]}" --groupby id3 --agg 'sum(v1), mean(v3)' --format csv
-rm -rf "$scratch/q10"
-measure "q10 sum v3, count by id1..id6" outcore "${ooc[@]}" --groupby id1,id2,id3,id4,id5,id6 \
-  --agg 'sum(v3), size() as count' --split-out "$split_out" --out "$scratch/q10" --format csv
-if [ -d "$scratch/q10" ]; then
-  echo "  q10 answer: $(cat "$scratch"/q10/*.csv | grep -vc '^id1,') groups in $(ls "$scratch/q10" | wc -l) files" >&2
+queries=${QUERIES:-q1 q3 q10 set_index}
+wants() { [[ " $queries " == *" $1 "* ]]; }
+if wants q1; then
+  measure "q1 sum v1 by id1" outcore "${ooc[@]}" --groupby id1 --agg 'sum(v1)' --format csv
 fi
-rm -rf "$scratch/q10"
-if has_peer duckdb; then
-  for q in q1 q3 q10; do measure "$q" duckdb "$py" "$scratch/q_duckdb_ooc.py" "$q" "$g1" "$scratch" "$limit"; rm -f "$scratch"/duck-*.csv; done
+if wants q3; then
+  measure "q3 sum v1, mean v3 by id3" outcore "${ooc[@]}" --groupby id3 --agg 'sum(v1), mean(v3)' --format csv
 fi
-if has_peer dask; then
-  for q in q1 q3 q10; do measure "$q" dask "$py" "$scratch/q_dask_ooc.py" "$q" "$g1" "$scratch" "$split_out"; rm -f "$scratch"/dask-*.csv; done
+if wants q10; then
+  rm -rf "$scratch/q10"
+  measure "q10 sum v3, count by id1..id6" outcore "${ooc[@]}" --groupby id1,id2,id3,id4,id5,id6 \
+    --agg 'sum(v3), size() as count' --split-out "$split_out" --out "$scratch/q10" --format csv
+  if [ -d "$scratch/q10" ]; then
+    echo "  q10 answer: $(cat "$scratch"/q10/*.csv | grep -vc '^id1,') groups in $(ls "$scratch/q10" | wc -l) files" >&2
+  fi
+  rm -rf "$scratch/q10"
 fi
+if wants set_index; then
+  rm -rf "$scratch/si"
+  measure "set_index id6" outcore "${ooc[@]}" --set-index id6 --out "$scratch/si" --format csv
+  if [ -d "$scratch/si" ]; then
+    echo "  set_index answer: $(cat "$scratch"/si/*.csv | grep -vc '^id1,') rows in $(ls "$scratch/si" | wc -l) files" >&2
+  fi
+  rm -rf "$scratch/si"
+fi
+for q in q1 q3 q10 set_index; do
+  wants "$q" || continue
+  if has_peer duckdb; then
+    measure "$q" duckdb "$py" "$scratch/q_duckdb_ooc.py" "$q" "$g1" "$scratch" "$limit"; rm -f "$scratch"/duck-*.csv
+  fi
+  if has_peer dask; then
+    measure "$q" dask "$py" "$scratch/q_dask_ooc.py" "$q" "$g1" "$scratch" "$split_out"; rm -f "$scratch"/dask-*.csv
+  fi
+done

@@ -1,4 +1,4 @@
-//! `outcore query`: filter, select, group, aggregate, sort and print a CSV glob.
+//! `outcore query`: filter, join, index, group, aggregate, sort and print a CSV glob.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +8,7 @@ use arrow::datatypes::DataType;
 use clap::Args;
 use outcore::agg::parse_aggs;
 use outcore::expr::{parse, parse_type, TYPE_NAMES};
-use outcore::frame::sort_batch;
+use outcore::frame::{sort_batch, How, MergeOptions};
 use outcore::{Error, Result};
 
 use super::output::{Format, PartitionWriter};
@@ -28,10 +28,33 @@ pub struct QueryArgs {
     /// aggregate the whole frame.
     #[arg(long)]
     agg: Option<String>,
+    /// Join with another CSV glob (pandas' merge), before grouping; needs --on.
+    #[arg(long, value_name = "OTHER_GLOB")]
+    join: Option<String>,
+    /// Key columns of the join (comma-separated), named alike on both sides, or
+    /// the left side's keys when --right-on is given.
+    #[arg(long, value_delimiter = ',')]
+    on: Vec<String>,
+    /// The other side's key columns, when they are named differently.
+    #[arg(long, value_delimiter = ',')]
+    right_on: Vec<String>,
+    /// Which rows the join keeps: inner, left, right or outer.
+    #[arg(long, default_value = "inner")]
+    how: String,
+    /// Index the rows by this column: a range shuffle through the shuffle store
+    /// sorts them across partitions (nulls last), with known divisions.
+    #[arg(long)]
+    set_index: Option<String>,
+    /// The --set-index column is already in order across the files: check it and
+    /// move no rows.
+    #[arg(long, requires = "set_index")]
+    sorted: bool,
     /// Output only these columns (comma-separated).
     #[arg(long, value_delimiter = ',')]
     select: Vec<String>,
-    /// Sort the answer by these columns (comma-separated; a leading '-' sorts descending).
+    /// Sort the answer by these columns (comma-separated; a leading '-' sorts
+    /// descending; nulls last). A partitioned answer is sorted through the shuffle
+    /// store and streamed, never gathered.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     sort: Vec<String>,
     /// Print only the first N rows.
@@ -86,6 +109,28 @@ pub fn run(a: QueryArgs) -> Result<()> {
     if let Some(f) = &a.filter {
         df = df.filter(parse(f)?)?;
     }
+    if let Some(other) = &a.join {
+        if a.on.is_empty() {
+            return Err(Error::plan("query", "--join needs --on KEY"));
+        }
+        let right = session.read_csv(other).load()?;
+        let right_on = if a.right_on.is_empty() {
+            &a.on
+        } else {
+            &a.right_on
+        };
+        let options = MergeOptions::left_right(&a.on, right_on).how(How::parse(&a.how)?);
+        df = df.merge_with(&right, options)?;
+    } else if !a.on.is_empty() || !a.right_on.is_empty() {
+        return Err(Error::plan("query", "--on and --right-on need --join"));
+    }
+    if let Some(column) = &a.set_index {
+        df = if a.sorted {
+            df.set_index_sorted(column)?
+        } else {
+            df.set_index(column)?
+        };
+    }
     let aggs = a.agg.as_deref().map(parse_aggs).transpose()?;
     if a.split_out.is_some() && a.groupby.is_empty() {
         return Err(Error::plan("query", "--split-out needs --groupby"));
@@ -120,6 +165,15 @@ pub fn run(a: QueryArgs) -> Result<()> {
     for (c, _) in &sort {
         outcore::expr::column_type(&df.schema(), c)?;
     }
+    // One partition sorts in memory below; more are sorted across partitions
+    // through the shuffle store and streamed like any other answer.
+    let sort = if !sort.is_empty() && df.npartitions() > 1 {
+        let by: Vec<(&str, bool)> = sort.iter().map(|(c, asc)| (c.as_str(), *asc)).collect();
+        df = df.sort_values(&by)?;
+        Vec::new()
+    } else {
+        sort
+    };
     let writer = match &a.out {
         Some(dir) => PartitionWriter::folder(dir, a.format, a.overwrite)?,
         None => PartitionWriter::stdout(a.format),

@@ -3,7 +3,10 @@
 //! schema at once, so mistakes surface where they are written, and add a plan node.
 //! Nothing is read until `compute`, `head`, `count` and friends run the plan.
 
+pub mod join;
 pub mod ops;
+pub mod ordering;
+pub mod partitioning;
 pub mod plan;
 // Time series and reuse (issue #6): each file adds its own `impl DataFrame` block.
 pub mod persist;
@@ -17,7 +20,9 @@ use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, SortOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-pub use plan::{Index, PartitionFn, Plan, PlanNode};
+pub use join::{How, JoinStrategy, MergeOptions};
+pub use ordering::SetIndexOptions;
+pub use plan::{Index, PartitionFn, Plan, PlanNode, ReduceFn};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
 use crate::error::{Error, Result};
@@ -110,6 +115,75 @@ impl DataFrame {
             input: self.plan.clone(),
             index,
         })
+    }
+
+    /// These partitions only, in this order; the others are never computed.
+    pub(crate) fn select_partitions(&self, partitions: Vec<usize>) -> DataFrame {
+        self.with_plan(Plan::SelectPartitions {
+            input: self.plan.clone(),
+            partitions: partitions.into(),
+        })
+    }
+
+    /// One partition, merged from all by a tree of `f` (the session's
+    /// `split_every` inputs at a time); `f` must keep the schema.
+    pub(crate) fn tree_reduce(
+        &self,
+        name: &str,
+        f: Arc<dyn Fn(&[RecordBatch]) -> Result<RecordBatch> + Send + Sync>,
+    ) -> DataFrame {
+        self.with_plan(Plan::TreeReduce {
+            input: self.plan.clone(),
+            name: name.to_string(),
+            f,
+            split_every: self.session.split_every(),
+        })
+    }
+
+    /// Runs `op` on every partition and returns its values, in partition order
+    /// (for passes that learn something about the data, as set_index's sampling).
+    pub(crate) fn run_per_partition(
+        &self,
+        name: &str,
+        op: Arc<dyn crate::graph::Operator>,
+    ) -> Result<Vec<Arc<Value>>> {
+        let pruned = plan::prune(&self.plan, None);
+        let ctx = self.session.run_context();
+        let mut graph = Graph::new();
+        let inputs = plan::lower(&pruned, &mut graph, &ctx);
+        let layer: Arc<str> = format!("{name}-{}", graph.len()).into();
+        let tasks: Vec<crate::graph::Task> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, k)| crate::graph::Task {
+                key: crate::graph::Key::new(&layer, i),
+                deps: vec![k.clone()],
+                op: op.clone(),
+            })
+            .collect();
+        let keys: Vec<_> = tasks.iter().map(|t| t.key.clone()).collect();
+        graph.add_layer(crate::graph::Layer { name: layer, tasks });
+        let exec = graph.compile(&keys)?;
+        drop(graph);
+        Ok(self.session.executor().run(&exec)?.0)
+    }
+
+    /// Where row `row` of partition `partition` comes from, for error messages:
+    /// file and line when the partition is a CSV block read as is, else the
+    /// partition and row.
+    pub(crate) fn locate_row(&self, partition: usize, row: usize) -> String {
+        fn source(p: &Plan) -> Option<&Arc<CsvSource>> {
+            match p {
+                Plan::ReadCsv { source, .. } => Some(source),
+                Plan::Project { input, .. } | Plan::WithIndex { input, .. } => source(input),
+                _ => None,
+            }
+        }
+        let fallback = format!("partition {partition}, row {}", row + 1);
+        match source(&self.plan).and_then(|s| s.line_of(partition, row).ok()) {
+            Some((path, line)) => format!("{}, line {line} ({fallback})", path.display()),
+            None => fallback,
+        }
     }
 
     /// The session this frame belongs to.
@@ -432,12 +506,7 @@ impl DataFrame {
                         .map(|f| f.name().clone())
                         .collect(),
                 ),
-                Plan::Filter { input, .. }
-                | Plan::Project { input, .. }
-                | Plan::MapPartitions { input, .. }
-                | Plan::Aggregate { input, .. }
-                | Plan::WithIndex { input, .. } => find(input),
-                Plan::Node { inputs, .. } => inputs.iter().find_map(|p| find(p)),
+                _ => p.inputs().into_iter().find_map(|i| find(i)),
             }
         }
         find(&plan::prune(&self.plan, None)).unwrap_or_default()

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, UInt32Array};
-use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::array::RecordBatch;
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
-use datafusion_common::hash_utils::{create_hashes, RandomState};
 use outcore_storage::codec::{decode_batches, encode_batches};
 
+use super::partitioning::Partitioner;
 use super::plan::PartitionFn;
 use crate::agg::AggregatePlan;
 use crate::error::{Error, Result};
@@ -185,9 +185,9 @@ impl Operator for AggFinalize {
     }
 }
 
-/// Hash-partitions a partial aggregate by its key columns and appends each piece to
-/// the computation's shuffle store (partitions `offset .. offset + n`); its value is
-/// an empty marker, so the scheduler holds nothing for it.
+/// Splits its input by a [`Partitioner`] and appends each piece to the
+/// computation's shuffle store (partitions `offset .. offset + n`); its value is an
+/// empty marker, so the scheduler holds nothing for it.
 pub struct ShuffleWrite {
     /// The computation whose shuffle store to write to.
     pub ctx: Arc<RunContext>,
@@ -195,8 +195,8 @@ pub struct ShuffleWrite {
     pub offset: usize,
     /// Output partitions.
     pub n: usize,
-    /// The key columns to hash.
-    pub keys: Vec<usize>,
+    /// Where each row goes.
+    pub partitioner: Partitioner,
     /// This writer's number (the input partition).
     pub writer: u64,
 }
@@ -208,7 +208,9 @@ impl Operator for ShuffleWrite {
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         let batch = single(inputs)?;
         let shuffle = self.ctx.shuffle()?;
-        for (p, piece) in hash_partition(batch, &self.keys, self.n)?
+        for (p, piece) in self
+            .partitioner
+            .split(batch, self.n)?
             .into_iter()
             .enumerate()
         {
@@ -220,6 +222,44 @@ impl Operator for ShuffleWrite {
             shuffle.append(self.offset + p, self.writer, &bytes)?;
         }
         Ok(Value::Pieces(Vec::new()))
+    }
+}
+
+/// Decodes every piece of one shuffle partition, in (writer, append) order.
+fn read_shuffled(ctx: &RunContext, partition: usize) -> Result<Vec<RecordBatch>> {
+    let shuffle = ctx.shuffle()?;
+    let mut out = Vec::new();
+    for bytes in shuffle.get(partition)? {
+        out.extend(decode_batches(&bytes)?.1);
+    }
+    Ok(out)
+}
+
+/// Reads one output partition of a shuffle into one batch, sorted by `sort` when
+/// given, then frees the partition's disk.
+pub struct ShuffleGather {
+    /// The computation whose shuffle store to read.
+    pub ctx: Arc<RunContext>,
+    /// The shuffle partition.
+    pub partition: usize,
+    /// The rows' schema (an empty partition has no pieces to tell it).
+    pub schema: SchemaRef,
+    /// Sort keys, as column positions and options; none keeps arrival order.
+    pub sort: Vec<(usize, arrow::compute::SortOptions)>,
+}
+
+impl Operator for ShuffleGather {
+    fn name(&self) -> &str {
+        "shuffle-gather"
+    }
+    fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
+        let pieces = read_shuffled(&self.ctx, self.partition)?;
+        let all = arrow::compute::concat_batches(&self.schema, &pieces)?;
+        drop(pieces);
+        self.ctx.shuffle()?.drop_partition(self.partition)?;
+        Ok(Value::Batch(crate::sort::sort_by_columns(
+            &all, &self.sort,
+        )?))
     }
 }
 
@@ -250,30 +290,4 @@ impl Operator for ShuffleAggFinalize {
         shuffle.drop_partition(self.partition)?;
         Ok(Value::Batch(out))
     }
-}
-
-/// Splits `batch` into `n` batches by a hash of the `keys` columns: equal keys land
-/// in the same piece, whichever batch they come from.
-pub fn hash_partition(batch: &RecordBatch, keys: &[usize], n: usize) -> Result<Vec<RecordBatch>> {
-    if n <= 1 {
-        return Ok(vec![batch.clone()]);
-    }
-    let rows = batch.num_rows();
-    let mut hashes = vec![0u64; rows];
-    let columns: Vec<&dyn arrow::array::Array> =
-        keys.iter().map(|&k| batch.column(k).as_ref()).collect();
-    create_hashes(columns, &RandomState::with_seed(0), &mut hashes)?;
-    let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(rows / n + 1); n];
-    for (row, h) in hashes.iter().enumerate() {
-        // Multiply-shift maps the hash onto 0..n using its high bits.
-        let p = ((u128::from(*h) * n as u128) >> 64) as usize;
-        indices[p].push(row as u32);
-    }
-    indices
-        .into_iter()
-        .map(|idx| {
-            let idx = UInt32Array::from(idx);
-            Ok(take_record_batch(batch, &idx)?)
-        })
-        .collect()
 }

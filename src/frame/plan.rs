@@ -13,13 +13,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::compute::SortOptions;
 use arrow::datatypes::SchemaRef;
 use datafusion_common::ScalarValue;
 
+use super::join::{
+    key_partitioners, JoinBroadcastLeft, JoinPartitions, JoinSpec, JoinStrategy, ShuffleJoin,
+};
 use super::ops::{
     AggChunk, AggCombine, AggFinalize, FilterOp, MapOp, ProjectOp, ReadCsvBlock,
-    ShuffleAggFinalize, ShuffleWrite,
+    ShuffleAggFinalize, ShuffleGather, ShuffleWrite,
 };
+use super::partitioning::Partitioner;
 use crate::agg::AggregatePlan;
 use crate::error::Result;
 use crate::expr::Expr;
@@ -29,6 +34,10 @@ use crate::scheduler::RunContext;
 
 /// A function applied to every partition by `map_partitions`.
 pub type PartitionFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
+
+/// A function merging several batches into one, applied level by level by a
+/// reduction tree ([`Plan::TreeReduce`]).
+pub type ReduceFn = Arc<dyn Fn(&[RecordBatch]) -> Result<RecordBatch> + Send + Sync>;
 
 /// The column a frame is indexed by and, when known, its divisions: Dask's
 /// `divisions`, `npartitions + 1` sorted boundaries such that partition `i` holds
@@ -90,6 +99,51 @@ pub enum Plan {
         /// Output partitions.
         split_out: usize,
     },
+    /// The rows moved into `npartitions` partitions by `by` through the shuffle
+    /// store, each output partition then sorted by `sort` (set_index, sort_values).
+    Shuffle {
+        /// Input.
+        input: Arc<Plan>,
+        /// Where each row goes.
+        by: Partitioner,
+        /// Output partitions.
+        npartitions: usize,
+        /// Sort keys of each output partition; empty keeps arrival order.
+        sort: Vec<(String, SortOptions)>,
+    },
+    /// Some of the input's partitions, in this order (`loc` on known divisions);
+    /// the others are culled, never read.
+    SelectPartitions {
+        /// Input.
+        input: Arc<Plan>,
+        /// Which partitions.
+        partitions: Arc<[usize]>,
+    },
+    /// All partitions merged into one by a tree of `f`, `split_every` at a time
+    /// (`nlargest`); `f` keeps the input's schema.
+    TreeReduce {
+        /// Input.
+        input: Arc<Plan>,
+        /// A short name for the graph's layers.
+        name: String,
+        /// The merge.
+        f: ReduceFn,
+        /// Fan-in of the tree.
+        split_every: usize,
+    },
+    /// Two frames merged on keys ([`super::join`]).
+    Join {
+        /// Left side.
+        left: Arc<Plan>,
+        /// Right side.
+        right: Arc<Plan>,
+        /// Keys, kind and output columns.
+        spec: Arc<JoinSpec>,
+        /// How it runs.
+        strategy: JoinStrategy,
+        /// Output partitions.
+        npartitions: usize,
+    },
     /// The input, declared indexed (no tasks of its own): what `set_index(..,
     /// sorted)` makes once it has checked the order.
     WithIndex {
@@ -149,9 +203,14 @@ impl Plan {
                         .expect("projection indexes are valid"),
                 ),
             },
-            Plan::Filter { input, .. } | Plan::WithIndex { input, .. } => input.schema(),
+            Plan::Filter { input, .. }
+            | Plan::WithIndex { input, .. }
+            | Plan::Shuffle { input, .. }
+            | Plan::SelectPartitions { input, .. }
+            | Plan::TreeReduce { input, .. } => input.schema(),
             Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
             Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
+            Plan::Join { spec, .. } => spec.output.clone(),
             Plan::Node { inputs, node } => {
                 node.schema(&inputs.iter().map(|p| p.schema()).collect::<Vec<_>>())
             }
@@ -167,18 +226,68 @@ impl Plan {
             | Plan::MapPartitions { input, .. }
             | Plan::WithIndex { input, .. } => input.npartitions(),
             Plan::Aggregate { split_out, .. } => *split_out,
+            Plan::Shuffle { npartitions, .. } => *npartitions,
+            Plan::SelectPartitions { partitions, .. } => partitions.len(),
+            Plan::TreeReduce { .. } => 1,
+            Plan::Join { npartitions, .. } => *npartitions,
             Plan::Node { node, .. } => node.npartitions(),
         }
     }
 }
 
 impl Plan {
+    /// The plans this one reads.
+    pub fn inputs(&self) -> Vec<&Arc<Plan>> {
+        match self {
+            Plan::ReadCsv { .. } => vec![],
+            Plan::Filter { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::MapPartitions { input, .. }
+            | Plan::Aggregate { input, .. }
+            | Plan::Shuffle { input, .. }
+            | Plan::SelectPartitions { input, .. }
+            | Plan::TreeReduce { input, .. }
+            | Plan::WithIndex { input, .. } => vec![input],
+            Plan::Join { left, right, .. } => vec![left, right],
+            Plan::Node { inputs, .. } => inputs.iter().collect(),
+        }
+    }
+
+    /// Roughly the bytes the plan's partitions hold, when a guess can be made: the
+    /// bytes read, scaled by the columns kept. Aggregations shrink by an unknown
+    /// factor, so they give none.
+    pub fn estimated_bytes(&self) -> Option<u64> {
+        match self {
+            Plan::ReadCsv { source, projection } => {
+                let bytes: u64 = source.blocks.iter().map(|b| b.end - b.start).sum();
+                let all = source.schema.fields().len().max(1) as u64;
+                let kept = projection.as_ref().map_or(all, |p| p.len() as u64);
+                Some(bytes * kept.max(1) / all)
+            }
+            Plan::Aggregate { .. } => None,
+            Plan::Join { left, right, .. } => {
+                Some(left.estimated_bytes()? + right.estimated_bytes()?)
+            }
+            Plan::SelectPartitions { input, partitions } => {
+                let n = input.npartitions().max(1) as u64;
+                Some(input.estimated_bytes()? * partitions.len() as u64 / n)
+            }
+            other => other.inputs().first()?.estimated_bytes(),
+        }
+    }
+
     /// The frame's index: kept through row filters and through projections and
     /// partition functions whose output still has the column (as Dask keeps
     /// divisions through `map_partitions`); lost by aggregation.
     pub fn index(&self) -> Option<Index> {
         match self {
-            Plan::ReadCsv { .. } | Plan::Aggregate { .. } => None,
+            Plan::ReadCsv { .. }
+            | Plan::Aggregate { .. }
+            | Plan::Shuffle { .. }
+            | Plan::SelectPartitions { .. }
+            | Plan::TreeReduce { .. } => None,
+            // merge_with wraps a join that keeps the left's index.
+            Plan::Join { .. } => None,
             Plan::WithIndex { index, .. } => Some(index.clone()),
             Plan::Node { node, .. } => node.index(),
             Plan::Filter { input, .. } => input.index(),
@@ -251,6 +360,55 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             f: f.clone(),
             schema: schema.clone(),
         }),
+        Plan::Shuffle {
+            input,
+            by,
+            npartitions,
+            sort,
+        } => {
+            let need = required.map(|r| {
+                let mut n = r.clone();
+                n.extend(by.columns().iter().cloned());
+                n.extend(sort.iter().map(|(c, _)| c.clone()));
+                n
+            });
+            Arc::new(Plan::Shuffle {
+                input: prune(input, need.as_ref()),
+                by: by.clone(),
+                npartitions: *npartitions,
+                sort: sort.clone(),
+            })
+        }
+        Plan::SelectPartitions { input, partitions } => Arc::new(Plan::SelectPartitions {
+            input: prune(input, required),
+            partitions: partitions.clone(),
+        }),
+        Plan::TreeReduce {
+            input,
+            name,
+            f,
+            split_every,
+        } => Arc::new(Plan::TreeReduce {
+            // `f` may read any column.
+            input: prune(input, None),
+            name: name.clone(),
+            f: f.clone(),
+            split_every: *split_every,
+        }),
+        Plan::Join {
+            left,
+            right,
+            spec,
+            strategy,
+            npartitions,
+        } => Arc::new(Plan::Join {
+            // The spec names columns by position in each side's full schema.
+            left: prune(left, None),
+            right: prune(right, None),
+            spec: spec.clone(),
+            strategy: *strategy,
+            npartitions: *npartitions,
+        }),
         Plan::WithIndex { input, index } => {
             let need = required.map(|r| {
                 let mut n = r.clone();
@@ -296,6 +454,189 @@ static LAYER_ID: AtomicUsize = AtomicUsize::new(0);
 /// A fresh layer name, `op-N`.
 pub fn layer_name(op: &str) -> Arc<str> {
     format!("{op}-{}", LAYER_ID.fetch_add(1, Ordering::Relaxed)).into()
+}
+
+/// Adds a reduction tree over `level`: `combine` tasks of `split_every` inputs each
+/// until at most `split_every` remain, then one `finalize` task, whose key it
+/// returns. Layers are named `<name>-combine` and `<name>-finalize`.
+fn lower_tree(
+    graph: &mut Graph,
+    mut level: Vec<Key>,
+    split_every: usize,
+    name: &str,
+    combine: &Arc<dyn Operator>,
+    finalize: &Arc<dyn Operator>,
+) -> Key {
+    let split_every = split_every.max(2);
+    while level.len() > split_every {
+        let layer = layer_name(&format!("{name}-combine"));
+        let tasks: Vec<Task> = level
+            .chunks(split_every)
+            .enumerate()
+            .map(|(i, group)| Task {
+                key: Key::new(&layer, i),
+                deps: group.to_vec(),
+                op: combine.clone(),
+            })
+            .collect();
+        level = tasks.iter().map(|t| t.key.clone()).collect();
+        graph.add_layer(Layer { name: layer, tasks });
+    }
+    let layer = layer_name(&format!("{name}-finalize"));
+    let key = Key::new(&layer, 0);
+    graph.add_layer(Layer {
+        name: layer,
+        tasks: vec![Task {
+            key: key.clone(),
+            deps: level,
+            op: finalize.clone(),
+        }],
+    });
+    key
+}
+
+/// Adds the writing half of a shuffle into `n` partitions: a writer per input
+/// partition of each side (sides share the partition numbers, as the two inputs of a
+/// join), then one barrier task that every reader waits on (n + m edges, not n × m).
+/// Returns the first shuffle partition of each side and the barrier's key.
+fn lower_shuffle_writes(
+    graph: &mut Graph,
+    ctx: &Arc<RunContext>,
+    sides: &[(&[Key], &Partitioner)],
+    n: usize,
+) -> (Vec<usize>, Key) {
+    let mut offsets = Vec::with_capacity(sides.len());
+    let mut written = Vec::new();
+    for (inputs, partitioner) in sides {
+        let offset = ctx.reserve_shuffle_partitions(n);
+        offsets.push(offset);
+        let name = layer_name("shuffle-write");
+        let tasks: Vec<Task> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Task {
+                key: Key::new(&name, i),
+                deps: vec![k.clone()],
+                op: Arc::new(ShuffleWrite {
+                    ctx: ctx.clone(),
+                    offset,
+                    n,
+                    partitioner: (*partitioner).clone(),
+                    writer: i as u64,
+                }),
+            })
+            .collect();
+        written.extend(tasks.iter().map(|t| t.key.clone()));
+        graph.add_layer(Layer { name, tasks });
+    }
+    let barrier_name = layer_name("shuffle-barrier");
+    let barrier = Key::new(&barrier_name, 0);
+    graph.add_layer(Layer {
+        name: barrier_name,
+        tasks: vec![Task {
+            key: barrier.clone(),
+            deps: written,
+            op: FnOperator::new("shuffle-barrier", |_| Ok(Value::Pieces(Vec::new()))),
+        }],
+    });
+    (offsets, barrier)
+}
+
+/// One task gathering `inputs` into one batch of `schema` (a broadcast side).
+fn lower_gather(graph: &mut Graph, inputs: Vec<Key>, schema: SchemaRef) -> Key {
+    let name = layer_name("broadcast-gather");
+    let key = Key::new(&name, 0);
+    graph.add_layer(Layer {
+        name,
+        tasks: vec![Task {
+            key: key.clone(),
+            deps: inputs,
+            op: FnOperator::new("broadcast-gather", move |inputs| {
+                let batches = inputs
+                    .iter()
+                    .map(|v| v.as_batch().cloned())
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Value::Batch(arrow::compute::concat_batches(
+                    &schema, &batches,
+                )?))
+            }),
+        }],
+    });
+    key
+}
+
+fn lower_join(
+    graph: &mut Graph,
+    ctx: &Arc<RunContext>,
+    left: &Plan,
+    right: &Plan,
+    spec: &Arc<JoinSpec>,
+    strategy: JoinStrategy,
+    npartitions: usize,
+) -> Vec<Key> {
+    let left_keys = lower(left, graph, ctx);
+    let right_keys = lower(right, graph, ctx);
+    let name = layer_name("join");
+    let pairs: Vec<(Key, Key)> = match strategy {
+        JoinStrategy::PartitionWise => left_keys.into_iter().zip(right_keys).collect(),
+        JoinStrategy::BroadcastRight => {
+            let all = lower_gather(graph, right_keys, right.schema());
+            left_keys.into_iter().map(|k| (k, all.clone())).collect()
+        }
+        JoinStrategy::BroadcastLeft => {
+            let all = lower_gather(graph, left_keys, left.schema());
+            right_keys.into_iter().map(|k| (all.clone(), k)).collect()
+        }
+        JoinStrategy::Shuffle => {
+            let (lp, rp) = key_partitioners(spec);
+            let (offsets, barrier) = lower_shuffle_writes(
+                graph,
+                ctx,
+                &[(&left_keys, &lp), (&right_keys, &rp)],
+                npartitions,
+            );
+            let tasks: Vec<Task> = (0..npartitions)
+                .map(|p| Task {
+                    key: Key::new(&name, p),
+                    deps: vec![barrier.clone()],
+                    op: Arc::new(ShuffleJoin {
+                        ctx: ctx.clone(),
+                        partitions: (offsets[0] + p, offsets[1] + p),
+                        spec: spec.clone(),
+                    }),
+                })
+                .collect();
+            let keys = tasks.iter().map(|t| t.key.clone()).collect();
+            graph.add_layer(Layer { name, tasks });
+            return keys;
+        }
+    };
+    let op: Arc<dyn Operator> = match strategy {
+        JoinStrategy::BroadcastLeft => Arc::new(JoinBroadcastLeft {
+            spec: spec.clone(),
+            table: Default::default(),
+        }),
+        JoinStrategy::BroadcastRight => Arc::new(JoinPartitions {
+            spec: spec.clone(),
+            broadcast: Some(Default::default()),
+        }),
+        _ => Arc::new(JoinPartitions {
+            spec: spec.clone(),
+            broadcast: None,
+        }),
+    };
+    let tasks: Vec<Task> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (l, r))| Task {
+            key: Key::new(&name, i),
+            deps: vec![l, r],
+            op: op.clone(),
+        })
+        .collect();
+    let keys = tasks.iter().map(|t| t.key.clone()).collect();
+    graph.add_layer(Layer { name, tasks });
+    keys
 }
 
 /// Adds `plan`'s layers to `graph`; returns the key of each output partition.
@@ -345,6 +686,65 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             let keys: Vec<Vec<Key>> = inputs.iter().map(|p| lower(p, graph, ctx)).collect();
             node.lower(&keys, graph, ctx)
         }
+        Plan::Join {
+            left,
+            right,
+            spec,
+            strategy,
+            npartitions,
+        } => lower_join(graph, ctx, left, right, spec, *strategy, *npartitions),
+        Plan::SelectPartitions { input, partitions } => {
+            let inputs = lower(input, graph, ctx);
+            partitions.iter().map(|&i| inputs[i].clone()).collect()
+        }
+        Plan::TreeReduce {
+            input,
+            name,
+            f,
+            split_every,
+        } => {
+            let inputs = lower(input, graph, ctx);
+            let f = f.clone();
+            let op: Arc<dyn Operator> = FnOperator::new(name.clone(), move |inputs| {
+                let batches = inputs
+                    .iter()
+                    .map(|v| v.as_batch().cloned())
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Value::Batch(f(&batches)?))
+            });
+            vec![lower_tree(graph, inputs, *split_every, name, &op, &op)]
+        }
+        Plan::Shuffle {
+            input,
+            by,
+            npartitions,
+            sort,
+        } => {
+            let inputs = lower(input, graph, ctx);
+            let schema = input.schema();
+            let (offsets, barrier) =
+                lower_shuffle_writes(graph, ctx, &[(&inputs, by)], *npartitions);
+            let sort: Vec<(usize, SortOptions)> = sort
+                .iter()
+                .map(|(c, o)| (schema.index_of(c).expect("sort keys are checked"), *o))
+                .collect();
+            let name = layer_name("shuffle-gather");
+            let tasks: Vec<Task> = (0..*npartitions)
+                .map(|p| Task {
+                    key: Key::new(&name, p),
+                    deps: vec![barrier.clone()],
+                    op: Arc::new(ShuffleGather {
+                        ctx: ctx.clone(),
+                        partition: offsets[0] + p,
+                        schema: schema.clone(),
+                        sort: sort.clone(),
+                    }),
+                })
+                .collect();
+            let keys = tasks.iter().map(|t| t.key.clone()).collect();
+            graph.add_layer(Layer { name, tasks });
+            keys
+        }
         Plan::Filter { input, predicate } => {
             let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(FilterOp {
@@ -381,29 +781,11 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             let inputs = lower(input, graph, ctx);
             let chunk: Arc<dyn Operator> = Arc::new(AggChunk { plan: agg.clone() });
             let partials = per_partition(graph, "agg-chunk", &inputs, &|_| chunk.clone());
-            let offset = ctx.reserve_shuffle_partitions(*split_out);
-            let keys: Vec<usize> = (0..agg.keys.len()).collect();
-            let written = per_partition(graph, "shuffle-write", &partials, &|i| {
-                Arc::new(ShuffleWrite {
-                    ctx: ctx.clone(),
-                    offset,
-                    n: *split_out,
-                    keys: keys.clone(),
-                    writer: i as u64,
-                })
-            });
-            // One barrier between the writers and the readers: n + m edges
-            // instead of n × m.
-            let barrier_name = layer_name("shuffle-barrier");
-            let barrier = Key::new(&barrier_name, 0);
-            graph.add_layer(Layer {
-                name: barrier_name,
-                tasks: vec![Task {
-                    key: barrier.clone(),
-                    deps: written,
-                    op: FnOperator::new("shuffle-barrier", |_| Ok(Value::Pieces(Vec::new()))),
-                }],
-            });
+            let partitioner = Partitioner::Hash {
+                keys: agg.keys.clone(),
+            };
+            let (offsets, barrier) =
+                lower_shuffle_writes(graph, ctx, &[(&partials, &partitioner)], *split_out);
             let name = layer_name("shuffle-agg-finalize");
             let tasks: Vec<Task> = (0..*split_out)
                 .map(|p| Task {
@@ -411,7 +793,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
                     deps: vec![barrier.clone()],
                     op: Arc::new(ShuffleAggFinalize {
                         ctx: ctx.clone(),
-                        partition: offset + p,
+                        partition: offsets[0] + p,
                         plan: agg.clone(),
                     }),
                 })
@@ -428,33 +810,17 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
         } => {
             let inputs = lower(input, graph, ctx);
             let chunk: Arc<dyn Operator> = Arc::new(AggChunk { plan: agg.clone() });
-            let mut level = per_partition(graph, "agg-chunk", &inputs, &|_| chunk.clone());
+            let level = per_partition(graph, "agg-chunk", &inputs, &|_| chunk.clone());
             let combine: Arc<dyn Operator> = Arc::new(AggCombine { plan: agg.clone() });
-            while level.len() > *split_every {
-                let name = layer_name("agg-combine");
-                let tasks: Vec<Task> = level
-                    .chunks(*split_every)
-                    .enumerate()
-                    .map(|(i, group)| Task {
-                        key: Key::new(&name, i),
-                        deps: group.to_vec(),
-                        op: combine.clone(),
-                    })
-                    .collect();
-                level = tasks.iter().map(|t| t.key.clone()).collect();
-                graph.add_layer(Layer { name, tasks });
-            }
-            let name = layer_name("agg-finalize");
-            let key = Key::new(&name, 0);
-            graph.add_layer(Layer {
-                name,
-                tasks: vec![Task {
-                    key: key.clone(),
-                    deps: level,
-                    op: Arc::new(AggFinalize { plan: agg.clone() }),
-                }],
-            });
-            vec![key]
+            let finalize: Arc<dyn Operator> = Arc::new(AggFinalize { plan: agg.clone() });
+            vec![lower_tree(
+                graph,
+                level,
+                *split_every,
+                "agg",
+                &combine,
+                &finalize,
+            )]
         }
     }
 }

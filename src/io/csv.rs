@@ -83,6 +83,26 @@ pub struct CsvSource {
 }
 
 impl CsvSource {
+    /// The file and 1-based line of row `row` (0-based, counting data rows) of
+    /// block `block`, for error messages; counts the newlines before the block, so
+    /// a quoted field spanning lines makes it approximate.
+    pub fn line_of(&self, block: usize, row: usize) -> Result<(PathBuf, u64)> {
+        let b = self
+            .blocks
+            .get(block)
+            .ok_or_else(|| Error::Internal(format!("no block {block}")))?;
+        let path = &self.files[b.file].path;
+        let io = |e| Error::io(path, e);
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let mut before = vec![0u8; b.start as usize];
+        std::io::Read::read_exact(&mut f, &mut before).map_err(io)?;
+        let newlines = memchr::memchr_iter(b'\n', &before).count() as u64;
+        // A block owns the lines that start in it: when `start` is inside a line,
+        // its first row is the line after.
+        let inside = b.start > self.files[b.file].data_start && before.last() != Some(&b'\n');
+        Ok((path.clone(), newlines + u64::from(inside) + 1 + row as u64))
+    }
+
     /// Expands the glob, reads every file's header, checks that they agree, infers
     /// column types from samples, and cuts the files into blocks. Reads no other rows.
     pub fn open(pattern: &str, opts: &CsvOptions) -> Result<CsvSource> {

@@ -776,3 +776,124 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid size"), "{err}");
 }
+
+/// `--join`, `--set-index` and a partitioned `--sort`, against naive answers.
+#[test]
+fn query_join_set_index_and_sort_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = cli_data(dir.path(), 41, 600);
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("names.csv"),
+        "name,age,x\nAlice,30,1\nBob,40,2\nZelda,50,3\nNobody,60,4\n",
+    )
+    .unwrap();
+    let glob = glob_of(dir.path());
+    let other_glob = glob_of(other.path());
+    let ages = [("Alice", 30), ("Bob", 40), ("Zelda", 50)];
+
+    // A left join: every row, `age` where the name is known; `x` clashes.
+    let out = ok(&[
+        "query",
+        &glob,
+        "--join",
+        &other_glob,
+        "--on",
+        "name",
+        "--how",
+        "left",
+        "--format",
+        "csv",
+        "--blocksize",
+        "2KB",
+    ]);
+    let (header, rows) = parse_csv(&out);
+    assert_eq!(header, ["name", "x_x", "y", "age", "x_y"]);
+    assert_eq!(rows.len(), t.rows.len());
+    let mut got: Vec<(Cell, Cell)> = rows.iter().map(|r| (r[0].clone(), r[3].clone())).collect();
+    let mut expected: Vec<(Cell, Cell)> = t
+        .rows
+        .iter()
+        .map(|r| {
+            let age = ages
+                .iter()
+                .find(|(n, _)| r[0].str() == Some(*n))
+                .map_or(Cell::Null, |(_, a)| Cell::Int(*a));
+            (r[0].clone(), age)
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+
+    // An inner join then a groupby of the joined rows.
+    let out = ok(&[
+        "query",
+        &glob,
+        "--join",
+        &other_glob,
+        "--on",
+        "name",
+        "--groupby",
+        "age",
+        "--agg",
+        "size() as n",
+        "--format",
+        "csv",
+    ]);
+    let (_, rows) = parse_csv(&out);
+    let expected: Vec<Vec<Cell>> = ages
+        .iter()
+        .map(|(n, a)| {
+            let count = t.rows.iter().filter(|r| r[0].str() == Some(*n)).count();
+            vec![Cell::Int(*a), Cell::Int(count as i64)]
+        })
+        .filter(|r| r[1] != Cell::Int(0))
+        .collect();
+    assert_rows(&rows, &expected, "join then groupby");
+
+    // set_index and a sort across partitions stream rows in order.
+    for args in [
+        vec!["--set-index", "x"],
+        vec!["--sort", "x"],
+        vec!["--sort=-y,name"],
+    ] {
+        let mut cmd = vec![
+            "query",
+            glob.as_str(),
+            "--format",
+            "csv",
+            "--blocksize",
+            "2KB",
+        ];
+        cmd.extend(args.iter().copied());
+        let (_, rows) = parse_csv(&ok(&cmd));
+        assert_eq!(rows.len(), t.rows.len(), "{args:?}");
+        let key = |r: &Vec<Cell>| -> (Cell, Cell) {
+            match args[0] {
+                "--sort=-y,name" => (Cell::Float(-r[2].num().unwrap()), r[0].clone()),
+                _ => (r[1].clone(), Cell::Null),
+            }
+        };
+        let keys: Vec<_> = rows.iter().map(key).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{args:?}: not in order");
+    }
+
+    let e = fails(&["query", &glob, "--join", &other_glob]);
+    assert!(e.contains("--on"), "{e}");
+    let e = fails(&[
+        "query",
+        &glob,
+        "--join",
+        &other_glob,
+        "--on",
+        "name",
+        "--how",
+        "sideways",
+    ]);
+    assert!(e.contains("inner, left, right or outer"), "{e}");
+    let e = fails(&["query", &glob, "--set-index", "y", "--sorted"]);
+    assert!(e.contains("declared sorted"), "{e}");
+}

@@ -4,6 +4,8 @@ mod cli;
 mod common;
 mod frame_ops;
 mod groupby;
+mod join;
+mod ordering;
 mod outofcore;
 mod properties;
 mod read_csv;

@@ -447,3 +447,129 @@ fn timestamp_literals_in_expressions() {
         .to_string();
     assert!(e.contains("\"yesterday\" is not a timestamp"), "{e}");
 }
+
+/// Every output partition's index values lie inside its divisions, and the
+/// partitions together are the input's rows in order.
+fn check_repartitioned(out: &DataFrame, original: &RecordBatch) {
+    let (parts, _) = out.compute_partitions().unwrap();
+    assert_eq!(parts.len(), out.npartitions());
+    let all = arrow::compute::concat_batches(&original.schema(), &parts).unwrap();
+    assert_eq!(&all, original);
+    if let Some(div) = out.divisions() {
+        let ns: Vec<i64> = div
+            .iter()
+            .map(|d| match d {
+                ScalarValue::TimestampNanosecond(Some(x), _) => *x,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for (i, p) in parts.iter().enumerate() {
+            let ts = cast(p.column_by_name("timestamp").unwrap(), &DataType::Int64).unwrap();
+            for t in ts.as_primitive::<Int64Type>().values() {
+                let last = i + 1 == parts.len();
+                assert!(
+                    *t >= ns[i] && (*t < ns[i + 1] || (last && *t == ns[i + 1])),
+                    "partition {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn repartition_by_npartitions_freq_divisions_and_size() {
+    use outcore::frame::repartition::Repartition;
+    let day = 86_400_000_000_000i64;
+    let t0 = 946_684_800_000_000_000i64;
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel)] {
+        let s = session(threads, mode, 1 << 20);
+        let df =
+            outcore::datasets::timeseries(&s, "2000-01-01", "2000-01-03 07:00", "1min", "5h", 4)
+                .unwrap();
+        let all = df.compute().unwrap();
+        // freq: one partition per day, boundaries at midnight.
+        let daily = df.repartition(Repartition::Freq("1D".into())).unwrap();
+        assert_eq!(daily.npartitions(), 3);
+        let want: Vec<ScalarValue> = [
+            t0,
+            t0 + day,
+            t0 + 2 * day,
+            t0 + 2 * day + 7 * 3_600_000_000_000,
+        ]
+        .iter()
+        .map(|&x| ScalarValue::TimestampNanosecond(Some(x), None))
+        .collect();
+        assert_eq!(daily.divisions().unwrap(), want);
+        check_repartitioned(&daily, &all);
+        // Fewer partitions: neighbours concatenated, divisions kept.
+        let few = df.repartition(Repartition::NPartitions(3)).unwrap();
+        assert_eq!(few.npartitions(), 3);
+        assert!(few.known_divisions());
+        check_repartitioned(&few, &all);
+        // More partitions: split by interpolated divisions, still known.
+        let many = df.repartition(Repartition::NPartitions(25)).unwrap();
+        assert_eq!(many.npartitions(), 25);
+        assert!(many.known_divisions());
+        check_repartitioned(&many, &all);
+        // New divisions, including ones that cut partitions mid-way.
+        let cuts = [
+            t0,
+            t0 + 7_777_000_000_000,
+            t0 + day / 2,
+            t0 + 2 * day + 7 * 3_600_000_000_000,
+        ];
+        let by_div = df
+            .repartition(Repartition::Divisions(
+                cuts.iter()
+                    .map(|&x| ScalarValue::TimestampNanosecond(Some(x), None))
+                    .collect(),
+            ))
+            .unwrap();
+        assert_eq!(by_div.npartitions(), 3);
+        check_repartitioned(&by_div, &all);
+        let e = df
+            .repartition(Repartition::Divisions(vec![
+                ScalarValue::TimestampNanosecond(Some(t0 + 1), None),
+                ScalarValue::TimestampNanosecond(Some(t0 + 3 * day), None),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must cover"), "{e}");
+        // By size: partitions of about 5 kB.
+        let sized = df.repartition(Repartition::PartitionSize(5_000)).unwrap();
+        let (parts, _) = sized.compute_partitions().unwrap();
+        assert!(parts.len() > df.npartitions(), "{}", parts.len());
+        for p in &parts {
+            assert!(
+                p.get_array_memory_size() < 15_000,
+                "{}",
+                p.get_array_memory_size()
+            );
+        }
+        check_repartitioned(&sized, &all);
+        let one = df.repartition(Repartition::PartitionSize(1 << 30)).unwrap();
+        assert_eq!(one.npartitions(), 1);
+        check_repartitioned(&one, &all);
+    }
+    // Without an index: split by rows.
+    let s = session(2, Mode::Parallel, 4000);
+    let csv = s
+        .read_csv(golden_dir().join("input.csv").to_string_lossy())
+        .load()
+        .unwrap();
+    let all = csv.compute().unwrap();
+    let more = csv
+        .repartition(Repartition::NPartitions(csv.npartitions() * 2 + 1))
+        .unwrap();
+    assert_eq!(more.npartitions(), csv.npartitions() * 2 + 1);
+    let (parts, _) = more.compute_partitions().unwrap();
+    assert_eq!(
+        arrow::compute::concat_batches(&all.schema(), &parts).unwrap(),
+        all
+    );
+    let e = csv
+        .repartition(Repartition::Freq("1D".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("set_index"), "{e}");
+}

@@ -193,7 +193,7 @@ impl PlanNode for TimeseriesNode {
             self.columns.iter().map(|c| field(c)).collect::<Vec<_>>(),
         ))
     }
-    fn npartitions(&self) -> usize {
+    fn npartitions(&self, _inputs: &[usize]) -> usize {
         self.spec.divisions.len() - 1
     }
     fn index(&self) -> Option<Index> {
@@ -225,7 +225,7 @@ impl PlanNode for TimeseriesNode {
     }
     fn lower(&self, _inputs: &[Vec<Key>], graph: &mut Graph, _ctx: &Arc<RunContext>) -> Vec<Key> {
         let name = layer_name("timeseries");
-        let tasks: Vec<Task> = (0..self.npartitions())
+        let tasks: Vec<Task> = (0..self.npartitions(&[]))
             .map(|p| {
                 let me = self.clone();
                 Task {

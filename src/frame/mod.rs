@@ -12,6 +12,7 @@ pub mod plan;
 pub mod persist;
 pub mod repartition;
 pub mod resample;
+pub mod rolling;
 pub mod timerule;
 
 use std::sync::Arc;

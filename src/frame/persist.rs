@@ -50,7 +50,7 @@ impl PlanNode for PersistedNode {
     fn schema(&self, _inputs: &[SchemaRef]) -> SchemaRef {
         self.0.schema.clone()
     }
-    fn npartitions(&self) -> usize {
+    fn npartitions(&self, _inputs: &[usize]) -> usize {
         self.0.keys.len()
     }
     fn index(&self) -> Option<Index> {

@@ -174,8 +174,8 @@ pub trait PlanNode: Send + Sync {
     fn name(&self) -> &str;
     /// The output schema, given the inputs' (pruned) schemas.
     fn schema(&self, inputs: &[SchemaRef]) -> SchemaRef;
-    /// Number of output partitions.
-    fn npartitions(&self) -> usize;
+    /// Number of output partitions, given the inputs'.
+    fn npartitions(&self, inputs: &[usize]) -> usize;
     /// The output's index, if any.
     fn index(&self) -> Option<Index>;
     /// The node producing only the columns in `required` (a source's projection),
@@ -230,7 +230,9 @@ impl Plan {
             Plan::SelectPartitions { partitions, .. } => partitions.len(),
             Plan::TreeReduce { .. } => 1,
             Plan::Join { npartitions, .. } => *npartitions,
-            Plan::Node { node, .. } => node.npartitions(),
+            Plan::Node { inputs, node } => {
+                node.npartitions(&inputs.iter().map(|p| p.npartitions()).collect::<Vec<_>>())
+            }
         }
     }
 }

@@ -112,7 +112,7 @@ impl PlanNode for RepartitionNode {
     fn schema(&self, inputs: &[SchemaRef]) -> SchemaRef {
         inputs[0].clone()
     }
-    fn npartitions(&self) -> usize {
+    fn npartitions(&self, _inputs: &[usize]) -> usize {
         self.outputs.len()
     }
     fn index(&self) -> Option<Index> {

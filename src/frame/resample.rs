@@ -588,7 +588,7 @@ impl PlanNode for ResampleNode {
     fn schema(&self, _inputs: &[SchemaRef]) -> SchemaRef {
         self.inner.schema.clone()
     }
-    fn npartitions(&self) -> usize {
+    fn npartitions(&self, _inputs: &[usize]) -> usize {
         self.inner.npart()
     }
     fn index(&self) -> Option<Index> {

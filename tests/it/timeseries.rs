@@ -573,3 +573,148 @@ fn repartition_by_npartitions_freq_divisions_and_size() {
         .to_string();
     assert!(e.contains("set_index"), "{e}");
 }
+
+/// The naive rolling answer: for each row, the values of its window (non-null),
+/// then the function; `None` below `min_periods`.
+fn naive_rolling(
+    ts: &[i64],
+    x: &[Option<f64>],
+    window: &outcore::frame::rolling::Window,
+    func: AggFunc,
+    min_periods: usize,
+) -> Vec<Option<f64>> {
+    use outcore::frame::rolling::Window;
+    (0..x.len())
+        .map(|r| {
+            let lo = match window {
+                Window::Rows(n) => (r + 1).saturating_sub(*n),
+                Window::Time(_) => (0..=r)
+                    .find(|&i| ts[i] > ts[r] - 6 * 3_600_000_000_000)
+                    .unwrap(),
+            };
+            let v: Vec<f64> = x[lo..=r].iter().flatten().copied().collect();
+            let n = v.len() as f64;
+            if func == AggFunc::Count {
+                return Some(n);
+            }
+            if v.len() < min_periods.max(1) {
+                return None;
+            }
+            let mean = v.iter().sum::<f64>() / n;
+            let var = v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (n - 1.0);
+            match func {
+                AggFunc::Sum => Some(v.iter().sum()),
+                AggFunc::Mean => Some(mean),
+                AggFunc::Min => v.iter().copied().reduce(f64::min),
+                AggFunc::Max => v.iter().copied().reduce(f64::max),
+                AggFunc::Var => (v.len() > 1).then_some(var),
+                AggFunc::Std => (v.len() > 1).then(|| var.sqrt()),
+                _ => unreachable!(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn rolling_windows_reach_back_over_several_partitions() {
+    use outcore::frame::rolling::Window;
+    let funcs = [
+        AggFunc::Mean,
+        AggFunc::Sum,
+        AggFunc::Min,
+        AggFunc::Max,
+        AggFunc::Std,
+        AggFunc::Var,
+        AggFunc::Count,
+    ];
+    // Partitions of about 18 rows; windows of 3 rows, 50 rows and 6 hours (up to
+    // ~30 rows), so windows span up to four partitions.
+    for (threads, mode, blocksize) in [(1, Mode::Sync, 1 << 20), (2, Mode::Parallel, 700)] {
+        let s = session(threads, mode, blocksize);
+        let df = golden_input(&s);
+        let all = df.compute().unwrap();
+        let ts = cast(all.column_by_name("timestamp").unwrap(), &DataType::Int64).unwrap();
+        let ts = ts.as_primitive::<Int64Type>().values().to_vec();
+        let x: Vec<Option<f64>> = all
+            .column_by_name("x")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .iter()
+            .collect();
+        for (window, min_periods) in [
+            (Window::Rows(3), None),
+            (Window::Rows(50), Some(10)),
+            (Window::Time("6h".into()), None),
+        ] {
+            let specs: Vec<AggSpec> = funcs
+                .iter()
+                .map(|&f| AggSpec::new(f, "x").alias(format!("r{}", f.name())))
+                .collect();
+            let mut r = df.rolling(window.clone()).unwrap();
+            if let Some(m) = min_periods {
+                r = r.min_periods(m);
+            }
+            let out = r.agg(&specs).unwrap();
+            assert_eq!(out.npartitions(), df.npartitions());
+            let got = out.compute().unwrap();
+            assert_eq!(got.num_rows(), all.num_rows());
+            assert_eq!(
+                got.column_by_name("x").unwrap(),
+                all.column_by_name("x").unwrap()
+            );
+            let mp = min_periods.unwrap_or(match window {
+                Window::Rows(n) => n,
+                Window::Time(_) => 1,
+            });
+            for f in funcs {
+                let want = naive_rolling(&ts, &x, &window, f, mp);
+                let g = f64s(
+                    &got,
+                    got.schema().index_of(&format!("r{}", f.name())).unwrap(),
+                );
+                for r in 0..want.len() {
+                    let ok = match (g[r], want[r]) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                        _ => false,
+                    };
+                    assert!(
+                        ok,
+                        "{window:?} {} row {r}: got {:?}, want {:?} (blocksize {blocksize})",
+                        f.name(),
+                        g[r],
+                        want[r]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rolling_errors() {
+    use outcore::frame::rolling::Window;
+    let s = session(1, Mode::Sync, 1 << 20);
+    let csv = s
+        .read_csv(golden_dir().join("input.csv").to_string_lossy())
+        .load()
+        .unwrap();
+    let e = csv
+        .rolling(Window::Time("5min".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("set_index"), "{e}");
+    let df = golden_input(&s);
+    let e = df
+        .rolling(Window::Time("1ME".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fixed span"), "{e}");
+    let e = df
+        .rolling(Window::Rows(2))
+        .unwrap()
+        .agg(&[AggSpec::new(AggFunc::First, "x")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a rolling aggregation"), "{e}");
+}

@@ -249,6 +249,12 @@ impl Session {
         Ok(self.inner.persisted.get_or_init(|| cache).clone())
     }
 
+    /// Opens a Parquet dataset folder (restoring the index and divisions that
+    /// [`DataFrame::to_parquet`] recorded) or a glob of Parquet files.
+    pub fn read_parquet(&self, path: impl AsRef<std::path::Path>) -> Result<DataFrame> {
+        crate::frame::parquet::read_parquet(self, path)
+    }
+
     /// Starts reading a CSV glob (a pattern, a folder, or one file).
     pub fn read_csv(&self, pattern: impl Into<String>) -> CsvReadBuilder {
         CsvReadBuilder {

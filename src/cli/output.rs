@@ -66,17 +66,13 @@ pub enum PartitionWriter {
         /// Partitions written so far.
         written: Mutex<usize>,
     },
-    /// `part-00000.csv`, ... in a temporary folder beside `dir`, renamed to `dir`
-    /// by [`PartitionWriter::finish`]; dropped unfinished, the temporary folder goes.
+    /// `part-00000.csv`, ... in a staging folder renamed to the target by
+    /// [`PartitionWriter::finish`]; dropped unfinished, the staging folder goes.
     Folder {
         /// Output format (a table is written as CSV).
         format: Format,
-        /// The folder the user asked for.
-        dir: PathBuf,
-        /// Whether an existing `dir` may be replaced.
-        overwrite: bool,
-        /// Where the files are written until all are done.
-        staging: tempfile::TempDir,
+        /// The folder being written.
+        staging: outcore::io::write::StagedFolder,
     },
 }
 
@@ -92,32 +88,9 @@ impl PartitionWriter {
     /// Writes one file per partition into `dir`, which must not exist unless
     /// `overwrite`; checked now, before any work.
     pub fn folder(dir: &Path, format: Format, overwrite: bool) -> Result<PartitionWriter> {
-        if dir.exists() && !overwrite {
-            return Err(Error::plan(
-                "query",
-                format!(
-                    "{} already exists; choose another --out folder or pass --overwrite",
-                    dir.display()
-                ),
-            ));
-        }
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let name = dir
-            .file_name()
-            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-        let staging = tempfile::Builder::new()
-            .prefix(&format!(".{name}.partial-"))
-            .tempdir_in(&parent)
-            .map_err(|e| Error::io(&parent, e))?;
         Ok(PartitionWriter::Folder {
             format,
-            dir: dir.to_path_buf(),
-            overwrite,
-            staging,
+            staging: outcore::io::write::StagedFolder::new(dir, overwrite, "query")?,
         })
     }
 
@@ -160,39 +133,7 @@ impl PartitionWriter {
     pub fn finish(self) -> Result<Option<PathBuf>> {
         match self {
             PartitionWriter::Stdout { .. } => Ok(None),
-            PartitionWriter::Folder {
-                dir,
-                overwrite,
-                staging,
-                ..
-            } => {
-                let staged = staging.keep();
-                if dir.exists() {
-                    if !overwrite {
-                        let _ = std::fs::remove_dir_all(&staged);
-                        return Err(Error::plan(
-                            "query",
-                            format!(
-                                "{} appeared while the query ran; not replaced",
-                                dir.display()
-                            ),
-                        ));
-                    }
-                    // Move the old answer aside first, so a failed rename leaves it.
-                    let old = staged.with_extension("old");
-                    std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
-                    if let Err(e) = std::fs::rename(&staged, &dir) {
-                        let _ = std::fs::rename(&old, &dir);
-                        let _ = std::fs::remove_dir_all(&staged);
-                        return Err(Error::io(&dir, e));
-                    }
-                    let _ = std::fs::remove_dir_all(&old);
-                } else if let Err(e) = std::fs::rename(&staged, &dir) {
-                    let _ = std::fs::remove_dir_all(&staged);
-                    return Err(Error::io(&dir, e));
-                }
-                Ok(Some(dir))
-            }
+            PartitionWriter::Folder { staging, .. } => Ok(Some(staging.finish()?)),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod ordering;
 pub mod partitioning;
 pub mod plan;
 // Time series and reuse (issue #6): each file adds its own `impl DataFrame` block.
+pub mod parquet;
 pub mod persist;
 pub mod repartition;
 pub mod resample;

@@ -13,5 +13,6 @@ pub mod csv;
 pub mod glob;
 pub mod infer;
 pub mod tokenize;
+pub mod write;
 
 pub use self::csv::{CsvOptions, CsvSource};

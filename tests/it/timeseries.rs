@@ -718,3 +718,99 @@ fn rolling_errors() {
         .to_string();
     assert!(e.contains("not a rolling aggregation"), "{e}");
 }
+
+#[test]
+fn to_parquet_round_trip_restores_divisions_and_keeps_old_data_on_failure() {
+    use outcore::frame::parquet::{read_catalog, WriteOptions};
+    let s = session(2, Mode::Parallel, 4000);
+    let df = golden_input(&s);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ds");
+    let opts = WriteOptions {
+        overwrite: false,
+        query: Some("persist input.csv --set-index timestamp".into()),
+    };
+    df.to_parquet(&dir, &opts).unwrap();
+    let files = std::fs::read_dir(&dir).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .path()
+            .extension()
+            .is_some_and(|x| x == "parquet")
+    });
+    assert_eq!(files.count(), df.npartitions());
+    let cat = read_catalog(&dir).unwrap();
+    assert_eq!(cat.query, "persist input.csv --set-index timestamp");
+    assert_eq!(cat.rows, 4000);
+    let back = s.read_parquet(&dir).unwrap();
+    assert_eq!(back.npartitions(), df.npartitions());
+    assert_eq!(back.index_column().as_deref(), Some("timestamp"));
+    assert_eq!(back.divisions(), df.divisions());
+    assert_eq!(back.compute().unwrap(), df.compute().unwrap());
+    // A resample straight from the folder: no shuffle, only Parquet bytes read.
+    let want = df
+        .resample("D")
+        .unwrap()
+        .apply(AggFunc::Mean, &["x"])
+        .unwrap()
+        .compute()
+        .unwrap();
+    let (got, stats) = back
+        .resample("D")
+        .unwrap()
+        .apply(AggFunc::Mean, &["x"])
+        .unwrap()
+        .compute_with_stats()
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(stats.shuffled_bytes, 0);
+    assert!(stats.bytes_read > 0);
+    // Projection: one column decoded.
+    assert_eq!(
+        back.select(&["n"])
+            .unwrap()
+            .compute()
+            .unwrap()
+            .num_columns(),
+        1
+    );
+
+    // The folder exists: an error unless overwrite.
+    let e = df.to_parquet(&dir, &opts).unwrap_err().to_string();
+    assert!(
+        e.contains("already exists") && e.contains("--overwrite"),
+        "{e}"
+    );
+    // A failing write with overwrite leaves the old dataset as it was, and no
+    // staging folder behind.
+    let schema = df.schema();
+    let failing = df.map_partitions(schema, |b| {
+        if b.num_rows() > 0 && b.num_rows() < 1_000_000 {
+            Err(outcore::Error::Internal("injected failure".into()))
+        } else {
+            Ok(b)
+        }
+    });
+    let over = WriteOptions {
+        overwrite: true,
+        query: None,
+    };
+    assert!(failing.to_parquet(&dir, &over).is_err());
+    assert_eq!(
+        s.read_parquet(&dir).unwrap().compute().unwrap(),
+        df.compute().unwrap()
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("ds")]);
+    // Overwrite with a different frame works.
+    let small = df
+        .repartition(outcore::frame::repartition::Repartition::NPartitions(2))
+        .unwrap();
+    small.to_parquet(&dir, &over).unwrap();
+    let back = s.read_parquet(&dir).unwrap();
+    assert_eq!(back.npartitions(), 2);
+    assert_eq!(back.divisions(), small.divisions());
+}

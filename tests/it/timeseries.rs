@@ -814,3 +814,144 @@ fn to_parquet_round_trip_restores_divisions_and_keeps_old_data_on_failure() {
     assert_eq!(back.npartitions(), 2);
     assert_eq!(back.divisions(), small.divisions());
 }
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_outcore"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_resample_rolling_persist_repartition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = golden_dir().join("input.csv");
+    let input = input.to_str().unwrap();
+    let ds = tmp.path().join("ds");
+    let ds = ds.to_str().unwrap();
+    let small = ["--threads", "2", "--blocksize", "3000"];
+    // resample, CSV out, against the library's answer on the same input.
+    let out = cli(&[
+        &[
+            "resample",
+            input,
+            "--index",
+            "timestamp",
+            "--sorted",
+            "--rule",
+            "D",
+            "--agg",
+            "mean(x), count(n), ohlc(x)",
+            "--format",
+            "csv",
+        ][..],
+        &small,
+    ]
+    .concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "timestamp,mean(x),count(n),open(x),high(x),low(x),close(x)"
+    );
+    let (_, golden) = read_golden("D");
+    assert_eq!(lines.len() - 1, golden.len());
+    assert!(lines[1].starts_with("2000-01-01T00:00:00,"), "{}", lines[1]);
+    // persist, then resample from the dataset: no shuffle, divisions restored.
+    let out = cli(&[
+        &[
+            "persist",
+            input,
+            "--set-index",
+            "timestamp",
+            "--sorted",
+            "--out",
+            ds,
+        ][..],
+        &small,
+    ]
+    .concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&[
+        "resample", ds, "--rule", "D", "--agg", "mean(x)", "--format", "csv", "--stats",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shuffled 0 B"), "{err}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().count(),
+        golden.len() + 1
+    );
+    // Writing into an existing folder fails with exit code 1 and says why.
+    let out = cli(&[
+        "persist",
+        input,
+        "--set-index",
+        "timestamp",
+        "--sorted",
+        "--out",
+        ds,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+    // repartition by day, then count the partitions of the dataset.
+    let daily = tmp.path().join("daily");
+    let out = cli(&[
+        "repartition",
+        ds,
+        "--freq",
+        "1D",
+        "--out",
+        daily.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = std::fs::read_dir(&daily)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "parquet")
+        })
+        .count();
+    assert_eq!(files, golden.len());
+    // rolling: the columns come with the rolled ones.
+    let out = cli(&[
+        "rolling", ds, "--window", "1h", "--agg", "max(x)", "--format", "csv",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+        "timestamp,n,x,max(x)"
+    );
+    // An unknown rule lists the valid ones.
+    let out = cli(&["resample", ds, "--rule", "1fortnight", "--agg", "mean(x)"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid rules"));
+}

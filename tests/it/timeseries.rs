@@ -955,3 +955,62 @@ fn cli_resample_rolling_persist_repartition() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid rules"));
 }
+
+#[test]
+fn declared_sorted_index_out_of_order_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("a.csv"),
+        "timestamp,x\n2000-01-01 00:00:00,1\n2000-01-01 01:00:00,2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("b.csv"),
+        "timestamp,x\n2000-01-01 00:30:00,3\n2000-01-01 02:00:00,4\n",
+    )
+    .unwrap();
+    let glob = tmp.path().join("*.csv");
+    let out = cli(&[
+        "resample",
+        glob.to_str().unwrap(),
+        "--index",
+        "timestamp",
+        "--sorted",
+        "--rule",
+        "1h",
+        "--agg",
+        "sum(x)",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("b.csv"), "{err}");
+    // Without --sorted the rows are shuffled into order and the answer is right.
+    let out = cli(&[
+        "resample",
+        glob.to_str().unwrap(),
+        "--index",
+        "timestamp",
+        "--rule",
+        "1h",
+        "--agg",
+        "sum(x)",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "timestamp,sum(x)",
+            "2000-01-01T00:00:00,4",
+            "2000-01-01T01:00:00,2",
+            "2000-01-01T02:00:00,4"
+        ]
+    );
+}

@@ -349,7 +349,7 @@ fn slide(x: &Float64Array, starts: &[usize], func: AggFunc, min_periods: usize) 
             let mut count = 0usize;
             let mut lo = 0;
             let mut out = Vec::with_capacity(n);
-            for r in 0..n {
+            for (r, &start) in starts.iter().enumerate() {
                 if valid(r) {
                     while dq.back().is_some_and(|&b| better(x.value(r), x.value(b))) {
                         dq.pop_back();
@@ -357,13 +357,13 @@ fn slide(x: &Float64Array, starts: &[usize], func: AggFunc, min_periods: usize) 
                     dq.push_back(r);
                     count += 1;
                 }
-                while lo < starts[r] {
+                while lo < start {
                     if valid(lo) {
                         count -= 1;
                     }
                     lo += 1;
                 }
-                while dq.front().is_some_and(|&f| f < starts[r]) {
+                while dq.front().is_some_and(|&f| f < start) {
                     dq.pop_front();
                 }
                 out.push(
@@ -377,7 +377,7 @@ fn slide(x: &Float64Array, starts: &[usize], func: AggFunc, min_periods: usize) 
             let mut lo = 0;
             let mut counts = Vec::with_capacity(if func == AggFunc::Count { n } else { 0 });
             let mut out = Vec::with_capacity(n);
-            for r in 0..n {
+            for (r, &start) in starts.iter().enumerate() {
                 if valid(r) {
                     let v = x.value(r);
                     cnt += 1;
@@ -386,7 +386,7 @@ fn slide(x: &Float64Array, starts: &[usize], func: AggFunc, min_periods: usize) 
                     mean += d / cnt as f64;
                     m2 += d * (v - mean);
                 }
-                while lo < starts[r] {
+                while lo < start {
                     if valid(lo) {
                         let v = x.value(lo);
                         cnt -= 1;

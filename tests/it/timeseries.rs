@@ -194,7 +194,7 @@ fn timeseries_frame_has_divisions_and_matches_the_csv_writer() {
             .unwrap()
             .compute()
             .unwrap();
-    assert_eq!(x.num_rows(), (18 * 60 + 30 + 6) / 7);
+    assert_eq!(x.num_rows(), (18 * 60 + 30_usize).div_ceil(7));
 }
 
 /// Resample of the generated frame against a naive hourly mean over its rows.

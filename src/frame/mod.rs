@@ -132,7 +132,7 @@ impl DataFrame {
     pub(crate) fn tree_reduce(
         &self,
         name: &str,
-        f: Arc<dyn Fn(&[RecordBatch]) -> Result<RecordBatch> + Send + Sync>,
+        f: ReduceFn,
     ) -> DataFrame {
         self.with_plan(Plan::TreeReduce {
             input: self.plan.clone(),

@@ -308,6 +308,19 @@ impl CsvReadBuilder {
         self
     }
 
+    /// Parses `column` as timestamps written in a `strftime` format, e.g.
+    /// `.with_date_format("when", "%d/%m/%Y %H:%M")` (pandas' `date_format`).
+    pub fn with_date_format(
+        mut self,
+        column: impl Into<String>,
+        format: impl Into<String>,
+    ) -> Self {
+        self.options
+            .date_formats
+            .push((column.into(), format.into()));
+        self
+    }
+
     /// Field separator (default `,`).
     pub fn with_delimiter(mut self, delimiter: u8) -> Self {
         self.options.delimiter = delimiter;

@@ -39,6 +39,10 @@ pub struct InputArgs {
     /// Also parse these columns as timestamps (comma-separated).
     #[arg(long, value_delimiter = ',')]
     parse_dates: Vec<String>,
+    /// A column's timestamps in a strftime format: --date-format 'when=%d/%m/%Y %H:%M'
+    /// (repeatable).
+    #[arg(long)]
+    date_format: Vec<String>,
     /// Print the time taken to stderr.
     #[arg(long)]
     time: bool,
@@ -54,13 +58,25 @@ impl InputArgs {
         let df = if parquet {
             session.read_parquet(path)?
         } else {
+            let mut formats = Vec::new();
+            for f in &self.date_format {
+                let (c, fmt) = f.split_once('=').ok_or_else(|| {
+                    Error::plan(
+                        "--date-format",
+                        format!("expected COLUMN=FORMAT, found {f:?}"),
+                    )
+                })?;
+                formats.push((c.trim().to_string(), fmt.to_string()));
+            }
             let mut dates = self.parse_dates.clone();
             dates.extend(self.index.iter().cloned());
+            dates.retain(|d| !formats.iter().any(|(c, _)| c == d));
             dates.dedup();
-            session
-                .read_csv(&self.glob)
-                .with_parse_dates(dates)
-                .load()?
+            let mut reader = session.read_csv(&self.glob).with_parse_dates(dates);
+            for (c, fmt) in formats {
+                reader = reader.with_date_format(c, fmt);
+            }
+            reader.load()?
         };
         Ok(match &self.index {
             None => df,

@@ -129,11 +129,7 @@ impl DataFrame {
 
     /// One partition, merged from all by a tree of `f` (the session's
     /// `split_every` inputs at a time); `f` must keep the schema.
-    pub(crate) fn tree_reduce(
-        &self,
-        name: &str,
-        f: ReduceFn,
-    ) -> DataFrame {
+    pub(crate) fn tree_reduce(&self, name: &str, f: ReduceFn) -> DataFrame {
         self.with_plan(Plan::TreeReduce {
             input: self.plan.clone(),
             name: name.to_string(),

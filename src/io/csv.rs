@@ -37,6 +37,9 @@ pub struct CsvOptions {
     /// Columns to parse as timestamps (ISO 8601, with or without `T`, fractional
     /// seconds allowed).
     pub parse_dates: Vec<String>,
+    /// Columns whose timestamps follow a `strftime` format (`%d/%m/%Y %H:%M`), as
+    /// pandas' `date_format`; they are read as timestamps.
+    pub date_formats: Vec<(String, String)>,
     /// How many files inference samples (first, last, and some between).
     pub sample_files: usize,
     /// Bytes sampled from the start (and as many from the middle) of each sampled file.
@@ -50,6 +53,7 @@ impl Default for CsvOptions {
             delimiter: b',',
             dtypes: Vec::new(),
             parse_dates: Vec::new(),
+            date_formats: Vec::new(),
             sample_files: 5,
             sample_bytes: 256 << 10,
         }
@@ -80,6 +84,8 @@ pub struct CsvSource {
     pub blocks: Vec<Block>,
     /// Field separator.
     pub delimiter: u8,
+    /// The `strftime` format of each column that has one (by column index).
+    pub date_formats: Vec<(usize, String)>,
 }
 
 impl CsvSource {
@@ -156,12 +162,18 @@ impl CsvSource {
             .enumerate()
             .flat_map(|(i, f)| blocks::split(i, f.data_start, f.size, opts.blocksize))
             .collect();
+        let date_formats = opts
+            .date_formats
+            .iter()
+            .map(|(c, f)| (schema.index_of(c).expect("checked by inference"), f.clone()))
+            .collect();
         Ok(CsvSource {
             pattern: pattern.to_string(),
             files,
             schema,
             blocks,
             delimiter: opts.delimiter,
+            date_formats,
         })
     }
 
@@ -197,7 +209,16 @@ impl CsvSource {
         let mut columns = Vec::with_capacity(projection.len());
         for (slot, &c) in projection.iter().enumerate() {
             let field = self.schema.field(c);
-            let column = decode_column(&fields, bytes, slot, field.data_type()).map_err(|bad| {
+            let format = self
+                .date_formats
+                .iter()
+                .find(|(i, _)| *i == c)
+                .map(|(_, f)| f.as_str());
+            let decoded = match format {
+                Some(f) => decode_formatted(&fields, bytes, slot, f),
+                None => decode_column(&fields, bytes, slot, field.data_type()),
+            };
+            let column = decoded.map_err(|bad| {
                 let row_start = fields.row_starts[bad.row] as u64;
                 let range = fields.ranges[slot][bad.row];
                 let raw = &fields.bytes(bytes)[range.0 as usize..range.1 as usize];
@@ -216,11 +237,14 @@ impl CsvSource {
                         column: field.name().clone(),
                         expected: field.data_type().clone(),
                         found,
-                        hint: format!(
-                            "declare the column's type, e.g. --dtype {}=string (Rust: .with_dtype({:?}, DataType::Utf8))",
-                            field.name(),
-                            field.name()
-                        ),
+                        hint: match format {
+                            Some(f) => format!("the column's date format is {f:?}"),
+                            None => format!(
+                                "declare the column's type, e.g. --dtype {}=string (Rust: .with_dtype({:?}, DataType::Utf8))",
+                                field.name(),
+                                field.name()
+                            ),
+                        },
                     }))
                 }
             })?;
@@ -348,14 +372,18 @@ fn infer_schema(files: &[CsvFile], names: &[String], opts: &CsvOptions) -> Resul
             return Err(unknown(names, name, "parse_dates"));
         }
     }
+    for (name, _) in &opts.date_formats {
+        if !names.contains(name) {
+            return Err(unknown(names, name, "date_format"));
+        }
+    }
     let declared = |name: &str| -> Option<DataType> {
         if let Some((_, t)) = opts.dtypes.iter().rev().find(|(n, _)| n == name) {
             return Some(t.clone());
         }
-        opts.parse_dates
-            .iter()
-            .any(|n| n == name)
-            .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
+        (opts.parse_dates.iter().any(|n| n == name)
+            || opts.date_formats.iter().any(|(n, _)| n == name))
+        .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
     };
     let to_infer: Vec<usize> = (0..names.len())
         .filter(|&c| declared(&names[c]).is_none())
@@ -442,6 +470,58 @@ fn decoder_type(t: &DataType) -> Option<DataType> {
         Timestamp(..) => Timestamp(TimeUnit::Nanosecond, None),
         _ => return None,
     })
+}
+
+/// A timestamp column in a `strftime` format (chrono's parser; a date-only format
+/// gives midnight). Slower than the ISO fast path, so only used when asked for.
+fn decode_formatted(
+    fields: &Fields,
+    block: &[u8],
+    slot: usize,
+    format: &str,
+) -> Result<ArrayRef, BadValue> {
+    let data = fields.bytes(block);
+    let has_time = ["%H", "%I", "%M", "%S", "%T", "%R", "%s", "%c"]
+        .iter()
+        .any(|d| format.contains(d));
+    let mut values = Vec::with_capacity(fields.ranges[slot].len());
+    let mut nulls = NullBufferBuilder::new(fields.ranges[slot].len());
+    for (row, r) in fields.ranges[slot].iter().enumerate() {
+        let v = &data[r.0 as usize..r.1 as usize];
+        if v.is_empty() || is_na(v) {
+            values.push(0);
+            nulls.append_null();
+            continue;
+        }
+        let text = std::str::from_utf8(v).map_err(|_| BadValue {
+            row,
+            not_utf8: true,
+        })?;
+        let parsed = if has_time {
+            chrono::NaiveDateTime::parse_from_str(text, format).ok()
+        } else {
+            chrono::NaiveDate::parse_from_str(text, format)
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        };
+        let ns = parsed.and_then(|t| t.and_utc().timestamp_nanos_opt());
+        match ns {
+            Some(ns) => {
+                values.push(ns);
+                nulls.append_non_null();
+            }
+            None => {
+                return Err(BadValue {
+                    row,
+                    not_utf8: false,
+                })
+            }
+        }
+    }
+    Ok(Arc::new(TimestampNanosecondArray::new(
+        values.into(),
+        nulls.finish(),
+    )))
 }
 
 /// A value that did not decode: which row, and whether it was a UTF-8 problem.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion_common::ScalarValue;
@@ -1012,5 +1012,80 @@ fn declared_sorted_index_out_of_order_names_the_file() {
             "2000-01-01T01:00:00,2",
             "2000-01-01T02:00:00,4"
         ]
+    );
+}
+
+#[test]
+fn timestamps_in_a_format_string() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("eu.csv");
+    std::fs::write(
+        &path,
+        "when,day,x\n05/01/2000 13:45,05.01.2000,1\n06/01/2000 00:00,06.01.2000,2\n,,3\n",
+    )
+    .unwrap();
+    let s = session(1, Mode::Sync, 1 << 20);
+    let df = s
+        .read_csv(path.to_string_lossy())
+        .with_date_format("when", "%d/%m/%Y %H:%M")
+        .with_date_format("day", "%d.%m.%Y")
+        .load()
+        .unwrap();
+    let got = df.compute().unwrap();
+    let when = cast(got.column(0), &DataType::Int64).unwrap();
+    let when = when.as_primitive::<Int64Type>();
+    let day = cast(got.column(1), &DataType::Int64).unwrap();
+    let day = day.as_primitive::<Int64Type>();
+    let base = 946_684_800_000_000_000i64 + 4 * 86_400_000_000_000;
+    assert_eq!(when.value(0), base + (13 * 60 + 45) * 60_000_000_000);
+    assert_eq!(day.value(1), base + 86_400_000_000_000);
+    assert!(when.is_null(2) && day.is_null(2));
+    // A value that does not fit the format: file, line, column and the format.
+    std::fs::write(
+        &path,
+        "when,day,x\n05/01/2000 13:45,05.01.2000,1\n2000-01-06,06.01.2000,2\n",
+    )
+    .unwrap();
+    let e = s
+        .read_csv(path.to_string_lossy())
+        .with_date_format("when", "%d/%m/%Y %H:%M")
+        .load()
+        .unwrap()
+        .compute()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("eu.csv:3") && e.contains("\"when\"") && e.contains("%d/%m/%Y %H:%M"),
+        "{e}"
+    );
+    // The CLI takes it too.
+    std::fs::write(
+        &path,
+        "when,day,x\n05/01/2000 13:45,05.01.2000,1\n06/01/2000 00:00,06.01.2000,2\n",
+    )
+    .unwrap();
+    let out = cli(&[
+        "resample",
+        path.to_str().unwrap(),
+        "--index",
+        "when",
+        "--sorted",
+        "--date-format",
+        "when=%d/%m/%Y %H:%M",
+        "--rule",
+        "D",
+        "--agg",
+        "sum(x)",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "when,sum(x)\n2000-01-05T00:00:00,1\n2000-01-06T00:00:00,2\n"
     );
 }

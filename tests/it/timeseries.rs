@@ -1089,3 +1089,84 @@ fn timestamps_in_a_format_string() {
         "when,sum(x)\n2000-01-05T00:00:00,1\n2000-01-06T00:00:00,2\n"
     );
 }
+
+/// Naive fixed-rule resample of the generated frame's column `x`: bins anchored at
+/// midnight of the first day, left-closed, sum and count per bin from the first
+/// row's bin to the last's.
+fn naive_fixed_bins(ts: &[i64], x: &[f64], step: i64) -> Vec<(i64, f64, i64)> {
+    let origin = ts[0].div_euclid(86_400_000_000_000) * 86_400_000_000_000;
+    let bin = |t: i64| (t - origin).div_euclid(step);
+    let (b0, b1) = (bin(ts[0]), bin(*ts.last().unwrap()));
+    let mut out: Vec<(i64, f64, i64)> = (b0..=b1).map(|b| (origin + b * step, 0.0, 0)).collect();
+    for (t, v) in ts.iter().zip(x) {
+        let k = (bin(*t) - b0) as usize;
+        out[k].1 += v;
+        out[k].2 += 1;
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, failure_persistence: None, ..Default::default() })]
+    /// The answer does not depend on how the frame is cut into partitions, on the
+    /// threads, or on the scheduler.
+    #[test]
+    fn resample_ignores_partitioning(
+        part_minutes in 7i64..900,
+        rule in proptest::sample::select(vec!["7min", "1h", "3h", "D", "25h"]),
+        threads in 1usize..4,
+        sync in proptest::bool::ANY,
+        start_minute in 0i64..600,
+    ) {
+        let mode = if sync { Mode::Sync } else { Mode::Parallel };
+        let s = session(threads, mode, 1 << 20);
+        let start = format!("2000-01-01 {:02}:{:02}", start_minute / 60, start_minute % 60);
+        let df = outcore::datasets::timeseries(&s, &start, "2000-01-03 05:00", "2min", &format!("{part_minutes}min"), 9).unwrap();
+        let rows = df.compute().unwrap();
+        let ts = cast(rows.column(0), &DataType::Int64).unwrap();
+        let ts = ts.as_primitive::<Int64Type>().values().to_vec();
+        let x: Vec<f64> = rows.column_by_name("x").unwrap().as_primitive::<Float64Type>().values().to_vec();
+        let step = outcore::frame::timerule::Rule::parse(rule).unwrap().fixed_ns().unwrap();
+        let want = naive_fixed_bins(&ts, &x, step);
+        let got = df.resample(rule).unwrap().agg(&[AggSpec::new(AggFunc::Sum, "x"), AggSpec::new(AggFunc::Count, "x")]).unwrap().compute().unwrap();
+        proptest::prop_assert_eq!(got.num_rows(), want.len());
+        let labels = cast(got.column(0), &DataType::Int64).unwrap();
+        let labels = labels.as_primitive::<Int64Type>();
+        let (sum, count) = (f64s(&got, 1), f64s(&got, 2));
+        for (k, (label, s, c)) in want.iter().enumerate() {
+            proptest::prop_assert_eq!(labels.value(k), *label);
+            proptest::prop_assert!(close(sum[k].unwrap(), *s));
+            proptest::prop_assert_eq!(count[k], Some(*c as f64));
+        }
+    }
+}
+
+#[test]
+fn resample_under_a_tiny_memory_limit_spills_and_agrees() {
+    let tiny = Session::builder()
+        .with_threads(2)
+        .memory_limit(64 * 1024)
+        .build()
+        .unwrap();
+    let roomy = session(2, Mode::Parallel, 1 << 20);
+    let specs = [
+        AggSpec::new(AggFunc::Mean, "x"),
+        AggSpec::new(AggFunc::Std, "y"),
+        AggSpec::new(AggFunc::Count, "id"),
+    ];
+    let run = |s: &Session| {
+        outcore::datasets::timeseries(s, "2000-01-01", "2000-01-02", "5s", "20min", 11)
+            .unwrap()
+            .resample("1min")
+            .unwrap()
+            .agg(&specs)
+            .unwrap()
+            .compute_with_stats()
+            .unwrap()
+    };
+    let (got, stats) = run(&tiny);
+    let (want, _) = run(&roomy);
+    assert!(stats.spilled_bytes > 0, "{stats:?}");
+    assert_eq!(got.num_rows(), 1440);
+    assert_eq!(got, want);
+}

@@ -315,6 +315,28 @@ impl Inner {
         }
     }
 
+    /// The answer's divisions: output `i` labels the bins it owns, so its labels lie
+    /// in `[label(first owned by i), label(first owned by i + 1))`, and all lie
+    /// between the labels of the first and last divisions' bins. Unknown when a
+    /// partition owns no bin (repeated divisions).
+    fn output_divisions(&self) -> Option<Arc<[ScalarValue]>> {
+        let n = self.npart();
+        let mut d = Vec::with_capacity(n + 1);
+        d.push(self.binner.label(self.binner.bin(self.divisions[0])));
+        for i in 1..n {
+            d.push(self.binner.label(self.first_owned(i)));
+        }
+        d.push(self.binner.label(self.binner.bin(self.divisions[n])));
+        if d[..n].windows(2).any(|w| w[0] >= w[1]) || d[n] < d[n - 1] {
+            return None;
+        }
+        Some(
+            d.into_iter()
+                .map(|x| ScalarValue::TimestampNanosecond(Some(x), None))
+                .collect(),
+        )
+    }
+
     fn partial_schema(&self) -> SchemaRef {
         let mut fields = vec![
             Field::new("bin", DataType::Int64, false),
@@ -594,7 +616,7 @@ impl PlanNode for ResampleNode {
     fn index(&self) -> Option<Index> {
         Some(Index {
             column: self.inner.index.clone(),
-            divisions: None,
+            divisions: self.inner.output_divisions(),
         })
     }
     fn input_columns(&self, _required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>> {

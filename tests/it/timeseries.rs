@@ -1170,3 +1170,63 @@ fn resample_under_a_tiny_memory_limit_spills_and_agrees() {
     assert_eq!(got.num_rows(), 1440);
     assert_eq!(got, want);
 }
+
+#[test]
+fn resample_output_has_divisions_and_can_be_resampled_again() {
+    // Partitions shorter than a bin: some own no bin, and the divisions are unknown.
+    let s = session(2, Mode::Parallel, 1 << 20);
+    let short =
+        outcore::datasets::timeseries(&s, "2000-01-01", "2000-01-02", "1min", "50min", 5).unwrap();
+    assert!(!short
+        .resample("1h")
+        .unwrap()
+        .apply(AggFunc::Sum, &["id"])
+        .unwrap()
+        .known_divisions());
+    for pf in ["6h", "5h", "61min"] {
+        let df = outcore::datasets::timeseries(&s, "2000-01-01 03:00", "2000-01-04", "1min", pf, 5)
+            .unwrap();
+        let hourly = df
+            .resample("1h")
+            .unwrap()
+            .agg(&[AggSpec::new(AggFunc::Sum, "id").alias("id")])
+            .unwrap();
+        assert!(hourly.known_divisions(), "{pf}");
+        // Every hourly label lies inside its partition's divisions.
+        let div: Vec<i64> = hourly
+            .divisions()
+            .unwrap()
+            .iter()
+            .map(|d| match d {
+                ScalarValue::TimestampNanosecond(Some(x), _) => *x,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let (parts, _) = hourly.compute_partitions().unwrap();
+        for (i, p) in parts.iter().enumerate() {
+            let ts = cast(p.column(0), &DataType::Int64).unwrap();
+            for t in ts.as_primitive::<Int64Type>().values() {
+                assert!(
+                    *t >= div[i] && (*t < div[i + 1] || (i + 1 == parts.len() && *t <= div[i + 1])),
+                    "{pf} partition {i}"
+                );
+            }
+        }
+        // Daily sums of hourly sums are the daily sums.
+        let daily_of_hourly = hourly
+            .resample("D")
+            .unwrap()
+            .apply(AggFunc::Sum, &["id"])
+            .unwrap()
+            .compute()
+            .unwrap();
+        let daily = df
+            .resample("D")
+            .unwrap()
+            .apply(AggFunc::Sum, &["id"])
+            .unwrap()
+            .compute()
+            .unwrap();
+        assert_eq!(daily_of_hourly, daily, "{pf}");
+    }
+}

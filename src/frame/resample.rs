@@ -119,12 +119,6 @@ impl DataFrame {
     }
 }
 
-/// One output column: what it computes from which input column.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Out {
-    Agg(AggFunc),
-}
-
 impl Resampler {
     /// Which side of each bin is closed (pandas' default: right for `W` and `ME`,
     /// left otherwise).
@@ -187,7 +181,7 @@ impl Resampler {
                 ));
             }
             fields.push(Field::new(&a.alias, out_t, true));
-            outs.push((Out::Agg(a.func), slot));
+            outs.push((a.func, slot));
         }
         let first = *self
             .divisions
@@ -239,7 +233,7 @@ struct Inner {
     index: String,
     value_cols: Vec<String>,
     /// Each output column after the index: its function and value column slot.
-    outs: Vec<(Out, usize)>,
+    outs: Vec<(AggFunc, usize)>,
     divisions: Vec<i64>,
     schema: SchemaRef,
 }
@@ -513,8 +507,7 @@ impl Inner {
             (0..nbins as i64).map(|k| self.binner.label(lo + k)),
         );
         let mut columns: Vec<ArrayRef> = vec![Arc::new(labels)];
-        for ((out, slot), field) in self.outs.iter().zip(self.schema.fields().iter().skip(1)) {
-            let Out::Agg(func) = out;
+        for ((func, slot), field) in self.outs.iter().zip(self.schema.fields().iter().skip(1)) {
             let st = |k: usize| &states[k * ncols + *slot];
             let f64s = |g: &dyn Fn(&State) -> Option<f64>| -> ArrayRef {
                 Arc::new(Float64Array::from_iter((0..nbins).map(|k| g(st(k)))))

@@ -730,6 +730,9 @@ mod tests {
     }
 }
 
+mod timeseries_frame;
+pub use timeseries_frame::timeseries;
+
 /// Occupations of the `records` data set.
 pub const OCCUPATIONS: [&str; 16] = [
     "Accountant",

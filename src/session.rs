@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 
+use outcore_storage::spill::SpillCache;
+
 use crate::error::{Error, Result};
 use crate::frame::DataFrame;
 use crate::io::{CsvOptions, CsvSource};
@@ -50,6 +52,8 @@ struct SessionInner {
     memory: MemoryPolicy,
     cancel: Arc<AtomicBool>,
     pool: rayon::ThreadPool,
+    /// Where `persist()` keeps partitions: made on first use, half the limit.
+    persisted: std::sync::OnceLock<Arc<SpillCache<crate::graph::Value>>>,
 }
 
 /// Builds a [`Session`]; every setting has a default.
@@ -169,6 +173,7 @@ impl SessionBuilder {
                 memory,
                 cancel: self.cancel.unwrap_or_default(),
                 pool,
+                persisted: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -233,6 +238,23 @@ impl Session {
         RunContext::new(self.inner.memory.spill_dir.clone(), budget.max(64 << 10))
     }
 
+    /// The cache persisted frames keep their partitions in (one per session, under
+    /// half the memory limit; the rest pages to its folder in the spill folder).
+    pub(crate) fn persist_cache(&self) -> Result<Arc<SpillCache<crate::graph::Value>>> {
+        if let Some(c) = self.inner.persisted.get() {
+            return Ok(c.clone());
+        }
+        let budget = (self.inner.memory.limit / 2).max(1) as usize;
+        let cache = Arc::new(SpillCache::new(&self.inner.memory.spill_dir, budget)?);
+        Ok(self.inner.persisted.get_or_init(|| cache).clone())
+    }
+
+    /// Opens a Parquet dataset folder (restoring the index and divisions that
+    /// [`DataFrame::to_parquet`] recorded) or a glob of Parquet files.
+    pub fn read_parquet(&self, path: impl AsRef<std::path::Path>) -> Result<DataFrame> {
+        crate::frame::parquet::read_parquet(self, path)
+    }
+
     /// Starts reading a CSV glob (a pattern, a folder, or one file).
     pub fn read_csv(&self, pattern: impl Into<String>) -> CsvReadBuilder {
         CsvReadBuilder {
@@ -283,6 +305,19 @@ impl CsvReadBuilder {
         self.options
             .parse_dates
             .extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Parses `column` as timestamps written in a `strftime` format, e.g.
+    /// `.with_date_format("when", "%d/%m/%Y %H:%M")` (pandas' `date_format`).
+    pub fn with_date_format(
+        mut self,
+        column: impl Into<String>,
+        format: impl Into<String>,
+    ) -> Self {
+        self.options
+            .date_formats
+            .push((column.into(), format.into()));
         self
     }
 

@@ -56,7 +56,7 @@ if query.startswith("b"):
     sys.exit(0)
 
 dask.config.set(scheduler="threads")
-ddf = dd.read_csv(f"{data}/*.csv", parse_dates=["timestamp"] if query == "ts2" else None)
+ddf = dd.read_csv(f"{data}/*.csv", parse_dates=["timestamp"] if query in ("ts2", "ts4", "ts5") else None)
 
 if query == "q1":
     df = ddf.groupby("id1").agg({"v1": "sum"}).compute()
@@ -94,6 +94,21 @@ elif query == "ts2":
     df = ddf.groupby(ddf.timestamp.dt.floor("h").rename("hour"))[["x", "y"]].mean().compute()
 elif query == "ts3":
     df = ddf.set_index("id").compute()
+elif query == "ts4":
+    # One CSV per day into OUT.d (the files are in time order: sorted=True).
+    ddf.set_index("timestamp", sorted=True).repartition(freq="1D").to_csv(f"{out}.d/part-*.csv")
+    sys.exit(0)
+elif query == "ts5":
+    p = ddf.set_index("timestamp", sorted=True).persist()
+    a, b1, b2, c1, c2 = dask.compute(p[["x", "y"]].resample("1h").mean(), p.x.resample("1D").max(),
+                                     p.y.resample("1D").min(), p.x.resample("6h").count(),
+                                     p.id.resample("6h").sum())
+    import pandas as pd
+    b = pd.concat([b1, b2], axis=1)
+    c = pd.concat([c1, c2], axis=1)
+    for t in (a, b, c):
+        t.columns = ["a", "b"]
+    df = pd.concat([a, b, c])
 else:
     sys.exit(f"unknown query {query}")
 df.reset_index().to_csv(out, index=False)

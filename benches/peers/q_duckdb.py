@@ -40,6 +40,24 @@ for q, (right, on, how) in {
 }.items():
     SQL[q] = (f"SELECT count(*) AS n, sum(v1) AS v1, sum(v2) AS v2, count(v2) AS n_v2 "
               f"FROM {X} AS x {how} JOIN read_csv_auto('{data}/{right}/*.csv') AS y USING ({on})")
+if query == "ts4":
+    # One CSV per day into OUT.d/day=.../ (the day column becomes the folder).
+    duckdb.sql(f"COPY (SELECT *, strftime(timestamp, '%Y-%m-%d') AS day FROM {T}) TO '{out}.d' "
+               f"(FORMAT csv, HEADER, PARTITION_BY (day))")
+    sys.exit(0)
+if query == "ts5":
+    con = duckdb.connect()
+    con.sql(f"CREATE TABLE t AS SELECT * FROM {T}")  # DuckDB's persist: a table in memory
+    qs = ["SELECT date_trunc('hour', timestamp), avg(x), avg(y) FROM t GROUP BY 1",
+          "SELECT date_trunc('day', timestamp), max(x), min(y) FROM t GROUP BY 1",
+          "SELECT time_bucket(INTERVAL '6 hours', timestamp), count(x), sum(id) FROM t GROUP BY 1"]
+    import csv
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp", "a", "b"])
+        for q in qs:
+            w.writerows(con.execute(q).fetchall())
+    sys.exit(0)
 if query not in SQL:
     sys.exit(f"unknown query {query}")
 duckdb.sql(f"COPY ({SQL[query]}) TO '{out}' (HEADER, DELIMITER ',')")

@@ -22,7 +22,7 @@ if query in JOINS:
 elif query.startswith("b"):
     src = pl.scan_ndjson(f"{data}/*.json")
 else:
-    src = pl.scan_csv(f"{data}/*.csv", try_parse_dates=(query == "ts2"))
+    src = pl.scan_csv(f"{data}/*.csv", try_parse_dates=query in ("ts2", "ts4", "ts5"))
 
 if query in JOINS:
     pass
@@ -61,6 +61,22 @@ elif query == "b3":
 elif query == "b4":
     q = (src.select("name", "transactions").explode("transactions")
          .group_by("name").agg(c("transactions").struct.field("amount").sum()))
+elif query == "ts4":
+    # One CSV per day into OUT.d.
+    import os
+    os.makedirs(f"{out}.d", exist_ok=True)
+    df = src.with_columns(day=c("timestamp").dt.date()).collect()
+    for (day,), part in df.partition_by("day", as_dict=True, maintain_order=True).items():
+        part.drop("day").write_csv(f"{out}.d/{day}.csv")
+    sys.exit(0)
+elif query == "ts5":
+    df = src.collect()  # in memory: Polars' persist
+    t = c("timestamp")
+    a = df.group_by(t.dt.truncate("1h")).agg(c("x").mean().alias("a"), c("y").mean().alias("b"))
+    b = df.group_by(t.dt.truncate("1d")).agg(c("x").max().alias("a"), c("y").min().alias("b"))
+    d = df.group_by(t.dt.truncate("6h")).agg(c("x").count().cast(pl.Float64).alias("a"),
+                                            c("id").sum().cast(pl.Float64).alias("b"))
+    q = pl.concat([a, b, d]).lazy()
 else:
     sys.exit(f"unknown query {query}")
 

@@ -19,6 +19,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -63,6 +64,8 @@ QUERIES = [
     ("b2 frequencies of occupation", "b2", "rec"),
     ("b3 mean of all transaction amounts", "b3", "rec"),
     ("b4 sum of amounts by name", "b4", "rec"),
+    ("ts4 repartition by day (1D), to CSV", "ts4", "ts"),
+    ("ts5 persist, then 3 resamples", "ts5", "ts"),
 ]
 
 
@@ -160,12 +163,20 @@ def command(engine, query, key, folder, answer):
     if engine == "outcore":
         spec = json.loads((HERE / "q_outcore.json").read_text())
         args = spec.get(query)
-        if isinstance(args, dict):  # {"needs": [flags], "args": [...]}
+        if isinstance(args, dict) and "needs" in args:  # {"needs": [flags], "args": [...]}
             if not all(outcore_has(f) for f in args.get("needs", [])):
                 return None
             args = args["args"]
         if args is None:
             return None
+        if isinstance(args, dict):
+            # A whole command line: {"argv": [...]} or {"sh": "..."}, with {bin},
+            # {glob}, {answer} (the answer file; a folder answer goes to {answer}.d)
+            # and {tmp} (a scratch folder, emptied before each run) filled in.
+            fill = dict(bin=str(BIN), glob=f"{folder}/*.csv", answer=str(answer), tmp=str(scratch(answer)))
+            if "sh" in args:
+                return ["sh", "-c", args["sh"].format(**fill)]
+            return [x.format(**fill) for x in args["argv"]]
         # Join queries read x/ as the main table; {data} is the data set's folder.
         # JSON records are a bag (`outcore bag`); the CSV sets are frames.
         if key == "rec":
@@ -175,6 +186,22 @@ def command(engine, query, key, folder, answer):
         args = [a.replace("{data}", str(folder)) for a in args]
         return [str(BIN), sub, glob, *args, "--format", "csv", "--output-to", str(answer)]
     return [str(VPY), str(HERE / f"q_{engine}.py"), query, str(folder), str(answer)]
+
+
+def scratch(answer):
+    return Path(str(answer) + ".tmp")
+
+
+def answer_dir(answer):
+    """Where a query whose answer is a folder of CSV files (ts4) writes it."""
+    return Path(str(answer) + ".d")
+
+
+def clear(answer):
+    answer.unlink(missing_ok=True)
+    for d in (answer_dir(answer), scratch(answer)):
+        shutil.rmtree(d, ignore_errors=True)
+    scratch(answer).mkdir()
 
 
 def run_once(argv, timeout):
@@ -216,23 +243,30 @@ def checksum(path):
 
     A column is numeric if every non-missing value parses as a float. Key columns that are
     numeric (id4..id6) are included: every engine outputs the same keys, so they agree too.
-    Column names and order are ignored, so engines may name and order columns freely."""
-    with open(path, newline="") as f:
-        rows = csv.reader(f)
-        head = next(rows, None)
-        if head is None:
-            return "rows=0"
-        n = 0
-        sums = [0.0] * len(head)
-        numeric = [True] * len(head)
-        for r in rows:
-            n += 1
-            for i, v in enumerate(r[: len(head)]):
-                if numeric[i] and not is_missing(v):
-                    try:
-                        sums[i] += float(v)
-                    except ValueError:
-                        numeric[i] = False
+    Column names and order are ignored, so engines may name and order columns freely.
+    A folder answer (`{answer}.d`, ts4) is every CSV file under it, each with a header."""
+    path = Path(path)
+    files = [path] if path.exists() else sorted(answer_dir(path).rglob("*.csv"))
+    n = 0
+    sums, numeric = [], []
+    for file in files:
+        with open(file, newline="") as f:
+            rows = csv.reader(f)
+            head = next(rows, None)
+            if head is None:
+                continue
+            if not sums:
+                sums, numeric = [0.0] * len(head), [True] * len(head)
+            for r in rows:
+                n += 1
+                for i, v in enumerate(r[: len(sums)]):
+                    if numeric[i] and not is_missing(v):
+                        try:
+                            sums[i] += float(v)
+                        except ValueError:
+                            numeric[i] = False
+    if not sums:
+        return "rows=0"
     vals = []
     for i, s in enumerate(sums):
         if numeric[i]:
@@ -304,9 +338,9 @@ def main():
                     continue
                 secs, rss, sums, rc = [], [], None, None
                 for i in range(a.runs):
-                    answer.unlink(missing_ok=True)
+                    clear(answer)
                     t, m, rc, err = run_once(argv, a.timeout)
-                    ok = rc == 0 and t is not None and answer.exists()
+                    ok = rc == 0 and t is not None and (answer.exists() or answer_dir(answer).is_dir())
                     if ok:
                         secs.append(t)
                         rss.append(m)

@@ -5,6 +5,7 @@ mod datasets;
 mod demo;
 mod output;
 mod query;
+mod timeseries;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -34,6 +35,14 @@ enum Command {
     Datasets(datasets::DatasetsCommand),
     /// Make a small timeseries set and run the classic queries on it.
     Demo(demo::DemoArgs),
+    /// Aggregate time bins of a timestamp index: --rule 1h --agg 'mean(x)'.
+    Resample(Box<timeseries::ResampleArgs>),
+    /// Moving-window aggregations over rows or a time span: --window 5min.
+    Rolling(Box<timeseries::RollingArgs>),
+    /// Change the partitioning and write the result: --npartitions, --freq 1D, ...
+    Repartition(Box<timeseries::RepartitionArgs>),
+    /// Write a CSV glob as a Parquet dataset with its index and divisions.
+    Persist(Box<timeseries::PersistArgs>),
 }
 
 /// Settings every computing subcommand takes.
@@ -174,5 +183,9 @@ pub fn run() -> Result<()> {
         Command::Bag(a) => bag::run(*a),
         Command::Datasets(c) => datasets::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Resample(a) => timeseries::resample(*a),
+        Command::Rolling(a) => timeseries::rolling(*a),
+        Command::Repartition(a) => timeseries::repartition(*a),
+        Command::Persist(a) => timeseries::persist(*a),
     }
 }

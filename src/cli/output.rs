@@ -44,10 +44,15 @@ fn write_batch(
             writeln!(out, "{table}").map_err(|e| Error::io(path, e))?;
         }
         Format::Csv => {
+            // Formatted into memory first: arrow's CSV writer reports a closed pipe
+            // as text, which would hide the BrokenPipe that `| head` should exit 0 on.
+            let mut text = Vec::with_capacity(batch.get_array_memory_size());
             let mut w = arrow::csv::WriterBuilder::new()
                 .with_header(header)
-                .build(&mut *out);
+                .build(&mut text);
             w.write(batch).map_err(|e| arrow_write_err(path, e))?;
+            drop(w);
+            out.write_all(&text).map_err(|e| Error::io(path, e))?;
         }
         Format::Json => {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);

@@ -35,6 +35,24 @@ impl Value {
         }
         Ok(match self {
             Value::Array(a) => Value::Array(cast(&a, to)?),
+            // A text literal meets a timestamp: parse it as the CSV reader does
+            // (`2000-01-05`, `2000-01-05 12:30`, `T`, fractions), with a clear error.
+            Value::Scalar(ScalarValue::Utf8(Some(text)))
+                if matches!(to, DataType::Timestamp(..) | DataType::Date32) =>
+            {
+                let ns = crate::io::csv::parse_timestamp_ns(text.trim().as_bytes()).ok_or_else(
+                    || {
+                        Error::plan(
+                            "expression",
+                            format!(
+                                "{text:?} is not a timestamp; write it as 2000-01-05, \
+                                 2000-01-05 12:30:00 or 2000-01-05T12:30:00.5"
+                            ),
+                        )
+                    },
+                )?;
+                Value::Scalar(ScalarValue::TimestampNanosecond(Some(ns), None).cast_to(to)?)
+            }
             Value::Scalar(s) => Value::Scalar(s.cast_to(to)?),
         })
     }
@@ -182,8 +200,21 @@ fn operand_types(l: &DataType, op: BinaryOp, r: &DataType) -> Option<(DataType, 
             }
             return Some((t.clone(), t));
         }
-        // timestamp - timestamp is a duration
-        if op == BinaryOp::Sub && is_temporal(l) && l == r {
+        // timestamp - timestamp is a duration; a text operand is read as a timestamp
+        if op == BinaryOp::Sub && is_temporal(l) && (l == r || is_string(r)) {
+            return Some((l.clone(), l.clone()));
+        }
+        if op == BinaryOp::Sub && is_string(l) && is_temporal(r) {
+            return Some((r.clone(), r.clone()));
+        }
+        // timestamp ± duration is a timestamp
+        if matches!(op, BinaryOp::Add | BinaryOp::Sub)
+            && matches!(l, Timestamp(..))
+            && matches!(r, Duration(_))
+        {
+            return Some((l.clone(), r.clone()));
+        }
+        if op == BinaryOp::Add && matches!(l, Duration(_)) && matches!(r, Timestamp(..)) {
             return Some((l.clone(), r.clone()));
         }
         return None;
@@ -220,9 +251,15 @@ fn operand_types(l: &DataType, op: BinaryOp, r: &DataType) -> Option<(DataType, 
 
 /// The type `l op r` evaluates to, or `None` when `op` does not apply.
 pub(super) fn binary_result_type(l: &DataType, op: BinaryOp, r: &DataType) -> Option<DataType> {
-    let (lt, _) = operand_types(l, op, r)?;
+    let (lt, rt) = operand_types(l, op, r)?;
     if op.is_comparison() || matches!(op, BinaryOp::And | BinaryOp::Or) {
         return Some(DataType::Boolean);
+    }
+    if matches!(rt, DataType::Duration(_)) {
+        return Some(lt);
+    }
+    if matches!(lt, DataType::Duration(_)) {
+        return Some(rt);
     }
     if op == BinaryOp::Sub && is_temporal(&lt) {
         return match &lt {

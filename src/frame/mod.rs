@@ -9,6 +9,13 @@ pub mod ops;
 pub mod ordering;
 pub mod partitioning;
 pub mod plan;
+// Time series and reuse (issue #6): each file adds its own `impl DataFrame` block.
+pub mod parquet;
+pub mod persist;
+pub mod repartition;
+pub mod resample;
+pub mod rolling;
+pub mod timerule;
 
 use std::sync::Arc;
 
@@ -18,7 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use join::{How, JoinStrategy, MergeOptions};
 pub use ordering::SetIndexOptions;
-pub use plan::{FrameSource, Index, PartitionFn, Plan, ReduceFn};
+pub use plan::{FrameSource, Index, PartitionFn, Plan, PlanNode, ReduceFn};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
 use crate::error::{Error, Result};

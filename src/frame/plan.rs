@@ -176,6 +176,42 @@ pub enum Plan {
         /// Column indexes to decode; all when `None`.
         projection: Option<Vec<usize>>,
     },
+    /// A node whose logic lives in its own file (time series operations, persisted
+    /// and generated sources): see [`PlanNode`].
+    Node {
+        /// Inputs (none for a source).
+        inputs: Vec<Arc<Plan>>,
+        /// What the node does.
+        node: Arc<dyn PlanNode>,
+    },
+}
+
+/// A plan node defined outside this file. It says what it produces and lowers
+/// itself to layers of tasks, so new operations need no new match arms here.
+///
+/// Contract: `schema`, `npartitions` and `index` are pure; `input_columns` names, for
+/// each input, the columns the node reads given the columns its consumer reads
+/// (`None`: all); the node must then find its input columns by name, since an input
+/// may arrive with fewer columns than its unpruned schema.
+pub trait PlanNode: Send + Sync {
+    /// A short name (`resample`, `persisted`).
+    fn name(&self) -> &str;
+    /// The output schema, given the inputs' (pruned) schemas.
+    fn schema(&self, inputs: &[SchemaRef]) -> SchemaRef;
+    /// Number of output partitions, given the inputs'.
+    fn npartitions(&self, inputs: &[usize]) -> usize;
+    /// The output's index, if any.
+    fn index(&self) -> Option<Index>;
+    /// The node producing only the columns in `required` (a source's projection),
+    /// when it can do that more cheaply than producing all; `None` keeps it as is.
+    fn pruned(&self, _required: Option<&BTreeSet<String>>) -> Option<Arc<dyn PlanNode>> {
+        None
+    }
+    /// Columns needed of each input when the consumer reads `required`.
+    fn input_columns(&self, required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>>;
+    /// Adds the node's tasks to `graph`, given each input's partition keys; returns
+    /// the key of each output partition.
+    fn lower(&self, inputs: &[Vec<Key>], graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key>;
 }
 
 impl Plan {
@@ -202,6 +238,9 @@ impl Plan {
             Plan::Source { source, projection } => {
                 crate::io::json::project(&source.schema(), projection.as_deref())
             }
+            Plan::Node { inputs, node } => {
+                node.schema(&inputs.iter().map(|p| p.schema()).collect::<Vec<_>>())
+            }
         }
     }
 
@@ -219,6 +258,9 @@ impl Plan {
             Plan::TreeReduce { .. } => 1,
             Plan::Join { npartitions, .. } => *npartitions,
             Plan::Source { source, .. } => source.npartitions(),
+            Plan::Node { inputs, node } => {
+                node.npartitions(&inputs.iter().map(|p| p.npartitions()).collect::<Vec<_>>())
+            }
         }
     }
 }
@@ -237,6 +279,7 @@ impl Plan {
             | Plan::TreeReduce { input, .. }
             | Plan::WithIndex { input, .. } => vec![input],
             Plan::Join { left, right, .. } => vec![left, right],
+            Plan::Node { inputs, .. } => inputs.iter().collect(),
         }
     }
 
@@ -277,6 +320,7 @@ impl Plan {
             // merge_with wraps a join that keeps the left's index.
             Plan::Join { .. } => None,
             Plan::WithIndex { index, .. } => Some(index.clone()),
+            Plan::Node { node, .. } => node.index(),
             Plan::Filter { input, .. } => input.index(),
             Plan::Project { input, exprs, .. } => input.index().filter(|ix| {
                 exprs.iter().any(|(e, name)| {
@@ -433,12 +477,25 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                 split_out: *split_out,
             })
         }
+        Plan::Node { inputs, node } => {
+            let need = node.input_columns(required);
+            let node = node.pruned(required).unwrap_or_else(|| node.clone());
+            Arc::new(Plan::Node {
+                inputs: inputs
+                    .iter()
+                    .zip(need)
+                    .map(|(p, n)| prune(p, n.as_ref()))
+                    .collect(),
+                node,
+            })
+        }
     }
 }
 
 static LAYER_ID: AtomicUsize = AtomicUsize::new(0);
 
-fn layer_name(op: &str) -> Arc<str> {
+/// A fresh layer name, `op-N`.
+pub fn layer_name(op: &str) -> Arc<str> {
     format!("{op}-{}", LAYER_ID.fetch_add(1, Ordering::Relaxed)).into()
 }
 
@@ -668,6 +725,10 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             keys
         }
         Plan::WithIndex { input, .. } => lower(input, graph, ctx),
+        Plan::Node { inputs, node } => {
+            let keys: Vec<Vec<Key>> = inputs.iter().map(|p| lower(p, graph, ctx)).collect();
+            node.lower(&keys, graph, ctx)
+        }
         Plan::Join {
             left,
             right,

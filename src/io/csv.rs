@@ -37,6 +37,9 @@ pub struct CsvOptions {
     /// Columns to parse as timestamps (ISO 8601, with or without `T`, fractional
     /// seconds allowed).
     pub parse_dates: Vec<String>,
+    /// Columns whose timestamps follow a `strftime` format (`%d/%m/%Y %H:%M`), as
+    /// pandas' `date_format`; they are read as timestamps.
+    pub date_formats: Vec<(String, String)>,
     /// How many files inference samples (first, last, and some between).
     pub sample_files: usize,
     /// Bytes sampled from the start (and as many from the middle) of each sampled file.
@@ -50,6 +53,7 @@ impl Default for CsvOptions {
             delimiter: b',',
             dtypes: Vec::new(),
             parse_dates: Vec::new(),
+            date_formats: Vec::new(),
             sample_files: 5,
             sample_bytes: 256 << 10,
         }
@@ -80,6 +84,8 @@ pub struct CsvSource {
     pub blocks: Vec<Block>,
     /// Field separator.
     pub delimiter: u8,
+    /// The `strftime` format of each column that has one (by column index).
+    pub date_formats: Vec<(usize, String)>,
 }
 
 impl CsvSource {
@@ -156,12 +162,18 @@ impl CsvSource {
             .enumerate()
             .flat_map(|(i, f)| blocks::split(i, f.data_start, f.size, opts.blocksize))
             .collect();
+        let date_formats = opts
+            .date_formats
+            .iter()
+            .map(|(c, f)| (schema.index_of(c).expect("checked by inference"), f.clone()))
+            .collect();
         Ok(CsvSource {
             pattern: pattern.to_string(),
             files,
             schema,
             blocks,
             delimiter: opts.delimiter,
+            date_formats,
         })
     }
 
@@ -197,7 +209,16 @@ impl CsvSource {
         let mut columns = Vec::with_capacity(projection.len());
         for (slot, &c) in projection.iter().enumerate() {
             let field = self.schema.field(c);
-            let column = decode_column(&fields, bytes, slot, field.data_type()).map_err(|bad| {
+            let format = self
+                .date_formats
+                .iter()
+                .find(|(i, _)| *i == c)
+                .map(|(_, f)| f.as_str());
+            let decoded = match format {
+                Some(f) => decode_formatted(&fields, bytes, slot, f),
+                None => decode_column(&fields, bytes, slot, field.data_type()),
+            };
+            let column = decoded.map_err(|bad| {
                 let row_start = fields.row_starts[bad.row] as u64;
                 let range = fields.ranges[slot][bad.row];
                 let raw = &fields.bytes(bytes)[range.0 as usize..range.1 as usize];
@@ -216,11 +237,14 @@ impl CsvSource {
                         column: field.name().clone(),
                         expected: field.data_type().clone(),
                         found,
-                        hint: format!(
-                            "declare the column's type, e.g. --dtype {}=string (Rust: .with_dtype({:?}, DataType::Utf8))",
-                            field.name(),
-                            field.name()
-                        ),
+                        hint: match format {
+                            Some(f) => format!("the column's date format is {f:?}"),
+                            None => format!(
+                                "declare the column's type, e.g. --dtype {}=string (Rust: .with_dtype({:?}, DataType::Utf8))",
+                                field.name(),
+                                field.name()
+                            ),
+                        },
                     }))
                 }
             })?;
@@ -348,14 +372,18 @@ fn infer_schema(files: &[CsvFile], names: &[String], opts: &CsvOptions) -> Resul
             return Err(unknown(names, name, "parse_dates"));
         }
     }
+    for (name, _) in &opts.date_formats {
+        if !names.contains(name) {
+            return Err(unknown(names, name, "date_format"));
+        }
+    }
     let declared = |name: &str| -> Option<DataType> {
         if let Some((_, t)) = opts.dtypes.iter().rev().find(|(n, _)| n == name) {
             return Some(t.clone());
         }
-        opts.parse_dates
-            .iter()
-            .any(|n| n == name)
-            .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
+        (opts.parse_dates.iter().any(|n| n == name)
+            || opts.date_formats.iter().any(|(n, _)| n == name))
+        .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
     };
     let to_infer: Vec<usize> = (0..names.len())
         .filter(|&c| declared(&names[c]).is_none())
@@ -442,6 +470,58 @@ fn decoder_type(t: &DataType) -> Option<DataType> {
         Timestamp(..) => Timestamp(TimeUnit::Nanosecond, None),
         _ => return None,
     })
+}
+
+/// A timestamp column in a `strftime` format (chrono's parser; a date-only format
+/// gives midnight). Slower than the ISO fast path, so only used when asked for.
+fn decode_formatted(
+    fields: &Fields,
+    block: &[u8],
+    slot: usize,
+    format: &str,
+) -> Result<ArrayRef, BadValue> {
+    let data = fields.bytes(block);
+    let has_time = ["%H", "%I", "%M", "%S", "%T", "%R", "%s", "%c"]
+        .iter()
+        .any(|d| format.contains(d));
+    let mut values = Vec::with_capacity(fields.ranges[slot].len());
+    let mut nulls = NullBufferBuilder::new(fields.ranges[slot].len());
+    for (row, r) in fields.ranges[slot].iter().enumerate() {
+        let v = &data[r.0 as usize..r.1 as usize];
+        if v.is_empty() || is_na(v) {
+            values.push(0);
+            nulls.append_null();
+            continue;
+        }
+        let text = std::str::from_utf8(v).map_err(|_| BadValue {
+            row,
+            not_utf8: true,
+        })?;
+        let parsed = if has_time {
+            chrono::NaiveDateTime::parse_from_str(text, format).ok()
+        } else {
+            chrono::NaiveDate::parse_from_str(text, format)
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        };
+        let ns = parsed.and_then(|t| t.and_utc().timestamp_nanos_opt());
+        match ns {
+            Some(ns) => {
+                values.push(ns);
+                nulls.append_non_null();
+            }
+            None => {
+                return Err(BadValue {
+                    row,
+                    not_utf8: false,
+                })
+            }
+        }
+    }
+    Ok(Arc::new(TimestampNanosecondArray::new(
+        values.into(),
+        nulls.finish(),
+    )))
 }
 
 /// A value that did not decode: which row, and whether it was a UTF-8 problem.
@@ -627,7 +707,7 @@ fn digits<const N: usize>(v: &[u8]) -> Option<u32> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -677,19 +757,21 @@ pub fn parse_timestamp_ns(v: &[u8]) -> Option<i64> {
         if v.len() == 10 {
             return Some(ns);
         }
-        if v.len() < 19 || !(v[10] == b' ' || v[10] == b'T') || v[13] != b':' || v[16] != b':' {
+        if v.len() < 16 || !(v[10] == b' ' || v[10] == b'T') || v[13] != b':' {
             return None;
         }
-        let (h, mi, s) = (
-            digits::<2>(&v[11..])?,
-            digits::<2>(&v[14..])?,
-            digits::<2>(&v[17..])?,
-        );
+        // Seconds may be left out (`2000-01-05 12:30`), as pandas reads it.
+        let (h, mi) = (digits::<2>(&v[11..])?, digits::<2>(&v[14..])?);
+        let s = match v.get(16) {
+            None => 0,
+            Some(b':') => digits::<2>(v.get(17..)?)?,
+            Some(_) => return None,
+        };
         if h > 23 || mi > 59 || s > 60 {
             return None;
         }
         ns += (h as i64 * 3600 + mi as i64 * 60 + s as i64) * 1_000_000_000;
-        let mut rest = &v[19..];
+        let mut rest = &v[v.len().min(19)..];
         if let Some(frac) = rest.strip_prefix(b".") {
             let n = frac.iter().take_while(|b| b.is_ascii_digit()).count();
             if n == 0 || n > 9 {
@@ -740,6 +822,15 @@ mod tests {
             parse_timestamp_ns(b"1969-12-31 23:59:59"),
             Some(-1_000_000_000)
         );
+        assert_eq!(
+            parse_timestamp_ns(b"1970-01-02 00:01"),
+            Some(86_460_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns(b"1970-01-01T00:00:00.123456789"),
+            Some(123_456_789)
+        );
+        assert_eq!(parse_timestamp_ns(b"1970-01-02 00:01x"), None);
         assert_eq!(parse_timestamp_ns(b"2000-02-30"), None);
         assert_eq!(parse_timestamp_ns(b"yesterday"), None);
         assert_eq!(parse_date32(b"2000-03-01"), Some(11017));

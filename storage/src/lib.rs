@@ -19,8 +19,12 @@
 //! - [`shuffle`]: the shuffle store, which collects pieces of bytes per output
 //!   partition from many writers under a byte budget, flushing to sled.
 //!
+//! - [`catalog`]: the small sled database of a persisted dataset (schema,
+//!   divisions, the query that made it).
+//!
 //! Every error names the file or folder involved ([`Error`]).
 
+pub mod catalog;
 pub mod codec;
 mod error;
 pub mod shuffle;

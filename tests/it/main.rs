@@ -12,3 +12,4 @@ mod outofcore;
 mod properties;
 mod read_csv;
 mod scheduler;
+mod timeseries;

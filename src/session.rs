@@ -232,9 +232,11 @@ impl Session {
     }
 
     /// A fresh context for one computation: its counters and, when it shuffles, its
-    /// shuffle store, which buffers at most an eighth of the limit (64 MiB at most).
+    /// shuffle store, which buffers a sixteenth of the limit (at least 64 KiB) before
+    /// writing to disk: 64 MiB under a 1 GB limit, so a shuffle that fits in a
+    /// roomy limit never touches sled.
     pub fn run_context(&self) -> Arc<RunContext> {
-        let budget = (self.inner.memory.limit / 8).min(64 << 20) as usize;
+        let budget = (self.inner.memory.limit / 16) as usize;
         RunContext::new(self.inner.memory.spill_dir.clone(), budget.max(64 << 10))
     }
 

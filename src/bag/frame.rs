@@ -1,8 +1,10 @@
 //! Frames from JSON: `Session::read_json_frame` (JSON lines decoded straight into
 //! Arrow batches by arrow's JSON reader, only the columns the query uses) and
 //! `Bag::to_dataframe` (a bag's records, which must be objects, as batches). Both are
-//! [`FrameSource`]s, so every frame operation works on them.
+//! source [`PlanNode`]s (decoding only the columns pruning leaves them), so every
+//! frame operation works on them.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -10,7 +12,7 @@ use serde_json::Value as J;
 
 use super::{layer_name, per_partition, records, Bag, LowerCtx};
 use crate::error::{Error, Result};
-use crate::frame::{DataFrame, FrameSource};
+use crate::frame::{DataFrame, Index, PlanNode};
 use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
 use crate::io::json::{
     infer_schema, project, read_frame_block, LinesOptions, LinesSource, DEFAULT_MAX_LINE_BYTES,
@@ -69,37 +71,60 @@ impl JsonFrameReadBuilder {
             Some(s) => s,
             None => infer_schema(&source, SAMPLE_LINES)?,
         };
-        Ok(DataFrame::from_source(
-            self.session,
+        Ok(DataFrame::from_node(
+            &self.session,
+            Vec::new(),
             Arc::new(JsonFrameSource {
                 source: Arc::new(source),
                 schema,
+                projection: None,
             }),
         ))
     }
 }
 
-struct JsonFrameSource {
-    source: Arc<LinesSource>,
-    schema: SchemaRef,
+/// The columns of `schema` that `required` names (all when `None`).
+fn projection_of(schema: &SchemaRef, required: Option<&BTreeSet<String>>) -> Option<Vec<usize>> {
+    required.map(|req| {
+        (0..schema.fields().len())
+            .filter(|&i| req.contains(schema.field(i).name()))
+            .collect()
+    })
 }
 
-impl FrameSource for JsonFrameSource {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
+#[derive(Clone)]
+struct JsonFrameSource {
+    source: Arc<LinesSource>,
+    /// Every column the files give.
+    schema: SchemaRef,
+    /// The columns to decode; all when `None`.
+    projection: Option<Vec<usize>>,
+}
 
-    fn npartitions(&self) -> usize {
+impl PlanNode for JsonFrameSource {
+    fn name(&self) -> &str {
+        "read-json-frame"
+    }
+    fn schema(&self, _inputs: &[SchemaRef]) -> SchemaRef {
+        project(&self.schema, self.projection.as_deref())
+    }
+    fn npartitions(&self, _inputs: &[usize]) -> usize {
         self.source.blocks.len()
     }
-
-    fn lower(
-        &self,
-        projection: Option<&[usize]>,
-        graph: &mut Graph,
-        ctx: &Arc<RunContext>,
-    ) -> Vec<Key> {
-        let schema = project(&self.schema, projection);
+    fn index(&self) -> Option<Index> {
+        None
+    }
+    fn pruned(&self, required: Option<&BTreeSet<String>>) -> Option<Arc<dyn PlanNode>> {
+        Some(Arc::new(JsonFrameSource {
+            projection: projection_of(&self.schema, required),
+            ..self.clone()
+        }))
+    }
+    fn input_columns(&self, _required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>> {
+        Vec::new()
+    }
+    fn lower(&self, _inputs: &[Vec<Key>], graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
+        let schema = project(&self.schema, self.projection.as_deref());
         let name = layer_name("read-json-frame");
         let tasks: Vec<Task> = (0..self.source.blocks.len())
             .map(|i| {
@@ -122,26 +147,37 @@ impl FrameSource for JsonFrameSource {
     }
 }
 
+#[derive(Clone)]
 struct BagFrameSource {
     bag: Bag,
     schema: SchemaRef,
+    projection: Option<Vec<usize>>,
 }
 
-impl FrameSource for BagFrameSource {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+impl PlanNode for BagFrameSource {
+    fn name(&self) -> &str {
+        "to-frame"
     }
-
-    fn npartitions(&self) -> usize {
+    fn schema(&self, _inputs: &[SchemaRef]) -> SchemaRef {
+        project(&self.schema, self.projection.as_deref())
+    }
+    fn npartitions(&self, _inputs: &[usize]) -> usize {
         self.bag.npartitions
     }
-
-    fn lower(
-        &self,
-        projection: Option<&[usize]>,
-        graph: &mut Graph,
-        ctx: &Arc<RunContext>,
-    ) -> Vec<Key> {
+    fn index(&self) -> Option<Index> {
+        None
+    }
+    fn pruned(&self, required: Option<&BTreeSet<String>>) -> Option<Arc<dyn PlanNode>> {
+        Some(Arc::new(BagFrameSource {
+            projection: projection_of(&self.schema, required),
+            ..self.clone()
+        }))
+    }
+    fn input_columns(&self, _required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>> {
+        Vec::new()
+    }
+    fn lower(&self, _inputs: &[Vec<Key>], graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
+        let projection = self.projection.as_deref();
         let lctx = LowerCtx {
             run: ctx.clone(),
             skipped: Default::default(),
@@ -206,11 +242,13 @@ impl Bag {
                 )?)
             }
         };
-        Ok(DataFrame::from_source(
-            self.session.clone(),
+        Ok(DataFrame::from_node(
+            &self.session,
+            Vec::new(),
             Arc::new(BagFrameSource {
                 bag: self.clone(),
                 schema,
+                projection: None,
             }),
         ))
     }

@@ -25,7 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use join::{How, JoinStrategy, MergeOptions};
 pub use ordering::SetIndexOptions;
-pub use plan::{FrameSource, Index, PartitionFn, Plan, PlanNode, ReduceFn};
+pub use plan::{Index, PartitionFn, Plan, PlanNode, ReduceFn};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
 use crate::error::{Error, Result};
@@ -57,19 +57,6 @@ impl std::fmt::Debug for DataFrame {
 impl DataFrame {
     pub(crate) fn from_csv(session: Session, source: Arc<CsvSource>) -> DataFrame {
         let plan = Arc::new(Plan::ReadCsv {
-            source,
-            projection: None,
-        });
-        DataFrame {
-            schema: plan.schema(),
-            plan,
-            session,
-        }
-    }
-
-    /// A frame over the partitions of `source` (a JSON-lines read, a bag).
-    pub fn from_source(session: Session, source: Arc<dyn FrameSource>) -> DataFrame {
-        let plan = Arc::new(Plan::Source {
             source,
             projection: None,
         });
@@ -531,7 +518,14 @@ impl DataFrame {
     pub fn read_columns(&self) -> Vec<String> {
         fn find(p: &Plan) -> Option<Vec<String>> {
             match p {
-                Plan::ReadCsv { .. } | Plan::Source { .. } => Some(
+                Plan::ReadCsv { .. } => Some(
+                    p.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect(),
+                ),
+                Plan::Node { inputs, .. } if inputs.is_empty() => Some(
                     p.schema()
                         .fields()
                         .iter()

@@ -52,23 +52,6 @@ pub struct Index {
     pub divisions: Option<Arc<[ScalarValue]>>,
 }
 
-/// A leaf of a plan whose tasks its own code makes: JSON-lines reads, bags turned
-/// into frames. `lower` adds the layers for the partitions, decoding only the
-/// `projection` columns of `schema()` (all when `None`), and returns their keys.
-pub trait FrameSource: Send + Sync {
-    /// Every column the source can give.
-    fn schema(&self) -> SchemaRef;
-    /// Number of partitions.
-    fn npartitions(&self) -> usize;
-    /// Adds the source's layers to `graph`; returns a key per partition.
-    fn lower(
-        &self,
-        projection: Option<&[usize]>,
-        graph: &mut Graph,
-        ctx: &Arc<RunContext>,
-    ) -> Vec<Key>;
-}
-
 /// One node of a frame's logical plan.
 pub enum Plan {
     /// Blocks of a CSV glob; `projection` is filled in by pruning.
@@ -169,13 +152,6 @@ pub enum Plan {
         /// The index.
         index: Index,
     },
-    /// The partitions of a [`FrameSource`]; `projection` is filled in by pruning.
-    Source {
-        /// The source.
-        source: Arc<dyn FrameSource>,
-        /// Column indexes to decode; all when `None`.
-        projection: Option<Vec<usize>>,
-    },
     /// A node whose logic lives in its own file (time series operations, persisted
     /// and generated sources): see [`PlanNode`].
     Node {
@@ -235,9 +211,6 @@ impl Plan {
             Plan::Project { schema, .. } | Plan::MapPartitions { schema, .. } => schema.clone(),
             Plan::Aggregate { plan, .. } => plan.output_schema.clone(),
             Plan::Join { spec, .. } => spec.output.clone(),
-            Plan::Source { source, projection } => {
-                crate::io::json::project(&source.schema(), projection.as_deref())
-            }
             Plan::Node { inputs, node } => {
                 node.schema(&inputs.iter().map(|p| p.schema()).collect::<Vec<_>>())
             }
@@ -257,7 +230,6 @@ impl Plan {
             Plan::SelectPartitions { partitions, .. } => partitions.len(),
             Plan::TreeReduce { .. } => 1,
             Plan::Join { npartitions, .. } => *npartitions,
-            Plan::Source { source, .. } => source.npartitions(),
             Plan::Node { inputs, node } => {
                 node.npartitions(&inputs.iter().map(|p| p.npartitions()).collect::<Vec<_>>())
             }
@@ -269,7 +241,7 @@ impl Plan {
     /// The plans this one reads.
     pub fn inputs(&self) -> Vec<&Arc<Plan>> {
         match self {
-            Plan::ReadCsv { .. } | Plan::Source { .. } => vec![],
+            Plan::ReadCsv { .. } => vec![],
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::MapPartitions { input, .. }
@@ -315,8 +287,7 @@ impl Plan {
             | Plan::Aggregate { .. }
             | Plan::Shuffle { .. }
             | Plan::SelectPartitions { .. }
-            | Plan::TreeReduce { .. }
-            | Plan::Source { .. } => None,
+            | Plan::TreeReduce { .. } => None,
             // merge_with wraps a join that keeps the left's index.
             Plan::Join { .. } => None,
             Plan::WithIndex { index, .. } => Some(index.clone()),
@@ -345,18 +316,6 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                     .collect()
             });
             Arc::new(Plan::ReadCsv {
-                source: source.clone(),
-                projection,
-            })
-        }
-        Plan::Source { source, .. } => {
-            let schema = source.schema();
-            let projection = required.map(|req| {
-                (0..schema.fields().len())
-                    .filter(|&i| req.contains(schema.field(i).name()))
-                    .collect()
-            });
-            Arc::new(Plan::Source {
                 source: source.clone(),
                 projection,
             })
@@ -788,7 +747,6 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             graph.add_layer(Layer { name, tasks });
             keys
         }
-        Plan::Source { source, projection } => source.lower(projection.as_deref(), graph, ctx),
         Plan::Filter { input, predicate } => {
             let inputs = lower(input, graph, ctx);
             let op: Arc<dyn Operator> = Arc::new(FilterOp {

@@ -227,7 +227,23 @@ struct State {
     /// task will add.
     read_bytes: u64,
     reads_done: u64,
+    /// Each finished task's result size.
+    sizes: Vec<u64>,
+    /// Tasks that only add memory: no inputs, or inputs that hold nothing (a
+    /// shuffle's readers wait on a barrier's empty marker). They are admitted as
+    /// reads.
+    source: Vec<bool>,
+    /// Output positions whose value is ready (delivered or not).
+    outputs_ready: usize,
 }
+
+/// How many finished outputs may wait for the sink before sources are held back:
+/// a sink slower than the workers (writing CSV, say) then sets the pace instead of
+/// a pile of waiting partitions.
+const MAX_WAITING_OUTPUTS_PER_THREAD: usize = 2;
+
+/// Inputs smaller than this hold nothing worth waiting for (markers, scalars).
+const SOURCE_INPUT_BYTES: u64 = 4096;
 
 type Outcome = std::thread::Result<Result<Value, (usize, Error)>>;
 
@@ -263,7 +279,15 @@ impl State {
             held: 0,
             read_bytes: 0,
             reads_done: 0,
+            sizes: vec![0; n],
+            source: graph.tasks.iter().map(|t| t.deps.is_empty()).collect(),
+            outputs_ready: 0,
         }
+    }
+
+    /// Finished outputs the sink has not taken yet.
+    fn waiting_outputs(&self) -> usize {
+        self.outputs_ready.saturating_sub(self.next_output)
     }
 
     /// Whether starting another read task now would overflow the results budget:
@@ -297,7 +321,9 @@ impl State {
             _ => false,
         };
         if read_first {
-            if others_running > 0 && self.memory_short(shared) {
+            let backlog =
+                self.waiting_outputs() >= MAX_WAITING_OUTPUTS_PER_THREAD * shared.threads.max(1);
+            if others_running > 0 && (backlog || self.memory_short(shared)) {
                 self.stats.reads_held_back += 1;
                 return self.ready_inner.pop().map(|Reverse((_, id))| id);
             }
@@ -315,7 +341,9 @@ impl State {
         self.done[id] = true;
         self.held += 1;
         self.stats.peak_results_held = self.stats.peak_results_held.max(self.held);
-        if task.deps.is_empty() {
+        self.sizes[id] = size;
+        self.outputs_ready += self.deliveries_left[id] as usize;
+        if self.source[id] {
             self.read_bytes += size;
             self.reads_done += 1;
         }
@@ -334,7 +362,9 @@ impl State {
             self.waiting_on[t] -= 1;
             if self.waiting_on[t] == 0 {
                 let entry = Reverse((graph.tasks[t].priority, t));
-                if graph.tasks[t].deps.is_empty() {
+                let consumed: u64 = graph.tasks[t].deps.iter().map(|&d| self.sizes[d]).sum();
+                if consumed < SOURCE_INPUT_BYTES {
+                    self.source[t] = true;
                     self.ready_reads.push(entry);
                 } else {
                     self.ready_inner.push(entry);

@@ -409,3 +409,85 @@ fn reads_are_held_back_while_memory_is_short() {
     let (_, stats) = run_wide(&g, &key, Mode::Parallel, 4, 32 << 10, spill.path()).unwrap();
     assert!(stats.reads_held_back > 0, "{stats:?}");
 }
+
+/// A sink slower than the workers sets the pace: finished outputs do not pile up,
+/// whether the outputs read from nothing or, as a shuffle's readers, wait on a
+/// barrier's empty marker.
+#[test]
+fn a_slow_sink_holds_back_sources_instead_of_piling_up_outputs() {
+    let spill = tempfile::tempdir().unwrap();
+    let threads = 3;
+    for behind_a_barrier in [false, true] {
+        let mut g = Graph::new();
+        let barrier: Arc<str> = "barrier".into();
+        let mut deps = Vec::new();
+        if behind_a_barrier {
+            g.add_layer(Layer {
+                name: barrier.clone(),
+                tasks: vec![Task {
+                    key: Key::new(&barrier, 0),
+                    deps: vec![],
+                    op: FnOperator::new("barrier", |_| Ok(Value::Pieces(Vec::new()))),
+                }],
+            });
+            deps.push(Key::new(&barrier, 0));
+        }
+        let name: Arc<str> = "part".into();
+        let n = 40;
+        g.add_layer(Layer {
+            name: name.clone(),
+            tasks: (0..n)
+                .map(|i| Task {
+                    key: Key::new(&name, i),
+                    deps: deps.clone(),
+                    op: FnOperator::new("part", move |_| {
+                        let a = Int64Array::from_iter_values((0..10_000).map(|v| v + i as i64));
+                        Ok(Value::Batch(RecordBatch::try_from_iter([(
+                            "v",
+                            Arc::new(a) as _,
+                        )])?))
+                    }),
+                })
+                .collect(),
+        });
+        let keys: Vec<Key> = (0..n).map(|i| Key::new(&name, i)).collect();
+        let exec = g.compile(&keys).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let policy = MemoryPolicy {
+            limit: 1 << 30,
+            spill_dir: spill.path().to_path_buf(),
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        let stats = Executor::new(Mode::Parallel, &pool)
+            .with_memory(policy, 1 << 30)
+            .run_streaming(&exec, &|i, v| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                let b = v.as_batch()?;
+                let first = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0);
+                seen.lock().unwrap().push((i, first));
+                Ok(())
+            })
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(
+            seen,
+            (0..n).map(|i| (i, i as i64)).collect::<Vec<_>>(),
+            "in order, every partition"
+        );
+        // At most two waiting outputs a thread, the running tasks' results, the
+        // barrier, and the one being handed over.
+        assert!(
+            stats.peak_results_held <= 2 * threads + threads + 2,
+            "barrier {behind_a_barrier}: {stats:?}"
+        );
+        assert!(stats.reads_held_back > 0, "{stats:?}");
+    }
+}

@@ -20,6 +20,7 @@ use serde_json::Value as J;
 
 use super::{layer_name, per_partition, records, Bag, KeyFn, LowerCtx};
 use crate::error::{Error, Result};
+use crate::frame::plan::{lower_barrier, lower_readers};
 use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
 
 /// `binop(acc, record)` of `foldby`.
@@ -265,42 +266,23 @@ fn shuffle(
             Ok(Value::Pieces(Vec::new()))
         }),
     );
-    let barrier_name = layer_name("shuffle-barrier");
-    let barrier = Key::new(&barrier_name, 0);
-    graph.add_layer(Layer {
-        name: barrier_name,
-        tasks: vec![Task {
-            key: barrier.clone(),
-            deps: written,
-            op: FnOperator::new("shuffle-barrier", |_| Ok(Value::Pieces(Vec::new()))),
-        }],
-    });
-    let name = layer_name("foldby-shuffle-read");
-    let tasks: Vec<Task> = (0..n)
-        .map(|p| {
-            let (f, run) = (fold.clone(), ctx.run.clone());
-            Task {
-                key: Key::new(&name, p),
-                deps: vec![barrier.clone()],
-                op: FnOperator::new("foldby-shuffle-read", move |_: &[Arc<Value>]| {
-                    let store = run.shuffle()?;
-                    let mut m = new_partials();
-                    for piece in store.get(offset + p)? {
-                        for line in piece.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                            let pair: J = serde_json::from_slice(line).map_err(|e| {
-                                Error::Internal(format!("a shuffled partial does not decode: {e}"))
-                            })?;
-                            let (k, a) = split_pair(pair)?;
-                            f.merge(&mut m, k, a)?;
-                        }
-                    }
-                    store.drop_partition(offset + p)?;
-                    Ok(Value::Records(to_pairs(m)))
-                }),
+    let barrier = lower_barrier(graph, written);
+    lower_readers(graph, "foldby-shuffle-read", n, &barrier, &|p| {
+        let (f, run) = (fold.clone(), ctx.run.clone());
+        FnOperator::new("foldby-shuffle-read", move |_: &[Arc<Value>]| {
+            let store = run.shuffle()?;
+            let mut m = new_partials();
+            for piece in store.get(offset + p)? {
+                for line in piece.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let pair: J = serde_json::from_slice(line).map_err(|e| {
+                        Error::Internal(format!("a shuffled partial does not decode: {e}"))
+                    })?;
+                    let (k, a) = split_pair(pair)?;
+                    f.merge(&mut m, k, a)?;
+                }
             }
+            store.drop_partition(offset + p)?;
+            Ok(Value::Records(to_pairs(m)))
         })
-        .collect();
-    let keys = tasks.iter().map(|t| t.key.clone()).collect();
-    graph.add_layer(Layer { name, tasks });
-    keys
+    })
 }

@@ -531,17 +531,45 @@ fn lower_shuffle_writes(
         written.extend(tasks.iter().map(|t| t.key.clone()));
         graph.add_layer(Layer { name, tasks });
     }
-    let barrier_name = layer_name("shuffle-barrier");
-    let barrier = Key::new(&barrier_name, 0);
+    (offsets, lower_barrier(graph, written))
+}
+
+/// One task that every reader of a shuffle waits on, itself waiting on every
+/// writer: n + m edges instead of n × m. Its value is an empty marker.
+pub(crate) fn lower_barrier(graph: &mut Graph, writers: Vec<Key>) -> Key {
+    let name = layer_name("shuffle-barrier");
+    let barrier = Key::new(&name, 0);
     graph.add_layer(Layer {
-        name: barrier_name,
+        name,
         tasks: vec![Task {
             key: barrier.clone(),
-            deps: written,
+            deps: writers,
             op: FnOperator::new("shuffle-barrier", |_| Ok(Value::Pieces(Vec::new()))),
         }],
     });
-    (offsets, barrier)
+    barrier
+}
+
+/// `n` tasks behind `barrier`, one per output partition of a shuffle; `make(p)` is
+/// partition `p`'s reader. Returns their keys.
+pub(crate) fn lower_readers(
+    graph: &mut Graph,
+    op: &str,
+    n: usize,
+    barrier: &Key,
+    make: &dyn Fn(usize) -> Arc<dyn Operator>,
+) -> Vec<Key> {
+    let name = layer_name(op);
+    let tasks: Vec<Task> = (0..n)
+        .map(|p| Task {
+            key: Key::new(&name, p),
+            deps: vec![barrier.clone()],
+            op: make(p),
+        })
+        .collect();
+    let keys = tasks.iter().map(|t| t.key.clone()).collect();
+    graph.add_layer(Layer { name, tasks });
+    keys
 }
 
 /// One task gathering `inputs` into one batch of `schema` (a broadcast side).
@@ -597,20 +625,13 @@ fn lower_join(
                 &[(&left_keys, &lp), (&right_keys, &rp)],
                 npartitions,
             );
-            let tasks: Vec<Task> = (0..npartitions)
-                .map(|p| Task {
-                    key: Key::new(&name, p),
-                    deps: vec![barrier.clone()],
-                    op: Arc::new(ShuffleJoin {
-                        ctx: ctx.clone(),
-                        partitions: (offsets[0] + p, offsets[1] + p),
-                        spec: spec.clone(),
-                    }),
+            return lower_readers(graph, "shuffle-join", npartitions, &barrier, &|p| {
+                Arc::new(ShuffleJoin {
+                    ctx: ctx.clone(),
+                    partitions: (offsets[0] + p, offsets[1] + p),
+                    spec: spec.clone(),
                 })
-                .collect();
-            let keys = tasks.iter().map(|t| t.key.clone()).collect();
-            graph.add_layer(Layer { name, tasks });
-            return keys;
+            });
         }
     };
     let op: Arc<dyn Operator> = match strategy {
@@ -730,22 +751,14 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
                 .iter()
                 .map(|(c, o)| (schema.index_of(c).expect("sort keys are checked"), *o))
                 .collect();
-            let name = layer_name("shuffle-gather");
-            let tasks: Vec<Task> = (0..*npartitions)
-                .map(|p| Task {
-                    key: Key::new(&name, p),
-                    deps: vec![barrier.clone()],
-                    op: Arc::new(ShuffleGather {
-                        ctx: ctx.clone(),
-                        partition: offsets[0] + p,
-                        schema: schema.clone(),
-                        sort: sort.clone(),
-                    }),
+            lower_readers(graph, "shuffle-gather", *npartitions, &barrier, &|p| {
+                Arc::new(ShuffleGather {
+                    ctx: ctx.clone(),
+                    partition: offsets[0] + p,
+                    schema: schema.clone(),
+                    sort: sort.clone(),
                 })
-                .collect();
-            let keys = tasks.iter().map(|t| t.key.clone()).collect();
-            graph.add_layer(Layer { name, tasks });
-            keys
+            })
         }
         Plan::Filter { input, predicate } => {
             let inputs = lower(input, graph, ctx);
@@ -788,21 +801,13 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             };
             let (offsets, barrier) =
                 lower_shuffle_writes(graph, ctx, &[(&partials, &partitioner)], *split_out);
-            let name = layer_name("shuffle-agg-finalize");
-            let tasks: Vec<Task> = (0..*split_out)
-                .map(|p| Task {
-                    key: Key::new(&name, p),
-                    deps: vec![barrier.clone()],
-                    op: Arc::new(ShuffleAggFinalize {
-                        ctx: ctx.clone(),
-                        partition: offsets[0] + p,
-                        plan: agg.clone(),
-                    }),
+            lower_readers(graph, "shuffle-agg-finalize", *split_out, &barrier, &|p| {
+                Arc::new(ShuffleAggFinalize {
+                    ctx: ctx.clone(),
+                    partition: offsets[0] + p,
+                    plan: agg.clone(),
                 })
-                .collect();
-            let keys = tasks.iter().map(|t| t.key.clone()).collect();
-            graph.add_layer(Layer { name, tasks });
-            keys
+            })
         }
         Plan::Aggregate {
             input,

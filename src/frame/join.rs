@@ -17,6 +17,7 @@
 //! materialises the answer with `take` over index arrays, nulls standing for the
 //! missing side of an outer row.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt32Builder};
@@ -149,6 +150,9 @@ enum Source {
 #[derive(Debug)]
 pub struct JoinSpec {
     how: How,
+    left_on: Vec<String>,
+    right_on: Vec<String>,
+    suffixes: (String, String),
     left_keys: Vec<usize>,
     right_keys: Vec<usize>,
     sources: Vec<Source>,
@@ -395,6 +399,9 @@ impl JoinSpec {
         }
         Ok(JoinSpec {
             how,
+            left_on: left_on.to_vec(),
+            right_on: right_on.to_vec(),
+            suffixes: suffixes.clone(),
             left_keys,
             right_keys,
             sources,
@@ -404,9 +411,50 @@ impl JoinSpec {
         })
     }
 
-    /// The columns of each side the join reads: all (a merge keeps every column).
-    pub fn sides(&self) -> (&SchemaRef, &SchemaRef) {
-        (&self.left_schema, &self.right_schema)
+    /// The columns each side must give for the consumer to read `required` of the
+    /// answer: the keys, the columns behind each required output, and the other
+    /// side of a suffixed pair one side of which is read (so the answer's names do
+    /// not change).
+    pub fn input_columns(
+        &self,
+        required: &BTreeSet<String>,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let lname = |i: usize| self.left_schema.field(i).name().clone();
+        let rname = |i: usize| self.right_schema.field(i).name().clone();
+        let mut left: BTreeSet<String> = self.left_on.iter().cloned().collect();
+        let mut right: BTreeSet<String> = self.right_on.iter().cloned().collect();
+        for (source, field) in self.sources.iter().zip(self.output.fields()) {
+            let wanted = required.contains(field.name());
+            match *source {
+                Source::Left(i) if wanted => {
+                    left.insert(lname(i));
+                    if field.name() != &lname(i) {
+                        right.insert(lname(i));
+                    }
+                }
+                Source::Right(i) if wanted => {
+                    right.insert(rname(i));
+                    if field.name() != &rname(i) {
+                        left.insert(rname(i));
+                    }
+                }
+                Source::Left(_) | Source::Right(_) => {}
+                Source::Key(..) => {}
+            }
+        }
+        (left, right)
+    }
+
+    /// The same merge over inputs that give fewer columns.
+    pub fn over(&self, left: SchemaRef, right: SchemaRef) -> Result<JoinSpec> {
+        JoinSpec::new(
+            left,
+            right,
+            &self.left_on,
+            &self.right_on,
+            self.how,
+            &self.suffixes,
+        )
     }
 
     /// Joins one left batch with one right batch, building the hash table on the

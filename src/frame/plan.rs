@@ -403,14 +403,25 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             spec,
             strategy,
             npartitions,
-        } => Arc::new(Plan::Join {
-            // The spec names columns by position in each side's full schema.
-            left: prune(left, None),
-            right: prune(right, None),
-            spec: spec.clone(),
-            strategy: *strategy,
-            npartitions: *npartitions,
-        }),
+        } => {
+            // The spec names columns by position: with fewer input columns it is
+            // rebuilt over the pruned inputs (same output names, fewer columns).
+            let pruned = required.and_then(|req| {
+                let (l, r) = spec.input_columns(req);
+                let (pl, pr) = (prune(left, Some(&l)), prune(right, Some(&r)));
+                let rebuilt = spec.over(pl.schema(), pr.schema()).ok()?;
+                Some((pl, pr, Arc::new(rebuilt)))
+            });
+            let (left, right, spec) =
+                pruned.unwrap_or_else(|| (prune(left, None), prune(right, None), spec.clone()));
+            Arc::new(Plan::Join {
+                left,
+                right,
+                spec,
+                strategy: *strategy,
+                npartitions: *npartitions,
+            })
+        }
         Plan::WithIndex { input, index } => {
             let need = required.map(|r| {
                 let mut n = r.clone();

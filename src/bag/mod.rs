@@ -259,24 +259,13 @@ pub(crate) fn layer_name(op: &str) -> Arc<str> {
 
 /// Adds one layer with a task per input key, each running `f` on its input.
 pub(crate) fn per_partition(graph: &mut Graph, op: &str, inputs: &[Key], f: TaskFn) -> Vec<Key> {
-    let name = layer_name(op);
-    let tasks: Vec<Task> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let f = f.clone();
-            Task {
-                key: Key::new(&name, i),
-                deps: vec![k.clone()],
-                op: FnOperator::new(op.to_string(), move |inputs: &[Arc<Value>]| {
-                    f(i, inputs[0].as_ref())
-                }),
-            }
+    let deps = inputs.iter().map(|k| vec![k.clone()]).collect();
+    crate::frame::plan::task_layer(graph, op, deps, &|i| {
+        let f = f.clone();
+        FnOperator::new(op.to_string(), move |inputs: &[Arc<Value>]| {
+            f(i, inputs[0].as_ref())
         })
-        .collect();
-    let keys = tasks.iter().map(|t| t.key.clone()).collect();
-    graph.add_layer(Layer { name, tasks });
-    keys
+    })
 }
 
 impl Session {

@@ -140,4 +140,21 @@ impl PartitionWriter {
             PartitionWriter::Folder { staged, .. } => Ok(Some(staged.finish()?)),
         }
     }
+
+    /// Finishes (moving a folder into place and saying so) and, with `time`, prints
+    /// the rows written and the time since `started` to stderr.
+    pub fn finish_and_report(
+        self,
+        rows: usize,
+        started: std::time::Instant,
+        time: bool,
+    ) -> Result<()> {
+        if let Some(dir) = self.finish()? {
+            eprintln!("wrote {}", dir.display());
+        }
+        if time {
+            eprintln!("{rows} rows in {:.3} s", started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
 }

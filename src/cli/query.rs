@@ -234,15 +234,5 @@ pub fn run(a: QueryArgs) -> Result<()> {
         rows.store(batch.num_rows(), Ordering::Relaxed);
         writer.write(0, &batch)?;
     }
-    if let Some(dir) = writer.finish()? {
-        eprintln!("wrote {}", dir.display());
-    }
-    if a.time {
-        eprintln!(
-            "{} rows in {:.3} s",
-            rows.load(Ordering::Relaxed),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
+    writer.finish_and_report(rows.load(Ordering::Relaxed), started, a.time)
 }

@@ -145,17 +145,7 @@ fn emit(df: &DataFrame, out: &OutputArgs, input: &InputArgs, started: Instant) -
         })?
     };
     input.run.report(&stats);
-    if let Some(dir) = writer.finish()? {
-        eprintln!("wrote {}", dir.display());
-    }
-    if input.time {
-        eprintln!(
-            "{} rows in {:.3} s",
-            rows.load(Ordering::Relaxed),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
+    writer.finish_and_report(rows.load(Ordering::Relaxed), started, input.time)
 }
 
 #[derive(Args)]

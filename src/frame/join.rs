@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt32Builder};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt32Builder};
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -502,8 +502,7 @@ impl JoinSpec {
                             from_left
                         } else {
                             let from_right = take(right.column(ri), r, None)?;
-                            let has_left: BooleanArray =
-                                (0..l.len()).map(|i| Some(l.is_valid(i))).collect();
+                            let has_left = arrow::compute::is_not_null(l)?;
                             zip(&has_left, &from_left, &from_right)?
                         }
                     }

@@ -469,6 +469,29 @@ pub fn layer_name(op: &str) -> Arc<str> {
     format!("{op}-{}", LAYER_ID.fetch_add(1, Ordering::Relaxed)).into()
 }
 
+/// Adds one layer of tasks, task `i` waiting on `deps[i]` and running `make(i)`;
+/// returns their keys. Every per-partition layer is made here.
+pub(crate) fn task_layer(
+    graph: &mut Graph,
+    op: &str,
+    deps: Vec<Vec<Key>>,
+    make: &dyn Fn(usize) -> Arc<dyn Operator>,
+) -> Vec<Key> {
+    let name = layer_name(op);
+    let tasks: Vec<Task> = deps
+        .into_iter()
+        .enumerate()
+        .map(|(i, deps)| Task {
+            key: Key::new(&name, i),
+            deps,
+            op: make(i),
+        })
+        .collect();
+    let keys = tasks.iter().map(|t| t.key.clone()).collect();
+    graph.add_layer(Layer { name, tasks });
+    keys
+}
+
 /// Adds a reduction tree over `level`: `combine` tasks of `split_every` inputs each
 /// until at most `split_every` remain, then one `finalize` task, whose key it
 /// returns. Layers are named `<name>-combine` and `<name>-finalize`.
@@ -523,24 +546,16 @@ fn lower_shuffle_writes(
     for (inputs, partitioner) in sides {
         let offset = ctx.reserve_shuffle_partitions(n);
         offsets.push(offset);
-        let name = layer_name("shuffle-write");
-        let tasks: Vec<Task> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, k)| Task {
-                key: Key::new(&name, i),
-                deps: vec![k.clone()],
-                op: Arc::new(ShuffleWrite {
-                    ctx: ctx.clone(),
-                    offset,
-                    n,
-                    partitioner: (*partitioner).clone(),
-                    writer: i as u64,
-                }),
+        let deps = inputs.iter().map(|k| vec![k.clone()]).collect();
+        written.extend(task_layer(graph, "shuffle-write", deps, &|i| {
+            Arc::new(ShuffleWrite {
+                ctx: ctx.clone(),
+                offset,
+                n,
+                partitioner: (*partitioner).clone(),
+                writer: i as u64,
             })
-            .collect();
-        written.extend(tasks.iter().map(|t| t.key.clone()));
-        graph.add_layer(Layer { name, tasks });
+        }));
     }
     (offsets, lower_barrier(graph, written))
 }
@@ -570,17 +585,7 @@ pub(crate) fn lower_readers(
     barrier: &Key,
     make: &dyn Fn(usize) -> Arc<dyn Operator>,
 ) -> Vec<Key> {
-    let name = layer_name(op);
-    let tasks: Vec<Task> = (0..n)
-        .map(|p| Task {
-            key: Key::new(&name, p),
-            deps: vec![barrier.clone()],
-            op: make(p),
-        })
-        .collect();
-    let keys = tasks.iter().map(|t| t.key.clone()).collect();
-    graph.add_layer(Layer { name, tasks });
-    keys
+    task_layer(graph, op, vec![vec![barrier.clone()]; n], make)
 }
 
 /// One task gathering `inputs` into one batch of `schema` (a broadcast side).
@@ -617,7 +622,6 @@ fn lower_join(
 ) -> Vec<Key> {
     let left_keys = lower(left, graph, ctx);
     let right_keys = lower(right, graph, ctx);
-    let name = layer_name("join");
     let pairs: Vec<(Key, Key)> = match strategy {
         JoinStrategy::PartitionWise => left_keys.into_iter().zip(right_keys).collect(),
         JoinStrategy::BroadcastRight => {
@@ -659,18 +663,8 @@ fn lower_join(
             broadcast: None,
         }),
     };
-    let tasks: Vec<Task> = pairs
-        .into_iter()
-        .enumerate()
-        .map(|(i, (l, r))| Task {
-            key: Key::new(&name, i),
-            deps: vec![l, r],
-            op: op.clone(),
-        })
-        .collect();
-    let keys = tasks.iter().map(|t| t.key.clone()).collect();
-    graph.add_layer(Layer { name, tasks });
-    keys
+    let deps = pairs.into_iter().map(|(l, r)| vec![l, r]).collect();
+    task_layer(graph, "join", deps, &|_| op.clone())
 }
 
 /// Adds `plan`'s layers to `graph`; returns the key of each output partition.
@@ -678,19 +672,12 @@ fn lower_join(
 pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
     let per_partition =
         |graph: &mut Graph, op: &str, inputs: &[Key], make: &dyn Fn(usize) -> Arc<dyn Operator>| {
-            let name = layer_name(op);
-            let tasks: Vec<Task> = inputs
-                .iter()
-                .enumerate()
-                .map(|(i, k)| Task {
-                    key: Key::new(&name, i),
-                    deps: vec![k.clone()],
-                    op: make(i),
-                })
-                .collect();
-            let keys = tasks.iter().map(|t| t.key.clone()).collect();
-            graph.add_layer(Layer { name, tasks });
-            keys
+            task_layer(
+                graph,
+                op,
+                inputs.iter().map(|k| vec![k.clone()]).collect(),
+                make,
+            )
         };
     match plan {
         Plan::ReadCsv { source, projection } => {

@@ -1,5 +1,6 @@
 """Dask answers: python q_dask.py QUERY DATA_DIR OUT_CSV (dd.read_csv(glob), threads scheduler;
 the b* queries with dask.bag over JSON lines, on dask.bag's default scheduler, processes)."""
+import inproc  # noqa: I001  (first: times the imports below)
 import json
 import operator
 import sys
@@ -7,6 +8,8 @@ import sys
 import dask
 import dask.dataframe as dd
 import numpy as np
+
+inproc.imported()
 
 query, data, out = sys.argv[1:4]
 JOINS = {  # db-benchmark's join questions on the J1 tables: (right table, key, how)

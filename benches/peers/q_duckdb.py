@@ -1,8 +1,11 @@
 """DuckDB answers: python q_duckdb.py QUERY DATA_DIR OUT_CSV (SQL over read_csv_auto(glob), and
 read_json(glob) for the b* queries on JSON lines)."""
+import inproc  # noqa: I001  (first: times the imports below)
 import sys
 
 import duckdb
+
+inproc.imported()
 
 query, data, out = sys.argv[1:4]
 T = f"read_csv_auto('{data}/*.csv')"

@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: outcore against Polars, DuckDB and Dask on the same CSV and
-JSON-lines files (the b* queries are bags of JSON records: dask.bag for Dask).
+"""Side-by-side benchmark: outcore against DataFusion, Polars, DuckDB and Dask on the same
+CSV and JSON-lines files (the b* queries are bags of JSON records: dask.bag for Dask).
 
-    python3 benches/peers/run.py [--smoke] [--engines outcore,polars,duckdb,dask]
+    python3 benches/peers/run.py [--smoke] [--engines outcore,datafusion,polars,duckdb,dask]
                                  [--runs 3] [--data DIR] [--timeout 900] [--sweep]
                                  [--queries b1,b2,b3,b4] [--records 1.2e6]
 
-Each (engine, query) runs as its own process under `/usr/bin/time -f '%e %M'`; CSV files
-are read inside the timed process. Prints a markdown table (median seconds, median peak
-RSS in MB, agreement with the majority checksum, outcore's ratios) and appends every raw
-run as a JSON line to benches/peers/runs/<YYYY-MM-DD>-<hostname>.jsonl.
-Standard library only; the peer engines run in benches/peers/.venv (made when needed).
+Each (engine, query) runs as its own process under `/usr/bin/time -f '%e %M'` (peak RSS
+from outside); CSV files are read inside the timed region. Fair timing: a peer's script
+reports its own time from after its imports to after writing the answer (inproc.py), so
+interpreter start-up and imports never count against it (they are listed apart); outcore
+is timed as a whole process writing CSV. Each run is one round: every engine answers a
+query once before any answers it again. Prints a markdown table (median seconds, median
+peak RSS in MB, agreement with the majority checksum, outcore / fastest peer) and appends
+every raw run as a JSON line to benches/peers/runs/<YYYY-MM-DD>-<hostname>.jsonl.
+Standard library only; the peer engines (pinned versions, PIP_PACKAGES) run in
+benches/peers/.venv (made when needed).
 """
 import argparse
 import collections
@@ -34,9 +39,13 @@ ROOT = HERE.parent.parent
 BIN = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")).resolve() / "release" / "outcore"
 VENV = HERE / ".venv"
 VPY = VENV / "bin" / "python"
-PIP_PACKAGES = ["dask[dataframe]", "polars", "duckdb", "pandas", "pyarrow"]
-ENGINES = ["outcore", "polars", "duckdb", "dask"]
-PEERS = ["polars", "duckdb", "dask"]
+# Pinned, so that a table says which versions it measured.
+PIP_PACKAGES = ["dask[dataframe]==2026.8.0", "polars==2.1.0", "duckdb==2.0.1", "pandas==3.1.1",
+                "pyarrow==26.0.1", "datafusion==55.0.0"]
+ENGINES = ["outcore", "datafusion", "polars", "duckdb", "dask"]
+PEERS = ["datafusion", "polars", "duckdb", "dask"]
+# Queries a peer script does not answer (shown as "not yet").
+UNSUPPORTED = {("datafusion", "ts4")}
 
 # (row label, query name, data set key)
 QUERIES = [
@@ -108,7 +117,7 @@ def ensure_binary(force):
 
 
 def ensure_venv():
-    probe = "import polars, duckdb, dask.dataframe, pandas, pyarrow"
+    probe = "import polars, duckdb, dask.dataframe, pandas, pyarrow, datafusion"
     if VPY.exists() and subprocess.run([str(VPY), "-c", probe], capture_output=True).returncode == 0:
         return
     if not VPY.exists():
@@ -185,6 +194,8 @@ def command(engine, query, key, folder, answer):
             sub, glob = "query", (f"{folder}/x/*.csv" if key == "j1" else f"{folder}/*.csv")
         args = [a.replace("{data}", str(folder)) for a in args]
         return [str(BIN), sub, glob, *args, "--format", "csv", "--output-to", str(answer)]
+    if (engine, query) in UNSUPPORTED:
+        return None
     return [str(VPY), str(HERE / f"q_{engine}.py"), query, str(folder), str(answer)]
 
 
@@ -232,6 +243,20 @@ def run_once(argv, timeout):
         return None, None, p.returncode, rest[-2000:]
     secs, kb = timing[-1].split()[1:3]
     return float(secs), int(kb) / 1024, p.returncode, rest[-2000:]
+
+
+def split_inproc(err):
+    """(import seconds, query seconds) from a peer script's `@@inproc@@` line (inproc.py),
+    or (None, None) for a whole process (outcore); and the stderr without that line."""
+    imp = q = None
+    keep = []
+    for line in err.splitlines():
+        if line.startswith("@@inproc@@"):
+            _, a, b = line.split()[:3]
+            imp, q = float(a), float(b)
+        else:
+            keep.append(line)
+    return imp, q, "\n".join(keep)
 
 
 def is_missing(v):
@@ -329,47 +354,68 @@ def main():
     results = {}  # (label, engine) -> {"secs", "rss", "rc", "checksum"} or None (not yet)
     with open(jsonl, "a") as jl:
         for label, query, key in queries:
+            # One round per run: every engine answers the query once before any answers it
+            # again, so the machine's noise (page cache, another process) hits all alike.
+            argvs, answers_of, secs, rss, imports, sums, rcs, failed = {}, {}, {}, {}, {}, {}, {}, set()
             for engine in a.engines:
                 answer = answers / f"{engine}-{query}-{key}.csv"
                 argv = command(engine, query, key, sets[key], answer)
                 if argv is None:
                     results[label, engine] = None
-                    log(f"{label:34} {engine:8} not yet")
+                    log(f"{label:34} {engine:10} not yet")
                     continue
-                secs, rss, sums, rc = [], [], None, None
-                for i in range(a.runs):
+                argvs[engine], answers_of[engine] = argv, answer
+                secs[engine], rss[engine], imports[engine], sums[engine] = [], [], [], None
+            for i in range(a.runs):
+                for engine, argv in argvs.items():
+                    if engine in failed:
+                        continue
+                    answer = answers_of[engine]
                     clear(answer)
                     t, m, rc, err = run_once(argv, a.timeout)
+                    imp, q, err = split_inproc(err)
+                    if q is not None:
+                        t = q  # a peer: the in-process time, imports excluded
+                    rcs[engine] = rc
                     ok = rc == 0 and t is not None and (answer.exists() or answer_dir(answer).is_dir())
                     if ok:
-                        secs.append(t)
-                        rss.append(m)
-                        if sums is None:
-                            sums = checksum(answer)
+                        secs[engine].append(t)
+                        rss[engine].append(m)
+                        if imp is not None:
+                            imports[engine].append(imp)
+                        if sums[engine] is None:
+                            sums[engine] = checksum(answer)
+                    else:
+                        failed.add(engine)
                     rec = {"date": today, "host": host, "commit": commit, "cores": os.cpu_count(),
                            "smoke": a.smoke, "query": query, "label": label, "data": str(sets[key]),
-                           "engine": engine, "run": i, "seconds": t, "rss_mb": m and round(m, 1),
-                           "rc": rc, "ok": ok, "checksum": sums if ok else None,
+                           "engine": engine, "run": i, "seconds": t, "import_seconds": imp,
+                           "timing": "whole process" if imp is None else "in process, imports excluded",
+                           "rss_mb": m and round(m, 1),
+                           "rc": rc, "ok": ok, "checksum": sums[engine] if ok else None,
                            "argv": [str(x) for x in argv], "stderr": None if ok else err}
                     jl.write(json.dumps(rec) + "\n")
                     jl.flush()
                     status = f"{t:.2f} s {m:.0f} MB" if ok else f"FAILED rc={rc}: {err.strip()[-300:]}"
-                    log(f"{label:34} {engine:8} run {i + 1}/{a.runs}: {status}")
-                    if not ok:
-                        break
+                    log(f"{label:34} {engine:10} run {i + 1}/{a.runs}: {status}")
+            for engine in argvs:
+                done = len(secs[engine]) == a.runs
                 results[label, engine] = {
-                    "secs": median(secs) if len(secs) == a.runs else None,
-                    "rss": median(rss) if len(rss) == a.runs else None,
-                    "rc": rc,
-                    "checksum": sums if len(secs) == a.runs else None,
+                    "secs": median(secs[engine]) if done else None,
+                    "rss": median(rss[engine]) if done else None,
+                    "imports": median(imports[engine]) if imports[engine] else None,
+                    "rc": rcs.get(engine),
+                    "checksum": sums[engine] if done else None,
                 }
 
     # ---- table
     peers = [e for e in a.engines if e != "outcore"]
     print()
     print(f"outcore {commit}, {os.cpu_count()} cores, {host}, {today}; data {data}; "
-          f"median of {a.runs} run(s); cells: seconds (peak RSS MB), ✓/✗ = agrees/disagrees "
-          f"with the majority checksum, ? = no majority")
+          f"median of {a.runs} run(s), one round per run; cells: seconds (peak RSS MB), ✓/✗ = "
+          f"agrees/disagrees with the majority checksum, ? = no majority. outcore is timed as a "
+          f"whole process writing CSV; peers in process, interpreter start and imports excluded "
+          f"(listed below the table)")
     head = ["query"] + [f"{e} s (MB)" for e in a.engines] + ["agree"]
     if "outcore" in a.engines and peers:
         head += ["outcore / fastest peer"]
@@ -413,6 +459,13 @@ def main():
             r = results.get((label, e))
             if r and r["checksum"]:
                 print(f"  {label:34} {e:8} {r['checksum']}")
+    imps = collections.defaultdict(list)
+    for (label, e), r in results.items():
+        if r and r.get("imports") is not None:
+            imps[e].append(r["imports"])
+    if imps:
+        print("\nimports excluded from the peers' times (median seconds): " +
+              ", ".join(f"{e} {median(v):.2f}" for e, v in sorted(imps.items())))
     print(f"\nraw runs appended to {jsonl.relative_to(ROOT)}")
     tmp.cleanup()
     return 0

@@ -53,7 +53,8 @@ pub struct InputArgs {
 impl InputArgs {
     fn load(&self, session: &Session) -> Result<DataFrame> {
         let path = Path::new(&self.glob);
-        let parquet = (path.is_dir() && (path.join("_catalog").exists() || has_parquet(path)))
+        let parquet = (path.is_dir()
+            && (outcore_storage::catalog::Manifest::exists(path) || has_parquet(path)))
             || self.glob.ends_with(".parquet");
         let df = if parquet {
             session.read_parquet(path)?

@@ -337,7 +337,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<()> {
 pub struct PersistArgs {
     #[command(flatten)]
     input: InputArgs,
-    /// The dataset folder: one Parquet file per partition and a catalog (schema,
+    /// The dataset folder: one Parquet file per partition and a manifest (schema,
     /// index, divisions, this command), so later commands on it need no shuffle.
     #[arg(long)]
     out: PathBuf,

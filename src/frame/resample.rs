@@ -658,7 +658,10 @@ impl<'a> PartialCols<'a> {
 
 /// `2000-01-05 12:00:00` for error messages.
 pub(crate) fn fmt_ts(ns: i64) -> String {
-    ScalarValue::TimestampNanosecond(Some(ns), None).to_string()
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.f")
+        .to_string()
 }
 
 impl PlanNode for ResampleNode {

@@ -4,6 +4,7 @@ mod aggs;
 mod bag;
 mod cli;
 mod common;
+mod faults;
 mod frame_ops;
 mod groupby;
 mod join;

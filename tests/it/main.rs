@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod faults;
 mod frame_ops;
+mod fuzz;
 mod groupby;
 mod join;
 mod ordering;

@@ -456,7 +456,12 @@ impl Bag {
         if n == 0 {
             return Err(Error::plan("split_out", "split_out must be at least 1"));
         }
-        crate::graph::check_partitions("split_out", &format!("split_out {n}"), n, "use a smaller split_out")?;
+        crate::graph::check_partitions(
+            "split_out",
+            &format!("split_out {n}"),
+            n,
+            "use a smaller split_out",
+        )?;
         let mut b = self.clone();
         b.split_out = Some(n);
         Ok(b)

@@ -100,7 +100,12 @@ impl DataFrame {
             return Ok(self.with_index(index(divisions)));
         }
         let n = options.npartitions.unwrap_or(self.npartitions()).max(1);
-        crate::graph::check_partitions("set_index", &format!("npartitions {n}"), n, "ask for fewer")?;
+        crate::graph::check_partitions(
+            "set_index",
+            &format!("npartitions {n}"),
+            n,
+            "ask for fewer",
+        )?;
         let samples = self.sample(column, ASCENDING, SAMPLES_PER_PARTITION)?;
         match choose_divisions(&samples, &t, ASCENDING, n)? {
             // No values at all: nothing to order by.

@@ -36,7 +36,6 @@ use crate::io::staged::StagedFolder;
 use crate::scheduler::{RunContext, RunStats};
 use crate::session::Session;
 
-
 /// Options of [`DataFrame::to_parquet`].
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {

@@ -378,7 +378,12 @@ impl DataFrame {
                 let spans = i128::from(b.bin(last)) - i128::from(b.bin(first)) + 1;
                 crate::graph::check_partitions(
                     OP,
-                    &format!("freq {} over {} .. {}", rule.text, fmt_ts(first), fmt_ts(last)),
+                    &format!(
+                        "freq {} over {} .. {}",
+                        rule.text,
+                        fmt_ts(first),
+                        fmt_ts(last)
+                    ),
                     usize::try_from(spans).unwrap_or(usize::MAX),
                     "choose a longer freq",
                 )?;

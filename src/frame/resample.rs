@@ -387,9 +387,10 @@ impl Inner {
         for &(lo, _) in &self.pieces {
             d.push(self.binner.label(lo));
         }
-        d.push(self
-            .binner
-            .label(self.binner.bin(self.divisions[self.npart()])));
+        d.push(
+            self.binner
+                .label(self.binner.bin(self.divisions[self.npart()])),
+        );
         if d[..n].windows(2).any(|w| w[0] >= w[1]) || d[n] < d[n - 1] {
             return None;
         }

@@ -20,9 +20,9 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use super::stamp::FileStamp;
 use super::blocks::{self, Block};
 use super::infer::{sample_files, Inferred};
+use super::stamp::FileStamp;
 use super::tokenize::{tokenize, Fields, TokenizeError};
 use crate::error::{Error, Location, Result};
 
@@ -162,7 +162,12 @@ impl CsvSource {
         let names = header.map(|(n, _)| dedupe_names(n)).unwrap_or_default();
         let nblocks: u64 = files
             .iter()
-            .map(|f| f.size.saturating_sub(f.data_start).div_ceil(opts.blocksize).max(1))
+            .map(|f| {
+                f.size
+                    .saturating_sub(f.data_start)
+                    .div_ceil(opts.blocksize)
+                    .max(1)
+            })
             .sum();
         crate::graph::check_partitions(
             "read_csv",

@@ -126,6 +126,9 @@ mod tests {
         f.set_modified(t).unwrap();
         drop(f);
         let err = stamp.open(&path).unwrap_err().to_string();
-        assert!(err.contains("it was modified at ") && err.contains("and is now modified at "), "{err}");
+        assert!(
+            err.contains("it was modified at ") && err.contains("and is now modified at "),
+            "{err}"
+        );
     }
 }

@@ -213,7 +213,8 @@ impl Manifest {
         }
         let number = |k: &str| -> Result<u64> {
             let t = text(k)?;
-            t.parse().map_err(|_| bad(format!("{k} is {t:?}, not a number")))
+            t.parse()
+                .map_err(|_| bad(format!("{k} is {t:?}, not a number")))
         };
         let (schema, _) = decode_batches(get("schema")?)?;
         let divisions = match entries.get("divisions") {
@@ -296,20 +297,30 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("_manifest")], "no temporary left");
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("_manifest")],
+            "no temporary left"
+        );
     }
 
     #[test]
     fn missing_cut_or_flipped_manifests_are_errors_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let err = Manifest::read(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("_manifest") && err.contains("No such file"), "{err}");
+        assert!(
+            err.contains("_manifest") && err.contains("No such file"),
+            "{err}"
+        );
         sample().write_atomic(dir.path()).unwrap();
         let path = Manifest::path(dir.path());
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 9]).unwrap();
         let err = Manifest::read(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("_manifest: corrupt") && err.contains("checksum"), "{err}");
+        assert!(
+            err.contains("_manifest: corrupt") && err.contains("checksum"),
+            "{err}"
+        );
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
@@ -333,7 +344,10 @@ mod tests {
                 s.spawn(|| assert_eq!(Manifest::read(dir.path()).unwrap(), sample()));
             }
         });
-        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), before);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            before
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
@@ -357,7 +371,10 @@ mod tests {
         drop(db);
         assert!(Manifest::exists(dir.path()));
         let old = Manifest::read(dir.path()).unwrap();
-        assert_eq!((old.rows, old.npartitions, old.query.as_str()), (7, 2, "old"));
+        assert_eq!(
+            (old.rows, old.npartitions, old.query.as_str()),
+            (7, 2, "old")
+        );
         assert_eq!(old.index, None);
     }
 }

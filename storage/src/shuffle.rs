@@ -301,7 +301,12 @@ impl ShuffleService {
         let (buffered, in_flight, keys, epoch) = {
             let buffer = part.lock();
             let in_flight: Vec<_> = buffer.in_flight.iter().map(|(_, b)| b.clone()).collect();
-            (buffer.bytes.clone(), in_flight, buffer.flushed.clone(), buffer.epoch)
+            (
+                buffer.bytes.clone(),
+                in_flight,
+                buffer.flushed.clone(),
+                buffer.epoch,
+            )
         };
         let corrupt = |reason: String| Error::CorruptShuffle {
             dir: self.dir().to_path_buf(),
@@ -894,7 +899,10 @@ mod tests {
         store.append(1, 0, &piece).unwrap();
         store.append(1, 0, b"second").unwrap();
         store.flush().unwrap();
-        assert_eq!(store.get(1).unwrap(), vec![piece.clone(), b"second".to_vec()]);
+        assert_eq!(
+            store.get(1).unwrap(),
+            vec![piece.clone(), b"second".to_vec()]
+        );
         let key = store.partitions[1].lock().flushed[0];
         assert_eq!(key.chunks, 4);
         let dir = store.dir().display().to_string();
@@ -918,7 +926,9 @@ mod tests {
         let err = store.get(1).unwrap_err().to_string();
         assert_eq!(
             err,
-            format!("{dir}: shuffle partition 1: chunk 2 of 4 of a flush is missing from the store")
+            format!(
+                "{dir}: shuffle partition 1: chunk 2 of 4 of a flush is missing from the store"
+            )
         );
         // The other partition is unaffected, and a dropped partition reads empty.
         assert!(store.get(0).unwrap().is_empty());

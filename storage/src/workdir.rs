@@ -12,7 +12,8 @@
 //! A process is "gone" when `/proc/<pid>` does not exist or belongs to a process
 //! that started at another time (the id was reused). Where `/proc` is missing,
 //! nothing is swept (we cannot tell, and removing a live run's files is worse than
-//! leaving a dead run's).
+//! leaving a dead run's). Processes in another PID namespace (containers sharing
+//! one spill folder) look gone too: give each container its own spill folder.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -168,7 +169,10 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let w = WorkDir::new(parent.path(), "outcore-spill-").unwrap();
         let owner = std::fs::read_to_string(w.path().join(LOCK_FILE)).unwrap();
-        assert!(owner.starts_with(&format!("{} ", std::process::id())), "{owner}");
+        assert!(
+            owner.starts_with(&format!("{} ", std::process::id())),
+            "{owner}"
+        );
         let path = w.path().to_path_buf();
         assert!(sweep(parent.path()).is_empty(), "ours is alive");
         assert!(path.exists());
@@ -192,10 +196,16 @@ mod tests {
             p
         };
         let me = std::process::id();
-        let mine = mk("outcore-spill-live", Some(format!("{me} {}\n", start_time(me).unwrap())));
+        let mine = mk(
+            "outcore-spill-live",
+            Some(format!("{me} {}\n", start_time(me).unwrap())),
+        );
         // A reused id: our pid with another start time.
         let reused = mk("outcore-spill-reused", Some(format!("{me} 1\n")));
-        let gone = mk("outcore-shuffle-gone", Some(format!("{} 5\n", u32::MAX - 7)));
+        let gone = mk(
+            "outcore-shuffle-gone",
+            Some(format!("{} 5\n", u32::MAX - 7)),
+        );
         let no_lock = mk("outcore-spill-nolock", None);
         let other = mk("not-ours", Some(format!("{} 5\n", u32::MAX - 7)));
         let mut removed = sweep(parent.path());

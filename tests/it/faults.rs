@@ -56,7 +56,12 @@ fn random_floats(seed: u64, n: usize) -> Vec<f64> {
 
 fn parse_floats(text: &str) -> Vec<u64> {
     text.lines()
-        .map(|l| l.trim().parse::<f64>().unwrap_or_else(|e| panic!("{l:?}: {e}")).to_bits())
+        .map(|l| {
+            l.trim()
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{l:?}: {e}"))
+                .to_bits()
+        })
         .collect()
 }
 
@@ -86,7 +91,11 @@ fn issue_14_bag_floats_are_exact_through_parse_spill_and_shuffle() {
     args.extend(small);
     let got = parse_floats(&ok(&args));
     let wrong = got.iter().zip(&expect).filter(|(a, b)| a != b).count();
-    assert_eq!((got.len(), wrong), (expect.len(), 0), "values changed by the bag");
+    assert_eq!(
+        (got.len(), wrong),
+        (expect.len(), 0),
+        "values changed by the bag"
+    );
 
     let mut args = vec!["bag", f, "--pluck", "x", "--distinct", "--split-out", "4"];
     args.extend(small);
@@ -101,11 +110,21 @@ fn issue_14_bag_floats_are_exact_through_parse_spill_and_shuffle() {
     // The frame reader reads the same values.
     let s = session(2, Mode::Parallel, 64 << 10);
     let frame = s.read_json_frame(f).load().unwrap().compute().unwrap();
-    let col = frame.column_by_name("x").unwrap().as_primitive::<Float64Type>();
+    let col = frame
+        .column_by_name("x")
+        .unwrap()
+        .as_primitive::<Float64Type>();
     let from_frame: Vec<u64> = col.values().iter().map(|x| x.to_bits()).collect();
     assert!(from_frame == expect, "the frame reader changed values");
     // And the bag API, through a spilled persist.
-    let bag = s.read_json(f).load().unwrap().pluck("x").unwrap().compute().unwrap();
+    let bag = s
+        .read_json(f)
+        .load()
+        .unwrap()
+        .pluck("x")
+        .unwrap()
+        .compute()
+        .unwrap();
     let from_bag: Vec<u64> = bag.iter().map(|v| v.as_f64().unwrap().to_bits()).collect();
     assert!(from_bag == expect, "the bag API changed values");
 }
@@ -147,7 +166,9 @@ fn issue_14_a_file_changed_after_planning_is_an_error_naming_it() {
         // Same size, other contents, a later modification time.
         write_rows(&path, 10_000);
         let df = s.read_csv(path.to_str().unwrap()).load().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap().replace(",1\n", ",7\n");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(",1\n", ",7\n");
         std::fs::write(&path, text).unwrap();
         let f = std::fs::File::options().write(true).open(&path).unwrap();
         f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
@@ -170,7 +191,10 @@ fn issue_14_a_file_changed_after_planning_is_an_error_naming_it() {
     std::fs::write(&jpath, &lines[..lines.len() / 3]).unwrap();
     let err = bag.count().unwrap_err().to_string();
     assert!(
-        err.contains(&format!("{}: the file changed after the query was planned", jpath.display())),
+        err.contains(&format!(
+            "{}: the file changed after the query was planned",
+            jpath.display()
+        )),
         "{err}"
     );
 }
@@ -265,7 +289,10 @@ fn issue_14_sigterm_and_a_second_ctrl_c_remove_spill_shuffle_and_staging_folders
         let mut stderr = String::new();
         std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         assert_eq!(status.code(), Some(code), "{signals:?}: {stderr}");
-        assert!(stderr.contains("interrupted; temporary files were removed"), "{stderr}");
+        assert!(
+            stderr.contains("interrupted; temporary files were removed"),
+            "{stderr}"
+        );
         assert_eq!(work_folders(&spill), Vec::<PathBuf>::new(), "{signals:?}");
         // No staging folder of the --out write either, and no answer.
         let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -367,7 +394,10 @@ fn issue_14_overwrite_leaves_no_staging_or_aside_folder() {
         .unwrap();
     let err = bad_df.to_parquet(&out, &opts).unwrap_err().to_string();
     assert!(err.contains("bad.csv:3"), "{err}");
-    assert_eq!(entries(dir.path()), vec![".out.old", "bad.csv", "in.csv", "out"]);
+    assert_eq!(
+        entries(dir.path()),
+        vec![".out.old", "bad.csv", "in.csv", "out"]
+    );
     assert_eq!(s.read_parquet(&out).unwrap().num_rows().unwrap(), 1000);
 }
 
@@ -449,7 +479,11 @@ fn issue_12_resample_over_ten_years_at_1s_streams_bounded_partitions() {
     use outcore::frame::resample::BINS_PER_PARTITION;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("two.csv");
-    std::fs::write(&path, "t,x\n2000-01-01 00:00:00,1.5\n2010-01-01 00:00:00,2.5\n").unwrap();
+    std::fs::write(
+        &path,
+        "t,x\n2000-01-01 00:00:00,1.5\n2010-01-01 00:00:00,2.5\n",
+    )
+    .unwrap();
     for mode in [Mode::Sync, Mode::Parallel] {
         let s = session(2, mode, 1 << 20);
         let df = s
@@ -470,10 +504,16 @@ fn issue_12_resample_over_ten_years_at_1s_streams_bounded_partitions() {
         let r = df
             .resample("1s")
             .unwrap()
-            .agg(&[AggSpec::new(AggFunc::Count, "x"), AggSpec::new(AggFunc::Sum, "x")])
+            .agg(&[
+                AggSpec::new(AggFunc::Count, "x"),
+                AggSpec::new(AggFunc::Sum, "x"),
+            ])
             .unwrap();
         let bins = 3653 * 86_400 + 1;
-        assert_eq!(r.npartitions() as u64, (bins as u64).div_ceil(BINS_PER_PARTITION as u64));
+        assert_eq!(
+            r.npartitions() as u64,
+            (bins as u64).div_ceil(BINS_PER_PARTITION as u64)
+        );
         let head = r.head(3).unwrap();
         let count = head.column(1).as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!((count.value(0), count.value(1), count.value(2)), (1, 0, 0));
@@ -529,7 +569,9 @@ fn issue_12_partition_counts_have_limits_with_clear_errors() {
         "groupby: split_out 5000000 makes 5000000 partitions, more than the limit of 1048576; use a smaller split_out"
     );
     let err = df
-        .repartition(outcore::frame::repartition::Repartition::NPartitions(2_000_000))
+        .repartition(outcore::frame::repartition::Repartition::NPartitions(
+            2_000_000,
+        ))
         .err()
         .unwrap()
         .to_string();
@@ -556,7 +598,9 @@ fn issue_12_partition_counts_have_limits_with_clear_errors() {
     let err = outcore(&["bag", big.to_str().unwrap(), "--count", "--blocksize", "1"]);
     let err = String::from_utf8_lossy(&err.stderr);
     assert!(
-        err.contains(&format!("blocksize 1 bytes makes {size} partitions, more than the limit of 1048576")),
+        err.contains(&format!(
+            "blocksize 1 bytes makes {size} partitions, more than the limit of 1048576"
+        )),
         "{err}"
     );
 }

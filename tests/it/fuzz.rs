@@ -43,7 +43,14 @@ const EXPRS: &[&str] = &[
     "abs(x) + cast(y as float64)",
     "address.city == \"Bergen\" and age > 30",
 ];
-const PATHS: &[&str] = &["a", "a.b.c", "transactions[].amount", "x[0].y", "a[]", "\"q\".b"];
+const PATHS: &[&str] = &[
+    "a",
+    "a.b.c",
+    "transactions[].amount",
+    "x[0].y",
+    "a[]",
+    "\"q\".b",
+];
 
 /// A valid input with random edits: delete, insert or replace characters.
 fn mutated(bases: &'static [&'static str]) -> impl Strategy<Value = String> {

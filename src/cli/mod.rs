@@ -124,6 +124,15 @@ pub fn format_stats(s: &RunStats) -> String {
     )
 }
 
+/// Set by the signal thread when it is removing the folders and about to exit: the
+/// main thread must then not exit first (with the error the removal causes).
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a signal is ending the process; if so, the caller waits for the exit.
+pub fn exiting() -> bool {
+    EXITING.load(Ordering::SeqCst)
+}
+
 /// A flag the first Ctrl-C sets, so the running computation stops and removes its
 /// temporary files. A second Ctrl-C, or SIGTERM, removes every spill, shuffle and
 /// staging folder of the process at once and exits (130, 143). The signals are
@@ -151,6 +160,7 @@ fn install_signal_thread() -> Result<Arc<AtomicBool>> {
             for sig in signals.forever() {
                 let first_ctrl_c = sig == SIGINT && !seen.swap(true, Ordering::SeqCst);
                 if !first_ctrl_c {
+                    EXITING.store(true, Ordering::SeqCst);
                     outcore_storage::workdir::remove_all();
                     eprintln!("error: interrupted; temporary files were removed");
                     std::process::exit(128 + sig);

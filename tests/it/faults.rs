@@ -226,7 +226,7 @@ fn write_times(path: &Path, rows: usize) {
 /// Starts a set_index that shuffles and spills for a while, and waits until it has a
 /// shuffle folder holding its lock file.
 fn start_long_run(data: &Path, spill: &Path, out: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_outcore"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outcore"))
         .args([
             "persist",
             data.to_str().unwrap(),
@@ -255,10 +255,11 @@ fn start_long_run(data: &Path, spill: &Path, out: &Path) -> Child {
         if locked {
             return child;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no shuffle folder appeared"
-        );
+        if started.elapsed() > Duration::from_secs(120) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            panic!("no shuffle folder appeared while the run went on ({status:?})");
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -94,6 +94,15 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// An input file changed (cut, grown, rewritten) between planning and reading:
+    /// the rows read would belong to no one version of it.
+    #[error("{}: the file changed after the query was planned ({reason}); run the query again", .path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
     /// A task of a computation failed; `source` says why.
     #[error("{source}\n  (in task {key})")]
     Task {

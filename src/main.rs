@@ -5,7 +5,14 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match cli::run() {
+    let result = cli::run();
+    while cli::exiting() {
+        // SIGTERM or a second Ctrl-C: the signal thread removes the temporary
+        // folders and exits with the signal's code; its removal may have made
+        // `run` fail, and that error is not the story.
+        std::thread::park();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let outcore::Error::Io { source, .. } = e.root() {

@@ -271,10 +271,12 @@ impl Session {
 }
 
 /// Creates `dir` if missing and checks a file can be written in it, so a bad spill
-/// folder is reported before any work starts.
+/// folder is reported before any work starts; removes the spill and shuffle folders
+/// that killed runs left there (see [`outcore_storage::workdir`]).
 fn check_spill_dir(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     tempfile::tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    outcore_storage::workdir::sweep(dir);
     Ok(())
 }
 

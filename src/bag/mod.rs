@@ -295,6 +295,12 @@ impl Session {
                 "npartitions must be at least 1",
             ));
         }
+        crate::graph::check_partitions(
+            "from_sequence",
+            &format!("npartitions {npartitions}"),
+            npartitions,
+            "ask for fewer",
+        )?;
         let n = values.len();
         let (base, extra) = (n / npartitions, n % npartitions);
         let mut parts = Vec::with_capacity(npartitions);
@@ -450,6 +456,12 @@ impl Bag {
         if n == 0 {
             return Err(Error::plan("split_out", "split_out must be at least 1"));
         }
+        crate::graph::check_partitions(
+            "split_out",
+            &format!("split_out {n}"),
+            n,
+            "use a smaller split_out",
+        )?;
         let mut b = self.clone();
         b.split_out = Some(n);
         Ok(b)

@@ -8,7 +8,7 @@ mod query;
 mod timeseries;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -124,21 +124,50 @@ pub fn format_stats(s: &RunStats) -> String {
     )
 }
 
-/// A flag Ctrl-C sets, so the running computation stops and removes its temporary
-/// files; a second Ctrl-C exits at once.
+/// Set by the signal thread when it is removing the folders and about to exit: the
+/// main thread must then not exit first (with the error the removal causes).
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a signal is ending the process; if so, the caller waits for the exit.
+pub fn exiting() -> bool {
+    EXITING.load(Ordering::SeqCst)
+}
+
+/// A flag the first Ctrl-C sets, so the running computation stops and removes its
+/// temporary files. A second Ctrl-C, or SIGTERM, removes every spill, shuffle and
+/// staging folder of the process at once and exits (130, 143). The signals are
+/// handled on a thread of their own (not in a signal handler), so the removal may
+/// do ordinary I/O.
 fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    // One handler thread per process, however many sessions a command makes.
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    if let Some(f) = FLAG.get() {
+        return Ok(f.clone());
+    }
+    let flag = install_signal_thread()?;
+    Ok(FLAG.get_or_init(|| flag).clone())
+}
+
+fn install_signal_thread() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
-    let sig = signal_hook::consts::SIGINT;
-    let register = |r: std::io::Result<signal_hook::SigId>| {
-        r.map(|_| ())
-            .map_err(|e| Error::Internal(format!("cannot handle Ctrl-C: {e}")))
-    };
-    register(signal_hook::flag::register_conditional_shutdown(
-        sig,
-        130,
-        flag.clone(),
-    ))?;
-    register(signal_hook::flag::register(sig, flag.clone()))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::Internal(format!("cannot handle Ctrl-C: {e}")))?;
+    let seen = flag.clone();
+    std::thread::Builder::new()
+        .name("outcore-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let first_ctrl_c = sig == SIGINT && !seen.swap(true, Ordering::SeqCst);
+                if !first_ctrl_c {
+                    EXITING.store(true, Ordering::SeqCst);
+                    outcore_storage::workdir::remove_all();
+                    eprintln!("error: interrupted; temporary files were removed");
+                    std::process::exit(128 + sig);
+                }
+            }
+        })
+        .map_err(|e| Error::Internal(format!("cannot handle Ctrl-C: {e}")))?;
     Ok(flag)
 }
 

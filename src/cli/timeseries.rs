@@ -53,7 +53,8 @@ pub struct InputArgs {
 impl InputArgs {
     fn load(&self, session: &Session) -> Result<DataFrame> {
         let path = Path::new(&self.glob);
-        let parquet = (path.is_dir() && (path.join("_catalog").exists() || has_parquet(path)))
+        let parquet = (path.is_dir()
+            && (outcore_storage::catalog::Manifest::exists(path) || has_parquet(path)))
             || self.glob.ends_with(".parquet");
         let df = if parquet {
             session.read_parquet(path)?
@@ -336,7 +337,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<()> {
 pub struct PersistArgs {
     #[command(flatten)]
     input: InputArgs,
-    /// The dataset folder: one Parquet file per partition and a catalog (schema,
+    /// The dataset folder: one Parquet file per partition and a manifest (schema,
     /// index, divisions, this command), so later commands on it need no shuffle.
     #[arg(long)]
     out: PathBuf,

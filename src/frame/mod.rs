@@ -601,6 +601,12 @@ impl GroupBy {
         if n == 0 {
             return Err(Error::plan("groupby", "split_out must be at least 1"));
         }
+        crate::graph::check_partitions(
+            "groupby",
+            &format!("split_out {n}"),
+            n,
+            "use a smaller split_out",
+        )?;
         self.split_out = n;
         Ok(self)
     }

@@ -100,6 +100,12 @@ impl DataFrame {
             return Ok(self.with_index(index(divisions)));
         }
         let n = options.npartitions.unwrap_or(self.npartitions()).max(1);
+        crate::graph::check_partitions(
+            "set_index",
+            &format!("npartitions {n}"),
+            n,
+            "ask for fewer",
+        )?;
         let samples = self.sample(column, ASCENDING, SAMPLES_PER_PARTITION)?;
         match choose_divisions(&samples, &t, ASCENDING, n)? {
             // No values at all: nothing to order by.
@@ -248,6 +254,12 @@ impl DataFrame {
         by: &[(&str, bool)],
     ) -> Result<DataFrame> {
         let npartitions = divisions.len().saturating_sub(1).max(1);
+        crate::graph::check_partitions(
+            "set_index",
+            &format!("{} divisions", divisions.len()),
+            npartitions,
+            "ask for fewer partitions",
+        )?;
         let bounds: Arc<[ScalarValue]> = if divisions.len() > 2 {
             divisions[1..divisions.len() - 1].to_vec().into()
         } else {

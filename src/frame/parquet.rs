@@ -1,17 +1,18 @@
 //! Persisted datasets on disk: [`DataFrame::to_parquet`] writes one Parquet file
-//! per partition plus a catalog (schema, index, divisions, the query that made
-//! it) in a small sled database, `_catalog`, all into a staging folder renamed into
-//! place at the end; [`read_parquet`] opens such a folder as a frame with one
-//! partition per file and, from the catalog, the index and its divisions, so a
-//! later resample needs no shuffle.
+//! per partition plus a manifest (schema, index, divisions, the query that made
+//! it; [`outcore_storage::catalog::Manifest`]), all into a staging folder renamed
+//! into place at the end; [`read_parquet`] opens such a folder as a frame with one
+//! partition per file and, from the manifest, the index and its divisions, so a
+//! later resample needs no shuffle. Reading takes no lock and writes nothing, so
+//! any number of processes can read one dataset at once.
 //!
 //! ```text
-//!   out/part-00000.parquet  part-00001.parquet ...  _catalog/ (sled: format, schema,
+//!   out/part-00000.parquet  part-00001.parquet ...  _manifest (format, schema,
 //!                                                    npartitions, index, divisions,
-//!                                                    rows, query)
+//!                                                    rows, query; written atomically)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,9 +20,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion_common::ScalarValue;
-use outcore_storage::codec::{decode_batches, encode_batches};
+use outcore_storage::catalog::Manifest;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
@@ -35,15 +36,12 @@ use crate::io::staged::StagedFolder;
 use crate::scheduler::{RunContext, RunStats};
 use crate::session::Session;
 
-const FORMAT: &str = "outcore-parquet 1";
-const CATALOG: &str = "_catalog";
-
 /// Options of [`DataFrame::to_parquet`].
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     /// Replace the folder if it exists (default: an error).
     pub overwrite: bool,
-    /// What made the data (kept in the catalog; the CLI stores its command line).
+    /// What made the data (kept in the manifest; the CLI stores its command line).
     pub query: Option<String>,
 }
 
@@ -53,7 +51,7 @@ fn parquet_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 impl DataFrame {
     /// Runs the frame and writes `dir/part-NNNNN.parquet`, one file per partition
-    /// as each is done, and the catalog; see the module docs. The folder appears
+    /// as each is done, and the manifest; see the module docs. The folder appears
     /// only when everything is written; an existing one is an error unless
     /// `options.overwrite`, and is left intact if the write fails.
     pub fn to_parquet(&self, dir: impl AsRef<Path>, options: &WriteOptions) -> Result<RunStats> {
@@ -73,46 +71,30 @@ impl DataFrame {
             rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             Ok(())
         })?;
-        let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        entries.insert("format".into(), FORMAT.into());
-        let mut schema = Vec::new();
-        encode_batches(&self.schema, &[], &mut schema)?;
-        entries.insert("schema".into(), schema);
-        entries.insert("npartitions".into(), self.npartitions().to_string().into());
-        entries.insert(
-            "rows".into(),
-            rows.load(Ordering::Relaxed).to_string().into(),
-        );
-        entries.insert(
-            "query".into(),
-            options
-                .query
-                .clone()
-                .unwrap_or_else(|| "DataFrame::to_parquet".into())
-                .into(),
+        let query = options
+            .query
+            .clone()
+            .unwrap_or_else(|| "DataFrame::to_parquet".into());
+        let mut manifest = Manifest::new(
+            self.schema.clone(),
+            self.npartitions(),
+            rows.load(Ordering::Relaxed),
+            query,
         );
         if let Some(ix) = self.plan.index() {
-            entries.insert("index".into(), ix.column.clone().into());
-            if let Some(div) = ix.divisions {
-                let array = ScalarValue::iter_to_array(div.iter().cloned())?;
-                let schema = Arc::new(Schema::new(vec![Field::new(
-                    "divisions",
-                    array.data_type().clone(),
-                    true,
-                )]));
-                let batch = RecordBatch::try_new(schema.clone(), vec![array])?;
-                let mut bytes = Vec::new();
-                encode_batches(&schema, &[batch], &mut bytes)?;
-                entries.insert("divisions".into(), bytes);
-            }
+            let divisions = match ix.divisions {
+                Some(div) => Some(ScalarValue::iter_to_array(div.iter().cloned())?),
+                None => None,
+            };
+            manifest = manifest.with_index(ix.column.clone(), divisions);
         }
-        outcore_storage::catalog::write(&staged.path().join(CATALOG), &entries)?;
+        manifest.write_atomic(staged.path())?;
         staged.finish()?;
         Ok(stats)
     }
 }
 
-/// What a dataset folder's catalog says.
+/// What a dataset folder's manifest says.
 #[derive(Debug, Clone)]
 pub struct CatalogInfo {
     /// Every column.
@@ -125,67 +107,41 @@ pub struct CatalogInfo {
     pub query: String,
 }
 
-/// Reads the catalog of a folder written by [`DataFrame::to_parquet`].
+/// Reads the manifest of a folder written by [`DataFrame::to_parquet`] (takes no
+/// lock, writes nothing).
 pub fn read_catalog(dir: &Path) -> Result<CatalogInfo> {
-    let path = dir.join(CATALOG);
-    let entries = outcore_storage::catalog::read(&path)?;
-    let get = |k: &str| -> Result<&Vec<u8>> {
-        entries.get(k).ok_or_else(|| {
-            Error::io(
-                &path,
-                std::io::Error::other(format!("the catalog has no {k:?}")),
-            )
-        })
-    };
-    let text = |k: &str| -> Result<String> { Ok(String::from_utf8_lossy(get(k)?).into_owned()) };
-    if text("format")? != FORMAT {
-        return Err(Error::io(
-            &path,
-            std::io::Error::other(format!("unknown catalog format {:?}", text("format")?)),
-        ));
-    }
-    let (schema, _) = decode_batches(get("schema")?)?;
-    let index = match entries.get("index") {
+    let m = Manifest::read(dir)?;
+    let index = match m.index {
         None => None,
-        Some(col) => {
-            let divisions = match entries.get("divisions") {
+        Some(column) => {
+            let divisions = match &m.divisions {
                 None => None,
-                Some(bytes) => {
-                    let (_, batches) = decode_batches(bytes)?;
-                    let a = batches.first().map(|b| b.column(0).clone());
-                    let mut v = Vec::new();
-                    if let Some(a) = a {
-                        for i in 0..a.len() {
-                            v.push(ScalarValue::try_from_array(&a, i)?);
-                        }
-                    }
-                    Some(v.into())
-                }
+                Some(a) => Some(
+                    (0..a.len())
+                        .map(|i| ScalarValue::try_from_array(a, i))
+                        .collect::<std::result::Result<Vec<_>, _>>()?
+                        .into(),
+                ),
             };
-            Some(Index {
-                column: String::from_utf8_lossy(col).into_owned(),
-                divisions,
-            })
+            Some(Index { column, divisions })
         }
     };
     Ok(CatalogInfo {
-        schema,
+        schema: m.schema,
         index,
-        rows: text("rows")?.parse().unwrap_or(0),
-        query: text("query")?,
+        rows: m.rows,
+        query: m.query,
     })
 }
 
 /// Opens a Parquet dataset: a folder written by [`DataFrame::to_parquet`] (index
-/// and divisions restored from its catalog), or any folder or glob of Parquet
+/// and divisions restored from its manifest), or any folder or glob of Parquet
 /// files (no index). One partition per file, in path order; only the columns a
 /// query uses are decoded.
 pub fn read_parquet(session: &Session, path: impl AsRef<Path>) -> Result<DataFrame> {
     let path = path.as_ref();
     let (pattern, catalog) = if path.is_dir() {
-        let catalog = path
-            .join(CATALOG)
-            .exists()
+        let catalog = Manifest::exists(path)
             .then(|| read_catalog(path))
             .transpose()?;
         (
@@ -215,7 +171,7 @@ pub fn read_parquet(session: &Session, path: impl AsRef<Path>) -> Result<DataFra
             return Err(Error::plan(
                 "read_parquet",
                 format!(
-                    "{}: the catalog has divisions for {} partitions but there are {} files",
+                    "{}: the manifest has divisions for {} partitions but there are {} files",
                     path.display(),
                     div.len().saturating_sub(1),
                     files.len()

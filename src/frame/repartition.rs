@@ -14,7 +14,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion_common::ScalarValue;
 
 use super::plan::{layer_name, Index, PlanNode};
-use super::resample::{division_ns, time_index};
+use super::resample::{division_ns, fmt_ts, time_index};
 use super::timerule::{Binner, Rule, Side};
 use super::DataFrame;
 use crate::error::{Error, Result};
@@ -258,6 +258,12 @@ impl DataFrame {
                 if n == 0 {
                     return Err(Error::plan(OP, "npartitions must be at least 1"));
                 }
+                crate::graph::check_partitions(
+                    OP,
+                    &format!("npartitions {n}"),
+                    n,
+                    "ask for fewer",
+                )?;
                 if n <= n_in {
                     // Concatenate runs of neighbours; divisions at the run starts.
                     let bounds: Vec<usize> = (0..=n).map(|j| j * n_in / n).collect();
@@ -310,6 +316,12 @@ impl DataFrame {
                 if new.len() < 2 {
                     return Err(Error::plan(OP, "give at least two divisions"));
                 }
+                crate::graph::check_partitions(
+                    OP,
+                    &format!("{} divisions", new.len()),
+                    new.len() - 1,
+                    "give fewer divisions",
+                )?;
                 let lt = |a: &ScalarValue, b: &ScalarValue| {
                     a.partial_cmp(b) == Some(std::cmp::Ordering::Less)
                 };
@@ -363,6 +375,18 @@ impl DataFrame {
                 let rule = Rule::parse(&rule)?;
                 let (first, last) = (d[0], d[d.len() - 1]);
                 let b = Binner::new(&rule, Some(Side::Left), Some(Side::Left), first);
+                let spans = i128::from(b.bin(last)) - i128::from(b.bin(first)) + 1;
+                crate::graph::check_partitions(
+                    OP,
+                    &format!(
+                        "freq {} over {} .. {}",
+                        rule.text,
+                        fmt_ts(first),
+                        fmt_ts(last)
+                    ),
+                    usize::try_from(spans).unwrap_or(usize::MAX),
+                    "choose a longer freq",
+                )?;
                 let mut edges = vec![first];
                 let mut k = b.bin(first) + 1;
                 while b.left_edge(k) < last {
@@ -395,6 +419,13 @@ impl DataFrame {
                     Ok(())
                 })?;
                 let sizes = sizes.into_inner().unwrap_or_else(|p| p.into_inner());
+                let pieces: u64 = sizes.iter().map(|s| s.div_ceil(target).max(1)).sum();
+                crate::graph::check_partitions(
+                    OP,
+                    &format!("partition_size {target} bytes"),
+                    usize::try_from(pieces).unwrap_or(usize::MAX),
+                    "choose a larger partition size",
+                )?;
                 // Split the large, then concatenate runs of small neighbours.
                 let mut units: Vec<(Piece, u64)> = Vec::new();
                 let mut split_any = false;

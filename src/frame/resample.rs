@@ -18,6 +18,13 @@
 //! them all). Partials merge with Chan's formula for the variance, so the answer
 //! does not depend on where the partitions are cut. A row outside its partition's
 //! divisions is an error, not a silently lost row.
+//!
+//! Every bin from the first row's to the last row's is in the answer, so a fine
+//! rule over a long span makes many bins (two rows ten years apart at `1s`: 3e8).
+//! Bins are never allocated for a whole span: each output's bins are cut into
+//! pieces of at most [`BINS_PER_PARTITION`], one output partition each, so the
+//! answer streams out in bounded batches. The total is checked when the query is
+//! built: more than [`MAX_BINS`] is an error that says to choose a coarser rule.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -38,6 +45,13 @@ use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
 use crate::scheduler::RunContext;
 
 const OP: &str = "resample";
+
+/// The most bins one output partition holds (its working memory is about 80 bytes
+/// a bin for each value column).
+pub const BINS_PER_PARTITION: i64 = 1 << 16;
+
+/// The most bins a resample may make (about 150,000 output partitions).
+pub const MAX_BINS: i64 = 10_000_000_000;
 
 /// A resample being built: `df.resample("1h")?.agg(&[mean("x")])`.
 #[must_use]
@@ -201,15 +215,18 @@ impl Resampler {
             .first()
             .ok_or_else(|| Error::plan(OP, "no divisions"))?;
         let binner = Binner::new(&self.rule, self.closed, self.label, first);
+        let mut inner = Inner {
+            binner,
+            index: self.index.clone(),
+            value_cols,
+            outs,
+            divisions: self.divisions.clone(),
+            pieces: Vec::new(),
+            schema: Arc::new(Schema::new(fields)),
+        };
+        inner.cut_pieces(&self.rule.text)?;
         let node = ResampleNode {
-            inner: Arc::new(Inner {
-                binner,
-                index: self.index.clone(),
-                value_cols,
-                outs,
-                divisions: self.divisions.clone(),
-                schema: Arc::new(Schema::new(fields)),
-            }),
+            inner: Arc::new(inner),
         };
         Ok(self.frame.with_node(Arc::new(node)))
     }
@@ -248,6 +265,9 @@ struct Inner {
     /// Each output column after the index: its function and value column slot.
     outs: Vec<(AggFunc, usize)>,
     divisions: Vec<i64>,
+    /// The output partitions: each one a range of bins `[lo, hi]` (empty when
+    /// `lo > hi`), in order; the ranges tile the bins of the divisions' span.
+    pieces: Vec<(i64, i64)>,
     schema: SchemaRef,
 }
 
@@ -300,12 +320,47 @@ impl Inner {
         self.divisions.len() - 1
     }
 
-    /// The output partition that owns bin `b`: the last whose lower division is at
-    /// or before the bin's left edge.
-    fn owner(&self, b: i64) -> usize {
-        let left = self.binner.left_edge(b);
+    /// Cuts each input partition's owned bins into pieces of at most
+    /// [`BINS_PER_PARTITION`]; an error when the span holds more than [`MAX_BINS`].
+    fn cut_pieces(&mut self, rule: &str) -> Result<()> {
         let n = self.npart();
-        self.divisions[1..n].partition_point(|&d| d <= left)
+        let (d0, dn) = (self.divisions[0], self.divisions[n]);
+        let (first, last) = (self.binner.bin(d0), self.binner.bin(dn));
+        let total = i128::from(last) - i128::from(first) + 1;
+        if total > i128::from(MAX_BINS) {
+            return Err(Error::plan(
+                OP,
+                format!(
+                    "rule {rule} over {} .. {} makes {total} bins, more than the limit of {MAX_BINS}; choose a coarser rule or filter the rows first",
+                    fmt_ts(d0),
+                    fmt_ts(dn)
+                ),
+            ));
+        }
+        let mut pieces = Vec::new();
+        for i in 0..n {
+            let lo = if i == 0 { first } else { self.first_owned(i) };
+            let hi = if i + 1 < n {
+                self.first_owned(i + 1).saturating_sub(1)
+            } else {
+                last
+            };
+            if hi < lo {
+                pieces.push((lo, hi));
+                continue;
+            }
+            let mut at = lo;
+            loop {
+                let end = at.saturating_add(BINS_PER_PARTITION - 1).min(hi);
+                pieces.push((at, end));
+                if end >= hi {
+                    break;
+                }
+                at = end + 1;
+            }
+        }
+        self.pieces = pieces;
+        Ok(())
     }
 
     /// The first bin owned by output `i` (`i64::MIN` for the first).
@@ -327,13 +382,15 @@ impl Inner {
     /// between the labels of the first and last divisions' bins. Unknown when a
     /// partition owns no bin (repeated divisions).
     fn output_divisions(&self) -> Option<Arc<[ScalarValue]>> {
-        let n = self.npart();
+        let n = self.pieces.len();
         let mut d = Vec::with_capacity(n + 1);
-        d.push(self.binner.label(self.binner.bin(self.divisions[0])));
-        for i in 1..n {
-            d.push(self.binner.label(self.first_owned(i)));
+        for &(lo, _) in &self.pieces {
+            d.push(self.binner.label(lo));
         }
-        d.push(self.binner.label(self.binner.bin(self.divisions[n])));
+        d.push(
+            self.binner
+                .label(self.binner.bin(self.divisions[self.npart()])),
+        );
         if d[..n].windows(2).any(|w| w[0] >= w[1]) || d[n] < d[n - 1] {
             return None;
         }
@@ -477,23 +534,19 @@ impl Inner {
         Ok(RecordBatch::try_new(self.partial_schema(), columns)?)
     }
 
-    /// Output `i` from the bounds and the partials it needs, in partition order.
+    /// Output piece `k` from the bounds and the partials it needs, in partition
+    /// order.
     fn finalize(
         &self,
-        i: usize,
+        k: usize,
         bounds: Option<(i64, i64)>,
         partials: &[&RecordBatch],
     ) -> Result<RecordBatch> {
         let (lo, hi) = match bounds {
             None => (0, -1),
             Some((gl, gh)) => {
-                let lo = self.first_owned(i).max(gl);
-                let hi = if i + 1 < self.npart() {
-                    self.first_owned(i + 1).saturating_sub(1).min(gh)
-                } else {
-                    gh
-                };
-                (lo, hi)
+                let (plo, phi) = self.pieces[k];
+                (plo.max(gl), phi.min(gh))
             }
         };
         let nbins = if hi >= lo { (hi - lo + 1) as usize } else { 0 };
@@ -606,7 +659,10 @@ impl<'a> PartialCols<'a> {
 
 /// `2000-01-05 12:00:00` for error messages.
 pub(crate) fn fmt_ts(ns: i64) -> String {
-    ScalarValue::TimestampNanosecond(Some(ns), None).to_string()
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.f")
+        .to_string()
 }
 
 impl PlanNode for ResampleNode {
@@ -617,7 +673,7 @@ impl PlanNode for ResampleNode {
         self.inner.schema.clone()
     }
     fn npartitions(&self, _inputs: &[usize]) -> usize {
-        self.inner.npart()
+        self.inner.pieces.len()
     }
     fn index(&self) -> Option<Index> {
         Some(Index {
@@ -632,7 +688,7 @@ impl PlanNode for ResampleNode {
     }
     fn lower(&self, inputs: &[Vec<Key>], graph: &mut Graph, _ctx: &Arc<RunContext>) -> Vec<Key> {
         let inner = &self.inner;
-        let n = inner.npart();
+        let n = inner.pieces.len();
         let chunk_name = layer_name("resample-chunk");
         let chunks: Vec<Task> = inputs[0]
             .iter()
@@ -680,14 +736,21 @@ impl PlanNode for ResampleNode {
                 }),
             }],
         });
-        // Which outputs read partial j: the owners of its first and last possible bins
-        // and every output between.
+        // Which outputs read partial j: the pieces whose bins meet the bins its
+        // divisions allow. (Piece ends never decrease, so a binary search finds the
+        // first.)
         let mut deps: Vec<Vec<Key>> = vec![vec![bounds.clone()]; n];
         for (j, pk) in partials.iter().enumerate() {
-            let a = inner.owner(inner.binner.bin(inner.divisions[j]));
-            let b = inner.owner(inner.binner.bin(inner.divisions[j + 1]));
-            for d in deps.iter_mut().take(b.max(a) + 1).skip(a.min(b)) {
-                d.push(pk.clone());
+            let a = inner.binner.bin(inner.divisions[j]);
+            let b = inner.binner.bin(inner.divisions[j + 1]);
+            let start = inner.pieces.partition_point(|&(_, hi)| hi < a);
+            for (k, &(lo, hi)) in inner.pieces.iter().enumerate().skip(start) {
+                if lo > b {
+                    break;
+                }
+                if lo <= hi {
+                    deps[k].push(pk.clone());
+                }
             }
         }
         let name = layer_name("resample-finalize");

@@ -26,9 +26,27 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion_common::ScalarValue;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub use optimize::ExecGraph;
+
+/// The most partitions a collection (or a shuffle) may have: a task per partition
+/// per layer, each a few hundred bytes of graph, so 2^20 partitions already make a
+/// graph of hundreds of MB. Counts the user picks (`npartitions`, `split_out`,
+/// `blocksize`, `freq`) are checked against it when the query is built.
+pub const MAX_PARTITIONS: usize = 1 << 20;
+
+/// An error for `op` when `n` partitions (counted as `what` says) exceed
+/// [`MAX_PARTITIONS`]; `hint` says what to change.
+pub fn check_partitions(op: &'static str, what: &str, n: usize, hint: &str) -> Result<()> {
+    if n > MAX_PARTITIONS {
+        return Err(Error::plan(
+            op,
+            format!("{what} makes {n} partitions, more than the limit of {MAX_PARTITIONS}; {hint}"),
+        ));
+    }
+    Ok(())
+}
 
 /// A task's name: the layer it belongs to and its index there, as Dask's
 /// `("read-csv-3f2a", 7)`.

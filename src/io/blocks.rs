@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::stamp::FileStamp;
 use crate::error::{Error, Result};
 
 /// A byte range `[start, end)` of file number `file`.
@@ -60,11 +61,28 @@ pub fn read_lines_limited(
     end: u64,
     max_line_bytes: u64,
 ) -> Result<(Vec<u8>, u64)> {
+    read_lines_stamped(path, None, data_start, start, end, max_line_bytes)
+}
+
+/// [`read_lines_limited`] of a file planned as `stamp`: the file must still match
+/// it before and after the read, and must hold every byte the stamp promised, or
+/// the read is [`Error::Changed`] naming the file.
+pub fn read_lines_stamped(
+    path: &Path,
+    stamp: Option<&FileStamp>,
+    data_start: u64,
+    start: u64,
+    end: u64,
+    max_line_bytes: u64,
+) -> Result<(Vec<u8>, u64)> {
     if end <= start {
         return Ok((Vec::new(), start));
     }
     let io = |e| Error::io(path, e);
-    let mut f = File::open(path).map_err(io)?;
+    let mut f = match stamp {
+        Some(s) => s.open(path)?,
+        None => File::open(path).map_err(io)?,
+    };
     // Reading one byte before `start` tells whether a line begins exactly at `start`.
     let begin = if start > data_start { start - 1 } else { start };
     f.seek(SeekFrom::Start(begin)).map_err(io)?;
@@ -73,6 +91,12 @@ pub fn read_lines_limited(
         .take(end - begin)
         .read_to_end(&mut buf)
         .map_err(io)?;
+    if let Some(s) = stamp {
+        // A short read is a cut file, never the end of the block.
+        if (buf.len() as u64) < end - begin {
+            return Err(s.short_read(path, begin, end - begin, buf.len() as u64));
+        }
+    }
     let mut skip = 0;
     if begin < start {
         match memchr::memchr(b'\n', &buf) {
@@ -105,6 +129,10 @@ pub fn read_lines_limited(
             }
             let n = f.read(&mut chunk).map_err(io)?;
             if n == 0 {
+                let at = end + past_end;
+                if let Some(s) = stamp.filter(|s| at < s.size) {
+                    return Err(s.short_read(path, at, (s.size - at).min(chunk.len() as u64), 0));
+                }
                 break;
             }
             if let Some(i) = memchr::memchr(b'\n', &chunk[..n]) {
@@ -114,6 +142,9 @@ pub fn read_lines_limited(
             buf.extend_from_slice(&chunk[..n]);
             past_end += n as u64;
         }
+    }
+    if let Some(s) = stamp {
+        s.check(path, &f)?;
     }
     buf.drain(..skip);
     Ok((buf, begin + skip as u64))

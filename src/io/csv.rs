@@ -22,6 +22,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::blocks::{self, Block};
 use super::infer::{sample_files, Inferred};
+use super::stamp::FileStamp;
 use super::tokenize::{tokenize, Fields, TokenizeError};
 use crate::error::{Error, Location, Result};
 
@@ -65,8 +66,11 @@ impl Default for CsvOptions {
 pub struct CsvFile {
     /// Its path.
     pub path: PathBuf,
-    /// Its size in bytes when the source was opened.
+    /// Its size in bytes when the source was opened (`stamp.size`).
     pub size: u64,
+    /// Its size and modification time when the source was opened; every block
+    /// read checks them.
+    pub stamp: FileStamp,
     /// Offset of the first byte after the header line.
     pub data_start: u64,
 }
@@ -125,9 +129,8 @@ impl CsvSource {
         let mut files = Vec::with_capacity(paths.len());
         let mut header: Option<(Vec<String>, PathBuf)> = None;
         for path in paths {
-            let size = std::fs::metadata(&path)
-                .map_err(|e| Error::io(&path, e))?
-                .len();
+            let stamp = FileStamp::of(&path)?;
+            let size = stamp.size;
             let (names, data_start) = read_header(&path, opts.delimiter)?;
             if let Some(names) = names {
                 match &header {
@@ -152,10 +155,26 @@ impl CsvSource {
             files.push(CsvFile {
                 path,
                 size,
+                stamp,
                 data_start,
             });
         }
         let names = header.map(|(n, _)| dedupe_names(n)).unwrap_or_default();
+        let nblocks: u64 = files
+            .iter()
+            .map(|f| {
+                f.size
+                    .saturating_sub(f.data_start)
+                    .div_ceil(opts.blocksize)
+                    .max(1)
+            })
+            .sum();
+        crate::graph::check_partitions(
+            "read_csv",
+            &format!("blocksize {} bytes", opts.blocksize),
+            usize::try_from(nblocks).unwrap_or(usize::MAX),
+            "use a larger blocksize",
+        )?;
         let schema = infer_schema(&files, &names, opts)?;
         let blocks = files
             .iter()
@@ -182,7 +201,14 @@ impl CsvSource {
     pub fn read_block(&self, block: usize, projection: &[usize]) -> Result<RecordBatch> {
         let b = self.blocks[block];
         let file = &self.files[b.file];
-        let (bytes, offset) = blocks::read_lines(&file.path, file.data_start, b.start, b.end)?;
+        let (bytes, offset) = blocks::read_lines_stamped(
+            &file.path,
+            Some(&file.stamp),
+            file.data_start,
+            b.start,
+            b.end,
+            u64::MAX,
+        )?;
         self.decode(&bytes, &file.path, offset, projection)
     }
 

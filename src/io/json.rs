@@ -16,6 +16,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 
 use super::blocks::{self, Block};
+use super::stamp::FileStamp;
 use crate::error::{Error, Location, Result};
 
 /// The longest line read by default: 64 MiB.
@@ -61,6 +62,9 @@ pub struct LinesSource {
     pub files: Vec<(PathBuf, Compression)>,
     /// One block per partition; a compressed file's block covers the whole file.
     pub blocks: Vec<Block>,
+    /// Each file's size and modification time when the source was opened (as
+    /// `files`); every block read checks them.
+    pub stamps: Vec<FileStamp>,
     /// The longest line accepted.
     pub max_line_bytes: u64,
 }
@@ -93,12 +97,24 @@ impl LinesSource {
             return Err(Error::plan(op, "max_line_bytes must be at least 1"));
         }
         let paths = super::glob::expand(pattern)?;
+        let stamps = paths
+            .iter()
+            .map(|p| FileStamp::of(p))
+            .collect::<Result<Vec<_>>>()?;
+        let nblocks: u64 = stamps
+            .iter()
+            .map(|s| s.size.div_ceil(opts.blocksize).max(1))
+            .sum();
+        crate::graph::check_partitions(
+            op,
+            &format!("blocksize {} bytes", opts.blocksize),
+            usize::try_from(nblocks).unwrap_or(usize::MAX),
+            "use a larger blocksize",
+        )?;
         let mut files = Vec::with_capacity(paths.len());
         let mut out = Vec::new();
         for (i, path) in paths.into_iter().enumerate() {
-            let size = std::fs::metadata(&path)
-                .map_err(|e| Error::io(&path, e))?
-                .len();
+            let size = stamps[i].size;
             let c = Compression::of(&path);
             if c == Compression::None {
                 out.extend(blocks::split(i, 0, size, opts.blocksize));
@@ -115,6 +131,7 @@ impl LinesSource {
             pattern: pattern.to_string(),
             files,
             blocks: out,
+            stamps,
             max_line_bytes: opts.max_line_bytes,
         })
     }
@@ -123,11 +140,17 @@ impl LinesSource {
     pub fn read_block(&self, i: usize) -> Result<BlockBytes<'_>> {
         let block = self.blocks[i];
         let (path, c) = &self.files[block.file];
+        let stamp = &self.stamps[block.file];
         let (bytes, offset) = match c {
-            Compression::None => {
-                blocks::read_lines_limited(path, 0, block.start, block.end, self.max_line_bytes)?
-            }
-            Compression::Gzip | Compression::Zstd => (decompress(path, *c)?, 0),
+            Compression::None => blocks::read_lines_stamped(
+                path,
+                Some(stamp),
+                0,
+                block.start,
+                block.end,
+                self.max_line_bytes,
+            )?,
+            Compression::Gzip | Compression::Zstd => (decompress(path, stamp, *c)?, 0),
         };
         Ok(BlockBytes {
             path,
@@ -162,9 +185,9 @@ impl LinesSource {
     }
 }
 
-fn decompress(path: &Path, c: Compression) -> Result<Vec<u8>> {
+fn decompress(path: &Path, stamp: &FileStamp, c: Compression) -> Result<Vec<u8>> {
     let io = |e| Error::io(path, e);
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = stamp.open(path)?;
     let mut out = Vec::new();
     match c {
         Compression::Gzip => {

@@ -14,6 +14,7 @@ pub mod glob;
 pub mod infer;
 pub mod json;
 pub mod staged;
+pub mod stamp;
 pub mod tokenize;
 
 pub use self::csv::{CsvOptions, CsvSource};

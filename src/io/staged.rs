@@ -1,6 +1,9 @@
 //! Folders that appear whole: files are written into a temporary folder beside the
 //! target, which is renamed into place once every file is written. A failed or
-//! interrupted write leaves no half-written answer under the target's name.
+//! interrupted write leaves no half-written answer under the target's name, and no
+//! debris beside it: the staging folder is removed on every failure (and by the
+//! signal handler on SIGTERM), and an old folder being replaced is moved aside
+//! under a fresh unique name, then removed.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +16,8 @@ pub struct StagedFolder {
     dir: PathBuf,
     overwrite: bool,
     staging: tempfile::TempDir,
+    /// Lists the staging folder for the signal handler's cleanup.
+    _tracked: outcore_storage::workdir::Tracked,
 }
 
 impl StagedFolder {
@@ -44,6 +49,7 @@ impl StagedFolder {
             op,
             dir: dir.to_path_buf(),
             overwrite,
+            _tracked: outcore_storage::workdir::Tracked::new(staging.path()),
             staging,
         })
     }
@@ -54,38 +60,60 @@ impl StagedFolder {
     }
 
     /// Moves the finished folder into place (replacing the old one when allowed).
+    /// Whatever fails, the staging folder and any aside folder are gone afterwards,
+    /// and the target holds the old answer or the new one.
     pub fn finish(self) -> Result<PathBuf> {
         let StagedFolder {
             op,
             dir,
             overwrite,
             staging,
+            _tracked,
         } = self;
-        let staged = staging.keep();
-        if dir.exists() {
-            if !overwrite {
-                let _ = std::fs::remove_dir_all(&staged);
-                return Err(Error::plan(
-                    op,
-                    format!(
-                        "{} appeared while the query ran; not replaced",
-                        dir.display()
-                    ),
-                ));
+        if dir.exists() && !overwrite {
+            // `staging` removes itself on drop.
+            return Err(Error::plan(
+                op,
+                format!(
+                    "{} appeared while the query ran; not replaced",
+                    dir.display()
+                ),
+            ));
+        }
+        if !dir.exists() {
+            std::fs::rename(staging.path(), &dir).map_err(|e| Error::io(&dir, e))?;
+            // Renamed: nothing left for the guard to remove.
+            let _ = staging.keep();
+            return Ok(dir);
+        }
+        // Move the old answer aside first (onto a fresh empty folder of a unique
+        // name, which a directory rename may replace), so a failed rename leaves it.
+        let parent = staging
+            .path()
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let name = dir
+            .file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let aside = tempfile::Builder::new()
+            .prefix(&format!(".{name}.old-"))
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
+        std::fs::rename(&dir, aside.path()).map_err(|e| Error::io(&dir, e))?;
+        if let Err(e) = std::fs::rename(staging.path(), &dir) {
+            // Put the old answer back; never let `aside`'s drop remove it.
+            let back = std::fs::rename(aside.path(), &dir);
+            let kept = aside.keep();
+            if back.is_err() {
+                let reason = format!("{e}; the old folder is kept at {}", kept.display());
+                return Err(Error::io(&dir, std::io::Error::other(reason)));
             }
-            // Move the old answer aside first, so a failed rename leaves it.
-            let old = staged.with_extension("old");
-            std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
-            if let Err(e) = std::fs::rename(&staged, &dir) {
-                let _ = std::fs::rename(&old, &dir);
-                let _ = std::fs::remove_dir_all(&staged);
-                return Err(Error::io(&dir, e));
-            }
-            let _ = std::fs::remove_dir_all(&old);
-        } else if let Err(e) = std::fs::rename(&staged, &dir) {
-            let _ = std::fs::remove_dir_all(&staged);
             return Err(Error::io(&dir, e));
         }
+        let _ = staging.keep();
+        // `aside` now holds the old answer: remove it, and say so if we cannot.
+        let aside_path = aside.path().to_path_buf();
+        aside.close().map_err(|e| Error::io(aside_path, e))?;
         Ok(dir)
     }
 }

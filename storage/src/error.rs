@@ -32,6 +32,18 @@ pub enum Error {
         /// Which check failed.
         reason: String,
     },
+    /// A shuffle partition's pieces failed their checks when read back (a piece
+    /// whose checksum does not match, a chunk missing from the store); its bytes are
+    /// never returned as data.
+    #[error("{}: shuffle partition {partition}: {reason}", .dir.display())]
+    CorruptShuffle {
+        /// The shuffle store's folder.
+        dir: PathBuf,
+        /// The output partition being read.
+        partition: usize,
+        /// Which check failed.
+        reason: String,
+    },
     /// The caller passed an argument the store cannot serve (a partition out of
     /// range); this is a bug in the caller.
     #[error("invalid argument: {0}")]

@@ -19,8 +19,11 @@
 //! - [`shuffle`]: the shuffle store, which collects pieces of bytes per output
 //!   partition from many writers under a byte budget, flushing to sled.
 //!
-//! - [`catalog`]: the small sled database of a persisted dataset (schema,
-//!   divisions, the query that made it).
+//! - [`catalog`]: the manifest of a persisted dataset (schema, index,
+//!   divisions, the query that made it), shared by readers without a lock.
+//!
+//! - [`workdir`]: the spill and shuffle folders, each with a lock file naming its
+//!   process, and the sweep that removes the folders of killed runs.
 //!
 //! Every error names the file or folder involved ([`Error`]).
 
@@ -29,5 +32,6 @@ pub mod codec;
 mod error;
 pub mod shuffle;
 pub mod spill;
+pub mod workdir;
 
 pub use error::{Error, Result};

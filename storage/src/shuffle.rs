@@ -29,7 +29,7 @@
 //! - `get` returns pieces ordered by (writer, append order), whatever the flush
 //!   timing.
 //! - Buffered bytes (including flushes in flight) stay under
-//!   `budget_bytes + threads appending at once × (largest piece + 24 bytes)`: each
+//!   `budget_bytes + threads appending at once × (largest piece + 28 bytes)`: each
 //!   appender adds one piece, then does not return until the total is back under
 //!   the budget, so at most one piece per appending thread is above it.
 //!
@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
+use crate::workdir::WorkDir;
 
 /// Knobs of a [`ShuffleService`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub struct ShuffleStats {
     pub bytes_appended: u64,
     /// Pieces appended.
     pub pieces_appended: u64,
-    /// Bytes written to sled as values (pieces with their 24-byte frames).
+    /// Bytes written to sled as values (pieces with their 28-byte frames).
     pub bytes_flushed: u64,
     /// Flushes written to sled (each one atomic batch of values).
     pub flushes: u64,
@@ -84,8 +85,10 @@ pub struct ShuffleStats {
 }
 
 /// Each piece in a buffer or sled value is framed as writer, sequence, length
-/// (u64 LE each), then its bytes.
-const FRAME_LEN: usize = 24;
+/// (u64 LE each), the CRC32 of its bytes (u32 LE), then its bytes. The checksum is
+/// the piece's own: sled checks its log, but not that what we read back is what
+/// this piece was.
+const FRAME_LEN: usize = 28;
 /// The writer named in the sled key of a flush made by [`ShuffleService::flush`].
 const FLUSH_ALL: u64 = u64::MAX;
 
@@ -182,7 +185,9 @@ pub struct ShuffleService {
     /// Declared before `dir`, so it is dropped (its files closed) before the folder
     /// is removed.
     db: sled::Db,
-    dir: tempfile::TempDir,
+    /// Holds sled's files (in `sled/`) and a lock file naming this process, so a
+    /// later run removes the folder if we are killed.
+    dir: WorkDir,
 }
 
 impl ShuffleService {
@@ -196,13 +201,12 @@ impl ShuffleService {
                 u32::MAX
             )));
         }
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix("outcore-shuffle-")
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
+        let dir = WorkDir::new(parent, "outcore-shuffle-")?;
+        // `temporary`: sled skips fsync (we never read a shuffle after a crash) and
+        // removes its files on drop.
         let db = sled::Config::new()
-            .path(dir.path())
+            .path(dir.path().join("sled"))
+            .temporary(true)
             .cache_capacity(8 << 20)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
@@ -251,6 +255,8 @@ impl ShuffleService {
         let part = self.partition(partition, "append")?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let framed = FRAME_LEN + bytes.len();
+        // Outside the lock: other appenders to this partition need not wait for it.
+        let crc = crc32fast::hash(bytes);
         let now = {
             let mut buffer = part.lock();
             buffer.bytes.reserve(framed);
@@ -259,6 +265,7 @@ impl ShuffleService {
             buffer
                 .bytes
                 .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            buffer.bytes.extend_from_slice(&crc.to_le_bytes());
             buffer.bytes.extend_from_slice(bytes);
             part.len.store(buffer.bytes.len(), Ordering::Relaxed);
             // Counted under the lock: once we let go, a flush may take these bytes
@@ -291,20 +298,23 @@ impl ShuffleService {
         let part = self.partition(partition, "get")?;
         // One snapshot of where the pieces are; a piece flushed after it is seen
         // twice (and deduplicated by sequence), never missed.
-        let (buffered, in_flight, keys) = {
+        let (buffered, in_flight, keys, epoch) = {
             let buffer = part.lock();
             let in_flight: Vec<_> = buffer.in_flight.iter().map(|(_, b)| b.clone()).collect();
-            (buffer.bytes.clone(), in_flight, buffer.flushed.clone())
+            (
+                buffer.bytes.clone(),
+                in_flight,
+                buffer.flushed.clone(),
+                buffer.epoch,
+            )
+        };
+        let corrupt = |reason: String| Error::CorruptShuffle {
+            dir: self.dir().to_path_buf(),
+            partition,
+            reason,
         };
         let mut pieces = Vec::new();
-        let mut split = |bytes: &[u8]| {
-            split_frames(bytes, &mut pieces).map_err(|at| {
-                Error::Corrupt(format!(
-                    "{}: shuffle partition {partition}: bad piece frame at byte {at}",
-                    self.dir().display()
-                ))
-            })
-        };
+        let mut split = |bytes: &[u8]| split_frames(bytes, &mut pieces).map_err(corrupt);
         split(&buffered)?;
         drop(buffered);
         for bytes in in_flight {
@@ -317,7 +327,13 @@ impl ShuffleService {
                 match self.db.get(key.chunk(i)).map_err(|e| self.sled_error(e))? {
                     Some(value) => flush.extend_from_slice(&value),
                     // A concurrent drop_partition deleted it: not ours to show.
-                    None => continue 'flushes,
+                    None if part.lock().epoch != epoch => continue 'flushes,
+                    None => {
+                        return Err(corrupt(format!(
+                            "chunk {i} of {} of a flush is missing from the store",
+                            key.chunks
+                        )))
+                    }
                 }
             }
             self.counters
@@ -541,9 +557,9 @@ impl ShuffleService {
     }
 }
 
-/// Splits framed pieces into (writer, sequence, bytes), copying each piece out;
-/// `Err` holds the offset of a frame that runs past the end.
-fn split_frames(mut chunk: &[u8], out: &mut Vec<(u64, u64, Vec<u8>)>) -> Result<(), usize> {
+/// Splits framed pieces into (writer, sequence, bytes), copying each piece out and
+/// checking its checksum; `Err` says which frame is bad and how.
+fn split_frames(mut chunk: &[u8], out: &mut Vec<(u64, u64, Vec<u8>)>) -> Result<(), String> {
     let total = chunk.len();
     let word = |b: &[u8]| {
         let mut w = [0u8; 8];
@@ -552,14 +568,23 @@ fn split_frames(mut chunk: &[u8], out: &mut Vec<(u64, u64, Vec<u8>)>) -> Result<
     };
     while !chunk.is_empty() {
         let at = total - chunk.len();
+        let cut = || format!("the piece framed at byte {at} is cut short");
         let Some((header, rest)) = chunk.split_at_checked(FRAME_LEN) else {
-            return Err(at);
+            return Err(cut());
         };
-        let len = usize::try_from(word(&header[16..24])).map_err(|_| at)?;
+        let len = usize::try_from(word(&header[16..24])).map_err(|_| cut())?;
         let Some((piece, rest)) = rest.split_at_checked(len) else {
-            return Err(at);
+            return Err(cut());
         };
-        out.push((word(&header[..8]), word(&header[8..16]), piece.to_vec()));
+        let (writer, seq) = (word(&header[..8]), word(&header[8..16]));
+        let mut crc = [0u8; 4];
+        crc.copy_from_slice(&header[24..28]);
+        if crc32fast::hash(piece) != u32::from_le_bytes(crc) {
+            return Err(format!(
+                "the piece from writer {writer} (sequence {seq}, {len} bytes) is corrupt: checksum mismatch"
+            ));
+        }
+        out.push((writer, seq, piece.to_vec()));
         chunk = rest;
     }
     Ok(())
@@ -643,7 +668,7 @@ mod tests {
                         Op::Flush => store.flush().unwrap(),
                     }
                     let s = store.stats();
-                    // One thread: at most one piece (600 + 24 bytes) over budget.
+                    // One thread: at most one piece (600 + 28 bytes) over budget.
                     prop_assert!(s.peak_buffered_bytes <= (BUDGET + 624) as u64, "{:?}", s);
                 }
                 for p in 0..4 {
@@ -862,6 +887,70 @@ mod tests {
         assert!(dir.is_dir());
         drop(store);
         assert!(!dir.exists());
+    }
+
+    /// Issue 14: pieces had no checksum of their own, and a missing chunk was
+    /// skipped, so `get` returned less data and no error.
+    #[test]
+    fn issue_14_a_corrupt_or_missing_piece_is_an_error_naming_shuffle_and_partition() {
+        let parent = tempfile::tempdir().unwrap();
+        let store = ShuffleService::new(parent.path(), 2, tiny(1 << 20)).unwrap();
+        let piece = vec![7u8; 3 * SLED_VALUE_BYTES];
+        store.append(1, 0, &piece).unwrap();
+        store.append(1, 0, b"second").unwrap();
+        store.flush().unwrap();
+        assert_eq!(
+            store.get(1).unwrap(),
+            vec![piece.clone(), b"second".to_vec()]
+        );
+        let key = store.partitions[1].lock().flushed[0];
+        assert_eq!(key.chunks, 4);
+        let dir = store.dir().display().to_string();
+
+        // One bit flipped inside the first piece's bytes.
+        let mut chunk = store.db.get(key.chunk(1)).unwrap().unwrap().to_vec();
+        chunk[100] ^= 0x10;
+        store.db.insert(key.chunk(1), chunk).unwrap();
+        let err = store.get(1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{dir}: shuffle partition 1: the piece from writer 0 (sequence 0, {} bytes) is corrupt: checksum mismatch",
+                piece.len()
+            )
+        );
+        assert!(matches!(err, Error::CorruptShuffle { partition: 1, .. }));
+
+        // A chunk gone from the store.
+        store.db.remove(key.chunk(2)).unwrap();
+        let err = store.get(1).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{dir}: shuffle partition 1: chunk 2 of 4 of a flush is missing from the store"
+            )
+        );
+        // The other partition is unaffected, and a dropped partition reads empty.
+        assert!(store.get(0).unwrap().is_empty());
+        store.drop_partition(1).unwrap();
+        assert!(store.get(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cut_frame_is_an_error() {
+        let mut out = Vec::new();
+        let mut framed = Vec::new();
+        for w in [1u64, 2, 5] {
+            framed.extend_from_slice(&w.to_le_bytes());
+        }
+        framed.extend_from_slice(&crc32fast::hash(b"hello").to_le_bytes());
+        framed.extend_from_slice(b"hello");
+        assert_eq!(
+            split_frames(&framed[..framed.len() - 1], &mut out).unwrap_err(),
+            "the piece framed at byte 0 is cut short"
+        );
+        split_frames(&framed, &mut out).unwrap();
+        assert_eq!(out, vec![(1, 2, b"hello".to_vec())]);
     }
 
     #[test]

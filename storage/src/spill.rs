@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
+use crate::workdir::WorkDir;
 
 /// A value the cache can page to disk.
 pub trait Spillable: Sized + Send + Sync + 'static {
@@ -130,8 +131,9 @@ pub struct SpillCache<V: Spillable> {
     /// Bytes writes may still write before they fail (fault injection); `u64::MAX`
     /// means no limit.
     write_allowance: AtomicU64,
-    /// Removes the folder and every spill file in it on drop.
-    dir: tempfile::TempDir,
+    /// Removes the folder and every spill file in it on drop; holds a lock file
+    /// naming this process, so a later run removes it if we are killed.
+    dir: WorkDir,
 }
 
 impl<V: Spillable> SpillCache<V> {
@@ -141,11 +143,7 @@ impl<V: Spillable> SpillCache<V> {
     /// first spill, hours into a job. Errors are [`Error::Io`] naming the path. The
     /// folder is removed when the cache is dropped.
     pub fn new(parent: &Path, budget: usize) -> Result<Self> {
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix("outcore-spill-")
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
+        let dir = WorkDir::new(parent, "outcore-spill-")?;
         let probe = dir.path().join(".probe");
         fs::write(&probe, b"probe")
             .and_then(|()| fs::remove_file(&probe))

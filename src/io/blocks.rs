@@ -60,12 +60,49 @@ pub fn read_lines_limited(
     end: u64,
     max_line_bytes: u64,
 ) -> Result<(Vec<u8>, u64)> {
+    let r = read_records(path, data_start, start, end, max_line_bytes, None)?;
+    Ok((r.bytes, r.offset))
+}
+
+/// The whole records of one block, as [`read_records`] returns them.
+#[derive(Debug)]
+pub struct Records {
+    /// The records, each ending in `\n` except perhaps the last of the file.
+    pub bytes: Vec<u8>,
+    /// The file offset of `bytes[0]`.
+    pub offset: u64,
+    /// Quote characters in the block's own range `[start, end)`, modulo 2: what a
+    /// later block of the file needs to know whether it starts inside a quoted field.
+    pub range_quote_parity: bool,
+}
+
+/// Reads the whole records that start in `[start, end)` of `path`, whose data begins
+/// at `data_start`. A record ends at a line end outside quotes: with
+/// `quoting = Some((quote, inside))`, `quote` opens and closes quoted fields (a
+/// doubled quote inside one toggles twice, so parity is all that matters) and
+/// `inside` says whether `start` lies inside a quoted field (the parity of the quotes
+/// in `[data_start, start)`); with `None`, every line end ends a record.
+///
+/// Finishing the last record reads on past `end`, but a record longer than
+/// `max_line_bytes` is an error naming its file and line, not an allocation.
+pub fn read_records(
+    path: &Path,
+    data_start: u64,
+    start: u64,
+    end: u64,
+    max_line_bytes: u64,
+    quoting: Option<(u8, bool)>,
+) -> Result<Records> {
     if end <= start {
-        return Ok((Vec::new(), start));
+        return Ok(Records {
+            bytes: Vec::new(),
+            offset: start,
+            range_quote_parity: false,
+        });
     }
     let io = |e| Error::io(path, e);
     let mut f = File::open(path).map_err(io)?;
-    // Reading one byte before `start` tells whether a line begins exactly at `start`.
+    // Reading one byte before `start` tells whether a record begins exactly at `start`.
     let begin = if start > data_start { start - 1 } else { start };
     f.seek(SeekFrom::Start(begin)).map_err(io)?;
     let mut buf = Vec::with_capacity((end - begin) as usize + 4096);
@@ -73,50 +110,127 @@ pub fn read_lines_limited(
         .take(end - begin)
         .read_to_end(&mut buf)
         .map_err(io)?;
+    let own = (start - begin) as usize;
+    let (quote, inside) = match quoting {
+        Some((q, inside)) => (Some(q), inside),
+        None => (None, false),
+    };
+    let range_quote_parity =
+        quote.is_some_and(|q| memchr::memchr_iter(q, &buf[own.min(buf.len())..]).count() % 2 == 1);
+    let empty = || Records {
+        bytes: Vec::new(),
+        offset: start,
+        range_quote_parity,
+    };
+    // Where the first record owned by this block starts.
     let mut skip = 0;
-    if begin < start {
-        match memchr::memchr(b'\n', &buf) {
-            Some(i) => skip = i + 1,
-            None => return Ok((Vec::new(), start)),
-        }
-        if skip == buf.len() {
-            return Ok((Vec::new(), start));
+    if begin < start || inside {
+        // The state at `begin`: a newline there is a record end only outside quotes.
+        let from = if begin < start && buf.first() == Some(&b'\n') && !inside {
+            Some(1)
+        } else {
+            let scan_from = own.min(buf.len());
+            record_end(&buf[scan_from..], quote, inside).0.map(|i| scan_from + i)
+        };
+        match from {
+            // A record starting exactly at `end` belongs to the next block.
+            Some(i) if i < buf.len() => skip = i,
+            _ => return Ok(empty()),
         }
     }
-    if buf.last() != Some(&b'\n') && buf.len() as u64 == end - begin {
-        // Finish the last line: read on until its newline or the end of the file.
+    // The state at the end of what was read, scanning from a record start.
+    let (last_end, mut inside_at_end) = scan_records(&buf[skip..], quote, false);
+    let complete = buf.len() as u64 != end - begin
+        || (buf.last() == Some(&b'\n') && !inside_at_end);
+    if !complete {
+        // Finish the last record: read on until a line end outside quotes, or the
+        // end of the file.
+        let record_start = skip + last_end.unwrap_or(0);
         let mut chunk = vec![0u8; 64 * 1024];
-        let mut past_end = 0u64;
         loop {
-            if past_end > max_line_bytes {
-                let line_start = begin
-                    + skip as u64
-                    + memchr::memrchr(b'\n', &buf[skip..]).map_or(0, |i| i as u64 + 1);
-                return Err(Error::Malformed {
-                    at: crate::error::Location {
-                        path: path.to_path_buf(),
-                        line: line_of_offset(path, line_start),
-                    },
-                    reason: format!(
-                        "a line is longer than the limit of {} bytes; raise the limit (max_line_bytes) if the file really has such lines",
-                        max_line_bytes
-                    ),
-                });
+            if (buf.len() - record_start) as u64 > max_line_bytes {
+                return Err(too_long(path, begin + record_start as u64, max_line_bytes));
             }
             let n = f.read(&mut chunk).map_err(io)?;
             if n == 0 {
                 break;
             }
-            if let Some(i) = memchr::memchr(b'\n', &chunk[..n]) {
-                buf.extend_from_slice(&chunk[..=i]);
-                break;
+            let (found, state) = record_end(&chunk[..n], quote, inside_at_end);
+            inside_at_end = state;
+            match found {
+                Some(i) => {
+                    buf.extend_from_slice(&chunk[..i]);
+                    break;
+                }
+                None => buf.extend_from_slice(&chunk[..n]),
             }
-            buf.extend_from_slice(&chunk[..n]);
-            past_end += n as u64;
+        }
+        if (buf.len() - record_start) as u64 > max_line_bytes {
+            return Err(too_long(path, begin + record_start as u64, max_line_bytes));
         }
     }
     buf.drain(..skip);
-    Ok((buf, begin + skip as u64))
+    Ok(Records {
+        bytes: buf,
+        offset: begin + skip as u64,
+        range_quote_parity,
+    })
+}
+
+/// The error for a record longer than the limit, starting at byte `record_start`.
+pub fn too_long(path: &Path, record_start: u64, max_line_bytes: u64) -> Error {
+    Error::Malformed {
+        at: crate::error::Location {
+            path: path.to_path_buf(),
+            line: line_of_offset(path, record_start),
+        },
+        reason: too_long_reason(max_line_bytes),
+    }
+}
+
+/// Why a line is refused when it is longer than `max_line_bytes`.
+pub fn too_long_reason(max_line_bytes: u64) -> String {
+    format!(
+        "a line is longer than the limit of {max_line_bytes} bytes (is a quote left open?)\n  \
+         hint: raise the limit with --max-line-bytes (Rust: .with_max_line_bytes(..)) if the file really has such lines"
+    )
+}
+
+/// Scans `bytes`, which start in quote state `inside`, for the first line end outside
+/// quotes; returns the offset just past it (if any) and the state where the scan
+/// stopped.
+pub fn record_end(bytes: &[u8], quote: Option<u8>, mut inside: bool) -> (Option<usize>, bool) {
+    let Some(q) = quote else {
+        return (memchr::memchr(b'\n', bytes).map(|i| i + 1), false);
+    };
+    for i in memchr::memchr2_iter(q, b'\n', bytes) {
+        if bytes[i] == q {
+            inside = !inside;
+        } else if !inside {
+            return (Some(i + 1), false);
+        }
+    }
+    (None, inside)
+}
+
+/// Scans `bytes`, which start in quote state `inside`, for the last line end outside
+/// quotes; returns the offset just past it (if any) and whether the end of `bytes`
+/// lies inside quotes.
+pub fn scan_records(bytes: &[u8], quote: Option<u8>, mut inside: bool) -> (Option<usize>, bool) {
+    let q = match quote {
+        Some(q) if inside || memchr::memchr(q, bytes).is_some() => q,
+        // No quotes: every line end ends a record.
+        _ => return (memchr::memrchr(b'\n', bytes).map(|i| i + 1), false),
+    };
+    let mut last = None;
+    for i in memchr::memchr2_iter(q, b'\n', bytes) {
+        if bytes[i] == q {
+            inside = !inside;
+        } else if !inside {
+            last = Some(i + 1);
+        }
+    }
+    (last, inside)
 }
 
 /// The 1-based line number of byte `offset` of `path`: one more than the newlines

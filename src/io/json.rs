@@ -21,27 +21,7 @@ use crate::error::{Error, Location, Result};
 /// The longest line read by default: 64 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 64 << 20;
 
-/// How a file is compressed, from its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Plain text: cut into blocks.
-    None,
-    /// gzip: one partition.
-    Gzip,
-    /// zstd: one partition.
-    Zstd,
-}
-
-impl Compression {
-    /// The compression a file name says (`.gz`, `.zst`, `.zstd`).
-    pub fn of(path: &Path) -> Compression {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("gz") => Compression::Gzip,
-            Some("zst" | "zstd") => Compression::Zstd,
-            _ => Compression::None,
-        }
-    }
-}
+pub use super::compressed::Compression;
 
 /// Options shared by every line-oriented reader.
 #[derive(Debug, Clone)]

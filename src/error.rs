@@ -190,6 +190,16 @@ impl Error {
     }
 }
 
+/// An Arrow error's text without the variant's prefix ("Json error: ...").
+pub fn strip_arrow_prefix(text: &str) -> &str {
+    for p in ["Json error: ", "Parser error: ", "Invalid argument error: ", "Cast error: "] {
+        if let Some(rest) = text.strip_prefix(p) {
+            return rest;
+        }
+    }
+    text
+}
+
 /// `1536` → `1.5 KiB`: sizes in messages and `--stats`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

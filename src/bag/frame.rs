@@ -133,10 +133,10 @@ impl PlanNode for JsonFrameSource {
     }
     fn lower(&self, _inputs: &[Vec<Key>], graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
         let schema = project(&self.schema, self.projection.as_deref());
-        // Every column wanted: a field outside the schema would be dropped from the
-        // answer, so it is an error (strict). Fewer: the answer does not depend on
-        // fields it does not read.
-        let strict = schema.fields().len() == self.schema.fields().len();
+        // No pruning (the whole frame is wanted, as when it is printed): a field
+        // outside the schema would be dropped from the answer, so it is an error
+        // (strict). Pruned: the answer depends only on the columns it reads.
+        let strict = self.projection.is_none();
         let name = layer_name("read-json-frame");
         let tasks: Vec<Task> = (0..self.source.blocks.len())
             .map(|i| {

@@ -222,17 +222,22 @@ pub fn infer_schema(source: &LinesSource, sample_lines: usize) -> Result<SchemaR
     picks.sort_unstable();
     picks.dedup();
     let mut values: Vec<serde_json::Value> = Vec::new();
-    for i in picks {
+    for first in picks {
+        // The first `sample_lines` lines of the file, over as many blocks as it takes.
         let mut left = sample_lines;
-        source.for_each_piece(i, |block| {
-            for (at, line) in lines(&block.bytes).take(left) {
-                let v: serde_json::Value = serde_json::from_slice(line)
-                    .map_err(|e| bad_json(source, &block, at, line, &e.to_string()))?;
-                values.push(v);
-                left -= 1;
-            }
-            Ok(left > 0)
-        })?;
+        let mut i = first;
+        while left > 0 && i < n && source.blocks[i].file == source.blocks[first].file {
+            source.for_each_piece(i, |block| {
+                for (at, line) in lines(&block.bytes).take(left) {
+                    let v: serde_json::Value = serde_json::from_slice(line)
+                        .map_err(|e| bad_json(source, &block, at, line, &e.to_string()))?;
+                    values.push(v);
+                    left -= 1;
+                }
+                Ok(left > 0)
+            })?;
+            i += 1;
+        }
     }
     let schema = arrow::json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))?;
     if schema.fields().is_empty() {

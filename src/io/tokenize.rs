@@ -174,7 +174,12 @@ fn tokenize_quoted(
                 })
             }
         }
-        let row_start = record.position().map_or(row_start, |p| p.byte());
+        let mut row_start = record.position().map_or(row_start, |p| p.byte());
+        // After a CRLF the csv crate's position is at the `\n`: the record starts
+        // past it (this keeps line numbers right).
+        while matches!(block.get(row_start as usize), Some(b'\n' | b'\r')) {
+            row_start += 1;
+        }
         if reader.position().byte() - row_start > max_line_bytes {
             return Err(TokenizeError::TooLong { row_start });
         }

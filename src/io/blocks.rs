@@ -74,6 +74,9 @@ pub struct Records {
     /// Quote characters in the block's own range `[start, end)`, modulo 2: what a
     /// later block of the file needs to know whether it starts inside a quoted field.
     pub range_quote_parity: bool,
+    /// False when `bytes` surely hold no quote character (the tokenizer's fast path
+    /// needs no search of its own then).
+    pub may_have_quotes: bool,
 }
 
 /// Reads the whole records that start in `[start, end)` of `path`, whose data begins
@@ -98,6 +101,7 @@ pub fn read_records(
             bytes: Vec::new(),
             offset: start,
             range_quote_parity: false,
+            may_have_quotes: false,
         });
     }
     let io = |e| Error::io(path, e);
@@ -115,12 +119,15 @@ pub fn read_records(
         Some((q, inside)) => (Some(q), inside),
         None => (None, false),
     };
-    let range_quote_parity =
-        quote.is_some_and(|q| memchr::memchr_iter(q, &buf[own.min(buf.len())..]).count() % 2 == 1);
+    // One pass over the block: its quote count gives the parity later blocks need
+    // and, when zero (the common case), lets every scan below take the plain path.
+    let range_quotes = quote.map_or(0, |q| memchr::memchr_iter(q, &buf[own.min(buf.len())..]).count());
+    let range_quote_parity = range_quotes % 2 == 1;
     let empty = || Records {
         bytes: Vec::new(),
         offset: start,
         range_quote_parity,
+        may_have_quotes: false,
     };
     // Where the first record owned by this block starts.
     let mut skip = 0;
@@ -128,9 +135,13 @@ pub fn read_records(
         // The state at `begin`: a newline there is a record end only outside quotes.
         let from = if begin < start && buf.first() == Some(&b'\n') && !inside {
             Some(1)
+        } else if inside && range_quotes == 0 {
+            // Inside a quoted field that does not close in this block.
+            None
         } else {
             let scan_from = own.min(buf.len());
-            record_end(&buf[scan_from..], quote, inside).0.map(|i| scan_from + i)
+            let q = if range_quotes == 0 { None } else { quote };
+            record_end(&buf[scan_from..], q, inside).0.map(|i| scan_from + i)
         };
         match from {
             // A record starting exactly at `end` belongs to the next block.
@@ -139,7 +150,10 @@ pub fn read_records(
         }
     }
     // The state at the end of what was read, scanning from a record start.
-    let (last_end, mut inside_at_end) = scan_records(&buf[skip..], quote, false);
+    // `buf[skip..]` lies within the block's range, so its quotes were counted.
+    let in_range = if range_quotes == 0 { None } else { quote };
+    let (last_end, mut inside_at_end) = scan_records(&buf[skip..], in_range, false);
+    let read_in_range = buf.len();
     let complete = buf.len() as u64 != end - begin
         || (buf.last() == Some(&b'\n') && !inside_at_end);
     if !complete {
@@ -169,11 +183,14 @@ pub fn read_records(
             return Err(too_long(path, begin + record_start as u64, max_line_bytes));
         }
     }
+    let may_have_quotes = range_quotes > 0
+        || quote.is_some_and(|q| memchr::memchr(q, &buf[read_in_range..]).is_some());
     buf.drain(..skip);
     Ok(Records {
         bytes: buf,
         offset: begin + skip as u64,
         range_quote_parity,
+        may_have_quotes,
     })
 }
 

@@ -41,7 +41,7 @@ use std::sync::OnceLock;
 use super::blocks::{self, Block};
 use super::compressed::{first_line, Compression, RecordStream};
 use super::infer::{sample_files, Inferred};
-use super::tokenize::{tokenize, Fields, TokenizeError};
+use super::tokenize::{tokenize, tokenize_hinted, Fields, TokenizeError};
 use crate::error::{Error, Location, Result, Widening};
 
 /// The quote character: RFC 4180's, with `""` for a quote inside a quoted field.
@@ -260,16 +260,30 @@ impl CsvSource {
         // Guess that the block starts outside quotes, then check (see the module doc).
         let mut inside = false;
         loop {
-            let records = blocks::read_records(
+            let records = match blocks::read_records(
                 &file.path,
                 file.data_start,
                 b.start,
                 b.end,
                 self.max_line_bytes,
                 Some((QUOTE, inside)),
-            )?;
+            ) {
+                Ok(r) => r,
+                // A wrong guess can make a record look endless: check before blaming
+                // the file.
+                Err(e) if self.starts_inside_quotes(block)? == inside => return Err(e),
+                Err(_) => {
+                    inside = !inside;
+                    continue;
+                }
+            };
             let _ = self.quote_parity[block].set(records.range_quote_parity);
-            let decoded = self.decode(&records.bytes, &file.path, records.offset, projection);
+            let path = &file.path;
+            let at = |row_start: u64| Location {
+                path: path.to_path_buf(),
+                line: blocks::line_of_offset(path, records.offset + row_start),
+            };
+            let decoded = self.decode_hinted(&records.bytes, &at, projection, records.may_have_quotes);
             let actual = self.starts_inside_quotes(block)?;
             if actual == inside {
                 return decoded;
@@ -388,17 +402,28 @@ impl CsvSource {
         at: &dyn Fn(u64) -> Location,
         projection: &[usize],
     ) -> Result<RecordBatch> {
+        self.decode_hinted(bytes, at, projection, true)
+    }
+
+    fn decode_hinted(
+        &self,
+        bytes: &[u8],
+        at: &dyn Fn(u64) -> Location,
+        projection: &[usize],
+        may_have_quotes: bool,
+    ) -> Result<RecordBatch> {
         let ncols = self.schema.fields().len();
         let mut slot_of = vec![None; ncols];
         for (slot, &c) in projection.iter().enumerate() {
             slot_of[c] = Some(slot);
         }
-        let fields = tokenize(
+        let fields = tokenize_hinted(
             bytes,
             self.delimiter,
             &slot_of,
             projection.len(),
             self.max_line_bytes,
+            may_have_quotes,
         )
         .map_err(|e| tokenize_error(e, at, self.max_line_bytes))?;
         let out_schema = Arc::new(self.schema.project(projection)?);

@@ -76,10 +76,23 @@ pub fn tokenize(
     nslots: usize,
     max_line_bytes: u64,
 ) -> Result<Fields, TokenizeError> {
+    tokenize_hinted(block, delimiter, slot_of, nslots, max_line_bytes, true)
+}
+
+/// [`tokenize`], told whether `block` may hold a quote (false skips the search: the
+/// reader counted the block's quotes already).
+pub fn tokenize_hinted(
+    block: &[u8],
+    delimiter: u8,
+    slot_of: &[Option<usize>],
+    nslots: usize,
+    max_line_bytes: u64,
+    may_have_quotes: bool,
+) -> Result<Fields, TokenizeError> {
     if block.len() >= u32::MAX as usize {
         return Err(TokenizeError::TooLarge(block.len()));
     }
-    if memchr::memchr(b'"', block).is_none() {
+    if !may_have_quotes || memchr::memchr(b'"', block).is_none() {
         return tokenize_plain(block, delimiter, slot_of, nslots, max_line_bytes);
     }
     tokenize_quoted(block, delimiter, slot_of, nslots, max_line_bytes)

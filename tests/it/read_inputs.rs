@@ -513,3 +513,26 @@ fn issue_14_json_fields_outside_the_sample_are_never_dropped_silently() {
         .to_string();
     assert_contains(&err, &["t.jsonl:10000", "ten thousand"]);
 }
+
+/// A block that starts inside a quoted field first guesses "outside", and then the
+/// closing quote looks like an opening one, so the record seems to run to the end of
+/// the file: the reader must check its guess before reporting an over-long line.
+#[test]
+fn a_wrong_quote_guess_is_not_reported_as_an_over_long_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("a,b\n1,\"xx\nyy\nzz\"\n");
+    for i in 0..1000 {
+        text.push_str(&format!("{i},q\n"));
+    }
+    write(dir.path(), "g.csv", &text);
+    let (header, expected) = reference(text.as_bytes());
+    for bs in [6, 8, 11, 13] {
+        let s = session(1, Mode::Sync, bs);
+        let mut reader = s.read_csv(glob_of(dir.path())).with_max_line_bytes(100);
+        for c in &header {
+            reader = reader.with_dtype(c, DataType::Utf8);
+        }
+        let got = reader.load().unwrap().compute().unwrap_or_else(|e| panic!("blocksize {bs}: {e}"));
+        assert_eq!(got.num_rows(), expected.len(), "blocksize {bs}");
+    }
+}

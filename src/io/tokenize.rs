@@ -68,7 +68,7 @@ pub enum TokenizeError {
 /// Splits `block` (whole records, as [`super::blocks::read_records`] cuts them) into
 /// rows. `slot_of[c]` is the projected slot of column `c`, or `None` when the column
 /// is not read. Blank lines are skipped. A record longer than `max_line_bytes`
-/// (counting its line end) is an error, whatever the block size.
+/// (not counting its final line end) is an error, whatever the block size.
 pub fn tokenize(
     block: &[u8],
     delimiter: u8,
@@ -113,7 +113,7 @@ fn tokenize_plain(
     let mut pos = 0usize;
     while pos < block.len() {
         let line_end = memchr::memchr(b'\n', &block[pos..]).map_or(block.len(), |i| pos + i);
-        if (line_end.min(block.len() - 1) + 1 - pos) as u64 > max_line_bytes {
+        if (line_end - pos) as u64 > max_line_bytes {
             return Err(TokenizeError::TooLong {
                 row_start: pos as u64,
             });
@@ -193,7 +193,9 @@ fn tokenize_quoted(
         while matches!(block.get(row_start as usize), Some(b'\n' | b'\r')) {
             row_start += 1;
         }
-        if reader.position().byte() - row_start > max_line_bytes {
+        let after = reader.position().byte();
+        let ends_in_newline = after > 0 && block.get(after as usize - 1) == Some(&b'\n');
+        if after - row_start - u64::from(ends_in_newline) > max_line_bytes {
             return Err(TokenizeError::TooLong { row_start });
         }
         if record.len() == 1 && record[0].is_empty() {

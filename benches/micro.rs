@@ -136,7 +136,12 @@ fn csv_decode(c: &mut Criterion) {
 fn csv_read_shapes(c: &mut Criterion) {
     use std::io::Write;
     let dir = g1_dir(1_000_000, 100);
-    let plain = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let plain = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let text = std::fs::read_to_string(&plain).unwrap();
     let quoted_dir = tempfile::tempdir().unwrap();
     let mut quoted = String::with_capacity(text.len() + text.len() / 50);
@@ -168,14 +173,32 @@ fn csv_read_shapes(c: &mut Criterion) {
     let mut group = c.benchmark_group("csv-read");
     group.sample_size(10);
     for (name, glob, bytes) in [
-        ("plain, 4 MiB blocks", format!("{}/*.csv", dir.path().display()), text.len()),
-        ("quoted line breaks, 4 MiB blocks", format!("{}/*.csv", quoted_dir.path().display()), quoted.len()),
-        ("gzip, streamed", format!("{}/*.gz", gz_dir.path().display()), text.len()),
+        (
+            "plain, 4 MiB blocks",
+            format!("{}/*.csv", dir.path().display()),
+            text.len(),
+        ),
+        (
+            "quoted line breaks, 4 MiB blocks",
+            format!("{}/*.csv", quoted_dir.path().display()),
+            quoted.len(),
+        ),
+        (
+            "gzip, streamed",
+            format!("{}/*.gz", gz_dir.path().display()),
+            text.len(),
+        ),
     ] {
         let df = session.read_csv(&glob).load().unwrap();
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_function(name, |b| {
-            b.iter(|| df.select(&["id1", "v1"]).unwrap().compute().unwrap().num_rows())
+            b.iter(|| {
+                df.select(&["id1", "v1"])
+                    .unwrap()
+                    .compute()
+                    .unwrap()
+                    .num_rows()
+            })
         });
     }
     group.finish();

@@ -192,7 +192,12 @@ impl Error {
 
 /// An Arrow error's text without the variant's prefix ("Json error: ...").
 pub fn strip_arrow_prefix(text: &str) -> &str {
-    for p in ["Json error: ", "Parser error: ", "Invalid argument error: ", "Cast error: "] {
+    for p in [
+        "Json error: ",
+        "Parser error: ",
+        "Invalid argument error: ",
+        "Cast error: ",
+    ] {
         if let Some(rest) = text.strip_prefix(p) {
             return rest;
         }

@@ -304,7 +304,7 @@ impl Session {
                         return Err(e);
                     };
                     rounds += 1;
-                    if rounds > 64 {
+                    if rounds > 256 {
                         return Err(e);
                     }
                     eprintln!(

@@ -112,11 +112,7 @@ impl PartitionWriter {
                 written,
                 done,
             } => {
-                if !done
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(index)
-                {
+                if !done.lock().unwrap_or_else(|p| p.into_inner()).insert(index) {
                     return Ok(());
                 }
                 let mut written = written.lock().unwrap_or_else(|p| p.into_inner());

@@ -126,7 +126,9 @@ pub fn read_records(
     };
     // One pass over the block: its quote count gives the parity later blocks need
     // and, when zero (the common case), lets every scan below take the plain path.
-    let range_quotes = quote.map_or(0, |q| memchr::memchr_iter(q, &buf[own.min(buf.len())..]).count());
+    let range_quotes = quote.map_or(0, |q| {
+        memchr::memchr_iter(q, &buf[own.min(buf.len())..]).count()
+    });
     let range_quote_parity = range_quotes % 2 == 1;
     let empty = || Records {
         bytes: Vec::new(),
@@ -146,7 +148,9 @@ pub fn read_records(
         } else {
             let scan_from = own.min(buf.len());
             let q = if range_quotes == 0 { None } else { quote };
-            record_end(&buf[scan_from..], q, inside).0.map(|i| scan_from + i)
+            record_end(&buf[scan_from..], q, inside)
+                .0
+                .map(|i| scan_from + i)
         };
         match from {
             // A record starting exactly at `end` belongs to the next block.
@@ -159,8 +163,8 @@ pub fn read_records(
     let in_range = if range_quotes == 0 { None } else { quote };
     let (last_end, mut inside_at_end) = scan_records(&buf[skip..], in_range, false);
     let read_in_range = buf.len();
-    let complete = buf.len() as u64 != end - begin
-        || (buf.last() == Some(&b'\n') && !inside_at_end);
+    let complete =
+        buf.len() as u64 != end - begin || (buf.last() == Some(&b'\n') && !inside_at_end);
     if !complete {
         // Finish the last record: read on until a line end outside quotes, or the
         // end of the file.
@@ -330,16 +334,28 @@ mod tests {
                     .count()
                     % 2
                     == 1;
-                let r = read_records(&path, 4, b.start, b.end, u64::MAX, Some((b'"', inside)))
-                    .unwrap();
+                let r =
+                    read_records(&path, 4, b.start, b.end, u64::MAX, Some((b'"', inside))).unwrap();
                 if !r.bytes.is_empty() {
-                    assert!(starts.contains(&(r.offset as usize)), "bs {bs}: {}", r.offset);
+                    assert!(
+                        starts.contains(&(r.offset as usize)),
+                        "bs {bs}: {}",
+                        r.offset
+                    );
                 }
                 all.extend(r.bytes);
             }
-            assert_eq!(String::from_utf8(all).unwrap(), &body[4..], "blocksize {bs}");
+            assert_eq!(
+                String::from_utf8(all).unwrap(),
+                &body[4..],
+                "blocksize {bs}"
+            );
         }
         let err = read_records(&path, 4, 4, 6, 5, Some((b'"', false))).unwrap_err();
-        assert!(err.to_string().contains("q.csv:2: a line is longer than the limit of 5 bytes"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("q.csv:2: a line is longer than the limit of 5 bytes"),
+            "{err}"
+        );
     }
 }

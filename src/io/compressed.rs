@@ -155,7 +155,11 @@ impl<'p> RecordStream<'p> {
             inside = i;
             scanned = self.buf.len();
         }
-        let cut = if self.eof { self.buf.len() } else { last.unwrap_or(self.buf.len()) };
+        let cut = if self.eof {
+            self.buf.len()
+        } else {
+            last.unwrap_or(self.buf.len())
+        };
         if cut == 0 {
             return Ok(None);
         }

@@ -283,7 +283,8 @@ impl CsvSource {
                 path: path.to_path_buf(),
                 line: blocks::line_of_offset(path, records.offset + row_start),
             };
-            let decoded = self.decode_hinted(&records.bytes, &at, projection, records.may_have_quotes);
+            let decoded =
+                self.decode_hinted(&records.bytes, &at, projection, records.may_have_quotes);
             let actual = self.starts_inside_quotes(block)?;
             if actual == inside {
                 return decoded;
@@ -348,8 +349,11 @@ impl CsvSource {
         use std::io::Read;
         let path = &file.path;
         let mut reader = file.compression.open(path)?;
-        std::io::copy(&mut (&mut reader).take(file.data_start), &mut std::io::sink())
-            .map_err(|e| Error::io(path, e))?;
+        std::io::copy(
+            &mut (&mut reader).take(file.data_start),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| Error::io(path, e))?;
         let first_line = if file.data_start > 0 { 2 } else { 1 };
         let mut stream = RecordStream::new(
             path,
@@ -579,11 +583,21 @@ fn sniff_delimiter(paths: &[PathBuf], opts: &CsvOptions) -> Result<u8> {
     // The first piece of the file (64 KiB, whole records).
     let compression = Compression::of(path);
     let reader = compression.open(path)?;
-    let mut stream = RecordStream::new(path, reader, (0, 1), Some(QUOTE), 64 << 10, opts.max_line_bytes);
+    let mut stream = RecordStream::new(
+        path,
+        reader,
+        (0, 1),
+        Some(QUOTE),
+        64 << 10,
+        opts.max_line_bytes,
+    );
     let Some(piece) = stream.next_piece()? else {
         return Ok(b',');
     };
-    let sample = piece.bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(piece.bytes);
+    let sample = piece
+        .bytes
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(piece.bytes);
     let mut best: Option<(usize, u8)> = None;
     for d in [b',', b'\t', b';', b'|'] {
         let mut reader = ::csv::ReaderBuilder::new()
@@ -646,9 +660,8 @@ fn is_declared(opts: &CsvOptions, name: &str) -> Option<DataType> {
     if let Some((_, t)) = opts.dtypes.iter().rev().find(|(n, _)| n == name) {
         return Some(t.clone());
     }
-    (opts.parse_dates.iter().any(|n| n == name)
-        || opts.date_formats.iter().any(|(n, _)| n == name))
-    .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
+    (opts.parse_dates.iter().any(|n| n == name) || opts.date_formats.iter().any(|(n, _)| n == name))
+        .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
 }
 
 fn infer_schema(
@@ -701,7 +714,13 @@ fn infer_schema(
             }
         };
         let tok = |bytes: &[u8]| {
-            tokenize(bytes, delimiter, &slot_of, to_infer.len(), opts.max_line_bytes)
+            tokenize(
+                bytes,
+                delimiter,
+                &slot_of,
+                to_infer.len(),
+                opts.max_line_bytes,
+            )
         };
         for fi in sample_files(files.len(), opts.sample_files) {
             let f = &files[fi];
@@ -724,7 +743,8 @@ fn infer_schema(
                         path: f.path.clone(),
                         line: piece.line_of(row_start as usize),
                     };
-                    let fields = tok(piece.bytes).map_err(|e| tokenize_error(e, &at, opts.max_line_bytes))?;
+                    let fields = tok(piece.bytes)
+                        .map_err(|e| tokenize_error(e, &at, opts.max_line_bytes))?;
                     widen(piece.bytes, &fields);
                 }
                 continue;

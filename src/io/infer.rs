@@ -59,7 +59,11 @@ impl Inferred {
 
     /// The least type that admits every value of both `self` and `other`.
     pub fn join(self, other: Inferred) -> Inferred {
-        let (lo, hi) = if self <= other { (self, other) } else { (other, self) };
+        let (lo, hi) = if self <= other {
+            (self, other)
+        } else {
+            (other, self)
+        };
         match (lo, hi) {
             (Inferred::Null, t) => t,
             // Booleans do not widen into numbers.

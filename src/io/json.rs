@@ -131,8 +131,14 @@ impl LinesSource {
             return Ok(());
         }
         let reader = c.open(path)?;
-        let mut stream =
-            RecordStream::new(path, reader, (0, 1), None, self.blocksize, self.max_line_bytes);
+        let mut stream = RecordStream::new(
+            path,
+            reader,
+            (0, 1),
+            None,
+            self.blocksize,
+            self.max_line_bytes,
+        );
         while let Some(piece) = stream.next_piece()? {
             let more = f(BlockBytes {
                 path,
@@ -308,7 +314,11 @@ pub fn read_frame_block(
     }
 }
 
-fn json_decoder(schema: &SchemaRef, strict: bool, rows: usize) -> Result<arrow::json::reader::Decoder> {
+fn json_decoder(
+    schema: &SchemaRef,
+    strict: bool,
+    rows: usize,
+) -> Result<arrow::json::reader::Decoder> {
     Ok(arrow::json::ReaderBuilder::new(schema.clone())
         .with_batch_size(rows.max(1))
         .with_strict_mode(strict)
@@ -323,7 +333,11 @@ fn decode_piece(
     strict: bool,
 ) -> Result<RecordBatch> {
     // One batch per piece: rows are at most the lines.
-    let mut decoder = json_decoder(schema, strict, memchr::memchr_iter(b'\n', &block.bytes).count() + 1)?;
+    let mut decoder = json_decoder(
+        schema,
+        strict,
+        memchr::memchr_iter(b'\n', &block.bytes).count() + 1,
+    )?;
     let mut rest: &[u8] = &block.bytes;
     let decoded = (|| -> std::result::Result<Option<RecordBatch>, arrow::error::ArrowError> {
         while !rest.is_empty() {

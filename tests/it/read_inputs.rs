@@ -76,7 +76,13 @@ fn read_as_text(
     }
     let batch = reader.load()?.compute()?;
     let cols: Vec<&StringArray> = (0..batch.num_columns())
-        .map(|i| batch.column(i).as_any().downcast_ref::<StringArray>().unwrap())
+        .map(|i| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+        })
         .collect();
     Ok((0..batch.num_rows())
         .map(|r| {
@@ -213,21 +219,46 @@ fn issue_14_an_inferred_int_column_widens_at_a_late_row() {
         }
     }
     let path = write(dir.path(), "late.csv", &body);
-    let expected: f64 = (0..rows).filter(|&i| i != bad_row).map(|i| (i % 7) as f64).sum::<f64>() + 0.5;
+    let expected: f64 = (0..rows)
+        .filter(|&i| i != bad_row)
+        .map(|i| (i % 7) as f64)
+        .sum::<f64>()
+        + 0.5;
     for (bs, mode) in [(256 << 10, Mode::Parallel), (64 << 20, Mode::Sync)] {
         let session = session(2, mode, bs);
         let pattern = glob_of(dir.path());
-        let query = || session.read_csv(&pattern).load()?.agg(&[sum("v")])?.compute();
+        let query = || {
+            session
+                .read_csv(&pattern)
+                .load()?
+                .agg(&[sum("v")])?
+                .compute()
+        };
         let err = query().unwrap_err();
         let Error::Widen(w) = err.root() else {
             panic!("expected a widening, got {err}")
         };
         assert_eq!(w.at.path, path);
         assert_eq!(w.at.line, bad_row as u64 + 2);
-        assert_eq!((w.column.as_str(), &w.from, &w.to), ("v", &DataType::Int64, &DataType::Float64));
-        assert_contains(&err.to_string(), &[&format!("late.csv:{}", bad_row + 2), "\"0.5\"", "--dtype v=float64"]);
+        assert_eq!(
+            (w.column.as_str(), &w.from, &w.to),
+            ("v", &DataType::Int64, &DataType::Float64)
+        );
+        assert_contains(
+            &err.to_string(),
+            &[
+                &format!("late.csv:{}", bad_row + 2),
+                "\"0.5\"",
+                "--dtype v=float64",
+            ],
+        );
         let answer = session.run_widening(query).unwrap();
-        let got = answer.column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0);
+        let got = answer
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0);
         assert!(close(got, expected), "{got} != {expected}");
         // The session remembers: the same glob now infers the wider type.
         let df = session.read_csv(&pattern).load().unwrap();
@@ -244,13 +275,38 @@ fn issue_14_an_inferred_int_column_widens_at_a_late_row() {
         .compute()
         .unwrap_err()
         .to_string();
-    assert_contains(&err, &[&format!("late.csv:{}", bad_row + 2), "column \"v\"", "expected Int64", "\"0.5\""]);
+    assert_contains(
+        &err,
+        &[
+            &format!("late.csv:{}", bad_row + 2),
+            "column \"v\"",
+            "expected Int64",
+            "\"0.5\"",
+        ],
+    );
 
     // The CLI: a note on stderr, the right answer on stdout.
-    let out = outcore_bin(&["query", &glob_of(dir.path()), "--agg", "sum(v)", "--format", "csv", "--blocksize", "1MB"]);
+    let out = outcore_bin(&[
+        "query",
+        &glob_of(dir.path()),
+        "--agg",
+        "sum(v)",
+        "--format",
+        "csv",
+        "--blocksize",
+        "1MB",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_contains(&stderr, &["note:", &format!("late.csv:{}", bad_row + 2), "column \"v\"", "Float64"]);
+    assert_contains(
+        &stderr,
+        &[
+            "note:",
+            &format!("late.csv:{}", bad_row + 2),
+            "column \"v\"",
+            "Float64",
+        ],
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let got: f64 = stdout.lines().nth(1).unwrap().parse().unwrap();
     assert!(close(got, expected), "{stdout}");
@@ -263,7 +319,14 @@ fn a_word_in_an_int_column_widens_it_to_text_and_no_row_prints_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut body = String::from("k,v\n");
     for i in 0..40_000 {
-        body.push_str(&format!("{i},{}\n", if i == 30_000 { "x".to_string() } else { i.to_string() }));
+        body.push_str(&format!(
+            "{i},{}\n",
+            if i == 30_000 {
+                "x".to_string()
+            } else {
+                i.to_string()
+            }
+        ));
     }
     write(dir.path(), "w.csv", &body);
     let out = outcore_bin(&[
@@ -293,32 +356,62 @@ fn a_word_in_an_int_column_widens_it_to_text_and_no_row_prints_twice() {
 fn issue_14_gzip_and_zstd_csv_round_trip_streamed() {
     let mut text = String::from("id,name,x\n");
     for i in 0..3000 {
-        let name = if i % 5 == 0 { "\"two\nlines\"".to_string() } else { format!("n{i}") };
+        let name = if i % 5 == 0 {
+            "\"two\nlines\"".to_string()
+        } else {
+            format!("n{i}")
+        };
         text.push_str(&format!("{i},{name},{}.5\r\n", i % 11));
     }
     let plain = tempfile::tempdir().unwrap();
     write(plain.path(), "p.csv", &text);
     let (header, expected) = reference(text.as_bytes());
-    for (ext, bytes) in [("csv.gz", gzip(text.as_bytes())), ("csv.zst", zstd(text.as_bytes()))] {
+    for (ext, bytes) in [
+        ("csv.gz", gzip(text.as_bytes())),
+        ("csv.zst", zstd(text.as_bytes())),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), &format!("c.{ext}"), &bytes);
-        let pattern = dir.path().join(format!("*.{ext}")).to_string_lossy().into_owned();
+        let pattern = dir
+            .path()
+            .join(format!("*.{ext}"))
+            .to_string_lossy()
+            .into_owned();
         for bs in [7, 1000, 64 << 20] {
             let s = session(2, Mode::Parallel, bs);
             let got = read_as_text(&s, &pattern, &header).unwrap();
             assert!(got == expected, "{ext}, blocksize {bs}: rows differ");
             let df = s.read_csv(&pattern).load().unwrap();
             assert_eq!(df.npartitions(), 1, "one partition per compressed file");
-            let types: Vec<DataType> = df.schema().fields().iter().map(|f| f.data_type().clone()).collect();
-            assert_eq!(types, vec![DataType::Int64, DataType::Utf8, DataType::Float64]);
+            let types: Vec<DataType> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            assert_eq!(
+                types,
+                vec![DataType::Int64, DataType::Utf8, DataType::Float64]
+            );
             let b = df.agg(&[sum("x")]).unwrap().compute().unwrap();
             let want: f64 = (0..3000).map(|i| (i % 11) as f64 + 0.5).sum();
-            assert_eq!(b.column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0), want);
+            assert_eq!(
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .unwrap()
+                    .value(0),
+                want
+            );
         }
         // A bad value under a declared type: the line in the decompressed text.
         let mut bad = text.clone();
         bad.push_str("3000,z,oops\n");
-        let compressed = if ext.ends_with("gz") { gzip(bad.as_bytes()) } else { zstd(bad.as_bytes()) };
+        let compressed = if ext.ends_with("gz") {
+            gzip(bad.as_bytes())
+        } else {
+            zstd(bad.as_bytes())
+        };
         write(dir.path(), &format!("c.{ext}"), &compressed);
         let err = session(1, Mode::Sync, 500)
             .read_csv(&pattern)
@@ -329,7 +422,10 @@ fn issue_14_gzip_and_zstd_csv_round_trip_streamed() {
             .unwrap_err()
             .to_string();
         let line = 2 + 3000 + 3000 / 5; // header, rows, and a line more for each quoted break
-        assert_contains(&err, &[&format!("c.{ext}:{line}"), "column \"x\"", "\"oops\""]);
+        assert_contains(
+            &err,
+            &[&format!("c.{ext}:{line}"), "column \"x\"", "\"oops\""],
+        );
     }
 }
 
@@ -340,20 +436,34 @@ fn gzip_and_zstd_json_lines_round_trip_streamed() {
     for i in 0..2000 {
         text.push_str(&format!("{{\"a\": {i}, \"s\": \"v{}\"}}\n", i % 3));
     }
-    for (ext, bytes) in [("jsonl.gz", gzip(text.as_bytes())), ("jsonl.zst", zstd(text.as_bytes()))] {
+    for (ext, bytes) in [
+        ("jsonl.gz", gzip(text.as_bytes())),
+        ("jsonl.zst", zstd(text.as_bytes())),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), &format!("j.{ext}"), &bytes);
-        let pattern = dir.path().join(format!("*.{ext}")).to_string_lossy().into_owned();
+        let pattern = dir
+            .path()
+            .join(format!("*.{ext}"))
+            .to_string_lossy()
+            .into_owned();
         for bs in [10, 1 << 20] {
             let s = session(2, Mode::Parallel, bs);
             assert_eq!(s.read_json(&pattern).load().unwrap().count().unwrap(), 2000);
             let df = s.read_json_frame(&pattern).load().unwrap();
             let b = df.agg(&[sum("a")]).unwrap().compute().unwrap();
-            assert_eq!(array_cells(b.column(0).as_ref()), vec![Cell::Int(1999 * 2000 / 2)]);
+            assert_eq!(
+                array_cells(b.column(0).as_ref()),
+                vec![Cell::Int(1999 * 2000 / 2)]
+            );
         }
         // Errors name the line of the decompressed text.
         let bad = format!("{text}{{\"a\": 1, \n");
-        let compressed = if ext.ends_with("gz") { gzip(bad.as_bytes()) } else { zstd(bad.as_bytes()) };
+        let compressed = if ext.ends_with("gz") {
+            gzip(bad.as_bytes())
+        } else {
+            zstd(bad.as_bytes())
+        };
         write(dir.path(), &format!("j.{ext}"), &compressed);
         let err = session(1, Mode::Sync, 100)
             .read_json(&pattern)
@@ -375,7 +485,10 @@ fn issue_12_a_csv_line_longer_than_max_line_bytes_is_an_error_with_file_and_line
     write(dir.path(), "long.csv", &text);
     let gz = tempfile::tempdir().unwrap();
     write(gz.path(), "long.csv.gz", gzip(text.as_bytes()));
-    for pattern in [glob_of(dir.path()), gz.path().join("*.gz").to_string_lossy().into_owned()] {
+    for pattern in [
+        glob_of(dir.path()),
+        gz.path().join("*.gz").to_string_lossy().into_owned(),
+    ] {
         for bs in [1, 100, 1 << 20] {
             let err = session(1, Mode::Sync, bs)
                 .read_csv(&pattern)
@@ -385,7 +498,15 @@ fn issue_12_a_csv_line_longer_than_max_line_bytes_is_an_error_with_file_and_line
                 .and_then(|df| df.compute())
                 .unwrap_err()
                 .to_string();
-            assert_contains(&err, &["long.csv", ":3", "longer than the limit of 1000 bytes", "--max-line-bytes"]);
+            assert_contains(
+                &err,
+                &[
+                    "long.csv",
+                    ":3",
+                    "longer than the limit of 1000 bytes",
+                    "--max-line-bytes",
+                ],
+            );
         }
         // Within the limit, the same file reads.
         let n = session(1, Mode::Sync, 100)
@@ -404,10 +525,24 @@ fn issue_12_a_csv_line_longer_than_max_line_bytes_is_an_error_with_file_and_line
         text.push_str(&format!("{i},x\n"));
     }
     write(open.path(), "open.csv", &text);
-    let out = outcore_bin(&["query", &glob_of(open.path()), "--max-line-bytes", "1000", "--blocksize", "256"]);
+    let out = outcore_bin(&[
+        "query",
+        &glob_of(open.path()),
+        "--max-line-bytes",
+        "1000",
+        "--blocksize",
+        "256",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_contains(&stderr, &["open.csv:2", "longer than the limit of 1000 bytes", "quote left open"]);
+    assert_contains(
+        &stderr,
+        &[
+            "open.csv:2",
+            "longer than the limit of 1000 bytes",
+            "quote left open",
+        ],
+    );
 }
 
 /// `.tsv` reads as tab-separated; `;` and `|` are sniffed; `--delimiter` overrides.
@@ -415,7 +550,11 @@ fn issue_12_a_csv_line_longer_than_max_line_bytes_is_an_error_with_file_and_line
 fn tsv_sniffing_and_the_delimiter_option() {
     let dir = tempfile::tempdir().unwrap();
     let tsv = write(dir.path(), "t.tsv", "a\tb\tc\n1\tx,y\t2.5\n3\tz\t\n");
-    let df = Session::new().unwrap().read_csv(tsv.to_string_lossy()).load().unwrap();
+    let df = Session::new()
+        .unwrap()
+        .read_csv(tsv.to_string_lossy())
+        .load()
+        .unwrap();
     assert_eq!(df.columns(), vec!["a", "b", "c"]);
     assert_eq!(
         batch_rows(&df.compute().unwrap()),
@@ -426,7 +565,11 @@ fn tsv_sniffing_and_the_delimiter_option() {
     );
     for (name, d) in [("semi.csv", ';'), ("pipe.txt", '|')] {
         let p = write(dir.path(), name, format!("a{d}b\n1{d}\"q{d}r\"\n2{d}s\n"));
-        let df = Session::new().unwrap().read_csv(p.to_string_lossy()).load().unwrap();
+        let df = Session::new()
+            .unwrap()
+            .read_csv(p.to_string_lossy())
+            .load()
+            .unwrap();
         assert_eq!(df.columns(), vec!["a", "b"], "{name}");
         assert_eq!(
             batch_rows(&df.compute().unwrap())[0],
@@ -435,14 +578,34 @@ fn tsv_sniffing_and_the_delimiter_option() {
     }
     // A one-column file with commas in its text is not split by sniffing.
     let one = write(dir.path(), "one.csv", "text\nhello\nworld\n");
-    assert_eq!(Session::new().unwrap().read_csv(one.to_string_lossy()).load().unwrap().columns(), vec!["text"]);
+    assert_eq!(
+        Session::new()
+            .unwrap()
+            .read_csv(one.to_string_lossy())
+            .load()
+            .unwrap()
+            .columns(),
+        vec!["text"]
+    );
     // The CLI: sniffed, and forced.
     let semi = dir.path().join("semi.csv").to_string_lossy().into_owned();
     let out = outcore_bin(&["query", &semi, "--format", "csv"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "a,b\n1,q;r\n2,s\n");
     let out = outcore_bin(&["query", &semi, "--format", "csv", "--delimiter", ","]);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "a;b\n\"1;\"\"q;r\"\"\"\n2;s\n");
-    let out = outcore_bin(&["query", &tsv.to_string_lossy(), "--format", "csv", "--delimiter", "tab", "--select", "b"]);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "a;b\n\"1;\"\"q;r\"\"\"\n2;s\n"
+    );
+    let out = outcore_bin(&[
+        "query",
+        &tsv.to_string_lossy(),
+        "--format",
+        "csv",
+        "--delimiter",
+        "tab",
+        "--select",
+        "b",
+    ]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "b\n\"x,y\"\nz\n");
 }
 
@@ -451,13 +614,25 @@ fn tsv_sniffing_and_the_delimiter_option() {
 #[test]
 fn issue_12_a_header_of_100000_columns_with_repeated_names() {
     let n = 100_000;
-    let mut names: Vec<String> = (0..n).map(|i| if i % 2 == 0 { "a".into() } else { format!("c{i}") }).collect();
+    let mut names: Vec<String> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                "a".into()
+            } else {
+                format!("c{i}")
+            }
+        })
+        .collect();
     names[1] = "a.1".into(); // a name that a suffix would also make
     let header = names.join(",");
     let row = vec!["1"; n].join(",");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "wide.csv", format!("{header}\n{row}\n"));
-    let df = Session::new().unwrap().read_csv(glob_of(dir.path())).load().unwrap();
+    let df = Session::new()
+        .unwrap()
+        .read_csv(glob_of(dir.path()))
+        .load()
+        .unwrap();
     let cols = df.columns();
     assert_eq!(cols.len(), n);
     assert_eq!(&cols[..4], &["a", "a.1", "a.2", "c3"]);
@@ -487,18 +662,41 @@ fn issue_14_json_fields_outside_the_sample_are_never_dropped_silently() {
     let pattern = p.to_string_lossy().into_owned();
     for bs in [4096, 1 << 20] {
         let s = session(2, Mode::Parallel, bs);
-        let err = s.read_json_frame(&pattern).load().unwrap().compute().unwrap_err().to_string();
+        let err = s
+            .read_json_frame(&pattern)
+            .load()
+            .unwrap()
+            .compute()
+            .unwrap_err()
+            .to_string();
         assert_contains(&err, &["x.jsonl:10000", "field \"extra\"", "hint:"]);
-        let b = s.read_json_frame(&pattern).load().unwrap().agg(&[sum("a")]).unwrap().compute().unwrap();
-        assert_eq!(array_cells(b.column(0).as_ref()), vec![Cell::Int(20_000 * 20_001 / 2)]);
+        let b = s
+            .read_json_frame(&pattern)
+            .load()
+            .unwrap()
+            .agg(&[sum("a")])
+            .unwrap()
+            .compute()
+            .unwrap();
+        assert_eq!(
+            array_cells(b.column(0).as_ref()),
+            vec![Cell::Int(20_000 * 20_001 / 2)]
+        );
         // Sampling more lines finds it.
-        let df = s.read_json_frame(&pattern).with_sample_lines(20_000).load().unwrap();
+        let df = s
+            .read_json_frame(&pattern)
+            .with_sample_lines(20_000)
+            .load()
+            .unwrap();
         assert_eq!(df.columns(), vec!["a", "extra"]);
         assert_eq!(df.num_rows().unwrap(), 20_000);
     }
     let out = outcore_bin(&["query", &pattern, "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_contains(&String::from_utf8_lossy(&out.stderr), &["x.jsonl:10000", "\"extra\""]);
+    assert_contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &["x.jsonl:10000", "\"extra\""],
+    );
 
     let typed = text.replace("{\"a\": 10000, \"extra\": 7}", "{\"a\": \"ten thousand\"}");
     let p = write(dir.path(), "t.jsonl", &typed);
@@ -532,7 +730,11 @@ fn a_wrong_quote_guess_is_not_reported_as_an_over_long_line() {
         for c in &header {
             reader = reader.with_dtype(c, DataType::Utf8);
         }
-        let got = reader.load().unwrap().compute().unwrap_or_else(|e| panic!("blocksize {bs}: {e}"));
+        let got = reader
+            .load()
+            .unwrap()
+            .compute()
+            .unwrap_or_else(|e| panic!("blocksize {bs}: {e}"));
         assert_eq!(got.num_rows(), expected.len(), "blocksize {bs}");
     }
 }

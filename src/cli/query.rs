@@ -85,6 +85,10 @@ pub struct QueryArgs {
     /// Parse these columns as ISO-8601 timestamps (comma-separated).
     #[arg(long, value_delimiter = ',')]
     parse_dates: Vec<String>,
+    /// JSON lines: lines read from each sampled file to infer the columns (default
+    /// 1000); a field that the sample missed is an error naming its line.
+    #[arg(long)]
+    sample_lines: Option<usize>,
     #[command(flatten)]
     csv: super::CsvArgs,
     /// Print the time taken to stderr.
@@ -138,10 +142,13 @@ fn run_once(
                 "--dtype and --parse-dates are for CSV; JSON values carry their types",
             ));
         }
-        session
+        let mut reader = session
             .read_json_frame(&a.glob)
-            .with_max_line_bytes(a.csv.max_line_bytes())
-            .load()?
+            .with_max_line_bytes(a.csv.max_line_bytes());
+        if let Some(n) = a.sample_lines {
+            reader = reader.with_sample_lines(n);
+        }
+        reader.load()?
     } else {
         let mut reader = a
             .csv

@@ -379,7 +379,7 @@ fn locate_json_error(
                     return Error::Malformed {
                         at: here(),
                         reason: format!(
-                            "field {k:?} is not among the columns inferred from samples of the files ({}); it would be dropped\n  hint: give a schema that has it (Rust: .with_schema(..)), sample more lines (Rust: .with_sample_lines(..)), or read the records as a bag (`outcore bag`), which keeps every field",
+                            "field {k:?} is not among the columns inferred from samples of the files ({}); it would be dropped\n  hint: sample more lines (CLI: --sample-lines N; Rust: .with_sample_lines(n)), give a schema that has it (Rust: .with_schema(..)), or read the records as a bag (`outcore bag`), which keeps every field",
                             schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
                         ),
                     };

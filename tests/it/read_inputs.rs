@@ -695,8 +695,19 @@ fn issue_14_json_fields_outside_the_sample_are_never_dropped_silently() {
     assert_eq!(out.status.code(), Some(1));
     assert_contains(
         &String::from_utf8_lossy(&out.stderr),
-        &["x.jsonl:10000", "\"extra\""],
+        &["x.jsonl:10000", "\"extra\"", "--sample-lines"],
     );
+    let out = outcore_bin(&[
+        "query",
+        &pattern,
+        "--format",
+        "csv",
+        "--sample-lines",
+        "20000",
+        "--filter",
+        "extra == 7",
+    ]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "a,extra\n10000,7\n");
 
     let typed = text.replace("{\"a\": 10000, \"extra\": 7}", "{\"a\": \"ten thousand\"}");
     let p = write(dir.path(), "t.jsonl", &typed);

@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks: scheduler overhead per task, CSV decode throughput
-//! (all columns and two), and groupby rows/s at few and many groups.
+//! (all columns and two; quoted line breaks over many blocks; gzip streamed), and
+//! groupby rows/s at few and many groups.
 //!
 //!   cargo bench --bench micro
 
@@ -128,6 +129,81 @@ fn csv_decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reading a 1e6-row G1 file (2 columns) cut into 4 MiB blocks, plain and with a
+/// quoted field holding a line break every 100 rows (so blocks start inside quotes
+/// and check their guess), and the same file gzip-compressed (streamed, one
+/// partition), on one thread.
+fn csv_read_shapes(c: &mut Criterion) {
+    use std::io::Write;
+    let dir = g1_dir(1_000_000, 100);
+    let plain = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&plain).unwrap();
+    let quoted_dir = tempfile::tempdir().unwrap();
+    let mut quoted = String::with_capacity(text.len() + text.len() / 50);
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 && i % 100 == 0 {
+            // id3 is text ("id0000012345"): quote it around a line break.
+            let mut f: Vec<&str> = line.split(',').collect();
+            let broken = format!("\"{}\n\"", f[2]);
+            f[2] = &broken;
+            quoted.push_str(&f.join(","));
+        } else {
+            quoted.push_str(line);
+        }
+        quoted.push('\n');
+    }
+    std::fs::write(quoted_dir.path().join("q.csv"), &quoted).unwrap();
+    let gz_dir = tempfile::tempdir().unwrap();
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(gz_dir.path().join("g.csv.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap();
+    let session = Session::builder()
+        .with_threads(1)
+        .with_blocksize(4 << 20)
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("csv-read");
+    group.sample_size(10);
+    for (name, glob, bytes) in [
+        (
+            "plain, 4 MiB blocks",
+            format!("{}/*.csv", dir.path().display()),
+            text.len(),
+        ),
+        (
+            "quoted line breaks, 4 MiB blocks",
+            format!("{}/*.csv", quoted_dir.path().display()),
+            quoted.len(),
+        ),
+        (
+            "gzip, streamed",
+            format!("{}/*.gz", gz_dir.path().display()),
+            text.len(),
+        ),
+    ] {
+        let df = session.read_csv(&glob).load().unwrap();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                df.select(&["id1", "v1"])
+                    .unwrap()
+                    .compute()
+                    .unwrap()
+                    .num_rows()
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Groupby-sum rows/s on decoded, in-memory batches at 100, 100k, 1M and 10M groups.
 fn groupby(c: &mut Criterion) {
     let mut group = c.benchmark_group("groupby-sum");
@@ -201,5 +277,5 @@ fn bench_chunk_finalize(
     });
 }
 
-criterion_group!(benches, scheduler, csv_decode, groupby);
+criterion_group!(benches, scheduler, csv_decode, csv_read_shapes, groupby);
 criterion_main!(benches);

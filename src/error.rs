@@ -43,6 +43,37 @@ pub struct ParseError {
     pub hint: String,
 }
 
+/// A value that does not fit its column's *inferred* type: not bad data, a guess
+/// that sampling got too narrow. [`crate::Session::run_widening`] reads the column
+/// as `to` and runs the query again.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: column {column:?} was inferred as {from} from samples, but holds {found:?}; it must be read as {to}\n  hint: run the query again in this session (Session::run_widening does, and so does the CLI), or declare the column's type, e.g. --dtype {column}={}", self.type_name())]
+pub struct Widening {
+    /// Where the value is.
+    pub at: Location,
+    /// The glob the column was read from (the session remembers the wider type for it).
+    pub pattern: String,
+    /// The column's name.
+    pub column: String,
+    /// The inferred type.
+    pub from: DataType,
+    /// The type that holds every value of the block where `found` is.
+    pub to: DataType,
+    /// The value that did not fit.
+    pub found: String,
+}
+
+impl Widening {
+    fn type_name(&self) -> &'static str {
+        match self.to {
+            DataType::Float64 => "float64",
+            DataType::Int64 => "int64",
+            DataType::Boolean => "bool",
+            _ => "string",
+        }
+    }
+}
+
 /// Everything that can go wrong in outcore.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +82,10 @@ pub enum Error {
     /// file or declares the column's dtype. Boxed: it is the largest variant.
     #[error("{0}")]
     Parse(Box<ParseError>),
+    /// A value does not fit its column's inferred type: the column must be read with
+    /// a wider type and the work redone ([`crate::Session::run_widening`]).
+    #[error("{0}")]
+    Widen(Box<Widening>),
     /// An input file is malformed in a way that is not about one value (wrong number of
     /// fields, not UTF-8, a header that differs from the other files').
     #[error("{at}: {reason}")]
@@ -162,6 +197,21 @@ impl Error {
             other => other,
         }
     }
+}
+
+/// An Arrow error's text without the variant's prefix ("Json error: ...").
+pub fn strip_arrow_prefix(text: &str) -> &str {
+    for p in [
+        "Json error: ",
+        "Parser error: ",
+        "Invalid argument error: ",
+        "Cast error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(p) {
+            return rest;
+        }
+    }
+    text
 }
 
 /// `1536` → `1.5 KiB`: sizes in messages and `--stats`.

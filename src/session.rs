@@ -54,6 +54,8 @@ struct SessionInner {
     pool: rayon::ThreadPool,
     /// Where `persist()` keeps partitions: made on first use, half the limit.
     persisted: std::sync::OnceLock<Arc<SpillCache<crate::graph::Value>>>,
+    /// CSV columns whose inferred type proved too narrow: (glob, column, wider type).
+    widened: std::sync::Mutex<Vec<(String, String, DataType)>>,
 }
 
 /// Builds a [`Session`]; every setting has a default.
@@ -174,6 +176,7 @@ impl SessionBuilder {
                 cancel: self.cancel.unwrap_or_default(),
                 pool,
                 persisted: std::sync::OnceLock::new(),
+                widened: Default::default(),
             }),
         })
     }
@@ -259,14 +262,68 @@ impl Session {
 
     /// Starts reading a CSV glob (a pattern, a folder, or one file).
     pub fn read_csv(&self, pattern: impl Into<String>) -> CsvReadBuilder {
+        let pattern = pattern.into();
+        let widened = self
+            .inner
+            .widened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(p, _, _)| *p == pattern)
+            .map(|(_, c, t)| (c.clone(), t.clone()))
+            .collect();
         CsvReadBuilder {
             session: self.clone(),
-            pattern: pattern.into(),
+            pattern,
             options: CsvOptions {
                 blocksize: self.inner.blocksize,
+                widened,
                 ..CsvOptions::default()
             },
         }
+    }
+
+    /// Runs `f` (which builds a query from `read_csv` and computes it); when a CSV
+    /// column's inferred type proves too narrow ([`Error::Widen`]), notes on stderr
+    /// the column, file and line and the wider type, remembers it for that glob, and
+    /// runs `f` again, so the work decoded with the narrower type is redone. A column
+    /// widens at most twice (int → float → string), so this ends.
+    ///
+    /// ```no_run
+    /// # use outcore::Session;
+    /// let session = Session::new()?;
+    /// let answer = session.run_widening(|| session.read_csv("data/*.csv").load()?.compute())?;
+    /// # Ok::<(), outcore::Error>(())
+    /// ```
+    pub fn run_widening<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut rounds = 0usize;
+        loop {
+            match f() {
+                Err(e) => {
+                    let Error::Widen(w) = e.root() else {
+                        return Err(e);
+                    };
+                    rounds += 1;
+                    if rounds > 256 {
+                        return Err(e);
+                    }
+                    eprintln!(
+                        "note: {}: column {:?} holds {:?}, which does not fit its inferred type {}; reading it as {} and running again",
+                        w.at, w.column, w.found, w.from, w.to
+                    );
+                    self.note_widening(&w.pattern, &w.column, w.to.clone());
+                }
+                ok => return ok,
+            }
+        }
+    }
+
+    /// Remembers that column `column` of CSV glob `pattern` must be read as at least
+    /// `to` (later [`Session::read_csv`] of the same glob infer it so).
+    pub fn note_widening(&self, pattern: &str, column: &str, to: DataType) {
+        let mut w = self.inner.widened.lock().unwrap_or_else(|p| p.into_inner());
+        w.retain(|(p, c, _)| !(p == pattern && c == column));
+        w.push((pattern.to_string(), column.to_string(), to));
     }
 }
 
@@ -325,9 +382,17 @@ impl CsvReadBuilder {
         self
     }
 
-    /// Field separator (default `,`).
+    /// Field separator (default: tab for `.tsv` files, else sniffed from the header
+    /// and first lines among `,`, tab, `;` and `|`).
     pub fn with_delimiter(mut self, delimiter: u8) -> Self {
-        self.options.delimiter = delimiter;
+        self.options.delimiter = Some(delimiter);
+        self
+    }
+
+    /// The longest line accepted (default 64 MiB); a quoted field's line breaks
+    /// count within its line. A longer one is an error naming its file and line.
+    pub fn with_max_line_bytes(mut self, bytes: u64) -> Self {
+        self.options.max_line_bytes = bytes;
         self
     }
 

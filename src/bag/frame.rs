@@ -30,6 +30,7 @@ pub struct JsonFrameReadBuilder {
     pattern: String,
     options: LinesOptions,
     schema: Option<SchemaRef>,
+    sample_lines: usize,
 }
 
 impl JsonFrameReadBuilder {
@@ -42,7 +43,14 @@ impl JsonFrameReadBuilder {
             session,
             pattern,
             schema: None,
+            sample_lines: SAMPLE_LINES,
         }
+    }
+
+    /// Lines read from each sampled file to infer the schema (default 1000).
+    pub fn with_sample_lines(mut self, lines: usize) -> Self {
+        self.sample_lines = lines.max(1);
+        self
     }
 
     /// Bytes per partition of uncompressed files.
@@ -69,7 +77,7 @@ impl JsonFrameReadBuilder {
         let source = LinesSource::open("read_json", &self.pattern, &self.options)?;
         let schema = match self.schema {
             Some(s) => s,
-            None => infer_schema(&source, SAMPLE_LINES)?,
+            None => infer_schema(&source, self.sample_lines)?,
         };
         Ok(DataFrame::from_node(
             &self.session,
@@ -125,6 +133,10 @@ impl PlanNode for JsonFrameSource {
     }
     fn lower(&self, _inputs: &[Vec<Key>], graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> {
         let schema = project(&self.schema, self.projection.as_deref());
+        // No pruning (the whole frame is wanted, as when it is printed): a field
+        // outside the schema would be dropped from the answer, so it is an error
+        // (strict). Pruned: the answer depends only on the columns it reads.
+        let strict = self.projection.is_none();
         let name = layer_name("read-json-frame");
         let tasks: Vec<Task> = (0..self.source.blocks.len())
             .map(|i| {
@@ -133,7 +145,7 @@ impl PlanNode for JsonFrameSource {
                     key: Key::new(&name, i),
                     deps: vec![],
                     op: FnOperator::new("read-json-frame", move |_: &[Arc<Value>]| {
-                        let batch = read_frame_block(&source, i, &schema)?;
+                        let batch = read_frame_block(&source, i, &schema, strict)?;
                         let b = source.blocks[i];
                         ctx.add_bytes_read(b.end - b.start);
                         Ok(Value::Batch(batch))

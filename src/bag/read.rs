@@ -151,9 +151,8 @@ fn read_block(
     only: Option<&Need>,
 ) -> Result<(Vec<J>, u64, u64)> {
     let source = &spec.source;
-    let block = source.read_block(i)?;
     let (prefix, rest) = split_stages(stages);
-    let mut out = Vec::with_capacity(block.bytes.len() / 256 + 16);
+    let mut out = Vec::new();
     let mut skipped = 0u64;
     // Leading plucks and flattens are done by the parser when it can.
     let fast = match spec.kind {
@@ -161,68 +160,72 @@ fn read_block(
         ReadKind::Text => None,
     };
     let mut reached = Vec::new();
-    let wrap = |at: usize, line: &[u8], e: Error| Error::Malformed {
-        at: Location {
-            path: block.path.to_path_buf(),
-            line: source.line_number(&block, at),
-        },
-        // A step's error names the record's file and line (and the line's start).
-        reason: format!("{e}\n  the line starts {:?}", line_head(line)),
-    };
-    for (at, line) in lines(&block.bytes) {
-        if line.len() as u64 > source.max_line_bytes {
-            return Err(source.too_long(&block, at));
-        }
-        if let Some((walk, covered)) = &fast {
-            reached.clear();
-            match extract::extract(line, walk, &mut reached) {
-                Ok(true) => {
-                    for v in reached.drain(..) {
-                        push_record(&prefix[*covered..], v, &mut out)
-                            .map_err(|e| wrap(at, line, e))?;
-                    }
-                    continue;
-                }
-                // The walk missed: parse whole below, for exact defaults and errors.
-                Ok(false) => {}
-                Err(_) if spec.on_error == OnError::Skip => {
-                    skipped += 1;
-                    continue;
-                }
-                Err(e) => return Err(bad_json(source, &block, at, line, &e.to_string())),
-            }
-        }
-        let record = match spec.kind {
-            ReadKind::Json => match only.map_or_else(
-                || serde_json::from_slice::<J>(line),
-                |f| parse_projected(line, f),
-            ) {
-                Ok(r) => r,
-                Err(_) if spec.on_error == OnError::Skip => {
-                    skipped += 1;
-                    continue;
-                }
-                Err(e) => return Err(bad_json(source, &block, at, line, &e.to_string())),
+    let mut bytes = 0u64;
+    source.for_each_piece(i, |block| {
+        bytes += block.bytes.len() as u64;
+        let wrap = |at: usize, line: &[u8], e: Error| Error::Malformed {
+            at: Location {
+                path: block.path.to_path_buf(),
+                line: source.line_number(&block, at),
             },
-            ReadKind::Text => match std::str::from_utf8(line) {
-                Ok(s) => J::String(s.to_string()),
-                Err(_) if spec.on_error == OnError::Skip => {
-                    skipped += 1;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(Error::Malformed {
-                        at: Location {
-                            path: block.path.to_path_buf(),
-                            line: source.line_number(&block, at),
-                        },
-                        reason: format!("not UTF-8 text ({e})"),
-                    })
-                }
-            },
+            // A step's error names the record's file and line (and the line's start).
+            reason: format!("{e}\n  the line starts {:?}", line_head(line)),
         };
-        push_record(prefix, record, &mut out).map_err(|e| wrap(at, line, e))?;
-    }
-    let bytes = block.bytes.len() as u64;
+        for (at, line) in lines(&block.bytes) {
+            if line.len() as u64 > source.max_line_bytes {
+                return Err(source.too_long(&block, at));
+            }
+            if let Some((walk, covered)) = &fast {
+                reached.clear();
+                match extract::extract(line, walk, &mut reached) {
+                    Ok(true) => {
+                        for v in reached.drain(..) {
+                            push_record(&prefix[*covered..], v, &mut out)
+                                .map_err(|e| wrap(at, line, e))?;
+                        }
+                        continue;
+                    }
+                    // The walk missed: parse whole below, for exact defaults and errors.
+                    Ok(false) => {}
+                    Err(_) if spec.on_error == OnError::Skip => {
+                        skipped += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(bad_json(source, &block, at, line, &e.to_string())),
+                }
+            }
+            let record = match spec.kind {
+                ReadKind::Json => match only.map_or_else(
+                    || serde_json::from_slice::<J>(line),
+                    |f| parse_projected(line, f),
+                ) {
+                    Ok(r) => r,
+                    Err(_) if spec.on_error == OnError::Skip => {
+                        skipped += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(bad_json(source, &block, at, line, &e.to_string())),
+                },
+                ReadKind::Text => match std::str::from_utf8(line) {
+                    Ok(s) => J::String(s.to_string()),
+                    Err(_) if spec.on_error == OnError::Skip => {
+                        skipped += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(Error::Malformed {
+                            at: Location {
+                                path: block.path.to_path_buf(),
+                                line: source.line_number(&block, at),
+                            },
+                            reason: format!("not UTF-8 text ({e})"),
+                        })
+                    }
+                },
+            };
+            push_record(prefix, record, &mut out).map_err(|e| wrap(at, line, e))?;
+        }
+        Ok(true)
+    })?;
     Ok((apply_rest(rest, out)?, skipped, bytes))
 }

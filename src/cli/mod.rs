@@ -71,6 +71,47 @@ pub struct RunArgs {
     stats: bool,
 }
 
+/// How CSV inputs are read (every command that reads CSV takes these).
+#[derive(Args, Clone)]
+pub struct CsvArgs {
+    /// Field separator of CSV inputs: one character (';', '|'), or 'tab' / '\t'.
+    /// Default: tab for .tsv files, else sniffed from the header and first lines
+    /// among ',', tab, ';' and '|'.
+    #[arg(long, value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
+    /// The longest line accepted, e.g. 64MB (the default); a quoted field's line
+    /// breaks count within its line. A longer one is an error naming file and line.
+    #[arg(long, value_parser = parse_size)]
+    max_line_bytes: Option<u64>,
+}
+
+impl CsvArgs {
+    /// `reader` with these settings.
+    pub fn apply(&self, mut reader: outcore::session::CsvReadBuilder) -> outcore::session::CsvReadBuilder {
+        if let Some(d) = self.delimiter {
+            reader = reader.with_delimiter(d);
+        }
+        reader.with_max_line_bytes(self.max_line_bytes())
+    }
+
+    /// The line limit asked for, or the default.
+    pub fn max_line_bytes(&self) -> u64 {
+        self.max_line_bytes
+            .unwrap_or(outcore::io::csv::DEFAULT_MAX_LINE_BYTES)
+    }
+}
+
+/// `;`, `|`, `tab`, `\t` → the byte.
+fn parse_delimiter(s: &str) -> std::result::Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => Ok(s.as_bytes()[0]),
+        _ => Err(format!(
+            "invalid delimiter {s:?}: give one ASCII character other than a quote or line break, or 'tab'"
+        )),
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum SchedulerArg {
     Parallel,

@@ -71,6 +71,9 @@ pub enum PartitionWriter {
         format: Format,
         /// Partitions written so far.
         written: Mutex<usize>,
+        /// Which: a query run again after a column widened (`Session::run_widening`)
+        /// skips the partitions it already printed (their values read the same).
+        done: Mutex<std::collections::HashSet<usize>>,
     },
     /// `part-00000.csv`, ... in a temporary folder beside the target, moved into
     /// place by [`PartitionWriter::finish`]; dropped unfinished, the folder goes.
@@ -88,6 +91,7 @@ impl PartitionWriter {
         PartitionWriter::Stdout {
             format,
             written: Mutex::new(0),
+            done: Mutex::default(),
         }
     }
 
@@ -103,7 +107,14 @@ impl PartitionWriter {
     /// Writes partition `index`.
     pub fn write(&self, index: usize, batch: &RecordBatch) -> Result<()> {
         match self {
-            PartitionWriter::Stdout { format, written } => {
+            PartitionWriter::Stdout {
+                format,
+                written,
+                done,
+            } => {
+                if !done.lock().unwrap_or_else(|p| p.into_inner()).insert(index) {
+                    return Ok(());
+                }
                 let mut written = written.lock().unwrap_or_else(|p| p.into_inner());
                 let header = *written == 0;
                 *written += 1;

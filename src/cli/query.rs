@@ -85,6 +85,12 @@ pub struct QueryArgs {
     /// Parse these columns as ISO-8601 timestamps (comma-separated).
     #[arg(long, value_delimiter = ',')]
     parse_dates: Vec<String>,
+    /// JSON lines: lines read from each sampled file to infer the columns (default
+    /// 1000); a field that the sample missed is an error naming its line.
+    #[arg(long)]
+    sample_lines: Option<usize>,
+    #[command(flatten)]
+    csv: super::CsvArgs,
     /// Print the time taken to stderr.
     #[arg(long)]
     time: bool,
@@ -113,6 +119,22 @@ fn is_json_glob(glob: &str) -> bool {
 pub fn run(a: QueryArgs) -> Result<()> {
     let started = Instant::now();
     let session = a.run.session()?;
+    let writer = match &a.out {
+        Some(dir) => PartitionWriter::folder(dir, a.format, a.overwrite)?,
+        None => PartitionWriter::stdout(a.format),
+    };
+    let rows = AtomicUsize::new(0);
+    // A CSV column found wider than inferred runs the query again.
+    session.run_widening(|| run_once(&a, &session, &writer, &rows))?;
+    writer.finish_and_report(rows.load(Ordering::Relaxed), started, a.time)
+}
+
+fn run_once(
+    a: &QueryArgs,
+    session: &outcore::Session,
+    writer: &PartitionWriter,
+    rows: &AtomicUsize,
+) -> Result<()> {
     let mut df = if is_json_glob(&a.glob) {
         if !a.dtype.is_empty() || !a.parse_dates.is_empty() {
             return Err(Error::plan(
@@ -120,10 +142,17 @@ pub fn run(a: QueryArgs) -> Result<()> {
                 "--dtype and --parse-dates are for CSV; JSON values carry their types",
             ));
         }
-        session.read_json_frame(&a.glob).load()?
-    } else {
         let mut reader = session
-            .read_csv(&a.glob)
+            .read_json_frame(&a.glob)
+            .with_max_line_bytes(a.csv.max_line_bytes());
+        if let Some(n) = a.sample_lines {
+            reader = reader.with_sample_lines(n);
+        }
+        reader.load()?
+    } else {
+        let mut reader = a
+            .csv
+            .apply(session.read_csv(&a.glob))
             .with_parse_dates(a.parse_dates.clone());
         for (c, t) in &a.dtype {
             reader = reader.with_dtype(c, t.clone());
@@ -137,7 +166,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
         if a.on.is_empty() {
             return Err(Error::plan("query", "--join needs --on KEY"));
         }
-        let right = session.read_csv(other).load()?;
+        let right = a.csv.apply(session.read_csv(other)).load()?;
         let right_on = if a.right_on.is_empty() {
             &a.on
         } else {
@@ -198,11 +227,6 @@ pub fn run(a: QueryArgs) -> Result<()> {
     } else {
         sort
     };
-    let writer = match &a.out {
-        Some(dir) => PartitionWriter::folder(dir, a.format, a.overwrite)?,
-        None => PartitionWriter::stdout(a.format),
-    };
-    let rows = AtomicUsize::new(0);
     let streamed = a.format != Format::Table || a.out.is_some();
     if sort.is_empty() && a.head.is_none() && streamed {
         // Partition by partition: the answer is never gathered.
@@ -234,5 +258,5 @@ pub fn run(a: QueryArgs) -> Result<()> {
         rows.store(batch.num_rows(), Ordering::Relaxed);
         writer.write(0, &batch)?;
     }
-    writer.finish_and_report(rows.load(Ordering::Relaxed), started, a.time)
+    Ok(())
 }

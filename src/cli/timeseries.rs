@@ -47,6 +47,8 @@ pub struct InputArgs {
     #[arg(long)]
     time: bool,
     #[command(flatten)]
+    csv: super::CsvArgs,
+    #[command(flatten)]
     run: RunArgs,
 }
 
@@ -73,7 +75,10 @@ impl InputArgs {
             dates.extend(self.index.iter().cloned());
             dates.retain(|d| !formats.iter().any(|(c, _)| c == d));
             dates.dedup();
-            let mut reader = session.read_csv(&self.glob).with_parse_dates(dates);
+            let mut reader = self
+                .csv
+                .apply(session.read_csv(&self.glob))
+                .with_parse_dates(dates);
             for (c, fmt) in formats {
                 reader = reader.with_date_format(c, fmt);
             }
@@ -126,26 +131,38 @@ fn parse_agg_list(text: &str) -> Result<Vec<AggSpec>> {
     Ok(out)
 }
 
-/// Prints or writes `df` partition by partition.
-fn emit(df: &DataFrame, out: &OutputArgs, input: &InputArgs, started: Instant) -> Result<()> {
+/// Builds the frame with `build` and prints or writes it partition by partition;
+/// when a CSV column proves wider than inferred, builds and runs it again
+/// ([`Session::run_widening`]), skipping the partitions already printed.
+fn emit(
+    session: &Session,
+    build: &dyn Fn(&Session) -> Result<DataFrame>,
+    out: &OutputArgs,
+    input: &InputArgs,
+    started: Instant,
+) -> Result<()> {
     let writer = match &out.out {
         Some(dir) => PartitionWriter::folder(dir, out.format, out.overwrite)?,
         None => PartitionWriter::stdout(out.format),
     };
     let rows = AtomicUsize::new(0);
-    let stats = if out.format == Format::Table && out.out.is_none() {
-        // One table, not one per partition.
-        let (all, stats) = df.compute_with_stats()?;
-        rows.store(all.num_rows(), Ordering::Relaxed);
-        writer.write(0, &all)?;
-        stats
-    } else {
-        df.for_each_partition(&|i, batch| {
-            rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
-            writer.write(i, batch)
-        })?
-    };
-    input.run.report(&stats);
+    session.run_widening(|| {
+        let df = build(session)?;
+        let stats = if out.format == Format::Table && out.out.is_none() {
+            // One table, not one per partition.
+            let (all, stats) = df.compute_with_stats()?;
+            rows.store(all.num_rows(), Ordering::Relaxed);
+            writer.write(0, &all)?;
+            stats
+        } else {
+            df.for_each_partition(&|i, batch| {
+                rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
+                writer.write(i, batch)
+            })?
+        };
+        input.run.report(&stats);
+        Ok(())
+    })?;
     writer.finish_and_report(rows.load(Ordering::Relaxed), started, input.time)
 }
 
@@ -173,16 +190,19 @@ pub struct ResampleArgs {
 pub fn resample(a: ResampleArgs) -> Result<()> {
     let started = Instant::now();
     let session = a.input.run.session()?;
-    let df = a.input.load(&session)?;
-    let aggs = parse_agg_list(&a.agg)?;
-    let mut r = df.resample(&a.rule)?;
-    if let Some(c) = &a.closed {
-        r = r.closed(Side::parse(c)?);
-    }
-    if let Some(l) = &a.label {
-        r = r.label(Side::parse(l)?);
-    }
-    emit(&r.agg(&aggs)?, &a.output, &a.input, started)
+    let build = |session: &Session| {
+        let df = a.input.load(session)?;
+        let aggs = parse_agg_list(&a.agg)?;
+        let mut r = df.resample(&a.rule)?;
+        if let Some(c) = &a.closed {
+            r = r.closed(Side::parse(c)?);
+        }
+        if let Some(l) = &a.label {
+            r = r.label(Side::parse(l)?);
+        }
+        r.agg(&aggs)
+    };
+    emit(&session, &build, &a.output, &a.input, started)
 }
 
 #[derive(Args)]
@@ -206,17 +226,15 @@ pub struct RollingArgs {
 pub fn rolling(a: RollingArgs) -> Result<()> {
     let started = Instant::now();
     let session = a.input.run.session()?;
-    let df = a.input.load(&session)?;
-    let mut r = df.rolling(Window::parse(&a.window)?)?;
-    if let Some(m) = a.min_periods {
-        r = r.min_periods(m);
-    }
-    emit(
-        &r.agg(&parse_agg_list(&a.agg)?)?,
-        &a.output,
-        &a.input,
-        started,
-    )
+    let build = |session: &Session| {
+        let df = a.input.load(session)?;
+        let mut r = df.rolling(Window::parse(&a.window)?)?;
+        if let Some(m) = a.min_periods {
+            r = r.min_periods(m);
+        }
+        r.agg(&parse_agg_list(&a.agg)?)
+    };
+    emit(&session, &build, &a.output, &a.input, started)
 }
 
 #[derive(Args)]
@@ -253,7 +271,8 @@ fn command_line() -> String {
 }
 
 fn write_dataset(
-    df: &DataFrame,
+    session: &Session,
+    build: &dyn Fn(&Session) -> Result<DataFrame>,
     input: &InputArgs,
     out: &Path,
     overwrite: bool,
@@ -262,15 +281,20 @@ fn write_dataset(
 ) -> Result<()> {
     match format {
         "parquet" => {
-            let stats = df.to_parquet(
-                out,
-                &WriteOptions {
-                    overwrite,
-                    query: Some(command_line()),
-                },
-            )?;
+            // A failed write leaves nothing, so a widened column simply writes again.
+            let (stats, npartitions) = session.run_widening(|| {
+                let df = build(session)?;
+                let stats = df.to_parquet(
+                    out,
+                    &WriteOptions {
+                        overwrite,
+                        query: Some(command_line()),
+                    },
+                )?;
+                Ok((stats, df.npartitions()))
+            })?;
             input.run.report(&stats);
-            eprintln!("wrote {} ({} partitions)", out.display(), df.npartitions());
+            eprintln!("wrote {} ({npartitions} partitions)", out.display());
             if input.time {
                 eprintln!("{:.3} s", started.elapsed().as_secs_f64());
             }
@@ -286,7 +310,7 @@ fn write_dataset(
                     Format::Json
                 },
             };
-            emit(df, &output, input, started)
+            emit(session, build, &output, input, started)
         }
         other => Err(Error::plan(
             "--format",
@@ -298,7 +322,6 @@ fn write_dataset(
 pub fn repartition(a: RepartitionArgs) -> Result<()> {
     let started = Instant::now();
     let session = a.input.run.session()?;
-    let df = a.input.load(&session)?;
     let how = if let Some(n) = a.npartitions {
         Repartition::NPartitions(n)
     } else if let Some(b) = a.partition_size {
@@ -323,8 +346,10 @@ pub fn repartition(a: RepartitionArgs) -> Result<()> {
             "say how: --npartitions N, --partition-size 100MB, --freq 1D or --divisions a,b,c",
         ));
     };
+    let build = |session: &Session| a.input.load(session)?.repartition(how.clone());
     write_dataset(
-        &df.repartition(how)?,
+        &session,
+        &build,
         &a.input,
         &a.out,
         a.overwrite,
@@ -349,6 +374,14 @@ pub struct PersistArgs {
 pub fn persist(a: PersistArgs) -> Result<()> {
     let started = Instant::now();
     let session = a.input.run.session()?;
-    let df = a.input.load(&session)?;
-    write_dataset(&df, &a.input, &a.out, a.overwrite, "parquet", started)
+    let build = |session: &Session| a.input.load(session);
+    write_dataset(
+        &session,
+        &build,
+        &a.input,
+        &a.out,
+        a.overwrite,
+        "parquet",
+        started,
+    )
 }

@@ -1,10 +1,16 @@
-//! Byte-range blocks of files, aligned to line ends when read.
+//! Byte-range blocks of files, aligned to record ends when read.
 //!
 //! A file's data (after its header line) is cut into ranges of `blocksize` bytes. A
-//! block owns the lines that *start* inside its range: reading skips the partial line
-//! at its start (the previous block owns it) and reads past its end to finish its
-//! last line. So every line is read exactly once whatever the block size, and blocks
-//! can be cut without looking at the data.
+//! block owns the records that *start* inside its range: reading skips the partial
+//! record at its start (the previous block owns it) and reads past its end to finish
+//! its last record. So every record is read exactly once whatever the block size, and
+//! blocks can be cut without looking at the data.
+//!
+//! A record is a line, or for CSV several lines when a quoted field holds line
+//! breaks: then a line end ends a record only outside quotes, and where a block's
+//! first record starts depends on whether the block starts inside quotes, which the
+//! caller says ([`read_records`]; the CSV reader learns it from the parity of the
+//! quotes before the block, each block counting its own as it is read).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -51,9 +57,8 @@ pub fn read_lines(path: &Path, data_start: u64, start: u64, end: u64) -> Result<
     read_lines_limited(path, data_start, start, end, u64::MAX)
 }
 
-/// [`read_lines`], but finishing the last line reads at most `max_line_bytes` past
-/// the block's end: a file with no line ends is an error naming the line, not an
-/// out-of-memory.
+/// [`read_lines`], but a line longer than `max_line_bytes` is an error naming the
+/// line, so a file with no line ends is not an out-of-memory.
 pub fn read_lines_limited(
     path: &Path,
     data_start: u64,
@@ -75,15 +80,59 @@ pub fn read_lines_stamped(
     end: u64,
     max_line_bytes: u64,
 ) -> Result<(Vec<u8>, u64)> {
+    let r = read_records(path, stamp, data_start, start, end, max_line_bytes, None)?;
+    Ok((r.bytes, r.offset))
+}
+
+/// The whole records of one block, as [`read_records`] returns them.
+#[derive(Debug)]
+pub struct Records {
+    /// The records, each ending in `\n` except perhaps the last of the file.
+    pub bytes: Vec<u8>,
+    /// The file offset of `bytes[0]`.
+    pub offset: u64,
+    /// Quote characters in the block's own range `[start, end)`, modulo 2: what a
+    /// later block of the file needs to know whether it starts inside a quoted field.
+    pub range_quote_parity: bool,
+    /// False when `bytes` surely hold no quote character (the tokenizer's fast path
+    /// needs no search of its own then).
+    pub may_have_quotes: bool,
+}
+
+/// Reads the whole records that start in `[start, end)` of `path`, whose data begins
+/// at `data_start`. With a `stamp`, the file must still match it before and after the
+/// read and hold every byte it promised (a short read is [`Error::Changed`], never the
+/// end of the block). A record ends at a line end outside quotes: with
+/// `quoting = Some((quote, inside))`, `quote` opens and closes quoted fields (a
+/// doubled quote inside one toggles twice, so parity is all that matters) and
+/// `inside` says whether `start` lies inside a quoted field (the parity of the quotes
+/// in `[data_start, start)`); with `None`, every line end ends a record.
+///
+/// Finishing the last record reads on past `end`, but a record longer than
+/// `max_line_bytes` is an error naming its file and line, not an allocation.
+pub fn read_records(
+    path: &Path,
+    stamp: Option<&FileStamp>,
+    data_start: u64,
+    start: u64,
+    end: u64,
+    max_line_bytes: u64,
+    quoting: Option<(u8, bool)>,
+) -> Result<Records> {
     if end <= start {
-        return Ok((Vec::new(), start));
+        return Ok(Records {
+            bytes: Vec::new(),
+            offset: start,
+            range_quote_parity: false,
+            may_have_quotes: false,
+        });
     }
     let io = |e| Error::io(path, e);
     let mut f = match stamp {
         Some(s) => s.open(path)?,
         None => File::open(path).map_err(io)?,
     };
-    // Reading one byte before `start` tells whether a line begins exactly at `start`.
+    // Reading one byte before `start` tells whether a record begins exactly at `start`.
     let begin = if start > data_start { start - 1 } else { start };
     f.seek(SeekFrom::Start(begin)).map_err(io)?;
     let mut buf = Vec::with_capacity((end - begin) as usize + 4096);
@@ -97,57 +146,153 @@ pub fn read_lines_stamped(
             return Err(s.short_read(path, begin, end - begin, buf.len() as u64));
         }
     }
+    let own = (start - begin) as usize;
+    let (quote, inside) = match quoting {
+        Some((q, inside)) => (Some(q), inside),
+        None => (None, false),
+    };
+    // One pass over the block: its quote count gives the parity later blocks need
+    // and, when zero (the common case), lets every scan below take the plain path.
+    let range_quotes = quote.map_or(0, |q| {
+        memchr::memchr_iter(q, &buf[own.min(buf.len())..]).count()
+    });
+    let range_quote_parity = range_quotes % 2 == 1;
+    let empty = || Records {
+        bytes: Vec::new(),
+        offset: start,
+        range_quote_parity,
+        may_have_quotes: false,
+    };
+    // Where the first record owned by this block starts.
     let mut skip = 0;
-    if begin < start {
-        match memchr::memchr(b'\n', &buf) {
-            Some(i) => skip = i + 1,
-            None => return Ok((Vec::new(), start)),
-        }
-        if skip == buf.len() {
-            return Ok((Vec::new(), start));
+    if begin < start || inside {
+        // The state at `begin`: a newline there is a record end only outside quotes.
+        let from = if begin < start && buf.first() == Some(&b'\n') && !inside {
+            Some(1)
+        } else if inside && range_quotes == 0 {
+            // Inside a quoted field that does not close in this block.
+            None
+        } else {
+            let scan_from = own.min(buf.len());
+            let q = if range_quotes == 0 { None } else { quote };
+            record_end(&buf[scan_from..], q, inside)
+                .0
+                .map(|i| scan_from + i)
+        };
+        match from {
+            // A record starting exactly at `end` belongs to the next block.
+            Some(i) if i < buf.len() => skip = i,
+            _ => return Ok(empty()),
         }
     }
-    if buf.last() != Some(&b'\n') && buf.len() as u64 == end - begin {
-        // Finish the last line: read on until its newline or the end of the file.
+    // The state at the end of what was read, scanning from a record start.
+    // `buf[skip..]` lies within the block's range, so its quotes were counted.
+    let in_range = if range_quotes == 0 { None } else { quote };
+    let (last_end, mut inside_at_end) = scan_records(&buf[skip..], in_range, false);
+    let read_in_range = buf.len();
+    let complete =
+        buf.len() as u64 != end - begin || (buf.last() == Some(&b'\n') && !inside_at_end);
+    if !complete {
+        // Finish the last record: read on until a line end outside quotes, or the
+        // end of the file.
+        let record_start = skip + last_end.unwrap_or(0);
         let mut chunk = vec![0u8; 64 * 1024];
-        let mut past_end = 0u64;
         loop {
-            if past_end > max_line_bytes {
-                let line_start = begin
-                    + skip as u64
-                    + memchr::memrchr(b'\n', &buf[skip..]).map_or(0, |i| i as u64 + 1);
-                return Err(Error::Malformed {
-                    at: crate::error::Location {
-                        path: path.to_path_buf(),
-                        line: line_of_offset(path, line_start),
-                    },
-                    reason: format!(
-                        "a line is longer than the limit of {} bytes; raise the limit (max_line_bytes) if the file really has such lines",
-                        max_line_bytes
-                    ),
-                });
+            if (buf.len() - record_start) as u64 > max_line_bytes {
+                return Err(too_long(path, begin + record_start as u64, max_line_bytes));
             }
             let n = f.read(&mut chunk).map_err(io)?;
             if n == 0 {
-                let at = end + past_end;
+                let at = begin + buf.len() as u64;
                 if let Some(s) = stamp.filter(|s| at < s.size) {
                     return Err(s.short_read(path, at, (s.size - at).min(chunk.len() as u64), 0));
                 }
                 break;
             }
-            if let Some(i) = memchr::memchr(b'\n', &chunk[..n]) {
-                buf.extend_from_slice(&chunk[..=i]);
-                break;
+            let (found, state) = record_end(&chunk[..n], quote, inside_at_end);
+            inside_at_end = state;
+            match found {
+                Some(i) => {
+                    buf.extend_from_slice(&chunk[..i]);
+                    break;
+                }
+                None => buf.extend_from_slice(&chunk[..n]),
             }
-            buf.extend_from_slice(&chunk[..n]);
-            past_end += n as u64;
+        }
+        // The length of a line does not count its line end.
+        let newline = u64::from(buf.last() == Some(&b'\n'));
+        if (buf.len() - record_start) as u64 - newline > max_line_bytes {
+            return Err(too_long(path, begin + record_start as u64, max_line_bytes));
         }
     }
+    let may_have_quotes = range_quotes > 0
+        || quote.is_some_and(|q| memchr::memchr(q, &buf[read_in_range..]).is_some());
     if let Some(s) = stamp {
         s.check(path, &f)?;
     }
     buf.drain(..skip);
-    Ok((buf, begin + skip as u64))
+    Ok(Records {
+        bytes: buf,
+        offset: begin + skip as u64,
+        range_quote_parity,
+        may_have_quotes,
+    })
+}
+
+/// The error for a record longer than the limit, starting at byte `record_start`.
+pub fn too_long(path: &Path, record_start: u64, max_line_bytes: u64) -> Error {
+    Error::Malformed {
+        at: crate::error::Location {
+            path: path.to_path_buf(),
+            line: line_of_offset(path, record_start),
+        },
+        reason: too_long_reason(max_line_bytes),
+    }
+}
+
+/// Why a line is refused when it is longer than `max_line_bytes`.
+pub fn too_long_reason(max_line_bytes: u64) -> String {
+    format!(
+        "a line is longer than the limit of {max_line_bytes} bytes (is a quote left open?)\n  \
+         hint: raise the limit with --max-line-bytes (Rust: .with_max_line_bytes(..)) if the file really has such lines"
+    )
+}
+
+/// Scans `bytes`, which start in quote state `inside`, for the first line end outside
+/// quotes; returns the offset just past it (if any) and the state where the scan
+/// stopped.
+pub fn record_end(bytes: &[u8], quote: Option<u8>, mut inside: bool) -> (Option<usize>, bool) {
+    let Some(q) = quote else {
+        return (memchr::memchr(b'\n', bytes).map(|i| i + 1), false);
+    };
+    for i in memchr::memchr2_iter(q, b'\n', bytes) {
+        if bytes[i] == q {
+            inside = !inside;
+        } else if !inside {
+            return (Some(i + 1), false);
+        }
+    }
+    (None, inside)
+}
+
+/// Scans `bytes`, which start in quote state `inside`, for the last line end outside
+/// quotes; returns the offset just past it (if any) and whether the end of `bytes`
+/// lies inside quotes.
+pub fn scan_records(bytes: &[u8], quote: Option<u8>, mut inside: bool) -> (Option<usize>, bool) {
+    let q = match quote {
+        Some(q) if inside || memchr::memchr(q, bytes).is_some() => q,
+        // No quotes: every line end ends a record.
+        _ => return (memchr::memrchr(b'\n', bytes).map(|i| i + 1), false),
+    };
+    let mut last = None;
+    for i in memchr::memchr2_iter(q, b'\n', bytes) {
+        if bytes[i] == q {
+            inside = !inside;
+        } else if !inside {
+            last = Some(i + 1);
+        }
+    }
+    (last, inside)
 }
 
 /// The 1-based line number of byte `offset` of `path`: one more than the newlines
@@ -202,5 +347,49 @@ mod tests {
         }
         assert_eq!(line_of_offset(&path, 0), 1);
         assert_eq!(line_of_offset(&path, 9), 3);
+    }
+
+    /// With quoting, told the quote state at each block's start, the blocks together
+    /// read every record exactly once, each block starting at a record start, and a
+    /// record longer than the limit is an error naming the line it starts on.
+    #[test]
+    fn every_record_read_once_with_quoted_line_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        let body = "a,b\n1,\"x\ny\"\n\"\"\"q\"\"\",2\r\n3,\"\n\n\"\n4,z";
+        std::fs::write(&path, body).unwrap();
+        let starts = [4usize, 12, 23, 30];
+        for bs in 1..40 {
+            let mut all = Vec::new();
+            for b in split(0, 4, body.len() as u64, bs) {
+                let inside = body.as_bytes()[4..b.start as usize]
+                    .iter()
+                    .filter(|&&c| c == b'"')
+                    .count()
+                    % 2
+                    == 1;
+                let r =
+                    read_records(&path, None, 4, b.start, b.end, u64::MAX, Some((b'"', inside))).unwrap();
+                if !r.bytes.is_empty() {
+                    assert!(
+                        starts.contains(&(r.offset as usize)),
+                        "bs {bs}: {}",
+                        r.offset
+                    );
+                }
+                all.extend(r.bytes);
+            }
+            assert_eq!(
+                String::from_utf8(all).unwrap(),
+                &body[4..],
+                "blocksize {bs}"
+            );
+        }
+        let err = read_records(&path, None, 4, 4, 6, 5, Some((b'"', false))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("q.csv:2: a line is longer than the limit of 5 bytes"),
+            "{err}"
+        );
     }
 }

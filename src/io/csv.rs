@@ -8,6 +8,22 @@
 //! usual NA spellings (`NA`, `N/A`, `NaN`, `nan`, `null`, `NULL`, `None`, `<NA>`,
 //! `#N/A`, `n/a`) are null too, as pandas reads them. In text columns only the empty
 //! field is null, so a person called "NA" keeps her name.
+//!
+//! Reading right whatever the blocks:
+//! - Quoted fields may hold line breaks. A block owns the records that start in it,
+//!   and whether its first byte lies inside quotes depends on every quote before it.
+//!   A block task guesses "outside" (true unless a quoted line break straddles the
+//!   block's start), decodes, and then checks the guess against the parity of the
+//!   quotes in the blocks before it (each block records its own parity when read;
+//!   missing ones are counted with memchr), and reads again with the right state
+//!   when the guess was wrong. A file with one block never checks anything.
+//! - A value that does not fit a column's *inferred* type is an [`Error::Widen`]
+//!   naming the column, file and line and the wider type (int → float → string);
+//!   [`crate::Session::run_widening`] notes it on stderr and runs the query again,
+//!   reading the column with the wider type. A value that does not fit a *declared*
+//!   type is an error naming file, line, column, expected type and value.
+//! - `.gz` and `.zst` files are one partition each, streamed through the decoder in
+//!   pieces of about `blocksize` (see [`super::compressed`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,19 +36,34 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use std::sync::OnceLock;
+
 use super::blocks::{self, Block};
+use super::compressed::{first_line, Compression, RecordStream};
 use super::infer::{sample_files, Inferred};
 use super::stamp::FileStamp;
-use super::tokenize::{tokenize, Fields, TokenizeError};
-use crate::error::{Error, Location, Result};
+use super::tokenize::{tokenize, tokenize_hinted, Fields, TokenizeError};
+use crate::error::{Error, Location, Result, Widening};
+
+/// The quote character: RFC 4180's, with `""` for a quote inside a quoted field.
+const QUOTE: u8 = b'"';
+
+/// The longest line (or record) read by default: 64 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 64 << 20;
 
 /// How to read a CSV glob.
 #[derive(Debug, Clone)]
 pub struct CsvOptions {
     /// Target bytes per partition.
     pub blocksize: u64,
-    /// Field separator.
-    pub delimiter: u8,
+    /// Field separator; `None` reads `.tsv` files as tab-separated and sniffs the
+    /// others (`,`, tab, `;` or `|`, from the header and the first lines).
+    pub delimiter: Option<u8>,
+    /// The longest line (a record, when quoted fields hold line breaks) accepted.
+    pub max_line_bytes: u64,
+    /// Inferred types found too narrow by an earlier run ([`Error::Widen`]): the
+    /// least a column is inferred as. Unlike `dtypes`, they can widen further.
+    pub widened: Vec<(String, DataType)>,
     /// Declared column types; they override inference.
     pub dtypes: Vec<(String, DataType)>,
     /// Columns to parse as timestamps (ISO 8601, with or without `T`, fractional
@@ -51,7 +82,9 @@ impl Default for CsvOptions {
     fn default() -> Self {
         CsvOptions {
             blocksize: 64 << 20,
-            delimiter: b',',
+            delimiter: None,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            widened: Vec::new(),
             dtypes: Vec::new(),
             parse_dates: Vec::new(),
             date_formats: Vec::new(),
@@ -71,8 +104,11 @@ pub struct CsvFile {
     /// Its size and modification time when the source was opened; every block
     /// read checks them.
     pub stamp: FileStamp,
-    /// Offset of the first byte after the header line.
+    /// Offset of the first byte after the header line (in the decompressed text of
+    /// a compressed file).
     pub data_start: u64,
+    /// How the file is compressed (then it is one block, streamed).
+    pub compression: Compression,
 }
 
 /// A CSV glob, opened: files, their common schema, and the blocks to read.
@@ -90,6 +126,16 @@ pub struct CsvSource {
     pub delimiter: u8,
     /// The `strftime` format of each column that has one (by column index).
     pub date_formats: Vec<(usize, String)>,
+    /// Which columns have a declared type (the others were inferred and may widen).
+    pub declared: Vec<bool>,
+    /// The longest record accepted.
+    pub max_line_bytes: u64,
+    /// Piece size for streaming compressed files.
+    pub blocksize: u64,
+    /// Per block: the parity of the quotes in its byte range, once known.
+    quote_parity: Vec<OnceLock<bool>>,
+    /// Per block: whether its start lies inside a quoted field, once known.
+    quote_state: Vec<OnceLock<bool>>,
 }
 
 impl CsvSource {
@@ -125,13 +171,21 @@ impl CsvSource {
                 ),
             ));
         }
+        if opts.max_line_bytes == 0 {
+            return Err(Error::plan("read_csv", "max_line_bytes must be at least 1"));
+        }
         let paths = super::glob::expand(pattern)?;
+        let delimiter = match opts.delimiter {
+            Some(d) => d,
+            None => sniff_delimiter(&paths, opts)?,
+        };
         let mut files = Vec::with_capacity(paths.len());
         let mut header: Option<(Vec<String>, PathBuf)> = None;
         for path in paths {
             let stamp = FileStamp::of(&path)?;
             let size = stamp.size;
-            let (names, data_start) = read_header(&path, opts.delimiter)?;
+            let compression = Compression::of(&path);
+            let (names, data_start) = read_header(&path, compression, delimiter, opts)?;
             if let Some(names) = names {
                 match &header {
                     None => header = Some((names, path.clone())),
@@ -157,6 +211,7 @@ impl CsvSource {
                 size,
                 stamp,
                 data_start,
+                compression,
             });
         }
         let names = header.map(|(n, _)| dedupe_names(n)).unwrap_or_default();
@@ -175,11 +230,23 @@ impl CsvSource {
             usize::try_from(nblocks).unwrap_or(usize::MAX),
             "use a larger blocksize",
         )?;
-        let schema = infer_schema(&files, &names, opts)?;
-        let blocks = files
+        let schema = infer_schema(&files, &names, delimiter, opts)?;
+        let blocks: Vec<Block> = files
             .iter()
             .enumerate()
-            .flat_map(|(i, f)| blocks::split(i, f.data_start, f.size, opts.blocksize))
+            .flat_map(|(i, f)| match f.compression {
+                Compression::None => blocks::split(i, f.data_start, f.size, opts.blocksize),
+                // Streamed whole: the range is the compressed file's, for byte counts.
+                _ => vec![Block {
+                    file: i,
+                    start: 0,
+                    end: f.size,
+                }],
+            })
+            .collect();
+        let declared = names
+            .iter()
+            .map(|n| is_declared(opts, n).is_some())
             .collect();
         let date_formats = opts
             .date_formats
@@ -190,9 +257,14 @@ impl CsvSource {
             pattern: pattern.to_string(),
             files,
             schema,
+            quote_parity: blocks.iter().map(|_| OnceLock::new()).collect(),
+            quote_state: blocks.iter().map(|_| OnceLock::new()).collect(),
             blocks,
-            delimiter: opts.delimiter,
+            delimiter,
             date_formats,
+            declared,
+            max_line_bytes: opts.max_line_bytes,
+            blocksize: opts.blocksize,
         })
     }
 
@@ -201,18 +273,139 @@ impl CsvSource {
     pub fn read_block(&self, block: usize, projection: &[usize]) -> Result<RecordBatch> {
         let b = self.blocks[block];
         let file = &self.files[b.file];
-        let (bytes, offset) = blocks::read_lines_stamped(
-            &file.path,
-            Some(&file.stamp),
-            file.data_start,
-            b.start,
-            b.end,
-            u64::MAX,
-        )?;
-        self.decode(&bytes, &file.path, offset, projection)
+        if file.compression != Compression::None {
+            return self.read_compressed(file, projection);
+        }
+        // Guess that the block starts outside quotes, then check (see the module doc).
+        let mut inside = false;
+        loop {
+            let records = match blocks::read_records(
+                &file.path,
+                Some(&file.stamp),
+                file.data_start,
+                b.start,
+                b.end,
+                self.max_line_bytes,
+                Some((QUOTE, inside)),
+            ) {
+                Ok(r) => r,
+                // A wrong guess can make a record look endless: check before blaming
+                // the file.
+                Err(e) if self.starts_inside_quotes(block)? == inside => return Err(e),
+                Err(_) => {
+                    inside = !inside;
+                    continue;
+                }
+            };
+            let _ = self.quote_parity[block].set(records.range_quote_parity);
+            let path = &file.path;
+            let at = |row_start: u64| Location {
+                path: path.to_path_buf(),
+                line: blocks::line_of_offset(path, records.offset + row_start),
+            };
+            let decoded =
+                self.decode_hinted(&records.bytes, &at, projection, records.may_have_quotes);
+            let actual = self.starts_inside_quotes(block)?;
+            if actual == inside {
+                return decoded;
+            }
+            inside = actual;
+        }
     }
 
-    /// Decodes whole lines `bytes`, which start at byte `offset` of `path`.
+    /// Whether block `block` starts inside a quoted field: the parity of the quotes
+    /// in the file's blocks before it. Walks back to the nearest block whose state is
+    /// known and forward again, remembering each state on the way.
+    fn starts_inside_quotes(&self, block: usize) -> Result<bool> {
+        let first_of_file = |i: usize| i == 0 || self.blocks[i - 1].file != self.blocks[i].file;
+        let mut j = block;
+        let mut state = loop {
+            if first_of_file(j) {
+                break false;
+            }
+            if let Some(&s) = self.quote_state[j].get() {
+                break s;
+            }
+            j -= 1;
+        };
+        while j < block {
+            state ^= self.range_quote_parity(j)?;
+            j += 1;
+            let _ = self.quote_state[j].set(state);
+        }
+        Ok(state)
+    }
+
+    /// The parity of the quotes in block `i`'s byte range: recorded when the block
+    /// was read, else counted now.
+    fn range_quote_parity(&self, i: usize) -> Result<bool> {
+        if let Some(&p) = self.quote_parity[i].get() {
+            return Ok(p);
+        }
+        use std::io::{Read, Seek, SeekFrom};
+        let b = self.blocks[i];
+        let path = &self.files[b.file].path;
+        let io = |e| Error::io(path, e);
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        f.seek(SeekFrom::Start(b.start)).map_err(io)?;
+        let mut reader = f.take(b.end - b.start);
+        let mut buf = vec![0u8; (1 << 20).min((b.end - b.start) as usize).max(1)];
+        let mut count = 0usize;
+        loop {
+            let n = reader.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            count += memchr::memchr_iter(QUOTE, &buf[..n]).count();
+        }
+        let p = count % 2 == 1;
+        let _ = self.quote_parity[i].set(p);
+        Ok(p)
+    }
+
+    /// Reads a compressed file, streamed through its decoder in pieces of about
+    /// `blocksize` decompressed bytes, each decoded as it comes.
+    fn read_compressed(&self, file: &CsvFile, projection: &[usize]) -> Result<RecordBatch> {
+        use std::io::Read;
+        let path = &file.path;
+        let mut reader = file.compression.open_stamped(path, &file.stamp)?;
+        std::io::copy(
+            &mut (&mut reader).take(file.data_start),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| Error::io(path, e))?;
+        let first_line = if file.data_start > 0 { 2 } else { 1 };
+        let mut stream = RecordStream::new(
+            path,
+            reader,
+            (file.data_start, first_line),
+            Some(QUOTE),
+            self.blocksize,
+            self.max_line_bytes,
+        );
+        let mut batches = Vec::new();
+        while let Some(piece) = stream.next_piece()? {
+            let at = |row_start: u64| Location {
+                path: path.clone(),
+                line: piece.line_of(row_start as usize),
+            };
+            batches.push(self.decode_at(piece.bytes, &at, projection)?);
+        }
+        // A file changed while it streamed (a short read ends a decoder's stream).
+        file.stamp.open(path)?;
+        let schema = Arc::new(self.schema.project(projection)?);
+        if batches.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        if projection.is_empty() {
+            let options = RecordBatchOptions::new().with_row_count(Some(rows));
+            return Ok(RecordBatch::try_new_with_options(schema, vec![], &options)?);
+        }
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    }
+
+    /// Decodes whole records `bytes`, which start at byte `offset` of `path`.
     pub fn decode(
         &self,
         bytes: &[u8],
@@ -220,17 +413,45 @@ impl CsvSource {
         offset: u64,
         projection: &[usize],
     ) -> Result<RecordBatch> {
+        let at = |row_start: u64| Location {
+            path: path.to_path_buf(),
+            line: blocks::line_of_offset(path, offset + row_start),
+        };
+        self.decode_at(bytes, &at, projection)
+    }
+
+    /// Decodes whole records `bytes`; `at` gives the place of the record starting at
+    /// a byte offset in `bytes` (called on error paths only).
+    pub fn decode_at(
+        &self,
+        bytes: &[u8],
+        at: &dyn Fn(u64) -> Location,
+        projection: &[usize],
+    ) -> Result<RecordBatch> {
+        self.decode_hinted(bytes, at, projection, true)
+    }
+
+    fn decode_hinted(
+        &self,
+        bytes: &[u8],
+        at: &dyn Fn(u64) -> Location,
+        projection: &[usize],
+        may_have_quotes: bool,
+    ) -> Result<RecordBatch> {
         let ncols = self.schema.fields().len();
         let mut slot_of = vec![None; ncols];
         for (slot, &c) in projection.iter().enumerate() {
             slot_of[c] = Some(slot);
         }
-        let at = |row_start: u64| Location {
-            path: path.to_path_buf(),
-            line: blocks::line_of_offset(path, offset + row_start),
-        };
-        let fields = tokenize(bytes, self.delimiter, &slot_of, projection.len())
-            .map_err(|e| tokenize_error(e, &at))?;
+        let fields = tokenize_hinted(
+            bytes,
+            self.delimiter,
+            &slot_of,
+            projection.len(),
+            self.max_line_bytes,
+            may_have_quotes,
+        )
+        .map_err(|e| tokenize_error(e, at, self.max_line_bytes))?;
         let out_schema = Arc::new(self.schema.project(projection)?);
         let mut columns = Vec::with_capacity(projection.len());
         for (slot, &c) in projection.iter().enumerate() {
@@ -249,7 +470,23 @@ impl CsvSource {
                 let range = fields.ranges[slot][bad.row];
                 let raw = &fields.bytes(bytes)[range.0 as usize..range.1 as usize];
                 let found = String::from_utf8_lossy(raw).into_owned();
-                if bad.not_utf8 {
+                let inferred = !self.declared[c] && format.is_none();
+                if inferred && !bad.not_utf8 {
+                    // Too narrow a guess, not bad data: widen over the whole block.
+                    let mut t = Inferred::of(field.data_type());
+                    let data = fields.bytes(bytes);
+                    for &(s, e) in &fields.ranges[slot] {
+                        t = t.widen(&data[s as usize..e as usize]);
+                    }
+                    Error::Widen(Box::new(Widening {
+                        at: at(row_start),
+                        pattern: self.pattern.clone(),
+                        column: field.name().clone(),
+                        from: field.data_type().clone(),
+                        to: t.data_type(),
+                        found,
+                    }))
+                } else if bad.not_utf8 {
                     Error::Malformed {
                         at: at(row_start),
                         reason: format!(
@@ -283,7 +520,7 @@ impl CsvSource {
     }
 }
 
-fn tokenize_error(e: TokenizeError, at: &dyn Fn(u64) -> Location) -> Error {
+fn tokenize_error(e: TokenizeError, at: &dyn Fn(u64) -> Location, max_line_bytes: u64) -> Error {
     match e {
         TokenizeError::FieldCount {
             row_start,
@@ -297,6 +534,10 @@ fn tokenize_error(e: TokenizeError, at: &dyn Fn(u64) -> Location) -> Error {
             at: at(row_start),
             reason: message,
         },
+        TokenizeError::TooLong { row_start } => Error::Malformed {
+            at: at(row_start),
+            reason: blocks::too_long_reason(max_line_bytes),
+        },
         TokenizeError::TooLarge(n) => Error::plan(
             "read_csv",
             format!("a block of {n} bytes is too large; use a smaller blocksize"),
@@ -305,47 +546,31 @@ fn tokenize_error(e: TokenizeError, at: &dyn Fn(u64) -> Location) -> Error {
 }
 
 /// Reads the header line of `path`: the column names (None for an empty file) and
-/// the offset of the first data byte.
-fn read_header(path: &Path, delimiter: u8) -> Result<(Option<Vec<String>>, u64)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let line_end = loop {
-        let n = f.read(&mut chunk).map_err(|e| Error::io(path, e))?;
-        let before = buf.len();
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = memchr::memchr(b'\n', &buf[before..]) {
-            break Some(before + i);
-        }
-        if n == 0 {
-            break None;
-        }
-        if buf.len() > 64 << 20 {
-            return Err(Error::Malformed {
-                at: Location {
-                    path: path.to_path_buf(),
-                    line: 1,
-                },
-                reason: "the header line is longer than 64 MiB".into(),
-            });
-        }
-    };
-    let (line, data_start) = match line_end {
-        Some(i) => (&buf[..i], i as u64 + 1),
-        None => (&buf[..], buf.len() as u64),
-    };
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+/// the offset of the first data byte (in the decompressed text).
+fn read_header(
+    path: &Path,
+    compression: Compression,
+    delimiter: u8,
+    opts: &CsvOptions,
+) -> Result<(Option<Vec<String>>, u64)> {
+    let (line, data_start) = first_line(path, compression, opts.max_line_bytes)?;
+    let line = line.strip_suffix(b"\r").unwrap_or(&line);
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     if line.is_empty() {
         return Ok((None, data_start));
     }
-    let text = std::str::from_utf8(line).map_err(|_| Error::Malformed {
+    let header_error = |reason: String| Error::Malformed {
         at: Location {
             path: path.to_path_buf(),
             line: 1,
         },
-        reason: "the header is not valid UTF-8".into(),
+        reason,
+    };
+    let text = std::str::from_utf8(line).map_err(|_| {
+        header_error(match compression {
+            Compression::None => "the header is not valid UTF-8".into(),
+            _ => "the header is not valid UTF-8 (after decompression)".into(),
+        })
     })?;
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(false)
@@ -354,21 +579,78 @@ fn read_header(path: &Path, delimiter: u8) -> Result<(Option<Vec<String>>, u64)>
     let mut record = ::csv::StringRecord::new();
     reader
         .read_record(&mut record)
-        .map_err(|e| Error::Malformed {
-            at: Location {
-                path: path.to_path_buf(),
-                line: 1,
-            },
-            reason: format!("cannot read the header: {e}"),
-        })?;
+        .map_err(|e| header_error(format!("cannot read the header: {e}")))?;
     Ok((
         Some(record.iter().map(|s| s.trim().to_string()).collect()),
         data_start,
     ))
 }
 
+/// The delimiter of a glob whose delimiter was not given: tab for `.tsv` (and
+/// `.tsv.gz`, ...), else the candidate among `,`, tab, `;` and `|` that splits the
+/// first file's header and first lines into the same number (more than one) of
+/// fields, preferring more fields; `,` when none does.
+fn sniff_delimiter(paths: &[PathBuf], opts: &CsvOptions) -> Result<u8> {
+    let Some(path) = paths.first() else {
+        return Ok(b',');
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let stem = name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst")
+        .trim_end_matches(".zstd");
+    if stem.ends_with(".tsv") || stem.ends_with(".tab") {
+        return Ok(b'\t');
+    }
+    // The first piece of the file (64 KiB, whole records).
+    let compression = Compression::of(path);
+    let reader = compression.open(path)?;
+    let mut stream = RecordStream::new(
+        path,
+        reader,
+        (0, 1),
+        Some(QUOTE),
+        64 << 10,
+        opts.max_line_bytes,
+    );
+    let Some(piece) = stream.next_piece()? else {
+        return Ok(b',');
+    };
+    let sample = piece
+        .bytes
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(piece.bytes);
+    let mut best: Option<(usize, u8)> = None;
+    for d in [b',', b'\t', b';', b'|'] {
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(d)
+            .from_reader(sample);
+        let mut widths = Vec::new();
+        let mut record = ::csv::ByteRecord::new();
+        while widths.len() < 50 {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) if record.len() == 1 && record[0].is_empty() => {}
+                Ok(true) => widths.push(record.len()),
+                _ => break,
+            }
+        }
+        let Some(&w) = widths.first() else { continue };
+        if w > 1 && widths.iter().all(|&x| x == w) && best.is_none_or(|(bw, _)| w > bw) {
+            best = Some((w, d));
+        }
+    }
+    Ok(best.map_or(b',', |(_, d)| d))
+}
+
 /// Repeated column names get `.1`, `.2`, ... as pandas does; empty ones `Unnamed: i`.
+/// Linear in the number of columns: each name is looked up in a set, and each
+/// repeated base remembers the next suffix to try.
 fn dedupe_names(names: Vec<String>) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let mut taken: HashSet<String> = HashSet::with_capacity(names.len());
+    let mut next_suffix: HashMap<String, usize> = HashMap::new();
     let mut out: Vec<String> = Vec::with_capacity(names.len());
     for (i, n) in names.into_iter().enumerate() {
         let n = if n.is_empty() {
@@ -376,18 +658,40 @@ fn dedupe_names(names: Vec<String>) -> Vec<String> {
         } else {
             n
         };
-        let mut candidate = n.clone();
-        let mut k = 1;
-        while out.contains(&candidate) {
-            candidate = format!("{n}.{k}");
-            k += 1;
-        }
+        let candidate = if taken.contains(&n) {
+            let k = next_suffix.entry(n.clone()).or_insert(1);
+            loop {
+                let c = format!("{n}.{k}");
+                *k += 1;
+                if !taken.contains(&c) {
+                    break c;
+                }
+            }
+        } else {
+            n
+        };
+        taken.insert(candidate.clone());
         out.push(candidate);
     }
     out
 }
 
-fn infer_schema(files: &[CsvFile], names: &[String], opts: &CsvOptions) -> Result<SchemaRef> {
+/// The declared type of column `name`, if any: `dtypes`, else a timestamp when it
+/// is in `parse_dates` or has a date format.
+fn is_declared(opts: &CsvOptions, name: &str) -> Option<DataType> {
+    if let Some((_, t)) = opts.dtypes.iter().rev().find(|(n, _)| n == name) {
+        return Some(t.clone());
+    }
+    (opts.parse_dates.iter().any(|n| n == name) || opts.date_formats.iter().any(|(n, _)| n == name))
+        .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
+}
+
+fn infer_schema(
+    files: &[CsvFile],
+    names: &[String],
+    delimiter: u8,
+    opts: &CsvOptions,
+) -> Result<SchemaRef> {
     for (name, _) in &opts.dtypes {
         if !names.contains(name) {
             return Err(unknown(names, name, "dtype"));
@@ -403,49 +707,109 @@ fn infer_schema(files: &[CsvFile], names: &[String], opts: &CsvOptions) -> Resul
             return Err(unknown(names, name, "date_format"));
         }
     }
-    let declared = |name: &str| -> Option<DataType> {
-        if let Some((_, t)) = opts.dtypes.iter().rev().find(|(n, _)| n == name) {
-            return Some(t.clone());
-        }
-        (opts.parse_dates.iter().any(|n| n == name)
-            || opts.date_formats.iter().any(|(n, _)| n == name))
-        .then_some(DataType::Timestamp(TimeUnit::Nanosecond, None))
-    };
+    let declared = |name: &str| is_declared(opts, name);
     let to_infer: Vec<usize> = (0..names.len())
         .filter(|&c| declared(&names[c]).is_none())
         .collect();
     let mut inferred = vec![Inferred::Null; names.len()];
+    for (name, t) in &opts.widened {
+        if let Some(c) = names.iter().position(|n| n == name) {
+            inferred[c] = inferred[c].join(Inferred::of(t));
+        }
+    }
     if !to_infer.is_empty() {
         let mut slot_of = vec![None; names.len()];
         for (slot, &c) in to_infer.iter().enumerate() {
             slot_of[c] = Some(slot);
         }
+        let mut widen = |bytes: &[u8], fields: &Fields| {
+            let data = fields.bytes(bytes);
+            for (slot, &c) in to_infer.iter().enumerate() {
+                let mut t = inferred[c];
+                for &(s, e) in &fields.ranges[slot] {
+                    t = t.widen(&data[s as usize..e as usize]);
+                    if t == Inferred::Utf8 {
+                        break;
+                    }
+                }
+                inferred[c] = t;
+            }
+        };
+        let tok = |bytes: &[u8]| {
+            tokenize(
+                bytes,
+                delimiter,
+                &slot_of,
+                to_infer.len(),
+                opts.max_line_bytes,
+            )
+        };
         for fi in sample_files(files.len(), opts.sample_files) {
             let f = &files[fi];
-            let data = f.size.saturating_sub(f.data_start);
-            let mut ranges = vec![(f.data_start, f.data_start + data.min(opts.sample_bytes))];
-            if data > 2 * opts.sample_bytes {
-                let mid = f.data_start + data / 2;
-                ranges.push((mid, mid + opts.sample_bytes));
+            if f.compression != Compression::None {
+                // The first piece of the decompressed text.
+                use std::io::Read;
+                let mut reader = f.compression.open_stamped(&f.path, &f.stamp)?;
+                std::io::copy(&mut (&mut reader).take(f.data_start), &mut std::io::sink())
+                    .map_err(|e| Error::io(&f.path, e))?;
+                let mut stream = RecordStream::new(
+                    &f.path,
+                    reader,
+                    (f.data_start, 2),
+                    Some(QUOTE),
+                    opts.sample_bytes,
+                    opts.max_line_bytes,
+                );
+                if let Some(piece) = stream.next_piece()? {
+                    let at = |row_start: u64| Location {
+                        path: f.path.clone(),
+                        line: piece.line_of(row_start as usize),
+                    };
+                    let fields = tok(piece.bytes)
+                        .map_err(|e| tokenize_error(e, &at, opts.max_line_bytes))?;
+                    widen(piece.bytes, &fields);
+                }
+                continue;
             }
-            for (start, end) in ranges {
-                let (bytes, offset) = blocks::read_lines(&f.path, f.data_start, start, end)?;
-                let at = |row_start: u64| Location {
-                    path: f.path.clone(),
-                    line: blocks::line_of_offset(&f.path, offset + row_start),
-                };
-                let fields = tokenize(&bytes, opts.delimiter, &slot_of, to_infer.len())
-                    .map_err(|e| tokenize_error(e, &at))?;
-                let data = fields.bytes(&bytes);
-                for (slot, &c) in to_infer.iter().enumerate() {
-                    let mut t = inferred[c];
-                    for &(s, e) in &fields.ranges[slot] {
-                        t = t.widen(&data[s as usize..e as usize]);
-                        if t == Inferred::Utf8 {
+            let data = f.size.saturating_sub(f.data_start);
+            // The start of the file: its quote state is known.
+            let end = f.data_start + data.min(opts.sample_bytes);
+            let r = blocks::read_records(
+                &f.path,
+                Some(&f.stamp),
+                f.data_start,
+                f.data_start,
+                end,
+                opts.max_line_bytes,
+                Some((QUOTE, false)),
+            )?;
+            let at = |row_start: u64| Location {
+                path: f.path.clone(),
+                line: blocks::line_of_offset(&f.path, r.offset + row_start),
+            };
+            let fields = tok(&r.bytes).map_err(|e| tokenize_error(e, &at, opts.max_line_bytes))?;
+            widen(&r.bytes, &fields);
+            if data > 2 * opts.sample_bytes {
+                // The middle: its quote state is unknown without reading the first
+                // half, so try both and keep a reading that tokenizes; a guess, as
+                // is all inference (a wrong type widens later).
+                let mid = f.data_start + data / 2;
+                for inside in [false, true] {
+                    let r = blocks::read_records(
+                        &f.path,
+                        Some(&f.stamp),
+                        f.data_start,
+                        mid,
+                        mid + opts.sample_bytes,
+                        opts.max_line_bytes,
+                        Some((QUOTE, inside)),
+                    );
+                    if let Ok(r) = r {
+                        if let Ok(fields) = tok(&r.bytes) {
+                            widen(&r.bytes, &fields);
                             break;
                         }
                     }
-                    inferred[c] = t;
                 }
             }
         }

@@ -57,6 +57,32 @@ impl Inferred {
         Inferred::Utf8
     }
 
+    /// The least type that admits every value of both `self` and `other`.
+    pub fn join(self, other: Inferred) -> Inferred {
+        let (lo, hi) = if self <= other {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        match (lo, hi) {
+            (Inferred::Null, t) => t,
+            // Booleans do not widen into numbers.
+            (Inferred::Boolean, Inferred::Int64 | Inferred::Float64) => Inferred::Utf8,
+            (_, t) => t,
+        }
+    }
+
+    /// The lattice point of a type a column was read as (text for other types).
+    pub fn of(t: &DataType) -> Inferred {
+        match t {
+            DataType::Null => Inferred::Null,
+            DataType::Boolean => Inferred::Boolean,
+            DataType::Int64 => Inferred::Int64,
+            DataType::Float64 => Inferred::Float64,
+            _ => Inferred::Utf8,
+        }
+    }
+
     /// The Arrow type for a column inferred as `self`. A column with no values at all
     /// is read as text, which never fails to parse.
     pub fn data_type(self) -> DataType {
@@ -99,6 +125,9 @@ mod tests {
         assert_eq!(infer(&["true", "False"]), Inferred::Boolean);
         assert_eq!(infer(&["true", "3"]), Inferred::Utf8);
         assert_eq!(infer(&["99999999999999999999"]), Inferred::Float64);
+        assert_eq!(Inferred::Int64.join(Inferred::Float64), Inferred::Float64);
+        assert_eq!(Inferred::Boolean.join(Inferred::Int64), Inferred::Utf8);
+        assert_eq!(Inferred::Null.join(Inferred::Boolean), Inferred::Boolean);
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! JSON-lines (and plain text) sources: a glob cut into byte-range blocks at line
 //! ends, as for CSV, except that gzip (`.gz`) and zstd (`.zst`, `.zstd`) files cannot
-//! be cut and are one partition each. Bags ([`crate::bag`]) read lines or records
-//! from a [`LinesSource`]; JSON frames decode blocks into Arrow batches with arrow's
-//! JSON reader after [`infer_schema`] sampled several files.
+//! be cut and are one partition each, streamed through their decoder in pieces of
+//! about `blocksize` ([`super::compressed`]). Bags ([`crate::bag`]) read lines or
+//! records from a [`LinesSource`]; JSON frames decode blocks into Arrow batches with
+//! arrow's JSON reader after [`infer_schema`] sampled several files.
+//!
+//! A field outside the sample is never dropped silently: a frame that outputs every
+//! column decodes in arrow's strict mode, and a field the schema lacks is an error
+//! naming the file, line and field (a query that reads only some columns does not
+//! depend on fields it does not read). Decoding errors name the line that failed.
 //!
 //! Invariants: every line of every file is in exactly one block; no read of a block
-//! holds more than `blocksize + max_line_bytes` bytes of an uncompressed file, so a
-//! file without line ends is an error, not an out-of-memory.
+//! holds more than `blocksize + max_line_bytes` bytes of a file (decompressed or
+//! not), so a file without line ends is an error, not an out-of-memory.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,33 +21,14 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 
 use super::blocks::{self, Block};
+use super::compressed::RecordStream;
 use super::stamp::FileStamp;
 use crate::error::{Error, Location, Result};
 
 /// The longest line read by default: 64 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 64 << 20;
 
-/// How a file is compressed, from its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Plain text: cut into blocks.
-    None,
-    /// gzip: one partition.
-    Gzip,
-    /// zstd: one partition.
-    Zstd,
-}
-
-impl Compression {
-    /// The compression a file name says (`.gz`, `.zst`, `.zstd`).
-    pub fn of(path: &Path) -> Compression {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("gz") => Compression::Gzip,
-            Some("zst" | "zstd") => Compression::Zstd,
-            _ => Compression::None,
-        }
-    }
-}
+pub use super::compressed::Compression;
 
 /// Options shared by every line-oriented reader.
 #[derive(Debug, Clone)]
@@ -67,6 +53,8 @@ pub struct LinesSource {
     pub stamps: Vec<FileStamp>,
     /// The longest line accepted.
     pub max_line_bytes: u64,
+    /// Piece size for streaming compressed files.
+    pub blocksize: u64,
 }
 
 /// The bytes of one block: whole lines, and where they start.
@@ -75,10 +63,11 @@ pub struct BlockBytes<'a> {
     pub path: &'a Path,
     /// The lines, each ending in `\n` except perhaps the last.
     pub bytes: Vec<u8>,
-    /// The byte offset of `bytes[0]` in the (uncompressed) file.
+    /// The byte offset of `bytes[0]` in the (decompressed) file.
     pub offset: u64,
-    /// True when the file is compressed (so offsets are in the decompressed text).
-    pub compressed: bool,
+    /// The line of `bytes[0]` when known without reading the file again (a piece
+    /// of a compressed file, whose lines were counted as it streamed).
+    pub first_line: Option<u64>,
 }
 
 impl LinesSource {
@@ -133,40 +122,69 @@ impl LinesSource {
             blocks: out,
             stamps,
             max_line_bytes: opts.max_line_bytes,
+            blocksize: opts.blocksize,
         })
     }
 
-    /// Reads block `i`: its whole lines (a compressed file decompressed whole).
-    pub fn read_block(&self, i: usize) -> Result<BlockBytes<'_>> {
+    /// Reads block `i` and calls `f` with its whole lines: once for a block of a
+    /// plain file; once per piece of about `blocksize` bytes for a compressed file,
+    /// streamed through its decoder. `f` returns false to stop early.
+    pub fn for_each_piece(
+        &self,
+        i: usize,
+        mut f: impl FnMut(BlockBytes<'_>) -> Result<bool>,
+    ) -> Result<()> {
         let block = self.blocks[i];
         let (path, c) = &self.files[block.file];
         let stamp = &self.stamps[block.file];
-        let (bytes, offset) = match c {
-            Compression::None => blocks::read_lines_stamped(
+        if *c == Compression::None {
+            let (bytes, offset) = blocks::read_lines_stamped(
                 path,
                 Some(stamp),
                 0,
                 block.start,
                 block.end,
                 self.max_line_bytes,
-            )?,
-            Compression::Gzip | Compression::Zstd => (decompress(path, stamp, *c)?, 0),
-        };
-        Ok(BlockBytes {
+            )?;
+            f(BlockBytes {
+                path,
+                bytes,
+                offset,
+                first_line: None,
+            })?;
+            return Ok(());
+        }
+        let reader = c.open_stamped(path, stamp)?;
+        let mut stream = RecordStream::new(
             path,
-            bytes,
-            offset,
-            compressed: *c != Compression::None,
-        })
+            reader,
+            (0, 1),
+            None,
+            self.blocksize,
+            self.max_line_bytes,
+        );
+        while let Some(piece) = stream.next_piece()? {
+            let more = f(BlockBytes {
+                path,
+                bytes: piece.bytes.to_vec(),
+                offset: piece.offset,
+                first_line: Some(piece.line),
+            })?;
+            if !more {
+                return Ok(());
+            }
+        }
+        // A file changed while it streamed (a short read ends a decoder's stream).
+        stamp.open(path)?;
+        Ok(())
     }
 
     /// The 1-based line number in the file of `at`, the offset of a line inside `block`
     /// (only error paths call this).
     pub fn line_number(&self, block: &BlockBytes<'_>, at: usize) -> u64 {
-        if block.compressed {
-            1 + memchr::memchr_iter(b'\n', &block.bytes[..at]).count() as u64
-        } else {
-            blocks::line_of_offset(block.path, block.offset + at as u64)
+        match block.first_line {
+            Some(line) => line + memchr::memchr_iter(b'\n', &block.bytes[..at]).count() as u64,
+            None => blocks::line_of_offset(block.path, block.offset + at as u64),
         }
     }
 
@@ -183,31 +201,6 @@ impl LinesSource {
             ),
         }
     }
-}
-
-fn decompress(path: &Path, stamp: &FileStamp, c: Compression) -> Result<Vec<u8>> {
-    let io = |e| Error::io(path, e);
-    let file = stamp.open(path)?;
-    let mut out = Vec::new();
-    match c {
-        Compression::Gzip => {
-            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file))
-                .read_to_end(&mut out)
-                .map_err(io)?;
-        }
-        Compression::Zstd => {
-            zstd::stream::read::Decoder::new(file)
-                .map_err(io)?
-                .read_to_end(&mut out)
-                .map_err(io)?;
-        }
-        Compression::None => {
-            std::io::BufReader::new(file)
-                .read_to_end(&mut out)
-                .map_err(io)?;
-        }
-    }
-    Ok(out)
 }
 
 /// The first bytes of a line, for error messages.
@@ -261,12 +254,21 @@ pub fn infer_schema(source: &LinesSource, sample_lines: usize) -> Result<SchemaR
     picks.sort_unstable();
     picks.dedup();
     let mut values: Vec<serde_json::Value> = Vec::new();
-    for i in picks {
-        let block = source.read_block(i)?;
-        for (at, line) in lines(&block.bytes).take(sample_lines) {
-            let v: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| bad_json(source, &block, at, line, &e.to_string()))?;
-            values.push(v);
+    for first in picks {
+        // The first `sample_lines` lines of the file, over as many blocks as it takes.
+        let mut left = sample_lines;
+        let mut i = first;
+        while left > 0 && i < n && source.blocks[i].file == source.blocks[first].file {
+            source.for_each_piece(i, |block| {
+                for (at, line) in lines(&block.bytes).take(left) {
+                    let v: serde_json::Value = serde_json::from_slice(line)
+                        .map_err(|e| bad_json(source, &block, at, line, &e.to_string()))?;
+                    values.push(v);
+                    left -= 1;
+                }
+                Ok(left > 0)
+            })?;
+            i += 1;
         }
     }
     let schema = arrow::json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))?;
@@ -302,13 +304,28 @@ pub fn bad_json(
     }
 }
 
-/// Decodes block `i` of a JSON-lines source into one batch of `schema`'s columns
-/// (fields not in the schema are ignored, so a projected schema decodes less).
-pub fn read_frame_block(source: &LinesSource, i: usize, schema: &SchemaRef) -> Result<RecordBatch> {
-    let block = source.read_block(i)?;
+/// Decodes block `i` of a JSON-lines source into one batch of `schema`'s columns.
+/// With `strict`, a field that `schema` lacks is an error naming its file, line and
+/// field (use it when `schema` is every column the source has); otherwise such
+/// fields are ignored, so a projected schema decodes less.
+pub fn read_frame_block(
+    source: &LinesSource,
+    i: usize,
+    schema: &SchemaRef,
+    strict: bool,
+) -> Result<RecordBatch> {
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    source.for_each_piece(i, |block| {
+        if schema.fields().is_empty() {
+            // No columns wanted (a row count): count the lines, decode nothing.
+            rows += lines(&block.bytes).count();
+        } else {
+            batches.push(decode_piece(source, &block, schema, strict)?);
+        }
+        Ok(true)
+    })?;
     if schema.fields().is_empty() {
-        // No columns wanted (a row count): count the lines, decode nothing.
-        let rows = lines(&block.bytes).count();
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
         return Ok(RecordBatch::try_new_with_options(
             schema.clone(),
@@ -316,35 +333,108 @@ pub fn read_frame_block(source: &LinesSource, i: usize, schema: &SchemaRef) -> R
             &options,
         )?);
     }
-    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-        // One batch per block: rows are at most the lines.
-        .with_batch_size(memchr::memchr_iter(b'\n', &block.bytes).count() + 1)
-        .build_decoder()?;
+    match batches.len() {
+        0 => Ok(RecordBatch::new_empty(schema.clone())),
+        1 => Ok(batches.pop().expect("one batch")),
+        _ => Ok(arrow::compute::concat_batches(schema, &batches)?),
+    }
+}
+
+fn json_decoder(
+    schema: &SchemaRef,
+    strict: bool,
+    rows: usize,
+) -> Result<arrow::json::reader::Decoder> {
+    Ok(arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.max(1))
+        .with_strict_mode(strict)
+        .build_decoder()?)
+}
+
+/// Decodes the lines of one block (or piece) into one batch.
+fn decode_piece(
+    source: &LinesSource,
+    block: &BlockBytes<'_>,
+    schema: &SchemaRef,
+    strict: bool,
+) -> Result<RecordBatch> {
+    // One batch per piece: rows are at most the lines.
+    let mut decoder = json_decoder(
+        schema,
+        strict,
+        memchr::memchr_iter(b'\n', &block.bytes).count() + 1,
+    )?;
     let mut rest: &[u8] = &block.bytes;
-    let locate = |e: arrow::error::ArrowError| -> Error {
-        // arrow does not say which line failed: find it (error path only).
-        for (at, line) in lines(&block.bytes) {
-            if let Err(je) = serde_json::from_slice::<serde_json::Value>(line) {
-                return bad_json(source, &block, at, line, &je.to_string());
+    let decoded = (|| -> std::result::Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        while !rest.is_empty() {
+            let n = decoder.decode(rest)?;
+            if n == 0 {
+                break;
+            }
+            rest = &rest[n..];
+        }
+        decoder.flush()
+    })();
+    match decoded {
+        Ok(batch) => Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))),
+        Err(e) => Err(locate_json_error(source, block, schema, strict, e)),
+    }
+}
+
+/// Arrow does not say which line failed: decode line by line to find it (error
+/// paths only), and say what is wrong with it.
+fn locate_json_error(
+    source: &LinesSource,
+    block: &BlockBytes<'_>,
+    schema: &SchemaRef,
+    strict: bool,
+    e: arrow::error::ArrowError,
+) -> Error {
+    for (at, line) in lines(&block.bytes) {
+        let value = match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(v) => v,
+            Err(je) => return bad_json(source, block, at, line, &je.to_string()),
+        };
+        let here = || Location {
+            path: block.path.to_path_buf(),
+            line: source.line_number(block, at),
+        };
+        if strict {
+            if let Some(obj) = value.as_object() {
+                if let Some(k) = obj.keys().find(|k| schema.field_with_name(k).is_err()) {
+                    return Error::Malformed {
+                        at: here(),
+                        reason: format!(
+                            "field {k:?} is not among the columns inferred from samples of the files ({}); it would be dropped\n  hint: sample more lines (CLI: --sample-lines N; Rust: .with_sample_lines(n)), give a schema that has it (Rust: .with_schema(..)), or read the records as a bag (`outcore bag`), which keeps every field",
+                            schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    };
+                }
             }
         }
-        Error::Malformed {
-            at: Location {
-                path: block.path.to_path_buf(),
-                line: source.line_number(&block, 0),
-            },
-            reason: format!("in the block starting here: {e}"),
+        let one = json_decoder(schema, strict, 1).and_then(|mut d| {
+            d.decode(line)?;
+            d.decode(b"\n")?;
+            Ok(d.flush()?)
+        });
+        if let Err(err) = one {
+            return Error::Malformed {
+                at: here(),
+                reason: format!(
+                    "{}; the line starts {:?}\n  hint: the columns' types were inferred from samples of the files; give a schema (Rust: .with_schema(..)) whose type admits this value",
+                    crate::error::strip_arrow_prefix(&err.to_string()),
+                    line_head(line)
+                ),
+            };
         }
-    };
-    while !rest.is_empty() {
-        let n = decoder.decode(rest).map_err(locate)?;
-        if n == 0 {
-            break;
-        }
-        rest = &rest[n..];
     }
-    let batch = decoder.flush().map_err(locate)?;
-    Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+    Error::Malformed {
+        at: Location {
+            path: block.path.to_path_buf(),
+            line: source.line_number(block, 0),
+        },
+        reason: format!("in the block starting here: {e}"),
+    }
 }
 
 /// `schema` restricted to `projection` (all when `None`).

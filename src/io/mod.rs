@@ -1,6 +1,7 @@
 //! Reading files into partitions: glob expansion ([`glob`]), byte-range blocks aligned
 //! to line ends ([`blocks`]), schema inference that samples several files ([`infer`]),
-//! the CSV block decoder ([`csv`]), and JSON-lines and text sources ([`json`]).
+//! the CSV block decoder ([`csv`]), JSON-lines and text sources ([`json`]), and
+//! compressed files streamed through their decoder ([`compressed`]).
 //!
 //! ```text
 //!   "data/*.csv" ─glob─► files ─headers, sizes─► blocks (≈ blocksize each, one per partition)
@@ -9,6 +10,7 @@
 //! ```
 
 pub mod blocks;
+pub mod compressed;
 pub mod csv;
 pub mod glob;
 pub mod infer;

@@ -3,6 +3,10 @@
 //! every byte, so the common case (no quote character anywhere in the block) takes a
 //! memchr fast path; a block with quotes goes through the `csv` crate, which handles
 //! quoting and escapes, and its unquoted field bytes are copied into an arena.
+//!
+//! A block always starts at a record start: [`super::blocks::read_records`] resolves
+//! where quoted fields that hold line breaks begin and end, so quotes here are
+//! balanced except in a file whose last quote is left open.
 
 /// The projected fields of a block's rows: for each projected column, one `(start,
 /// end)` range per row into [`Fields::bytes`].
@@ -53,36 +57,45 @@ pub enum TokenizeError {
     },
     /// A block too large to index with 32-bit offsets.
     TooLarge(usize),
+    /// A record (a line, or several when a quoted field holds line breaks) longer
+    /// than the limit.
+    TooLong {
+        /// Offset in the block where the record starts.
+        row_start: u64,
+    },
 }
 
-/// Splits `block` (whole lines) into rows. `slot_of[c]` is the projected slot of
-/// column `c`, or `None` when the column is not read. Blank lines are skipped.
+/// Splits `block` (whole records, as [`super::blocks::read_records`] cuts them) into
+/// rows. `slot_of[c]` is the projected slot of column `c`, or `None` when the column
+/// is not read. Blank lines are skipped. A record longer than `max_line_bytes`
+/// (not counting its final line end) is an error, whatever the block size.
 pub fn tokenize(
     block: &[u8],
     delimiter: u8,
     slot_of: &[Option<usize>],
     nslots: usize,
+    max_line_bytes: u64,
+) -> Result<Fields, TokenizeError> {
+    tokenize_hinted(block, delimiter, slot_of, nslots, max_line_bytes, true)
+}
+
+/// [`tokenize`], told whether `block` may hold a quote (false skips the search: the
+/// reader counted the block's quotes already).
+pub fn tokenize_hinted(
+    block: &[u8],
+    delimiter: u8,
+    slot_of: &[Option<usize>],
+    nslots: usize,
+    max_line_bytes: u64,
+    may_have_quotes: bool,
 ) -> Result<Fields, TokenizeError> {
     if block.len() >= u32::MAX as usize {
         return Err(TokenizeError::TooLarge(block.len()));
     }
-    let quotes = memchr::memchr_iter(b'"', block).count();
-    if quotes == 0 {
-        return tokenize_plain(block, delimiter, slot_of, nslots);
+    if !may_have_quotes || memchr::memchr(b'"', block).is_none() {
+        return tokenize_plain(block, delimiter, slot_of, nslots, max_line_bytes);
     }
-    if quotes % 2 == 1 {
-        // Blocks are cut at line ends; an odd number of quotes means a quoted field
-        // holds a line break that a block boundary cut through. Reading on would
-        // silently make other rows of its two halves.
-        return Err(TokenizeError::Csv {
-            row_start: 0,
-            message: "a quoted field holds a line break that crosses a block boundary; \
-                      read with a larger blocksize (e.g. --blocksize 1GB) so each such field \
-                      stays within one block"
-                .into(),
-        });
-    }
-    tokenize_quoted(block, delimiter, slot_of, nslots)
+    tokenize_quoted(block, delimiter, slot_of, nslots, max_line_bytes)
 }
 
 fn tokenize_plain(
@@ -90,6 +103,7 @@ fn tokenize_plain(
     delimiter: u8,
     slot_of: &[Option<usize>],
     nslots: usize,
+    max_line_bytes: u64,
 ) -> Result<Fields, TokenizeError> {
     let ncols = slot_of.len();
     // A rough row count sizes the vectors once.
@@ -99,6 +113,11 @@ fn tokenize_plain(
     let mut pos = 0usize;
     while pos < block.len() {
         let line_end = memchr::memchr(b'\n', &block[pos..]).map_or(block.len(), |i| pos + i);
+        if (line_end - pos) as u64 > max_line_bytes {
+            return Err(TokenizeError::TooLong {
+                row_start: pos as u64,
+            });
+        }
         let mut end = line_end;
         if end > pos && block[end - 1] == b'\r' {
             end -= 1;
@@ -144,6 +163,7 @@ fn tokenize_quoted(
     delimiter: u8,
     slot_of: &[Option<usize>],
     nslots: usize,
+    max_line_bytes: u64,
 ) -> Result<Fields, TokenizeError> {
     let ncols = slot_of.len();
     let mut reader = ::csv::ReaderBuilder::new()
@@ -167,7 +187,17 @@ fn tokenize_quoted(
                 })
             }
         }
-        let row_start = record.position().map_or(row_start, |p| p.byte());
+        let mut row_start = record.position().map_or(row_start, |p| p.byte());
+        // After a CRLF the csv crate's position is at the `\n`: the record starts
+        // past it (this keeps line numbers right).
+        while matches!(block.get(row_start as usize), Some(b'\n' | b'\r')) {
+            row_start += 1;
+        }
+        let after = reader.position().byte();
+        let ends_in_newline = after > 0 && block.get(after as usize - 1) == Some(&b'\n');
+        if after - row_start - u64::from(ends_in_newline) > max_line_bytes {
+            return Err(TokenizeError::TooLong { row_start });
+        }
         if record.len() == 1 && record[0].is_empty() {
             continue;
         }
@@ -210,7 +240,7 @@ mod tests {
         for (s, &c) in proj.iter().enumerate() {
             slot_of[c] = Some(s);
         }
-        let f = tokenize(block.as_bytes(), b',', &slot_of, proj.len()).unwrap();
+        let f = tokenize(block.as_bytes(), b',', &slot_of, proj.len(), u64::MAX).unwrap();
         let bytes = f.bytes(block.as_bytes());
         f.ranges
             .iter()
@@ -238,7 +268,7 @@ mod tests {
 
     #[test]
     fn wrong_field_count() {
-        let err = tokenize(b"1,2\n3\n", b',', &[Some(0), None], 1)
+        let err = tokenize(b"1,2\n3\n", b',', &[Some(0), None], 1, u64::MAX)
             .err()
             .unwrap();
         assert!(matches!(
@@ -249,7 +279,7 @@ mod tests {
                 found: 1
             }
         ));
-        let err = tokenize(b"1,2\n\"3\",4,5\n", b',', &[Some(0), None], 1)
+        let err = tokenize(b"1,2\n\"3\",4,5\n", b',', &[Some(0), None], 1, u64::MAX)
             .err()
             .unwrap();
         assert!(matches!(

@@ -13,5 +13,6 @@ mod ordering;
 mod outofcore;
 mod properties;
 mod read_csv;
+mod read_inputs;
 mod scheduler;
 mod timeseries;

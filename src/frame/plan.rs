@@ -183,6 +183,13 @@ pub trait PlanNode: Send + Sync {
     fn pruned(&self, _required: Option<&BTreeSet<String>>) -> Option<Arc<dyn PlanNode>> {
         None
     }
+    /// A source that can skip data `predicate` rejects (Parquet row groups, by
+    /// their statistics) returns itself with the predicate; `None` (the default)
+    /// when it cannot. The filter still runs above the source, so the source may
+    /// keep rows that do not match, but must never drop one that does.
+    fn with_predicate(&self, _predicate: &Expr) -> Option<Arc<dyn PlanNode>> {
+        None
+    }
     /// Columns needed of each input when the consumer reads `required`.
     fn input_columns(&self, required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>>;
     /// Adds the node's tasks to `graph`, given each input's partition keys; returns
@@ -326,8 +333,9 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                 n.extend(predicate.columns());
                 n
             });
+            let input = prune(input, need.as_ref());
             Arc::new(Plan::Filter {
-                input: prune(input, need.as_ref()),
+                input: push_predicate(&input, predicate).unwrap_or(input),
                 predicate: predicate.clone(),
             })
         }
@@ -460,6 +468,29 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             })
         }
     }
+}
+
+/// `plan` with `predicate` handed to its source, through filters and index
+/// declarations (which keep every column), when the source can use it.
+fn push_predicate(plan: &Arc<Plan>, predicate: &Expr) -> Option<Arc<Plan>> {
+    Some(Arc::new(match plan.as_ref() {
+        Plan::Node { inputs, node } if inputs.is_empty() => Plan::Node {
+            inputs: Vec::new(),
+            node: node.with_predicate(predicate)?,
+        },
+        Plan::Filter {
+            input,
+            predicate: p,
+        } => Plan::Filter {
+            input: push_predicate(input, predicate)?,
+            predicate: p.clone(),
+        },
+        Plan::WithIndex { input, index } => Plan::WithIndex {
+            input: push_predicate(input, predicate)?,
+            index: index.clone(),
+        },
+        _ => return None,
+    }))
 }
 
 static LAYER_ID: AtomicUsize = AtomicUsize::new(0);

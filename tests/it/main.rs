@@ -11,5 +11,6 @@ mod ordering;
 mod outofcore;
 mod properties;
 mod read_csv;
+mod read_parquet;
 mod scheduler;
 mod timeseries;

@@ -148,7 +148,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// The files a pattern names and the folder partition folders are counted from
-/// (`None`: a single file, which has no partition columns).
+/// (`None`: a single file, which has no partition columns; empty: the whole path).
 pub fn list_files(pattern: &str) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     let path = Path::new(pattern);
     if path.is_dir() {
@@ -170,17 +170,10 @@ pub fn list_files(pattern: &str) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     if path.is_file() {
         return Ok((vec![path.to_path_buf()], None));
     }
+    // A glob: every `key=value` folder in the paths counts, also those before the
+    // first wildcard (`sales/year=2024/*/*.parquet` keeps `year`), as DuckDB does.
     let files = crate::io::glob::expand(pattern)?;
-    // Partition folders are counted from the last folder before the first wildcard.
-    let mut root = PathBuf::new();
-    for c in path.components() {
-        let s = c.as_os_str().to_string_lossy();
-        if s.contains(['*', '?', '[']) {
-            break;
-        }
-        root.push(c);
-    }
-    Ok((files, Some(root)))
+    Ok((files, Some(PathBuf::new())))
 }
 
 /// Reads the footer of `path`.

@@ -139,7 +139,10 @@ impl Format {
             return Ok(f);
         }
         let files = crate::io::glob::expand(pattern)?;
-        match files.iter().find_map(|p| Format::from_name(&p.to_string_lossy())) {
+        match files
+            .iter()
+            .find_map(|p| Format::from_name(&p.to_string_lossy()))
+        {
             Some(f) => Ok(f),
             None => Format::sniff(&files[0]),
         }
@@ -201,8 +204,7 @@ impl ReadBuilder {
         mut self,
         columns: impl IntoIterator<Item = S>,
     ) -> Self {
-        self.parse_dates
-            .extend(columns.into_iter().map(Into::into));
+        self.parse_dates.extend(columns.into_iter().map(Into::into));
         self
     }
 
@@ -242,10 +244,7 @@ impl ReadBuilder {
             return unfit("--date-format", &format!("{name} values carry their types"));
         }
         if format == Format::JsonLines && !(self.dtypes.is_empty() && self.parse_dates.is_empty()) {
-            return unfit(
-                "--dtype and --parse-dates",
-                "JSON values carry their types",
-            );
+            return unfit("--dtype and --parse-dates", "JSON values carry their types");
         }
         Ok(())
     }
@@ -316,8 +315,10 @@ impl ReadBuilder {
                 }
                 for c in &self.parse_dates {
                     let t = crate::expr::column_type(&source.schema, c)?;
-                    if !matches!(t, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64)
-                    {
+                    if !matches!(
+                        t,
+                        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+                    ) {
                         return Err(Error::plan(
                             "read_parquet",
                             format!(

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float32Array, Int32Array,
-    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float32Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Int32Type, TimeUnit};
 use outcore::agg::{count, max, mean, size, sum};
@@ -64,7 +64,10 @@ fn batch_of(rows: &[Row]) -> RecordBatch {
             "id",
             Arc::new(rows.iter().map(|r| r.id).collect::<Int32Array>()) as ArrayRef,
         ),
-        ("x", Arc::new(rows.iter().map(|r| r.x).collect::<Float32Array>())),
+        (
+            "x",
+            Arc::new(rows.iter().map(|r| r.x).collect::<Float32Array>()),
+        ),
         ("name", Arc::new(names)),
         (
             "ts",
@@ -88,14 +91,23 @@ fn batch_of(rows: &[Row]) -> RecordBatch {
 }
 
 /// Writes `batches` to `path` with row groups of at most `group_rows` rows.
-fn write_parquet(path: &Path, batches: &[RecordBatch], group_rows: usize, compression: Compression) {
+fn write_parquet(
+    path: &Path,
+    batches: &[RecordBatch],
+    group_rows: usize,
+    compression: Compression,
+) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(group_rows))
         .set_compression(compression)
         .build();
-    let mut w =
-        ArrowWriter::try_new(File::create(path).unwrap(), batches[0].schema(), Some(props)).unwrap();
+    let mut w = ArrowWriter::try_new(
+        File::create(path).unwrap(),
+        batches[0].schema(),
+        Some(props),
+    )
+    .unwrap();
     for b in batches {
         w.write(b).unwrap();
     }
@@ -106,7 +118,12 @@ fn write_parquet(path: &Path, batches: &[RecordBatch], group_rows: usize, compre
 fn other_writer_files(dir: &Path) -> Vec<Row> {
     let a = make_rows(1, 0, 600);
     let b = make_rows(2, 600, 600);
-    write_parquet(&dir.join("a.parquet"), &[batch_of(&a)], 100, Compression::SNAPPY);
+    write_parquet(
+        &dir.join("a.parquet"),
+        &[batch_of(&a)],
+        100,
+        Compression::SNAPPY,
+    );
     let zstd = Compression::ZSTD(ZstdLevel::try_new(3).unwrap());
     write_parquet(&dir.join("b.parquet"), &[batch_of(&b)], 100, zstd);
     [a, b].concat()
@@ -116,10 +133,13 @@ fn sess(blocksize: u64, mode: Mode) -> Session {
     session(2, mode, blocksize)
 }
 
+/// sum(id), count(x), sum(x), max(day), size of one group.
+type Sums = (i64, i64, f64, i32, i64);
+
 /// Naive groupby name: sum(id), count(x), mean(x), max(day), size, by name (nulls
 /// dropped), keys sorted.
-fn naive_by_name(rows: &[&Row]) -> BTreeMap<String, (i64, i64, f64, i32, i64)> {
-    let mut out: BTreeMap<String, (i64, i64, f64, i32, i64)> = BTreeMap::new();
+fn naive_by_name(rows: &[&Row]) -> BTreeMap<String, Sums> {
+    let mut out: BTreeMap<String, Sums> = BTreeMap::new();
     for r in rows {
         let Some(n) = &r.name else { continue };
         let e = out.entry(n.clone()).or_insert((0, 0, 0.0, i32::MIN, 0));
@@ -160,7 +180,10 @@ fn parquet_of_another_writer_answers_as_the_naive_reference_for_any_partitioning
                 ("id", &DataType::Int32),
                 ("x", &DataType::Float32),
                 ("name", &DataType::Utf8),
-                ("ts", &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+                (
+                    "ts",
+                    &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                ),
                 ("day", &DataType::Date32),
                 ("flag", &DataType::Boolean),
             ],
@@ -168,8 +191,14 @@ fn parquet_of_another_writer_answers_as_the_naive_reference_for_any_partitioning
         );
         match parts {
             Some(p) => assert_eq!(df.npartitions(), p),
-            None if blocksize == 1_000 => assert!(df.npartitions() > 12, "slices: {}", df.npartitions()),
-            None => assert!(df.npartitions() < 12 && df.npartitions() > 2, "{}", df.npartitions()),
+            None if blocksize == 1_000 => {
+                assert!(df.npartitions() > 12, "slices: {}", df.npartitions())
+            }
+            None => assert!(
+                df.npartitions() < 12 && df.npartitions() > 2,
+                "{}",
+                df.npartitions()
+            ),
         }
         let got = df
             .groupby(&["name"])
@@ -181,17 +210,27 @@ fn parquet_of_another_writer_answers_as_the_naive_reference_for_any_partitioning
         let expected = naive_by_name(&rows.iter().collect::<Vec<_>>());
         let keys: Vec<Cell> = expected.keys().map(|k| Cell::Str(k.clone())).collect();
         assert_cells(&cells(&got, "name"), &keys, "name");
-        let col = |f: &dyn Fn(&(i64, i64, f64, i32, i64)) -> Cell| -> Vec<Cell> {
-            expected.values().map(f).collect()
-        };
-        assert_cells(&cells(&got, "sum(id)"), &col(&|e| Cell::Int(e.0)), "sum(id)");
-        assert_cells(&cells(&got, "count(x)"), &col(&|e| Cell::Int(e.1)), "count(x)");
+        let col = |f: &dyn Fn(&Sums) -> Cell| -> Vec<Cell> { expected.values().map(f).collect() };
+        assert_cells(
+            &cells(&got, "sum(id)"),
+            &col(&|e| Cell::Int(e.0)),
+            "sum(id)",
+        );
+        assert_cells(
+            &cells(&got, "count(x)"),
+            &col(&|e| Cell::Int(e.1)),
+            "count(x)",
+        );
         assert_cells(
             &cells(&got, "mean(x)"),
             &col(&|e| Cell::Float(e.2 / e.1 as f64)),
             "mean(x)",
         );
-        assert_cells(&cells(&got, "max(day)"), &col(&|e| Cell::Date(e.3 as i64)), "max(day)");
+        assert_cells(
+            &cells(&got, "max(day)"),
+            &col(&|e| Cell::Date(e.3 as i64)),
+            "max(day)",
+        );
         assert_cells(&cells(&got, "size"), &col(&|e| Cell::Int(e.4)), "size");
         // A filter on the time-zoned timestamp and the int32, in file order.
         let cut = rows[700].ts_us;
@@ -207,7 +246,10 @@ fn parquet_of_another_writer_answers_as_the_naive_reference_for_any_partitioning
             .iter()
             .filter(|r| r.ts_us >= cut && r.id.is_some_and(|i| i % 7 == 0) && r.flag)
             .collect();
-        let ids: Vec<Cell> = want.iter().map(|r| Cell::Int(r.id.unwrap() as i64)).collect();
+        let ids: Vec<Cell> = want
+            .iter()
+            .map(|r| Cell::Int(r.id.unwrap() as i64))
+            .collect();
         assert!(!ids.is_empty());
         assert_cells(&cells(&got, "id"), &ids, "filtered ids, in file order");
         assert_eq!(df.num_rows().unwrap(), rows.len());
@@ -274,7 +316,11 @@ fn filters_skip_row_groups_their_statistics_rule_out() {
                 }
             })
             .collect();
-        assert_cells(&cells(&got, "size"), &[Cell::Int(keep.len() as i64)], filter);
+        assert_cells(
+            &cells(&got, "size"),
+            &[Cell::Int(keep.len() as i64)],
+            filter,
+        );
         let total: i64 = keep.iter().map(|r| r.id.unwrap_or(0) as i64).sum();
         assert_cells(&cells(&got, "sum(id)"), &[Cell::Int(total)], filter);
     }
@@ -333,9 +379,9 @@ fn hive_folders_are_columns_that_filters_use_and_prune() {
             e.1 += 1;
         }
     }
-    let ints = |f: &dyn Fn((&(i64, i64), &(i64, i64))) -> i64| -> Vec<Cell> {
-        want.iter().map(|e| Cell::Int(f(e))).collect()
-    };
+    type Entry<'a> = (&'a (i64, i64), &'a (i64, i64));
+    let ints =
+        |f: &dyn Fn(Entry) -> i64| -> Vec<Cell> { want.iter().map(|e| Cell::Int(f(e))).collect() };
     assert_cells(&cells(&got, "year"), &ints(&|(k, _)| k.0), "year");
     assert_cells(&cells(&got, "month"), &ints(&|(k, _)| k.1), "month");
     assert_cells(&cells(&got, "sum(v)"), &ints(&|(_, v)| v.0), "sum(v)");
@@ -357,7 +403,7 @@ fn hive_values_of_two_types_are_an_error_unless_declared() {
     .unwrap();
     for m in ["6", "June"] {
         let p = tmp.path().join(format!("month={m}/part-0.parquet"));
-        write_parquet(&p, &[batch.clone()], 10, Compression::SNAPPY);
+        write_parquet(&p, std::slice::from_ref(&batch), 10, Compression::SNAPPY);
     }
     let s = sess(1 << 20, Mode::Parallel);
     let dir = tmp.path().to_str().unwrap();
@@ -376,9 +422,21 @@ fn hive_values_of_two_types_are_an_error_unless_declared() {
             june.display()
         )
     );
-    let df = s.read(dir).with_dtype("month", DataType::Utf8).load().unwrap();
-    let got = df.filter(parse("month == 'June'").unwrap()).unwrap().compute().unwrap();
-    assert_cells(&cells(&got, "v"), &[Cell::Int(1), Cell::Int(2)], "June's rows");
+    let df = s
+        .read(dir)
+        .with_dtype("month", DataType::Utf8)
+        .load()
+        .unwrap();
+    let got = df
+        .filter(parse("month == 'June'").unwrap())
+        .unwrap()
+        .compute()
+        .unwrap();
+    assert_cells(
+        &cells(&got, "v"),
+        &[Cell::Int(1), Cell::Int(2)],
+        "June's rows",
+    );
 }
 
 /// Runs the binary.
@@ -408,7 +466,14 @@ fn cli_queries_parquet_folders_and_says_what_it_skipped() {
     let rows = hive_folder(tmp.path());
     let dir = tmp.path().to_str().unwrap();
     let (out, err) = ok(&[
-        "query", dir, "--filter", "month == 6", "--agg", "sum(v), size()", "--format", "csv",
+        "query",
+        dir,
+        "--filter",
+        "month == 6",
+        "--agg",
+        "sum(v), size()",
+        "--format",
+        "csv",
         "--stats",
     ]);
     let june: Vec<_> = rows.iter().filter(|r| r.1 == 6).collect();
@@ -421,7 +486,14 @@ fn cli_queries_parquet_folders_and_says_what_it_skipped() {
     // A Parquet file without a suffix is found by its first bytes.
     let bare = tmp.path().join("bare");
     std::fs::copy(tmp.path().join("year=2024/month=6/part-0.parquet"), &bare).unwrap();
-    let (out, _) = ok(&["query", bare.to_str().unwrap(), "--agg", "sum(v)", "--format", "csv"]);
+    let (out, _) = ok(&[
+        "query",
+        bare.to_str().unwrap(),
+        "--agg",
+        "sum(v)",
+        "--format",
+        "csv",
+    ]);
     assert_eq!(out, format!("sum(v)\n{total}\n"));
 }
 
@@ -482,7 +554,11 @@ fn a_dataset_written_by_persist_is_read_by_query_with_its_index() {
     let got: Vec<(String, f64, i64)> = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap())
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
         })
         .collect();
     assert_eq!(got.len(), want.len(), "{out}");
@@ -529,7 +605,11 @@ fn a_cut_or_corrupt_parquet_file_is_an_error_naming_the_file_and_row_group() {
     // Cut short: the footer is gone.
     let cut = tmp.path().join("cut.parquet");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let e = s.read(cut.to_str().unwrap()).load().unwrap_err().to_string();
+    let e = s
+        .read(cut.to_str().unwrap())
+        .load()
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with(&format!(
             "{}: not a readable Parquet file (cut short, or not Parquet): ",
@@ -540,8 +620,8 @@ fn a_cut_or_corrupt_parquet_file_is_an_error_naming_the_file_and_row_group() {
 
     // The footer is fine but row group 1's pages are garbage.
     let bad = tmp.path().join("bad.parquet");
-    let meta = parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap())
-        .unwrap();
+    let meta =
+        parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
     let rg1 = parquet::file::reader::FileReader::metadata(&meta)
         .row_group(1)
         .column(0)
@@ -568,7 +648,12 @@ fn a_cut_or_corrupt_parquet_file_is_an_error_naming_the_file_and_row_group() {
         .unwrap()
         .num_rows()
         .unwrap();
-    assert_eq!(ok_rows, rows.iter().filter(|r| r.id.is_some_and(|i| i < 100)).count());
+    assert_eq!(
+        ok_rows,
+        rows.iter()
+            .filter(|r| r.id.is_some_and(|i| i < 100))
+            .count()
+    );
 
     // And through the CLI, exit code 1 and the same message.
     let out = outcore(&["query", bad.to_str().unwrap(), "--agg", "sum(id)"]);
@@ -581,15 +666,17 @@ fn a_cut_or_corrupt_parquet_file_is_an_error_naming_the_file_and_row_group() {
 fn a_glob_of_mixed_formats_is_an_error_that_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("a.csv"), "v\n1\n").unwrap();
-    let batch = RecordBatch::try_from_iter(vec![(
-        "v",
-        Arc::new(Int64Array::from(vec![1])) as ArrayRef,
-    )])
-    .unwrap();
+    let batch =
+        RecordBatch::try_from_iter(vec![("v", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
+            .unwrap();
     write_parquet(&tmp.path().join("b.csv"), &[batch], 10, Compression::SNAPPY);
     let s = sess(1 << 20, Mode::Parallel);
     let glob: PathBuf = tmp.path().join("*.csv");
-    let e = s.read(glob.to_str().unwrap()).load().unwrap_err().to_string();
+    let e = s
+        .read(glob.to_str().unwrap())
+        .load()
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains(&format!(
             "{} is a Parquet file, but {:?} was read as CSV",

@@ -79,7 +79,8 @@ impl Kind {
         if v.parse::<i64>().is_ok() {
             Kind::Integer
         } else if v.bytes().any(|c| c.is_ascii_digit())
-            && v.bytes().all(|c| c.is_ascii_digit() || b"+-.eE".contains(&c))
+            && v.bytes()
+                .all(|c| c.is_ascii_digit() || b"+-.eE".contains(&c))
             && v.parse::<f64>().is_ok()
         {
             Kind::Float
@@ -157,7 +158,10 @@ pub fn columns(
                 if k.is_empty() {
                     "none".to_string()
                 } else {
-                    k.iter().map(|s| format!("{s}=")).collect::<Vec<_>>().join("/")
+                    k.iter()
+                        .map(|s| format!("{s}="))
+                        .collect::<Vec<_>>()
+                        .join("/")
                 }
             };
             return Err(Error::plan(
@@ -284,7 +288,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("/d/month=June/b.parquet: partition folder value month=\"June\" is not Int64"),
+            e.contains(
+                "/d/month=June/b.parquet: partition folder value month=\"June\" is not Int64"
+            ),
             "{e}"
         );
     }

@@ -250,7 +250,10 @@ impl ParquetSource {
                         .join(", ")
                 )
             };
-            return Err(Error::plan("read_parquet", format!("--dtype {name}: {what}")));
+            return Err(Error::plan(
+                "read_parquet",
+                format!("--dtype {name}: {what}"),
+            ));
         }
         let mut files = Vec::with_capacity(paths.len());
         for (i, (path, meta)) in paths.into_iter().zip(metas).enumerate() {
@@ -348,7 +351,11 @@ impl ParquetSource {
     fn prune(&self, part: &ParquetPart, predicate: &StatsPredicate) -> Vec<bool> {
         let file = &self.files[part.file];
         let meta = file.meta.metadata();
-        let groups: Vec<_> = part.row_groups.iter().map(|&rg| meta.row_group(rg)).collect();
+        let groups: Vec<_> = part
+            .row_groups
+            .iter()
+            .map(|&rg| meta.row_group(rg))
+            .collect();
         let rows = UInt64Array::from_iter_values(groups.iter().map(|g| g.num_rows().max(0) as u64));
         let n = groups.len();
         let file_schema = file.meta.schema();
@@ -363,9 +370,13 @@ impl ParquetSource {
                 let v = &file.hive[c - self.file_columns];
                 let (Ok(a), nulls) = (
                     v.to_array_of_size(n),
-                    UInt64Array::from_iter_values(
-                        rows.values().iter().map(|&r| if v.is_null() { r } else { 0 }),
-                    ),
+                    UInt64Array::from_iter_values(rows.values().iter().map(|&r| {
+                        if v.is_null() {
+                            r
+                        } else {
+                            0
+                        }
+                    })),
                 ) else {
                     continue;
                 };
@@ -373,9 +384,11 @@ impl ParquetSource {
                 continue;
             }
             let field_name = file_schema.field(file.positions[c]).name();
-            let Ok(conv) =
-                StatisticsConverter::try_new(field_name, file_schema, meta.file_metadata().schema_descr())
-            else {
+            let Ok(conv) = StatisticsConverter::try_new(
+                field_name,
+                file_schema,
+                meta.file_metadata().schema_descr(),
+            ) else {
                 continue;
             };
             let conv = conv.with_missing_null_counts_as_zero(false);
@@ -481,7 +494,9 @@ impl ParquetSource {
             });
         }
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
     }
 
     /// Decodes one row group (or a slice of it), root columns `roots` only.
@@ -497,8 +512,8 @@ impl ParquetSource {
         let meta = match slice {
             // Slices skip whole pages when the file has an offset index.
             Some(_) => {
-                let options = ArrowReaderOptions::new()
-                    .with_offset_index_policy(PageIndexPolicy::Optional);
+                let options =
+                    ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
                 ArrowReaderMetadata::load(&f, options).map_err(|e| e.to_string())?
             }
             None => file.meta.clone(),

@@ -74,7 +74,8 @@ impl RunContext {
     /// showed that no row could pass the filter.
     pub fn add_row_groups(&self, read: u64, skipped: u64) {
         self.row_groups_read.fetch_add(read, Ordering::Relaxed);
-        self.row_groups_skipped.fetch_add(skipped, Ordering::Relaxed);
+        self.row_groups_skipped
+            .fetch_add(skipped, Ordering::Relaxed);
     }
 
     /// Parquet row groups read and skipped so far.

@@ -190,6 +190,11 @@ pub trait PlanNode: Send + Sync {
     fn with_predicate(&self, _predicate: &Expr) -> Option<Arc<dyn PlanNode>> {
         None
     }
+    /// Roughly the bytes a source's partitions hold in memory, when it can tell
+    /// (joins broadcast a small side); `None` (the default) when it cannot.
+    fn estimated_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Columns needed of each input when the consumer reads `required`.
     fn input_columns(&self, required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>>;
     /// Adds the node's tasks to `graph`, given each input's partition keys; returns
@@ -281,6 +286,7 @@ impl Plan {
                 let n = input.npartitions().max(1) as u64;
                 Some(input.estimated_bytes()? * partitions.len() as u64 / n)
             }
+            Plan::Node { inputs, node } if inputs.is_empty() => node.estimated_bytes(),
             other => other.inputs().first()?.estimated_bytes(),
         }
     }

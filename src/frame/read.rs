@@ -420,6 +420,9 @@ impl PlanNode for ParquetScan {
             ..self.clone()
         }))
     }
+    fn estimated_bytes(&self) -> Option<u64> {
+        Some(self.source.uncompressed_bytes(self.projection.as_deref()))
+    }
     fn input_columns(&self, _required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>> {
         Vec::new()
     }

@@ -686,3 +686,53 @@ fn a_glob_of_mixed_formats_is_an_error_that_says_so() {
         "{e}"
     );
 }
+
+#[test]
+fn a_small_parquet_side_of_a_join_is_broadcast_from_its_footer_sizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = other_writer_files(&tmp.path().join("big"));
+    let ids: Vec<i32> = (0..1200).step_by(10).collect();
+    let labels: Vec<String> = ids.iter().map(|i| format!("L{i}")).collect();
+    let small = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int32Array::from(ids.clone())) as ArrayRef),
+        ("label", Arc::new(StringArray::from(labels)) as ArrayRef),
+    ])
+    .unwrap();
+    write_parquet(
+        &tmp.path().join("small/labels.parquet"),
+        &[small],
+        40,
+        Compression::SNAPPY,
+    );
+    // Tiny partitions, so neither side is small by its partition count.
+    let s = sess(500, Mode::Parallel);
+    let big = s
+        .read(tmp.path().join("big").to_str().unwrap())
+        .load()
+        .unwrap();
+    let labels = s
+        .read(tmp.path().join("small").to_str().unwrap())
+        .load()
+        .unwrap();
+    assert!(labels.npartitions() > 1 && big.npartitions() > 1);
+    let joined = big
+        .merge(&labels, &["id"], outcore::frame::How::Inner)
+        .unwrap()
+        .select(&["id", "label"])
+        .unwrap();
+    assert!(
+        joined.visualize().contains("broadcast-gather"),
+        "the small side is broadcast"
+    );
+    let got = joined.compute().unwrap();
+    let want: Vec<Cell> = rows
+        .iter()
+        .filter_map(|r| r.id.filter(|i| i % 10 == 0))
+        .map(|i| Cell::Str(format!("L{i}")))
+        .collect();
+    let mut got_labels = cells(&got, "label");
+    got_labels.sort_by_key(|c| c.to_string());
+    let mut want = want;
+    want.sort_by_key(|c| c.to_string());
+    assert_cells(&got_labels, &want, "labels of the joined rows");
+}

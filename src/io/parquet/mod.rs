@@ -324,13 +324,32 @@ impl ParquetSource {
         })
     }
 
-    /// Total bytes of the files' column chunks (compressed), for size estimates.
-    pub fn compressed_bytes(&self) -> u64 {
-        self.files
-            .iter()
-            .flat_map(|f| f.meta.metadata().row_groups())
-            .map(|rg| rg.compressed_size().max(0) as u64)
-            .sum()
+    /// The uncompressed bytes of the columns `projection` (indexes into
+    /// [`schema`](Self::schema); all when `None`) over every file, from the
+    /// footers: roughly what reading them holds in memory.
+    pub fn uncompressed_bytes(&self, projection: Option<&[usize]>) -> u64 {
+        let mut total = 0u64;
+        for f in &self.files {
+            let meta = f.meta.metadata();
+            let descr = meta.file_metadata().schema_descr();
+            let roots: Option<Vec<usize>> = projection.map(|p| {
+                p.iter()
+                    .filter(|&&c| c < self.file_columns)
+                    .map(|&c| f.positions[c])
+                    .collect()
+            });
+            for rg in meta.row_groups() {
+                for leaf in 0..rg.num_columns() {
+                    let wanted = roots
+                        .as_ref()
+                        .is_none_or(|r| r.contains(&descr.get_column_root_idx(leaf)));
+                    if wanted {
+                        total += rg.column(leaf).uncompressed_size().max(0) as u64;
+                    }
+                }
+            }
+        }
+        total
     }
 
     /// Rows in the row groups (or slice) of `part`, after dropping `skip`ped ones.

@@ -129,10 +129,22 @@ impl Format {
                 (Some(&f), _) if known.iter().all(|&g| g == f) => Ok(f),
                 (Some(_), _) => Ok(Format::Csv),
                 (None, Some(first)) => Format::sniff(first),
-                (None, None) => Err(Error::plan(
-                    "read",
-                    format!("folder {pattern:?} holds no files"),
-                )),
+                // Only sub-folders: Parquet is read recursively, text formats are not.
+                (None, None) => {
+                    let (files, _) = crate::io::parquet::list_files(pattern)?;
+                    if has_parquet_suffix(&files[0]) || Format::sniff(&files[0])? == Format::Parquet
+                    {
+                        Ok(Format::Parquet)
+                    } else {
+                        Err(Error::plan(
+                            "read",
+                            format!(
+                                "folder {pattern:?} holds only sub-folders; CSV and JSON lines \
+                                 are read from the files of one folder (or give a glob)"
+                            ),
+                        ))
+                    }
+                }
             };
         }
         if let Some(f) = Format::from_name(pattern) {

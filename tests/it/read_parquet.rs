@@ -736,3 +736,46 @@ fn a_small_parquet_side_of_a_join_is_broadcast_from_its_footer_sizes() {
     want.sort_by_key(|c| c.to_string());
     assert_cells(&got_labels, &want, "labels of the joined rows");
 }
+
+#[test]
+fn nested_folders_without_keys_are_read_recursively_for_parquet_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = RecordBatch::try_from_iter(vec![(
+        "v",
+        Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+    )])
+    .unwrap();
+    for (i, sub) in ["2024/06", "2024/07"].iter().enumerate() {
+        let p = tmp.path().join(format!("pq/{sub}/part-{i}.parquet"));
+        write_parquet(&p, std::slice::from_ref(&batch), 2, Compression::SNAPPY);
+        let c = tmp.path().join(format!("csv/{sub}/part-{i}.csv"));
+        std::fs::create_dir_all(c.parent().unwrap()).unwrap();
+        std::fs::write(&c, "v\n1\n").unwrap();
+    }
+    let s = sess(1 << 20, Mode::Parallel);
+    let df = s
+        .read(tmp.path().join("pq").to_str().unwrap())
+        .load()
+        .unwrap();
+    assert_eq!(df.columns(), vec!["v"]);
+    let got = df.agg(&[sum("v")]).unwrap().compute().unwrap();
+    assert_cells(
+        &cells(&got, "sum(v)"),
+        &[Cell::Int(12)],
+        "sum over both folders",
+    );
+    let csv = tmp.path().join("csv");
+    let e = s
+        .read(csv.to_str().unwrap())
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "read: folder {:?} holds only sub-folders; CSV and JSON lines are read from the \
+             files of one folder (or give a glob)",
+            csv.to_str().unwrap()
+        )
+    );
+}

@@ -255,8 +255,30 @@ impl ReadBuilder {
         if !self.date_formats.is_empty() {
             return unfit("--date-format", &format!("{name} values carry their types"));
         }
-        if format == Format::JsonLines && !(self.dtypes.is_empty() && self.parse_dates.is_empty()) {
-            return unfit("--dtype and --parse-dates", "JSON values carry their types");
+        if format == Format::JsonLines && !self.dtypes.is_empty() {
+            return unfit("--dtype", "JSON values carry their types");
+        }
+        Ok(())
+    }
+
+    /// For JSON lines and Parquet, whose values carry their types: an error unless
+    /// every `parse_dates` column already is a date or timestamp.
+    fn check_dates(&self, schema: &arrow::datatypes::Schema, name: &str) -> Result<()> {
+        for c in &self.parse_dates {
+            let t = crate::expr::column_type(schema, c)?;
+            if !matches!(
+                t,
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+            ) {
+                return Err(Error::plan(
+                    "read",
+                    format!(
+                        "{}: column {c:?} is {t}, not a date or timestamp; {name} values carry \
+                         their types, so only CSV columns are parsed as dates",
+                        self.pattern
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -296,7 +318,9 @@ impl ReadBuilder {
                 if let Some(b) = self.blocksize {
                     r = r.with_blocksize(b);
                 }
-                r.load()
+                let df = r.load()?;
+                self.check_dates(&df.schema(), "JSON")?;
+                Ok(df)
             }
             Format::Parquet | Format::Dataset => {
                 let dataset = format == Format::Dataset
@@ -325,23 +349,7 @@ impl ReadBuilder {
                         ));
                     }
                 }
-                for c in &self.parse_dates {
-                    let t = crate::expr::column_type(&source.schema, c)?;
-                    if !matches!(
-                        t,
-                        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
-                    ) {
-                        return Err(Error::plan(
-                            "read_parquet",
-                            format!(
-                                "{}: column {c:?} is {t}, not a date or timestamp; Parquet \
-                                 columns carry their types (convert in the query: cast({c} as \
-                                 timestamp))",
-                                self.pattern
-                            ),
-                        ));
-                    }
-                }
+                self.check_dates(&source.schema, "Parquet")?;
                 let node = ParquetScan {
                     source: Arc::new(source),
                     projection: None,

@@ -779,3 +779,38 @@ fn nested_folders_without_keys_are_read_recursively_for_parquet_only() {
         )
     );
 }
+
+/// Postmortem-style guard: whatever bytes of the data pages are damaged, reading
+/// gives an answer or an error naming the file, never a panic or "a bug".
+#[test]
+fn damaged_pages_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = make_rows(5, 0, 400);
+    let path = tmp.path().join("t.parquet");
+    write_parquet(&path, &[batch_of(&rows)], 100, Compression::SNAPPY);
+    let bytes = std::fs::read(&path).unwrap();
+    let data_end = bytes.len() * 6 / 10;
+    let s = sess(1 << 20, Mode::Parallel);
+    let mut errors = 0;
+    for seed in 0..24u64 {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed);
+        let mut broken = bytes.clone();
+        let at = rng.random_range(4..data_end - 16);
+        for b in &mut broken[at..at + rng.random_range(1..16)] {
+            *b = rng.random();
+        }
+        let bad = tmp.path().join(format!("bad-{seed}.parquet"));
+        std::fs::write(&bad, &broken).unwrap();
+        let result = s
+            .read(bad.to_str().unwrap())
+            .load()
+            .and_then(|df| df.agg(&[sum("id"), count("name"), max("ts")])?.compute());
+        if let Err(e) = result {
+            errors += 1;
+            let msg = e.root().to_string();
+            assert!(msg.starts_with(&bad.display().to_string()), "{msg}");
+            assert!(!msg.contains("this is a bug"), "{msg}");
+        }
+    }
+    assert!(errors > 0, "some damage is detected");
+}

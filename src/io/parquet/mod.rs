@@ -176,10 +176,25 @@ pub fn list_files(pattern: &str) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     Ok((files, Some(PathBuf::new())))
 }
 
-/// Reads the footer of `path`.
+/// The message of a caught panic.
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    format!("the Parquet decoder failed: {what}")
+}
+
+/// Reads the footer of `path`. A decoder panic on a damaged footer is caught and
+/// reported as a bad file, as any other error.
 fn load_footer(path: &Path) -> Result<ArrowReaderMetadata> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
+    std::panic::catch_unwind(|| {
+        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|panic| Err(panic_text(panic)))
+    .map_err(|e| {
         bad_file(
             path,
             format!("not a readable Parquet file (cut short, or not Parquet): {e}"),
@@ -475,14 +490,7 @@ impl ParquetSource {
             let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.read_row_group(file, rg, part.slice, &roots, ctx)
             }))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(format!("the Parquet decoder failed: {what}"))
-            })
+            .unwrap_or_else(|panic| Err(panic_text(panic)))
             .map_err(|e| {
                 bad_file(
                     &file.path,

@@ -814,3 +814,45 @@ fn damaged_pages_never_panic() {
     }
     assert!(errors > 0, "some damage is detected");
 }
+
+#[test]
+fn files_of_different_schemas_are_an_error_naming_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        write_parquet(&tmp.path().join(name), &[batch], 10, Compression::SNAPPY);
+    };
+    write(
+        "a.parquet",
+        vec![("v", Arc::new(Int64Array::from(vec![1])) as ArrayRef)],
+    );
+    write(
+        "b.parquet",
+        vec![("v", Arc::new(Int32Array::from(vec![1])) as ArrayRef)],
+    );
+    let s = sess(1 << 20, Mode::Parallel);
+    let dir = tmp.path().to_str().unwrap();
+    let (a, b) = (tmp.path().join("a.parquet"), tmp.path().join("b.parquet"));
+    let e = s.read(dir).load().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: column \"v\" is Int32 here but Int64 in {}",
+            b.display(),
+            a.display()
+        )
+    );
+    write(
+        "b.parquet",
+        vec![("w", Arc::new(Int64Array::from(vec![1])) as ArrayRef)],
+    );
+    let e = s.read(dir).load().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: has no column \"v\", which {} has; the columns here are: w",
+            b.display(),
+            a.display()
+        )
+    );
+}

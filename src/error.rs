@@ -95,6 +95,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An input file is not what its format says (a Parquet file cut short or
+    /// corrupt): the user replaces or rewrites the file. `reason` names the part of
+    /// the file (a row group) when it is known.
+    #[error("{}: {reason}", .path.display())]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where in the file.
+        reason: String,
+    },
     /// The query cannot be built: raised when the operation is added, before compute.
     #[error("{op}: {reason}")]
     Plan {

@@ -6,7 +6,7 @@
 //! it, and runs it on a pool of threads.
 //!
 //! ```text
-//!   CSV, JSON glob ──► io: line blocks ──► frame / bag (lazy, partitioned)
+//!   CSV, JSON, Parquet ──► io: line blocks, row groups ──► frame / bag (lazy, partitioned)
 //!                                              │ ops add plan nodes
 //!                                              ▼
 //!          frame::plan: prune columns ─ lower to layers of tasks (graph)
@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Modules, in the order data flows: [`io`] (globs, blocks, inference, the CSV
-//! decoder, JSON-lines sources), [`frame`] (the lazy `DataFrame` and its plan),
+//! decoder, JSON-lines and Parquet sources), [`frame`] (the lazy `DataFrame` and its plan),
 //! [`bag`] (the lazy `Bag` of JSON records), [`expr`] (column
 //! expressions), [`agg`] (chunk → combine → finalize aggregations), [`graph`] (keys,
 //! tasks, cull, fuse, order), [`scheduler`] (runs a graph), [`session`] (settings,

@@ -1,6 +1,7 @@
 //! The entry point of the Rust API: a [`Session`] holds the settings every
 //! computation shares (threads, scheduler mode, memory limit, spill folder, default
-//! block size) and the thread pool, and opens data sources.
+//! block size) and the thread pool, and opens data sources ([`Session::read`]
+//! for any format).
 //!
 //! The memory limit defaults to half the machine's RAM
 //! ([`DEFAULT_LIMIT_FRACTION`](crate::scheduler::DEFAULT_LIMIT_FRACTION)); the block
@@ -23,6 +24,7 @@ use arrow::datatypes::DataType;
 use outcore_storage::spill::SpillCache;
 
 use crate::error::{Error, Result};
+use crate::frame::read::{Format, ReadBuilder};
 use crate::frame::DataFrame;
 use crate::io::{CsvOptions, CsvSource};
 use crate::scheduler::{Executor, MemoryPolicy, Mode, RunContext};
@@ -254,10 +256,33 @@ impl Session {
         Ok(self.inner.persisted.get_or_init(|| cache).clone())
     }
 
-    /// Opens a Parquet dataset folder (restoring the index and divisions that
-    /// [`DataFrame::to_parquet`] recorded) or a glob of Parquet files.
+    /// Starts reading `pattern` (a file, a glob or a folder), whatever it holds:
+    /// CSV, JSON lines, Parquet from any writer (with Hive-style `key=value/`
+    /// partition folders as columns), or a dataset folder written by `persist`
+    /// (with its index and divisions). The format comes from the names and, when
+    /// they say nothing, the first bytes; see [`Format::detect`].
+    ///
+    /// ```no_run
+    /// # let session = outcore::Session::new()?;
+    /// let flights = session.read("flights/").load()?;          // month=1/part-0.parquet, ...
+    /// let late = flights.query("month == 6 and delay > 60")?;  // reads June's row groups only
+    /// # Ok::<(), outcore::Error>(())
+    /// ```
+    pub fn read(&self, pattern: impl Into<String>) -> ReadBuilder {
+        ReadBuilder::new(self.clone(), pattern.into())
+    }
+
+    /// Opens Parquet: a dataset folder (restoring the index and divisions that
+    /// [`DataFrame::to_parquet`] recorded), a folder, a glob or a file.
     pub fn read_parquet(&self, path: impl AsRef<std::path::Path>) -> Result<DataFrame> {
-        crate::frame::parquet::read_parquet(self, path)
+        self.read(path.as_ref().to_string_lossy())
+            .with_format(Format::Parquet)
+            .load()
+    }
+
+    /// The session's thread pool.
+    pub(crate) fn pool(&self) -> &rayon::ThreadPool {
+        &self.inner.pool
     }
 
     /// Starts reading a CSV glob (a pattern, a folder, or one file).

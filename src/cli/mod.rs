@@ -16,7 +16,7 @@ use outcore::error::human_bytes;
 use outcore::scheduler::{Mode, RunStats};
 use outcore::{Error, Result, Session};
 
-/// outcore: out-of-core dataframe and bag queries over CSV and JSON-lines globs.
+/// outcore: out-of-core dataframe and bag queries over CSV, JSON-lines and Parquet globs.
 #[derive(Parser)]
 #[command(name = "outcore", version, about, propagate_version = true)]
 struct Cli {
@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Filter, group and aggregate a CSV glob.
+    /// Filter, group and aggregate a glob of CSV, JSON lines or Parquet, or a dataset.
     Query(Box<query::QueryArgs>),
     /// Filter, pluck, count and group a bag of JSON records (JSON-lines files).
     Bag(Box<bag::BagArgs>),
@@ -41,7 +41,7 @@ enum Command {
     Rolling(Box<timeseries::RollingArgs>),
     /// Change the partitioning and write the result: --npartitions, --freq 1D, ...
     Repartition(Box<timeseries::RepartitionArgs>),
-    /// Write a CSV glob as a Parquet dataset with its index and divisions.
+    /// Write the input as a Parquet dataset with its index and divisions.
     Persist(Box<timeseries::PersistArgs>),
 }
 
@@ -86,18 +86,16 @@ pub struct CsvArgs {
 }
 
 impl CsvArgs {
-    /// `reader` with these settings.
-    pub fn apply(&self, mut reader: outcore::session::CsvReadBuilder) -> outcore::session::CsvReadBuilder {
+    /// `reader` (any format) with these settings: the delimiter only when given,
+    /// so that a JSON or Parquet input without one is not refused.
+    pub fn apply_read(&self, mut reader: outcore::frame::read::ReadBuilder) -> outcore::frame::read::ReadBuilder {
         if let Some(d) = self.delimiter {
             reader = reader.with_delimiter(d);
         }
-        reader.with_max_line_bytes(self.max_line_bytes())
-    }
-
-    /// The line limit asked for, or the default.
-    pub fn max_line_bytes(&self) -> u64 {
-        self.max_line_bytes
-            .unwrap_or(outcore::io::csv::DEFAULT_MAX_LINE_BYTES)
+        match self.max_line_bytes {
+            Some(n) => reader.with_max_line_bytes(n),
+            None => reader,
+        }
     }
 }
 
@@ -149,9 +147,17 @@ impl RunArgs {
 
 /// One line of what a computation did, for `--stats`.
 pub fn format_stats(s: &RunStats) -> String {
+    let row_groups = if s.row_groups_read + s.row_groups_skipped > 0 {
+        format!(
+            "; Parquet row groups: {} read, {} skipped by statistics",
+            s.row_groups_read, s.row_groups_skipped
+        )
+    } else {
+        String::new()
+    };
     format!(
         "stats: read {}; peak held {} in {} results; spilled {} ({} values), read back {}; \
-         shuffled {} ({} on disk); {} tasks; reads held back {} times",
+         shuffled {} ({} on disk); {} tasks; reads held back {} times{row_groups}",
         human_bytes(s.bytes_read),
         human_bytes(s.peak_bytes_held),
         s.peak_results_held,

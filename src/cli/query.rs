@@ -1,5 +1,5 @@
-//! `outcore query`: filter, join, index, group, aggregate, sort and print a CSV (or
-//! JSON-lines) glob.
+//! `outcore query`: filter, join, index, group, aggregate, sort and print a glob of
+//! CSV, JSON lines or Parquet, or an outcore dataset.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,9 +17,10 @@ use super::RunArgs;
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// CSV files: a glob ('data/*.csv'), a folder, or a file; a glob ending in
-    /// .json, .jsonl or .ndjson is read as JSON lines (nested objects as struct
-    /// columns).
+    /// What to read: a glob ('data/*.csv'), a folder, or a file, of CSV, JSON
+    /// lines (.json, .jsonl, .ndjson; nested objects as struct columns) or Parquet
+    /// (from any writer; key=value/ folders become columns), or a dataset folder
+    /// written by `outcore persist` (with its index and divisions).
     glob: String,
     /// Keep rows where this is true, e.g. "y > 0 and name != 'Bob'".
     #[arg(long)]
@@ -33,7 +34,8 @@ pub struct QueryArgs {
     /// they aggregate the whole frame.
     #[arg(long)]
     agg: Option<String>,
-    /// Join with another CSV glob (pandas' merge), before grouping; needs --on.
+    /// Join with another glob, of any format (pandas' merge), before grouping;
+    /// needs --on.
     #[arg(long, value_name = "OTHER_GLOB")]
     join: Option<String>,
     /// Key columns of the join (comma-separated), named alike on both sides, or
@@ -79,7 +81,8 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Declare a column's type: --dtype id=string (repeatable).
+    /// Declare a column's type: --dtype id=string (repeatable); for Parquet, the
+    /// type of a partition folder column (month=6/).
     #[arg(long, value_parser = parse_dtype)]
     dtype: Vec<(String, DataType)>,
     /// Parse these columns as ISO-8601 timestamps (comma-separated).
@@ -107,15 +110,6 @@ fn parse_dtype(s: &str) -> std::result::Result<(String, DataType), String> {
     Ok((col.trim().to_string(), t))
 }
 
-/// JSON-lines globs (`.json`, `.jsonl`, `.ndjson`, compressed or not) are read as
-/// JSON frames; everything else as CSV.
-fn is_json_glob(glob: &str) -> bool {
-    let g = glob.trim_end_matches(".gz").trim_end_matches(".zst");
-    [".json", ".jsonl", ".ndjson"]
-        .iter()
-        .any(|e| g.ends_with(e))
-}
-
 pub fn run(a: QueryArgs) -> Result<()> {
     let started = Instant::now();
     let session = a.run.session()?;
@@ -135,30 +129,17 @@ fn run_once(
     writer: &PartitionWriter,
     rows: &AtomicUsize,
 ) -> Result<()> {
-    let mut df = if is_json_glob(&a.glob) {
-        if !a.dtype.is_empty() || !a.parse_dates.is_empty() {
-            return Err(Error::plan(
-                "query",
-                "--dtype and --parse-dates are for CSV; JSON values carry their types",
-            ));
-        }
-        let mut reader = session
-            .read_json_frame(&a.glob)
-            .with_max_line_bytes(a.csv.max_line_bytes());
-        if let Some(n) = a.sample_lines {
-            reader = reader.with_sample_lines(n);
-        }
-        reader.load()?
-    } else {
-        let mut reader = a
-            .csv
-            .apply(session.read_csv(&a.glob))
-            .with_parse_dates(a.parse_dates.clone());
-        for (c, t) in &a.dtype {
-            reader = reader.with_dtype(c, t.clone());
-        }
-        reader.load()?
-    };
+    let mut reader = a
+        .csv
+        .apply_read(session.read(&a.glob))
+        .with_parse_dates(a.parse_dates.clone());
+    if let Some(n) = a.sample_lines {
+        reader = reader.with_sample_lines(n);
+    }
+    for (c, t) in &a.dtype {
+        reader = reader.with_dtype(c, t.clone());
+    }
+    let mut df = reader.load()?;
     if let Some(f) = &a.filter {
         df = df.filter(parse(f)?)?;
     }
@@ -166,7 +147,7 @@ fn run_once(
         if a.on.is_empty() {
             return Err(Error::plan("query", "--join needs --on KEY"));
         }
-        let right = a.csv.apply(session.read_csv(other)).load()?;
+        let right = a.csv.apply_read(session.read(other)).load()?;
         let right_on = if a.right_on.is_empty() {
             &a.on
         } else {

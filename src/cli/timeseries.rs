@@ -1,8 +1,9 @@
 //! `outcore resample`, `outcore rolling`, `outcore repartition` and `outcore
-//! persist`: the time series and reuse commands. Each reads a CSV glob or a
-//! Parquet dataset folder (as `persist` and `repartition` write them, with their
-//! index and divisions), indexes it by `--index` (a shuffle, or none with
-//! `--sorted`), and prints or writes the answer partition by partition.
+//! persist`: the time series and reuse commands. Each reads what `Session::read`
+//! reads (CSV, JSON lines, Parquet, or a dataset folder as `persist` and
+//! `repartition` write them, with their index and divisions), indexes it by
+//! `--index` (a shuffle, or none with `--sorted`), and prints or writes the answer
+//! partition by partition.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +25,9 @@ use super::RunArgs;
 /// Where the data comes from and how it is indexed.
 #[derive(Args)]
 pub struct InputArgs {
-    /// CSV files (a glob, a folder or a file), or a Parquet dataset folder written
-    /// by `outcore persist` or `outcore repartition` (its index and divisions are
-    /// restored, so no shuffle is needed).
+    /// What to read: CSV, JSON lines or Parquet (a glob, a folder or a file), or
+    /// a dataset folder written by `outcore persist` or `outcore repartition` (its
+    /// index and divisions are restored, so no shuffle is needed).
     glob: String,
     /// Index the rows by this timestamp column (parsed as a timestamp when read
     /// from CSV): a range shuffle sorts them, unless --sorted.
@@ -54,48 +55,34 @@ pub struct InputArgs {
 
 impl InputArgs {
     fn load(&self, session: &Session) -> Result<DataFrame> {
-        let path = Path::new(&self.glob);
-        let parquet = (path.is_dir()
-            && (outcore_storage::catalog::Manifest::exists(path) || has_parquet(path)))
-            || self.glob.ends_with(".parquet");
-        let df = if parquet {
-            session.read_parquet(path)?
-        } else {
-            let mut formats = Vec::new();
-            for f in &self.date_format {
-                let (c, fmt) = f.split_once('=').ok_or_else(|| {
-                    Error::plan(
-                        "--date-format",
-                        format!("expected COLUMN=FORMAT, found {f:?}"),
-                    )
-                })?;
-                formats.push((c.trim().to_string(), fmt.to_string()));
-            }
-            let mut dates = self.parse_dates.clone();
-            dates.extend(self.index.iter().cloned());
-            dates.retain(|d| !formats.iter().any(|(c, _)| c == d));
-            dates.dedup();
-            let mut reader = self
-                .csv
-                .apply(session.read_csv(&self.glob))
-                .with_parse_dates(dates);
-            for (c, fmt) in formats {
-                reader = reader.with_date_format(c, fmt);
-            }
-            reader.load()?
-        };
+        let mut reader = self.csv.apply_read(session.read(&self.glob));
+        let mut formats = Vec::new();
+        for f in &self.date_format {
+            let (c, fmt) = f.split_once('=').ok_or_else(|| {
+                Error::plan(
+                    "--date-format",
+                    format!("expected COLUMN=FORMAT, found {f:?}"),
+                )
+            })?;
+            formats.push((c.trim().to_string(), fmt.to_string()));
+        }
+        let mut dates = self.parse_dates.clone();
+        dates.extend(self.index.iter().cloned());
+        dates.retain(|d| !formats.iter().any(|(c, _)| c == d));
+        dates.dedup();
+        reader = reader.with_parse_dates(dates);
+        for (c, fmt) in formats {
+            reader = reader.with_date_format(c, fmt);
+        }
+        let df = reader.load()?;
         Ok(match &self.index {
             None => df,
+            // A dataset already indexed by this column keeps its divisions.
+            Some(c) if df.index_column().as_ref() == Some(c) && df.known_divisions() => df,
             Some(c) if self.sorted => df.set_index_sorted(c)?,
             Some(c) => df.set_index(c)?,
         })
     }
-}
-
-fn has_parquet(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut it| {
-        it.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet")))
-    })
 }
 
 /// Where the answer goes.

@@ -12,6 +12,7 @@ pub mod plan;
 // Time series and reuse (issue #6): each file adds its own `impl DataFrame` block.
 pub mod parquet;
 pub mod persist;
+pub mod read;
 pub mod repartition;
 pub mod resample;
 pub mod rolling;
@@ -25,6 +26,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use join::{How, JoinStrategy, MergeOptions};
 pub use ordering::SetIndexOptions;
+pub use read::{Format, ReadBuilder};
 pub use plan::{Index, PartitionFn, Plan, PlanNode, ReduceFn};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
@@ -378,6 +380,7 @@ impl DataFrame {
             })?;
         let shuffled = ctx.shuffle_totals();
         stats.bytes_read = ctx.bytes_read();
+        (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         Ok(stats)

@@ -183,6 +183,18 @@ pub trait PlanNode: Send + Sync {
     fn pruned(&self, _required: Option<&BTreeSet<String>>) -> Option<Arc<dyn PlanNode>> {
         None
     }
+    /// A source that can skip data `predicate` rejects (Parquet row groups, by
+    /// their statistics) returns itself with the predicate; `None` (the default)
+    /// when it cannot. The filter still runs above the source, so the source may
+    /// keep rows that do not match, but must never drop one that does.
+    fn with_predicate(&self, _predicate: &Expr) -> Option<Arc<dyn PlanNode>> {
+        None
+    }
+    /// Roughly the bytes a source's partitions hold in memory, when it can tell
+    /// (joins broadcast a small side); `None` (the default) when it cannot.
+    fn estimated_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Columns needed of each input when the consumer reads `required`.
     fn input_columns(&self, required: Option<&BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>>;
     /// Adds the node's tasks to `graph`, given each input's partition keys; returns
@@ -274,6 +286,7 @@ impl Plan {
                 let n = input.npartitions().max(1) as u64;
                 Some(input.estimated_bytes()? * partitions.len() as u64 / n)
             }
+            Plan::Node { inputs, node } if inputs.is_empty() => node.estimated_bytes(),
             other => other.inputs().first()?.estimated_bytes(),
         }
     }
@@ -326,8 +339,9 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                 n.extend(predicate.columns());
                 n
             });
+            let input = prune(input, need.as_ref());
             Arc::new(Plan::Filter {
-                input: prune(input, need.as_ref()),
+                input: push_predicate(&input, predicate).unwrap_or(input),
                 predicate: predicate.clone(),
             })
         }
@@ -460,6 +474,29 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             })
         }
     }
+}
+
+/// `plan` with `predicate` handed to its source, through filters and index
+/// declarations (which keep every column), when the source can use it.
+fn push_predicate(plan: &Arc<Plan>, predicate: &Expr) -> Option<Arc<Plan>> {
+    Some(Arc::new(match plan.as_ref() {
+        Plan::Node { inputs, node } if inputs.is_empty() => Plan::Node {
+            inputs: Vec::new(),
+            node: node.with_predicate(predicate)?,
+        },
+        Plan::Filter {
+            input,
+            predicate: p,
+        } => Plan::Filter {
+            input: push_predicate(input, predicate)?,
+            predicate: p.clone(),
+        },
+        Plan::WithIndex { input, index } => Plan::WithIndex {
+            input: push_predicate(input, predicate)?,
+            index: index.clone(),
+        },
+        _ => return None,
+    }))
 }
 
 static LAYER_ID: AtomicUsize = AtomicUsize::new(0);

@@ -1,7 +1,9 @@
 //! Reading files into partitions: glob expansion ([`glob`]), byte-range blocks aligned
 //! to line ends ([`blocks`]), schema inference that samples several files ([`infer`]),
 //! the CSV block decoder ([`csv`]), JSON-lines and text sources ([`json`]), and
-//! compressed files streamed through their decoder ([`compressed`]).
+//! compressed files streamed through their decoder ([`compressed`]), and Parquet
+//! sources from any writer, with partition folders and pruning on row-group
+//! statistics ([`parquet`]).
 //!
 //! ```text
 //!   "data/*.csv" ─glob─► files ─headers, sizes─► blocks (≈ blocksize each, one per partition)
@@ -15,6 +17,7 @@ pub mod csv;
 pub mod glob;
 pub mod infer;
 pub mod json;
+pub mod parquet;
 pub mod staged;
 pub mod stamp;
 pub mod tokenize;

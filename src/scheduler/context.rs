@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 /// Counters and the shuffle service of one computation.
 pub struct RunContext {
     bytes_read: AtomicU64,
+    row_groups_read: AtomicU64,
+    row_groups_skipped: AtomicU64,
     spill_dir: PathBuf,
     shuffle_budget: usize,
     shuffle_partitions: AtomicUsize,
@@ -49,6 +51,8 @@ impl RunContext {
     pub fn new(spill_dir: PathBuf, shuffle_budget: usize) -> Arc<RunContext> {
         Arc::new(RunContext {
             bytes_read: AtomicU64::new(0),
+            row_groups_read: AtomicU64::new(0),
+            row_groups_skipped: AtomicU64::new(0),
             spill_dir,
             shuffle_budget,
             shuffle_partitions: AtomicUsize::new(0),
@@ -64,6 +68,22 @@ impl RunContext {
     /// Bytes read from input files so far.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Counts Parquet row groups read, and skipped because their statistics
+    /// showed that no row could pass the filter.
+    pub fn add_row_groups(&self, read: u64, skipped: u64) {
+        self.row_groups_read.fetch_add(read, Ordering::Relaxed);
+        self.row_groups_skipped
+            .fetch_add(skipped, Ordering::Relaxed);
+    }
+
+    /// Parquet row groups read and skipped so far.
+    pub fn row_groups(&self) -> (u64, u64) {
+        (
+            self.row_groups_read.load(Ordering::Relaxed),
+            self.row_groups_skipped.load(Ordering::Relaxed),
+        )
     }
 
     /// Reserves `n` shuffle partitions for one shuffle while the plan is lowered;

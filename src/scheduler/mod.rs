@@ -77,6 +77,11 @@ pub struct RunStats {
     pub shuffle_disk_bytes: u64,
     /// Times a read task was held back because memory was short.
     pub reads_held_back: u64,
+    /// Parquet row groups read.
+    pub row_groups_read: u64,
+    /// Parquet row groups skipped: their statistics showed no row could pass the
+    /// filter.
+    pub row_groups_skipped: u64,
 }
 
 /// Where tasks run, how many at once, and under which memory limit.

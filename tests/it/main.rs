@@ -14,5 +14,6 @@ mod outofcore;
 mod properties;
 mod read_csv;
 mod read_inputs;
+mod read_parquet;
 mod scheduler;
 mod timeseries;

@@ -77,6 +77,9 @@ pub struct RunStats {
     pub shuffle_disk_bytes: u64,
     /// Times a read task was held back because memory was short.
     pub reads_held_back: u64,
+    /// The most parts a radix-partitioned aggregation split its partials into (0
+    /// when none ran; 1 when they were few enough for one merge).
+    pub radix_parts: u64,
 }
 
 /// Where tasks run, how many at once, and under which memory limit.

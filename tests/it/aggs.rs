@@ -20,13 +20,13 @@ use proptest::prelude::*;
 use crate::common::*;
 
 /// Non-null values of `column` over `rows`, as floats.
-fn nums(t: &Table, rows: &[usize], column: &str) -> Vec<f64> {
+pub(crate) fn nums(t: &Table, rows: &[usize], column: &str) -> Vec<f64> {
     let c = t.idx(column);
     rows.iter().filter_map(|&r| t.rows[r][c].num()).collect()
 }
 
 /// pandas' `quantile(q)` (linear interpolation), by sorting.
-fn ref_quantile(mut v: Vec<f64>, q: f64) -> Cell {
+pub(crate) fn ref_quantile(mut v: Vec<f64>, q: f64) -> Cell {
     if v.is_empty() {
         return Cell::Null;
     }
@@ -37,7 +37,7 @@ fn ref_quantile(mut v: Vec<f64>, q: f64) -> Cell {
 }
 
 /// Pearson correlation over rows where both are non-null, by the two-pass formula.
-fn ref_corr(t: &Table, rows: &[usize], x: &str, y: &str) -> Cell {
+pub(crate) fn ref_corr(t: &Table, rows: &[usize], x: &str, y: &str) -> Cell {
     let (xi, yi) = (t.idx(x), t.idx(y));
     let pairs: Vec<(f64, f64)> = rows
         .iter()

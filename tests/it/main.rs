@@ -10,6 +10,7 @@ mod join;
 mod ordering;
 mod outofcore;
 mod properties;
+mod radix;
 mod read_csv;
 mod scheduler;
 mod timeseries;

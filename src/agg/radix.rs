@@ -402,6 +402,63 @@ mod tests {
         assert_eq!(tiny.parts(8 << 10, 8), 2);
     }
 
+    /// The stored path (chunk, split into P parts, finalize each part, gather) gives
+    /// the tree's answer for every P, over the three stored key forms, with null
+    /// keys kept, and a holistic aggregation.
+    #[test]
+    fn the_answer_does_not_depend_on_the_parts() {
+        use arrow::array::{Float64Array, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let n = 500usize;
+        let ids: Int64Array = (0..n)
+            .map(|i| (i % 7 != 3).then_some((i * 7919 % 97) as i64))
+            .collect();
+        let names: StringArray = (0..n)
+            .map(|i| (i % 11 != 5).then(|| format!("k{}", i * 31 % 13)))
+            .collect();
+        let xs: Float64Array = (0..n).map(|i| Some((i * 37 % 101) as f64 / 4.0)).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(ids), Arc::new(names), Arc::new(xs)],
+        )
+        .unwrap();
+        let chunks: Vec<RecordBatch> = (0..5).map(|i| batch.slice(i * 100, 100)).collect();
+        for keys in [vec!["id"], vec!["name"], vec!["name", "id"]] {
+            let plan = AggregatePlan::new(
+                &schema,
+                keys.iter().map(|k| k.to_string()).collect(),
+                vec![super::super::sum("x"), super::super::median("x"), super::super::size()],
+                true,
+                true,
+            )
+            .unwrap();
+            let partials: Vec<RecordBatch> = chunks.iter().map(|c| plan.chunk(c).unwrap()).collect();
+            let expected = plan.finalize(&partials.iter().collect::<Vec<_>>()).unwrap();
+            for parts in 1..=9 {
+                let split: Vec<Vec<RecordBatch>> = chunks
+                    .iter()
+                    .map(|c| {
+                        let stored = plan.chunk_stored(c, 0).unwrap();
+                        plan.split_stored(stored, parts).unwrap()
+                    })
+                    .collect();
+                let answers: Vec<RecordBatch> = (0..parts)
+                    .map(|p| {
+                        let mine: Vec<&RecordBatch> = split.iter().map(|s| &s[p]).collect();
+                        plan.finalize_stored(&mine).unwrap()
+                    })
+                    .collect();
+                let got = plan.gather(answers).unwrap();
+                assert_eq!(got, expected, "keys {keys:?}, {parts} parts");
+            }
+        }
+    }
+
     #[test]
     fn every_hash_has_a_part_below_the_count() {
         for parts in [1, 2, 3, 7, 16, 256] {

@@ -108,9 +108,14 @@ impl RunArgs {
 
 /// One line of what a computation did, for `--stats`.
 pub fn format_stats(s: &RunStats) -> String {
+    let radix = if s.radix_parts > 0 {
+        format!("; radix parts {}", s.radix_parts)
+    } else {
+        String::new()
+    };
     format!(
         "stats: read {}; peak held {} in {} results; spilled {} ({} values), read back {}; \
-         shuffled {} ({} on disk); {} tasks; reads held back {} times",
+         shuffled {} ({} on disk); {} tasks; reads held back {} times{}",
         human_bytes(s.bytes_read),
         human_bytes(s.peak_bytes_held),
         s.peak_results_held,
@@ -121,6 +126,7 @@ pub fn format_stats(s: &RunStats) -> String {
         human_bytes(s.shuffle_disk_bytes),
         s.tasks_run,
         s.reads_held_back,
+        radix,
     )
 }
 

@@ -61,9 +61,9 @@ impl Sizing {
     }
 
     /// Bytes of partials a part should hold: a quarter of one thread's share of the
-    /// limit, between 1 and 32 MiB (smaller tables merge faster in cache).
+    /// limit, at most 32 MiB (smaller tables merge faster in cache).
     fn part_target_bytes(&self) -> u64 {
-        (self.memory_limit / (4 * self.threads.max(1) as u64)).clamp(1 << 20, 32 << 20)
+        (self.memory_limit / (4 * self.threads.max(1) as u64)).clamp(16 << 10, 32 << 20)
     }
 
     /// Partials up to this many bytes in total are merged by one task.

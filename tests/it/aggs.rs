@@ -416,9 +416,11 @@ fn under_a_tiny_memory_limit_median_spills_and_shuffles() {
         // nlargest drops groups without a value of v; median of the rest.
         assert_cells(&cells(&got, "median(x)"), &expected, "median under 64 KiB");
 
-        // The tree reduction: partials (lists of every value) wait and spill.
+        // The tree reduction (forced): partials (lists of every value) wait and spill.
         let out = df
             .groupby(&["name", "id"])
+            .unwrap()
+            .split_out(1)
             .unwrap()
             .split_every(64)
             .unwrap()
@@ -427,6 +429,8 @@ fn under_a_tiny_memory_limit_median_spills_and_shuffles() {
         let s2 = limited(threads, 32 << 10, spill.path());
         let out2 = load_gen(&s2, dir.path())
             .groupby(&["name", "id"])
+            .unwrap()
+            .split_out(1)
             .unwrap()
             .split_every(64)
             .unwrap()

@@ -96,5 +96,7 @@ pub fn merge_sorted(batches: &[RecordBatch], keys: &[(usize, SortOptions)]) -> R
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(total));
-    Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
 }

@@ -44,8 +44,7 @@ pub trait Grouper: Send {
     fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)>;
     /// [`intern`](Self::intern) for keys in stored form with their hashes, as
     /// another grouper of the same key types emitted them.
-    fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>)
-        -> Result<()>;
+    fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()>;
 }
 
 /// The type of the one stored key column for key columns of these types (see
@@ -109,7 +108,9 @@ impl Grouper for GlobalGrouper {
         Err(Error::Internal("GlobalGrouper::emit_stored called".into()))
     }
     fn intern_stored(&mut self, _: &[u64], _: &ArrayRef, _: &mut Vec<u32>) -> Result<()> {
-        Err(Error::Internal("GlobalGrouper::intern_stored called".into()))
+        Err(Error::Internal(
+            "GlobalGrouper::intern_stored called".into(),
+        ))
     }
 }
 
@@ -253,7 +254,13 @@ impl Grouper for IntGrouper {
             .keys
             .iter()
             .enumerate()
-            .map(|(g, &k)| if Some(g as u32) == null { 0 } else { hash_i64(k) })
+            .map(|(g, &k)| {
+                if Some(g as u32) == null {
+                    0
+                } else {
+                    hash_i64(k)
+                }
+            })
             .collect();
         let keys = std::mem::take(&mut self.keys);
         let nulls = null.map(|g| {
@@ -403,8 +410,7 @@ impl Grouper for BytesGrouper {
 
     fn reserve(&mut self, groups: usize) {
         let hashes = &self.hashes;
-        self.table
-            .reserve(groups, |&g| hashes[g as usize]);
+        self.table.reserve(groups, |&g| hashes[g as usize]);
         self.hashes.reserve(groups);
         self.offsets.reserve(groups);
     }

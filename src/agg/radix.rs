@@ -432,12 +432,17 @@ mod tests {
             let plan = AggregatePlan::new(
                 &schema,
                 keys.iter().map(|k| k.to_string()).collect(),
-                vec![super::super::sum("x"), super::super::median("x"), super::super::size()],
+                vec![
+                    super::super::sum("x"),
+                    super::super::median("x"),
+                    super::super::size(),
+                ],
                 true,
                 true,
             )
             .unwrap();
-            let partials: Vec<RecordBatch> = chunks.iter().map(|c| plan.chunk(c).unwrap()).collect();
+            let partials: Vec<RecordBatch> =
+                chunks.iter().map(|c| plan.chunk(c).unwrap()).collect();
             let expected = plan.finalize(&partials.iter().collect::<Vec<_>>()).unwrap();
             for parts in 1..=9 {
                 let split: Vec<Vec<RecordBatch>> = chunks
@@ -469,7 +474,10 @@ mod tests {
                 seen[p] += 1;
             }
             // Spread: no part gets more than twice its share.
-            assert!(seen.iter().all(|&n| n <= 2 * 10_000 / parts + 8), "{seen:?}");
+            assert!(
+                seen.iter().all(|&n| n <= 2 * 10_000 / parts + 8),
+                "{seen:?}"
+            );
         }
         assert_eq!(part_of(u64::MAX, 5), 4);
     }

@@ -219,11 +219,7 @@ impl RadixAggregation for Fold {
             groups: m.len(),
             rows: rs.len(),
             // Unsorted: the finalize task sorts what it merged.
-            partial: Value::Records(
-                m.into_values()
-                    .map(|(k, a)| J::Array(vec![k, a]))
-                    .collect(),
-            ),
+            partial: Value::Records(m.into_values().map(|(k, a)| J::Array(vec![k, a])).collect()),
         })
     }
 
@@ -263,7 +259,12 @@ impl RadixAggregation for Fold {
 
     fn finalize(&self, parts: &[&Value]) -> Result<Value> {
         let mut m = new_partials();
-        m.reserve(parts.iter().map(|v| records(v).map_or(0, |r| r.len())).sum());
+        m.reserve(
+            parts
+                .iter()
+                .map(|v| records(v).map_or(0, |r| r.len()))
+                .sum(),
+        );
         for v in parts {
             for p in records(v)? {
                 let (k, a) = split_pair(p.clone())?;

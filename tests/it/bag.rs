@@ -700,12 +700,23 @@ fn keyed_operations_run_radix_partitioned_and_spill_under_a_tiny_limit() {
         assert_eq!(sorted(got), naive_frequencies(&ids), "{ctx}");
         assert!(stats.run.radix_parts >= 2, "{ctx}: not radix: {stats:?}");
         assert_eq!(stats.run.shuffled_bytes, 0, "{ctx}: {stats:?}");
-        assert!(stats.run.spilled_values > 0, "{ctx}: nothing spilled: {stats:?}");
+        assert!(
+            stats.run.spilled_values > 0,
+            "{ctx}: nothing spilled: {stats:?}"
+        );
         assert!(stats.run.read_back_bytes > 0, "{ctx}: {stats:?}");
 
         let names: Vec<J> = rs.iter().map(|r| r["name"].clone()).collect();
         let distinct: BTreeSet<String> = names.iter().map(J::to_string).collect();
-        let got: Vec<String> = bag.pluck("name").unwrap().distinct().compute().unwrap().iter().map(J::to_string).collect();
+        let got: Vec<String> = bag
+            .pluck("name")
+            .unwrap()
+            .distinct()
+            .compute()
+            .unwrap()
+            .iter()
+            .map(J::to_string)
+            .collect();
         assert_eq!(got.len(), distinct.len(), "{ctx}");
         assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), distinct, "{ctx}");
         check_sum_by_name(sum_by_name(&bag).compute().unwrap(), &rs);

@@ -25,7 +25,13 @@ fn fixture(seed: u64, rows: usize, nkeys: i64, nfiles: usize) -> (tempfile::Temp
     (dir, t)
 }
 
-fn session_with(threads: usize, mode: Mode, blocksize: u64, limit: Option<u64>, spill: &Path) -> Session {
+fn session_with(
+    threads: usize,
+    mode: Mode,
+    blocksize: u64,
+    limit: Option<u64>,
+    spill: &Path,
+) -> Session {
     let mut b = Session::builder()
         .with_threads(threads)
         .with_scheduler(mode)
@@ -113,8 +119,14 @@ proptest! {
 /// Every key of the reference with its rows, for the holistic checks.
 fn holistic_expected(t: &Table, keys: &[&str]) -> (Vec<Cell>, Vec<Cell>, Vec<Cell>) {
     let groups = ref_groups(t, keys, false);
-    let med = groups.values().map(|r| ref_quantile(nums(t, r, "x"), 0.5)).collect();
-    let q25 = groups.values().map(|r| ref_quantile(nums(t, r, "v"), 0.25)).collect();
+    let med = groups
+        .values()
+        .map(|r| ref_quantile(nums(t, r, "x"), 0.5))
+        .collect();
+    let q25 = groups
+        .values()
+        .map(|r| ref_quantile(nums(t, r, "v"), 0.25))
+        .collect();
     let c = groups.values().map(|r| ref_corr(t, r, "x", "v")).collect();
     (med, q25, c)
 }
@@ -149,23 +161,46 @@ fn holistic_aggregations_run_radix_partitioned_and_spill_under_a_tiny_limit() {
             .compute_with_stats()
             .unwrap();
         assert!(stats.radix_parts >= 2, "{ctx}: not radix: {stats:?}");
-        assert!(stats.spilled_values > 0, "{ctx}: nothing spilled: {stats:?}");
-        assert!(stats.read_back_bytes > 0, "{ctx}: nothing read back: {stats:?}");
+        assert!(
+            stats.spilled_values > 0,
+            "{ctx}: nothing spilled: {stats:?}"
+        );
+        assert!(
+            stats.read_back_bytes > 0,
+            "{ctx}: nothing read back: {stats:?}"
+        );
         let (med, q25, c) = holistic_expected(&t, &["id"]);
         assert_cells(&cells(&got, "median(x)"), &med, &format!("median, {ctx}"));
-        assert_cells(&cells(&got, "quantile(v, 0.25)"), &q25, &format!("quantile, {ctx}"));
+        assert_cells(
+            &cells(&got, "quantile(v, 0.25)"),
+            &q25,
+            &format!("quantile, {ctx}"),
+        );
         assert_cells(&cells(&got, "corr(x, v)"), &c, &format!("corr, {ctx}"));
-        check_groupby(&got, &t, &["id"], &[("size", None), ("sum", Some("v"))], false, &ctx);
+        check_groupby(
+            &got,
+            &t,
+            &["id"],
+            &[("size", None), ("sum", Some("v"))],
+            false,
+            &ctx,
+        );
 
         let top = |g: outcore::frame::GroupBy| g.agg(&[nlargest(2, "v"), size()]).unwrap();
         let (radix, stats) = top(df.groupby(&["name", "id"]).unwrap())
             .compute_with_stats()
             .unwrap();
-        assert!(stats.radix_parts >= 2, "{ctx}: nlargest not radix: {stats:?}");
+        assert!(
+            stats.radix_parts >= 2,
+            "{ctx}: nlargest not radix: {stats:?}"
+        );
         let tree = top(df.groupby(&["name", "id"]).unwrap().split_out(1).unwrap())
             .compute()
             .unwrap();
-        assert_eq!(radix, tree, "{ctx}: nlargest differs between radix and the tree");
+        assert_eq!(
+            radix, tree,
+            "{ctx}: nlargest differs between radix and the tree"
+        );
     }
     assert!(
         std::fs::read_dir(spill.path()).unwrap().next().is_none(),
@@ -191,7 +226,14 @@ fn the_strategy_follows_the_measured_groups() {
         .compute_with_stats()
         .unwrap();
     assert_eq!(stats.radix_parts, 1, "few groups: {stats:?}");
-    check_groupby(&few, &t, &["name"], &[("sum", Some("v"))], false, "few groups");
+    check_groupby(
+        &few,
+        &t,
+        &["name"],
+        &[("sum", Some("v"))],
+        false,
+        "few groups",
+    );
     // `i` is unique: 20,000 groups.
     let (many, stats) = df
         .groupby(&["i", "name"])

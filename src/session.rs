@@ -210,6 +210,14 @@ impl Session {
         self.inner.split_every
     }
 
+    /// What radix-partitioned aggregation sizes its parts from.
+    pub fn radix_sizing(&self) -> crate::agg::radix::Sizing {
+        crate::agg::radix::Sizing {
+            threads: self.inner.threads,
+            memory_limit: self.inner.memory.limit,
+        }
+    }
+
     /// The memory limit in bytes.
     pub fn memory_limit(&self) -> u64 {
         self.inner.memory.limit

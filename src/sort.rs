@@ -45,3 +45,58 @@ pub fn sort_by_columns(batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> Re
     let indices = sort_indices(&keys)?;
     Ok(take_record_batch(batch, &indices)?)
 }
+
+/// Merges batches that are each sorted by `keys` (column positions and options,
+/// the same schema) into one sorted batch: a k-way merge on Arrow's row format,
+/// then one `interleave` per column. Equal keys keep the order of their batches,
+/// and their order within a batch.
+pub fn merge_sorted(batches: &[RecordBatch], keys: &[(usize, SortOptions)]) -> Result<RecordBatch> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let Some(first) = batches.first() else {
+        return Err(crate::error::Error::Internal(
+            "merge_sorted called without batches".into(),
+        ));
+    };
+    let schema = first.schema();
+    let fields = keys
+        .iter()
+        .map(|&(i, o)| SortField::new_with_options(schema.field(i).data_type().clone(), o))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let rows = batches
+        .iter()
+        .map(|b| {
+            let columns: Vec<ArrayRef> = keys.iter().map(|&(i, _)| b.column(i).clone()).collect();
+            converter.convert_columns(&columns)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(total);
+    let mut heap = BinaryHeap::with_capacity(batches.len());
+    for (r, rs) in rows.iter().enumerate() {
+        if rs.num_rows() > 0 {
+            heap.push(Reverse((rs.row(0), r, 0usize)));
+        }
+    }
+    while let Some(mut top) = heap.peek_mut() {
+        let Reverse((_, r, i)) = *top;
+        order.push((r, i));
+        if i + 1 < rows[r].num_rows() {
+            *top = Reverse((rows[r].row(i + 1), r, i + 1));
+        } else {
+            std::collections::binary_heap::PeekMut::pop(top);
+        }
+    }
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn arrow::array::Array> =
+                batches.iter().map(|b| b.column(c).as_ref()).collect();
+            arrow::compute::interleave(&arrays, &order)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(total));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
+}

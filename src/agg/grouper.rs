@@ -10,6 +10,12 @@
 //!
 //! No key → [`GlobalGrouper`]: every row is group 0, which makes a whole-frame
 //! aggregation a groupby with one group.
+//!
+//! Radix-partitioned aggregation ([`super::radix`]) moves keys between tasks in
+//! their *stored* form ([`Grouper::emit_stored`]): the grouper's own key bytes (row
+//! format or string bytes, one Binary column; integers as one Int64 column) with
+//! each key's hash, so a key is encoded and hashed once, in the chunk task, and the
+//! task that merges the parts interns those bytes without re-encoding or rehashing.
 
 use std::sync::Arc;
 
@@ -30,6 +36,33 @@ pub trait Grouper: Send {
     fn ngroups(&self) -> usize;
     /// The distinct keys, one array per key column, in group-id order.
     fn emit(&mut self) -> Result<Vec<ArrayRef>>;
+    /// Makes room for about `groups` more groups (sized from measured partials, so
+    /// the table does not grow by rehashing).
+    fn reserve(&mut self, _groups: usize) {}
+    /// The distinct keys in stored form (one column of [`stored_key_type`]) with
+    /// each key's hash, in group-id order.
+    fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)>;
+    /// [`intern`](Self::intern) for keys in stored form with their hashes, as
+    /// another grouper of the same key types emitted them.
+    fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()>;
+}
+
+/// The type of the one stored key column for key columns of these types (see
+/// [`Grouper::emit_stored`]); `None` without keys.
+pub fn stored_key_type(types: &[DataType]) -> Option<DataType> {
+    match types {
+        [] => None,
+        [t] if int_like(t) => Some(DataType::Int64),
+        _ => Some(DataType::Binary),
+    }
+}
+
+/// The hash of an integer key: a multiplicative hash, whose middle bits (the ones
+/// radix partitioning uses) depend on all the low bits of the key.
+#[inline]
+pub fn hash_i64(k: i64) -> u64 {
+    let h = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 32)
 }
 
 /// A grouper for key columns of these types.
@@ -70,6 +103,14 @@ impl Grouper for GlobalGrouper {
     }
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
         Ok(Vec::new())
+    }
+    fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
+        Err(Error::Internal("GlobalGrouper::emit_stored called".into()))
+    }
+    fn intern_stored(&mut self, _: &[u64], _: &ArrayRef, _: &mut Vec<u32>) -> Result<()> {
+        Err(Error::Internal(
+            "GlobalGrouper::intern_stored called".into(),
+        ))
     }
 }
 
@@ -199,6 +240,40 @@ impl Grouper for IntGrouper {
         let out = super::accumulator::from_i64(array, &self.data_type)?;
         Ok(vec![out])
     }
+
+    fn reserve(&mut self, groups: usize) {
+        self.keys.reserve(groups);
+        if self.dense.is_none() {
+            self.sparse.reserve(groups);
+        }
+    }
+
+    fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
+        let null = self.null_group;
+        let hashes = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(g, &k)| {
+                if Some(g as u32) == null {
+                    0
+                } else {
+                    hash_i64(k)
+                }
+            })
+            .collect();
+        let keys = std::mem::take(&mut self.keys);
+        let nulls = null.map(|g| {
+            let mut valid = vec![true; keys.len()];
+            valid[g as usize] = false;
+            arrow::buffer::NullBuffer::from(valid)
+        });
+        Ok((hashes, Arc::new(Int64Array::new(keys.into(), nulls))))
+    }
+
+    fn intern_stored(&mut self, _: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
+        self.intern(std::slice::from_ref(keys), out)
+    }
 }
 
 enum BytesKind {
@@ -238,6 +313,11 @@ impl BytesGrouper {
     fn intern_bytes(&mut self, bytes: &[u8]) -> u32 {
         use std::hash::BuildHasher;
         let hash = self.state.hash_one(bytes);
+        self.intern_hashed(bytes, hash)
+    }
+
+    #[inline]
+    fn intern_hashed(&mut self, bytes: &[u8], hash: u64) -> u32 {
         let (arena, offsets, hashes) = (&self.arena, &self.offsets, &self.hashes);
         let entry = self.table.entry(
             hash,
@@ -326,6 +406,60 @@ impl Grouper for BytesGrouper {
             }
         };
         Ok(out)
+    }
+
+    fn reserve(&mut self, groups: usize) {
+        let hashes = &self.hashes;
+        self.table.reserve(groups, |&g| hashes[g as usize]);
+        self.hashes.reserve(groups);
+        self.offsets.reserve(groups);
+    }
+
+    fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
+        let n = self.ngroups();
+        let too_big = || {
+            Error::Internal(format!(
+                "a partial's keys take {} bytes, more than a Binary column holds",
+                self.arena.len()
+            ))
+        };
+        let offsets = self
+            .offsets
+            .iter()
+            .map(|&o| i32::try_from(o))
+            .collect::<std::result::Result<Vec<i32>, _>>()
+            .map_err(|_| too_big())?;
+        let nulls = self.null_group.map(|g| {
+            let mut valid = vec![true; n];
+            valid[g as usize] = false;
+            arrow::buffer::NullBuffer::from(valid)
+        });
+        let values = arrow::buffer::Buffer::from_vec(std::mem::take(&mut self.arena));
+        let keys = arrow::array::BinaryArray::try_new(
+            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            values,
+            nulls,
+        )?;
+        let hashes = std::mem::take(&mut self.hashes);
+        self.table.clear();
+        self.offsets = vec![0];
+        self.null_group = None;
+        Ok((hashes, Arc::new(keys)))
+    }
+
+    fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
+        let a = keys.as_binary::<i32>();
+        out.reserve(a.len());
+        let has_nulls = a.null_count() > 0;
+        for (i, &h) in hashes.iter().enumerate().take(a.len()) {
+            let g = if has_nulls && a.is_null(i) {
+                self.null_group()
+            } else {
+                self.intern_hashed(a.value(i), h)
+            };
+            out.push(g);
+        }
+        Ok(())
     }
 }
 

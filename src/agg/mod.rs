@@ -20,6 +20,7 @@ pub mod comoments;
 pub mod exprs;
 pub mod grouper;
 pub mod holistic;
+pub mod radix;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -332,6 +333,19 @@ pub struct AggregatePlan {
     /// The output column of the one multi-row aggregation (`nlargest`), whose
     /// lists are exploded into rows by `finalize`.
     explode: Option<usize>,
+    /// Schema of stored partials (radix-partitioned aggregation): each group's key
+    /// hash, its key in stored form ([`grouper::Grouper::emit_stored`]), then the
+    /// state columns.
+    stored_schema: SchemaRef,
+}
+
+/// Keys ascending, the null key last, as pandas' `dropna=False` (Arrow's default is
+/// first).
+fn ascending_nulls_last() -> arrow::compute::SortOptions {
+    arrow::compute::SortOptions {
+        descending: false,
+        nulls_first: false,
+    }
 }
 
 fn plain_type(t: &DataType) -> DataType {
@@ -408,7 +422,15 @@ impl AggregatePlan {
             output.push(Field::new(&a.alias, a.func.output_type(&t), true));
             input_types.push(t);
         }
+        let mut stored: Vec<Field> = Vec::new();
+        let key_types: Vec<DataType> = key_fields.iter().map(|f| f.data_type().clone()).collect();
+        if let Some(t) = grouper::stored_key_type(&key_types) {
+            stored.push(Field::new("__hash", DataType::UInt64, false));
+            stored.push(Field::new("__key", t, true));
+        }
+        stored.extend(partial.iter().skip(keys.len()).cloned());
         Ok(AggregatePlan {
+            stored_schema: Arc::new(Schema::new(stored)),
             keys,
             aggs,
             input_types,
@@ -480,8 +502,13 @@ impl AggregatePlan {
             .collect()
     }
 
-    fn group(&self, batch: &RecordBatch) -> Result<(Box<dyn grouper::Grouper>, Vec<u32>)> {
+    fn group(
+        &self,
+        batch: &RecordBatch,
+        groups_hint: usize,
+    ) -> Result<(Box<dyn grouper::Grouper>, Vec<u32>)> {
         let mut grouper = new_grouper(&self.key_types())?;
+        grouper.reserve(groups_hint);
         let mut ids = Vec::new();
         if self.keys.is_empty() {
             ids = vec![0; batch.num_rows()];
@@ -494,9 +521,89 @@ impl AggregatePlan {
     /// The chunk step: raw rows of one partition → a partial.
     pub fn chunk(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let batch = self.drop_null_keys(batch.clone())?;
-        let (mut grouper, ids) = self.group(&batch)?;
+        let (mut grouper, ids) = self.group(&batch, 0)?;
         let n = grouper.ngroups();
         let mut columns = grouper.emit()?;
+        columns.extend(self.chunk_states(&batch, &ids, n)?);
+        self.batch(self.partial_schema.clone(), columns, n)
+    }
+
+    /// The chunk step of radix-partitioned aggregation: raw rows → a partial in
+    /// stored form (see [`radix`]), its grouper's table sized for `groups_hint`
+    /// groups.
+    pub fn chunk_stored(&self, batch: &RecordBatch, groups_hint: usize) -> Result<RecordBatch> {
+        let batch = self.drop_null_keys(batch.clone())?;
+        let (mut grouper, ids) = self.group(&batch, groups_hint)?;
+        let n = grouper.ngroups();
+        let (hashes, keys) = grouper.emit_stored()?;
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(arrow::array::UInt64Array::from(hashes)), keys];
+        columns.extend(self.chunk_states(&batch, &ids, n)?);
+        self.batch(self.stored_schema.clone(), columns, n)
+    }
+
+    /// Splits a stored partial by key hash into `parts` partials (the same key always
+    /// to the same part), each with its own buffers, so that the spill cache counts
+    /// and pages each part on its own.
+    pub fn split_stored(&self, partial: RecordBatch, parts: usize) -> Result<Vec<RecordBatch>> {
+        if parts <= 1 || self.keys.is_empty() {
+            return Ok(vec![partial]);
+        }
+        let hashes = partial
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::UInt64Array>()
+            .ok_or_else(|| Error::Internal("a stored partial has no hash column".into()))?;
+        let of: Vec<u32> = hashes
+            .values()
+            .iter()
+            .map(|&h| radix::part_of(h, parts) as u32)
+            .collect();
+        let mut counts = vec![0usize; parts];
+        for &p in &of {
+            counts[p as usize] += 1;
+        }
+        let mut indices: Vec<Vec<u32>> = counts.iter().map(|&c| Vec::with_capacity(c)).collect();
+        for (i, &p) in of.iter().enumerate() {
+            indices[p as usize].push(i as u32);
+        }
+        indices
+            .into_iter()
+            .map(|idx| {
+                let idx = arrow::array::UInt32Array::from(idx);
+                Ok(arrow::compute::take_record_batch(&partial, &idx)?)
+            })
+            .collect()
+    }
+
+    /// The last step of radix-partitioned aggregation: one part of every chunk's
+    /// stored partial → the answer for those keys (sorted by key when asked).
+    pub fn finalize_stored(&self, parts: &[&RecordBatch]) -> Result<RecordBatch> {
+        let rows: usize = parts.iter().map(|p| p.num_rows()).sum();
+        let (n, columns) = self.merge_with(parts.iter().map(|p| Ok(*p)), true, Some(rows))?;
+        self.finish(n, columns)
+    }
+
+    /// The answers of the parts (each sorted by key when asked) → one answer, by a
+    /// k-way merge on the keys (each key is in one part only).
+    pub fn gather(&self, parts: Vec<RecordBatch>) -> Result<RecordBatch> {
+        let mut parts: Vec<RecordBatch> = parts.into_iter().filter(|p| p.num_rows() > 0).collect();
+        match parts.len() {
+            0 => Ok(RecordBatch::new_empty(self.output_schema.clone())),
+            1 => Ok(parts.pop().expect("one part")),
+            _ if self.sort && !self.keys.is_empty() => {
+                let keys: Vec<(usize, arrow::compute::SortOptions)> = (0..self.keys.len())
+                    .map(|i| (i, ascending_nulls_last()))
+                    .collect();
+                crate::sort::merge_sorted(&parts, &keys)
+            }
+            _ => Ok(arrow::compute::concat_batches(&self.output_schema, &parts)?),
+        }
+    }
+
+    /// Each aggregation's partial state for rows grouped into `ids` (`n` groups).
+    fn chunk_states(&self, batch: &RecordBatch, ids: &[u32], n: usize) -> Result<Vec<ArrayRef>> {
+        let mut columns = Vec::new();
         for (a, t) in self.aggs.iter().zip(&self.input_types) {
             let mut acc = new_accumulator(a.func, t)?;
             let column = |c: &str| -> Result<ArrayRef> {
@@ -525,10 +632,10 @@ impl AggregatePlan {
                 (Some(c), None) => column(c)?,
                 (None, _) => Arc::new(arrow::array::NullArray::new(batch.num_rows())) as ArrayRef,
             };
-            acc.update(&values, &ids, n)?;
+            acc.update(&values, ids, n)?;
             columns.extend(acc.state(n)?);
         }
-        self.batch(self.partial_schema.clone(), columns, n)
+        Ok(columns)
     }
 
     /// The combine step: partials (in partition order) → one partial.
@@ -548,7 +655,13 @@ impl AggregatePlan {
         &self,
         partials: impl IntoIterator<Item = Result<B>>,
     ) -> Result<RecordBatch> {
-        let (mut n, mut columns) = self.merge(partials, true)?;
+        let (n, columns) = self.merge(partials, true)?;
+        self.finish(n, columns)
+    }
+
+    /// Finalized columns (`n` groups) → the answer: lists exploded, sorted by key
+    /// when asked.
+    fn finish(&self, mut n: usize, mut columns: Vec<ArrayRef>) -> Result<RecordBatch> {
         if let Some(list) = self.explode {
             (columns, n) = holistic::explode(columns, list)?;
         }
@@ -556,13 +669,8 @@ impl AggregatePlan {
         if !self.sort || self.keys.is_empty() || out.num_rows() < 2 {
             return Ok(out);
         }
-        let ascending_nulls_last = arrow::compute::SortOptions {
-            descending: false,
-            // The null key last, as pandas' `dropna=False` (Arrow's default is first).
-            nulls_first: false,
-        };
         let mut keys: Vec<(usize, arrow::compute::SortOptions)> = (0..self.keys.len())
-            .map(|i| (i, ascending_nulls_last))
+            .map(|i| (i, ascending_nulls_last()))
             .collect();
         if let Some(list) = self.explode {
             // A group's rows stay largest first.
@@ -584,7 +692,25 @@ impl AggregatePlan {
         partials: impl IntoIterator<Item = Result<B>>,
         finalize: bool,
     ) -> Result<(usize, Vec<ArrayRef>)> {
+        self.merge_with(partials, finalize, None)
+    }
+
+    /// [`merge`](Self::merge) of partials in the plain form (`stored_rows` is
+    /// `None`) or in stored form, then with their total rows, for which the
+    /// grouper's table is sized up front.
+    fn merge_with<B: Borrow<RecordBatch>>(
+        &self,
+        partials: impl IntoIterator<Item = Result<B>>,
+        finalize: bool,
+        stored_rows: Option<usize>,
+    ) -> Result<(usize, Vec<ArrayRef>)> {
         let mut grouper = new_grouper(&self.key_types())?;
+        let stored = stored_rows.is_some() && !self.keys.is_empty();
+        if let Some(rows) = stored_rows {
+            grouper.reserve(rows);
+        }
+        // Stored partials: hash and key, then the states; plain ones: the keys.
+        let nkeys = if stored { 2 } else { self.keys.len() };
         let mut accs = self
             .aggs
             .iter()
@@ -604,11 +730,18 @@ impl AggregatePlan {
             ids.clear();
             if self.keys.is_empty() {
                 ids.resize(partial.num_rows(), 0);
+            } else if stored {
+                let hashes = partial
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt64Array>()
+                    .ok_or_else(|| Error::Internal("a stored partial has no hash column".into()))?;
+                grouper.intern_stored(hashes.values(), partial.column(1), &mut ids)?;
             } else {
                 grouper.intern(&partial.columns()[..self.keys.len()], &mut ids)?;
             }
             let n = grouper.ngroups();
-            let mut col = self.keys.len();
+            let mut col = nkeys;
             for (acc, width) in accs.iter_mut().zip(&widths) {
                 acc.merge(&partial.columns()[col..col + width], &ids, n)?;
                 col += width;

@@ -1,9 +1,13 @@
 //! Keyed operations: `foldby` (Dask's `foldby(key, binop, initial, combine)`), and
 //! `frequencies`, `distinct`, `groupby` built on it. Each input partition folds its
-//! records into a partial per key; the partials are then merged by key, either in a
-//! tree into one partition (`split_out == 1`) or hash-partitioned through the
-//! computation's shuffle store into `split_out` partitions, so a result with many
-//! keys is spread over many tasks, as the frame's `split_out` groupby:
+//! records into a partial per key; the partials are then merged by key. By default
+//! the merge is radix-partitioned ([`crate::agg::radix`]): the parts of a key hash
+//! are chosen at run time from the first partial measured (one part for few keys),
+//! each finalize task merges one part of every partial, and the bag has one
+//! partition per slot (the slots past the chosen parts are empty). With
+//! [`Bag::with_split_out`] (an override) the partials are merged in a tree into one
+//! partition (`split_out == 1`) or hash-partitioned through the computation's
+//! shuffle store into `split_out` partitions:
 //!
 //! ```text
 //!   partition i ─fold─► {key: acc} ─hash(key) % n─► shuffle store (JSON lines [key, acc])
@@ -19,6 +23,7 @@ use std::sync::Arc;
 use serde_json::Value as J;
 
 use super::{layer_name, per_partition, records, Bag, KeyFn, LowerCtx};
+use crate::agg::radix::{self, Chunked, Decision, RadixAggregation};
 use crate::error::{Error, Result};
 use crate::frame::plan::{lower_barrier, lower_readers};
 use crate::graph::{FnOperator, Graph, Key, Layer, Task, Value};
@@ -61,7 +66,12 @@ fn new_partials() -> Partials {
 
 impl Fold {
     fn chunk(&self, rs: &[J]) -> Result<Partials> {
+        self.chunk_sized(rs, 0)
+    }
+
+    fn chunk_sized(&self, rs: &[J], keys_hint: usize) -> Result<Partials> {
         let mut m = new_partials();
+        m.reserve(keys_hint);
         for r in rs {
             let k = (self.key)(r)?;
             let t = key_text(&k);
@@ -180,18 +190,88 @@ impl Bag {
 
     fn fold_by(&self, fold: Fold) -> Bag {
         let fold = Arc::new(fold);
-        let n = self.split_out_or_default();
+        let sizing = self.session.radix_sizing();
+        let split_out = self.split_out;
+        let n = split_out.unwrap_or_else(|| sizing.slots(self.npartitions));
         let input = self.clone();
         let split_every = self.session.split_every();
         let lower = move |graph: &mut Graph, ctx: &LowerCtx| -> Vec<Key> {
             let inputs = input.lower(graph, ctx);
-            if n == 1 {
-                tree(graph, &inputs, &fold, split_every)
-            } else {
-                shuffle(graph, ctx, &inputs, &fold, n)
+            match split_out {
+                None => radix::lower(graph, &inputs, fold.clone(), sizing, &ctx.run),
+                Some(1) => tree(graph, &inputs, &fold, split_every),
+                Some(n) => shuffle(graph, ctx, &inputs, &fold, n),
             }
         };
         Bag::from_graph(self.session.clone(), n, Arc::new(lower))
+    }
+}
+
+impl RadixAggregation for Fold {
+    fn name(&self) -> &str {
+        "foldby"
+    }
+
+    fn chunk(&self, input: &Value, decision: &Decision) -> Result<Chunked> {
+        let rs = records(input)?;
+        let m = self.chunk_sized(rs, decision.expected_groups(rs.len()))?;
+        Ok(Chunked {
+            groups: m.len(),
+            rows: rs.len(),
+            // Unsorted: the finalize task sorts what it merged.
+            partial: Value::Records(m.into_values().map(|(k, a)| J::Array(vec![k, a])).collect()),
+        })
+    }
+
+    fn split(&self, partial: Value, parts: usize) -> Result<Vec<Value>> {
+        let Value::Records(pairs) = partial else {
+            return Err(Error::Internal(format!(
+                "a keyed partial is {}",
+                partial.kind()
+            )));
+        };
+        if parts <= 1 {
+            return Ok(vec![Value::Records(pairs)]);
+        }
+        let mut out: Vec<Vec<J>> = vec![Vec::new(); parts];
+        for pair in pairs {
+            let p = match &pair {
+                J::Array(kv) if kv.len() == 2 => partition_of(&key_text(&kv[0]), parts),
+                other => {
+                    return Err(Error::Internal(format!(
+                        "a keyed partial is not a [key, acc] pair: {other}"
+                    )))
+                }
+            };
+            out[p].push(pair);
+        }
+        Ok(out
+            .into_iter()
+            .map(|v| {
+                if v.is_empty() {
+                    Value::Pieces(Vec::new())
+                } else {
+                    Value::Records(v)
+                }
+            })
+            .collect())
+    }
+
+    fn finalize(&self, parts: &[&Value]) -> Result<Value> {
+        let mut m = new_partials();
+        m.reserve(
+            parts
+                .iter()
+                .map(|v| records(v).map_or(0, |r| r.len()))
+                .sum(),
+        );
+        for v in parts {
+            for p in records(v)? {
+                let (k, a) = split_pair(p.clone())?;
+                self.merge(&mut m, k, a)?;
+            }
+        }
+        Ok(Value::Records(to_pairs(m)))
     }
 }
 

@@ -450,8 +450,9 @@ impl Bag {
     }
 
     /// The next keyed operation (`frequencies`, `distinct`, `foldby`, `groupby`)
-    /// spreads its result over `n` partitions (default: `ceil(npartitions /
-    /// split_every)`).
+    /// spreads its result over `n` partitions through the shuffle store (`n = 1`:
+    /// one partition by a reduction tree), overriding the default: parts chosen at
+    /// run time from the measured partials (see [`crate::agg::radix`]).
     pub fn with_split_out(&self, n: usize) -> Result<Bag> {
         if n == 0 {
             return Err(Error::plan("split_out", "split_out must be at least 1"));
@@ -465,11 +466,6 @@ impl Bag {
         let mut b = self.clone();
         b.split_out = Some(n);
         Ok(b)
-    }
-
-    pub(crate) fn split_out_or_default(&self) -> usize {
-        self.split_out
-            .unwrap_or_else(|| self.npartitions.div_ceil(self.session.split_every()).max(1))
     }
 
     /// Adds the bag's layers to `graph`; returns a key per partition.
@@ -541,6 +537,7 @@ impl Bag {
         stats.bytes_read = ctx.run.bytes_read();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
+        stats.radix_parts = ctx.run.radix_parts() as u64;
         Ok(BagStats {
             run: stats,
             skipped_lines: ctx.skipped.load(Ordering::Relaxed),

@@ -155,9 +155,14 @@ pub fn format_stats(s: &RunStats) -> String {
     } else {
         String::new()
     };
+    let radix = if s.radix_parts > 0 {
+        format!("; radix parts {}", s.radix_parts)
+    } else {
+        String::new()
+    };
     format!(
         "stats: read {}; peak held {} in {} results; spilled {} ({} values), read back {}; \
-         shuffled {} ({} on disk); {} tasks; reads held back {} times{row_groups}",
+         shuffled {} ({} on disk); {} tasks; reads held back {} times{row_groups}{radix}",
         human_bytes(s.bytes_read),
         human_bytes(s.peak_bytes_held),
         s.peak_results_held,

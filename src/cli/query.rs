@@ -67,8 +67,9 @@ pub struct QueryArgs {
     /// Print only the first N rows.
     #[arg(long)]
     head: Option<usize>,
-    /// Spread a groupby's answer over N partitions through the shuffle store, for
-    /// many groups (each partition sorted by key, the partitions not).
+    /// Spread a groupby's answer over N partitions through the shuffle store (each
+    /// partition sorted by key, the partitions not); 1 forces a reduction tree.
+    /// Without it, the strategy is chosen at run time from the measured partials.
     #[arg(long)]
     split_out: Option<usize>,
     /// Write one file per partition (part-00000.csv, ...) into this folder instead
@@ -170,11 +171,13 @@ fn run_once(
         return Err(Error::plan("query", "--split-out needs --groupby"));
     }
     let aggregated = match (&aggs, a.groupby.is_empty()) {
-        (Some(aggs), false) => Some(
-            df.groupby(&a.groupby)?
-                .split_out(a.split_out.unwrap_or(1))?
-                .agg_list(aggs)?,
-        ),
+        (Some(aggs), false) => {
+            let mut g = df.groupby(&a.groupby)?;
+            if let Some(n) = a.split_out {
+                g = g.split_out(n)?;
+            }
+            Some(g.agg_list(aggs)?)
+        }
         (Some(aggs), true) => Some(df.agg_list(aggs)?),
         (None, false) => {
             return Err(Error::plan(

@@ -289,7 +289,7 @@ impl DataFrame {
             dropna: true,
             sort: true,
             split_every: self.session.split_every(),
-            split_out: 1,
+            split_out: None,
         })
     }
 
@@ -300,7 +300,9 @@ impl DataFrame {
             input: self.plan.clone(),
             plan: Arc::new(plan),
             split_every: self.session.split_every(),
-            split_out: 1,
+            // One group: the tree.
+            split_out: Some(1),
+            sizing: self.session.radix_sizing(),
         }))
     }
 
@@ -383,6 +385,7 @@ impl DataFrame {
         (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
+        stats.radix_parts = ctx.radix_parts() as u64;
         Ok(stats)
     }
 
@@ -571,7 +574,7 @@ pub struct GroupBy {
     dropna: bool,
     sort: bool,
     split_every: usize,
-    split_out: usize,
+    split_out: Option<usize>,
 }
 
 impl GroupBy {
@@ -596,10 +599,11 @@ impl GroupBy {
         Ok(self)
     }
 
-    /// Spread the answer over `n` partitions by a hash of the keys, through the
-    /// shuffle store (Dask's `split_out`), for groupbys with many groups: no task
-    /// then holds more than about 1/n of the groups. Each partition is sorted by key
-    /// (when sorting); the partitions are not ordered among themselves.
+    /// Overrides the strategy chosen at run time (see [`crate::agg::radix`]): spread
+    /// the answer over `n` partitions by a hash of the keys, through the shuffle
+    /// store (Dask's `split_out`), so no task holds more than about 1/n of the
+    /// groups; each partition is sorted by key (when sorting), the partitions are
+    /// not ordered among themselves. `n = 1` is one partition by a reduction tree.
     pub fn split_out(mut self, n: usize) -> Result<Self> {
         if n == 0 {
             return Err(Error::plan("groupby", "split_out must be at least 1"));
@@ -610,7 +614,7 @@ impl GroupBy {
             n,
             "use a smaller split_out",
         )?;
-        self.split_out = n;
+        self.split_out = Some(n);
         Ok(self)
     }
 
@@ -624,7 +628,7 @@ impl GroupBy {
     }
 
     /// The aggregations: `.agg(&[sum("v1"), mean("v3")])`. One partition results,
-    /// or `split_out` of them.
+    /// or `split_out` of them when it is given.
     pub fn agg(self, aggs: &[AggSpec]) -> Result<DataFrame> {
         let plan = AggregatePlan::new(
             &self.frame.schema,
@@ -638,6 +642,7 @@ impl GroupBy {
             plan: Arc::new(plan),
             split_every: self.split_every,
             split_out: self.split_out,
+            sizing: self.frame.session.radix_sizing(),
         }))
     }
 }

@@ -25,6 +25,7 @@ use super::ops::{
     ShuffleAggFinalize, ShuffleGather, ShuffleWrite,
 };
 use super::partitioning::Partitioner;
+use crate::agg::radix::{self, Sizing};
 use crate::agg::AggregatePlan;
 use crate::error::Result;
 use crate::expr::Expr;
@@ -86,9 +87,11 @@ pub enum Plan {
         /// Output schema the function promises.
         schema: SchemaRef,
     },
-    /// A groupby-aggregate: by tree reduction into one partition, or, with
-    /// `split_out > 1`, by hash-partitioning the partials through the shuffle store
-    /// into `split_out` partitions.
+    /// A groupby-aggregate into one partition, the strategy chosen at run time from
+    /// the measured partials ([`crate::agg::radix`]: one merge for few groups,
+    /// radix-partitioned for many); or, when `split_out` is given (an override),
+    /// by tree reduction (`Some(1)`) or by hash-partitioning the partials through
+    /// the shuffle store into `split_out` partitions.
     Aggregate {
         /// Input.
         input: Arc<Plan>,
@@ -96,8 +99,10 @@ pub enum Plan {
         plan: Arc<AggregatePlan>,
         /// Fan-in of the combine tree.
         split_every: usize,
-        /// Output partitions.
-        split_out: usize,
+        /// Output partitions, when the user chose them.
+        split_out: Option<usize>,
+        /// Threads and memory limit, from which the radix strategy sizes its parts.
+        sizing: Sizing,
     },
     /// The rows moved into `npartitions` partitions by `by` through the shuffle
     /// store, each output partition then sorted by `sort` (set_index, sort_values).
@@ -237,7 +242,7 @@ impl Plan {
             | Plan::Project { input, .. }
             | Plan::MapPartitions { input, .. }
             | Plan::WithIndex { input, .. } => input.npartitions(),
-            Plan::Aggregate { split_out, .. } => *split_out,
+            Plan::Aggregate { split_out, .. } => split_out.unwrap_or(1),
             Plan::Shuffle { npartitions, .. } => *npartitions,
             Plan::SelectPartitions { partitions, .. } => partitions.len(),
             Plan::TreeReduce { .. } => 1,
@@ -452,6 +457,7 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
             plan: agg,
             split_every,
             split_out,
+            sizing,
         } => {
             let need: BTreeSet<String> = agg.input_columns().into_iter().collect();
             Arc::new(Plan::Aggregate {
@@ -459,6 +465,7 @@ pub fn prune(plan: &Arc<Plan>, required: Option<&BTreeSet<String>>) -> Arc<Plan>
                 plan: agg.clone(),
                 split_every: *split_every,
                 split_out: *split_out,
+                sizing: *sizing,
             })
         }
         Plan::Node { inputs, node } => {
@@ -826,7 +833,8 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             input,
             plan: agg,
             split_every: _,
-            split_out,
+            split_out: Some(split_out),
+            sizing: _,
         } if *split_out > 1 => {
             let inputs = lower(input, graph, ctx);
             let chunk: Arc<dyn Operator> = Arc::new(AggChunk { plan: agg.clone() });
@@ -847,8 +855,27 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
         Plan::Aggregate {
             input,
             plan: agg,
+            split_every: _,
+            split_out: None,
+            sizing,
+        } if !agg.keys.is_empty() => {
+            let inputs = lower(input, graph, ctx);
+            let parts = radix::lower(graph, &inputs, agg.clone(), *sizing, ctx);
+            let gather = agg.clone();
+            let op: Arc<dyn Operator> = FnOperator::new("agg-radix-gather", move |inputs| {
+                let parts = inputs
+                    .iter()
+                    .map(|v| v.as_batch().cloned())
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Value::Batch(gather.gather(parts)?))
+            });
+            task_layer(graph, "agg-radix-gather", vec![parts], &|_| op.clone())
+        }
+        Plan::Aggregate {
+            input,
+            plan: agg,
             split_every,
-            split_out: _,
+            ..
         } => {
             let inputs = lower(input, graph, ctx);
             let chunk: Arc<dyn Operator> = Arc::new(AggChunk { plan: agg.clone() });

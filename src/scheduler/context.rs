@@ -23,6 +23,8 @@ pub struct RunContext {
     shuffle_budget: usize,
     shuffle_partitions: AtomicUsize,
     shuffle: Mutex<Option<Arc<ShuffleService>>>,
+    /// The most parts a radix-partitioned aggregation chose (0: none ran).
+    radix_parts: AtomicUsize,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -57,6 +59,7 @@ impl RunContext {
             shuffle_budget,
             shuffle_partitions: AtomicUsize::new(0),
             shuffle: Mutex::new(None),
+            radix_parts: AtomicUsize::new(0),
         })
     }
 
@@ -84,6 +87,17 @@ impl RunContext {
             self.row_groups_read.load(Ordering::Relaxed),
             self.row_groups_skipped.load(Ordering::Relaxed),
         )
+    }
+
+    /// Records the parts a radix-partitioned aggregation chose at run time.
+    pub fn record_radix_parts(&self, parts: usize) {
+        self.radix_parts.fetch_max(parts, Ordering::Relaxed);
+    }
+
+    /// The most parts a radix-partitioned aggregation chose (0 when none ran; 1 when
+    /// the partials were few enough for one merge).
+    pub fn radix_parts(&self) -> usize {
+        self.radix_parts.load(Ordering::Relaxed)
     }
 
     /// Reserves `n` shuffle partitions for one shuffle while the plan is lowered;

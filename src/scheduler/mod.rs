@@ -82,6 +82,9 @@ pub struct RunStats {
     /// Parquet row groups skipped: their statistics showed no row could pass the
     /// filter.
     pub row_groups_skipped: u64,
+    /// The most parts a radix-partitioned aggregation split its partials into (0
+    /// when none ran; 1 when they were few enough for one merge).
+    pub radix_parts: u64,
 }
 
 /// Where tasks run, how many at once, and under which memory limit.

@@ -20,13 +20,13 @@ use proptest::prelude::*;
 use crate::common::*;
 
 /// Non-null values of `column` over `rows`, as floats.
-fn nums(t: &Table, rows: &[usize], column: &str) -> Vec<f64> {
+pub(crate) fn nums(t: &Table, rows: &[usize], column: &str) -> Vec<f64> {
     let c = t.idx(column);
     rows.iter().filter_map(|&r| t.rows[r][c].num()).collect()
 }
 
 /// pandas' `quantile(q)` (linear interpolation), by sorting.
-fn ref_quantile(mut v: Vec<f64>, q: f64) -> Cell {
+pub(crate) fn ref_quantile(mut v: Vec<f64>, q: f64) -> Cell {
     if v.is_empty() {
         return Cell::Null;
     }
@@ -37,7 +37,7 @@ fn ref_quantile(mut v: Vec<f64>, q: f64) -> Cell {
 }
 
 /// Pearson correlation over rows where both are non-null, by the two-pass formula.
-fn ref_corr(t: &Table, rows: &[usize], x: &str, y: &str) -> Cell {
+pub(crate) fn ref_corr(t: &Table, rows: &[usize], x: &str, y: &str) -> Cell {
     let (xi, yi) = (t.idx(x), t.idx(y));
     let pairs: Vec<(f64, f64)> = rows
         .iter()
@@ -416,9 +416,11 @@ fn under_a_tiny_memory_limit_median_spills_and_shuffles() {
         // nlargest drops groups without a value of v; median of the rest.
         assert_cells(&cells(&got, "median(x)"), &expected, "median under 64 KiB");
 
-        // The tree reduction: partials (lists of every value) wait and spill.
+        // The tree reduction (forced): partials (lists of every value) wait and spill.
         let out = df
             .groupby(&["name", "id"])
+            .unwrap()
+            .split_out(1)
             .unwrap()
             .split_every(64)
             .unwrap()
@@ -427,6 +429,8 @@ fn under_a_tiny_memory_limit_median_spills_and_shuffles() {
         let s2 = limited(threads, 32 << 10, spill.path());
         let out2 = load_gen(&s2, dir.path())
             .groupby(&["name", "id"])
+            .unwrap()
+            .split_out(1)
             .unwrap()
             .split_every(64)
             .unwrap()

@@ -671,6 +671,77 @@ fn tiny_memory_limits_shuffle_and_spill_with_the_same_answers() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// Issue 12: the keyed operations go radix-partitioned by default, the parts chosen
+/// at run time; under a tiny limit the parts wait in the spill cache and page out.
+/// The answers equal the naive reference, for 1 to 3 threads.
+#[test]
+fn keyed_operations_run_radix_partitioned_and_spill_under_a_tiny_limit() {
+    let (dir, rs) = fixture(1500, 9);
+    let spill = tempfile::tempdir().unwrap();
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel), (3, Mode::Parallel)] {
+        let ctx = format!("{threads} threads, {mode:?}");
+        let s = Session::builder()
+            .with_threads(threads)
+            .with_scheduler(mode)
+            .with_blocksize(4000)
+            .memory_limit(128 * 1024)
+            .with_spill_dir(spill.path())
+            .build()
+            .unwrap();
+        let bag = load(&s, dir.path());
+        // `id` is unique: as many keys as records.
+        let ids: Vec<J> = rs.iter().map(|r| r["id"].clone()).collect();
+        let (got, stats) = bag
+            .pluck("id")
+            .unwrap()
+            .frequencies()
+            .compute_with_stats()
+            .unwrap();
+        assert_eq!(sorted(got), naive_frequencies(&ids), "{ctx}");
+        assert!(stats.run.radix_parts >= 2, "{ctx}: not radix: {stats:?}");
+        assert_eq!(stats.run.shuffled_bytes, 0, "{ctx}: {stats:?}");
+        assert!(
+            stats.run.spilled_values > 0,
+            "{ctx}: nothing spilled: {stats:?}"
+        );
+        assert!(stats.run.read_back_bytes > 0, "{ctx}: {stats:?}");
+
+        let names: Vec<J> = rs.iter().map(|r| r["name"].clone()).collect();
+        let distinct: BTreeSet<String> = names.iter().map(J::to_string).collect();
+        let got: Vec<String> = bag
+            .pluck("name")
+            .unwrap()
+            .distinct()
+            .compute()
+            .unwrap()
+            .iter()
+            .map(J::to_string)
+            .collect();
+        assert_eq!(got.len(), distinct.len(), "{ctx}");
+        assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), distinct, "{ctx}");
+        check_sum_by_name(sum_by_name(&bag).compute().unwrap(), &rs);
+        // Many keys, each group holding its records: every record in the group of
+        // its id, each id once.
+        let groups = bag.groupby(key_path("id").unwrap()).compute().unwrap();
+        assert_eq!(groups.len(), rs.len(), "{ctx}");
+        let mut got: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                let members = g[1].as_array().unwrap();
+                assert_eq!(members.len(), 1, "{ctx}: {g}");
+                assert_eq!(members[0]["id"], g[0], "{ctx}: {g}");
+                members[0].to_string()
+            })
+            .collect();
+        got.sort();
+        let mut expected: Vec<String> = rs.iter().map(J::to_string).collect();
+        expected.sort();
+        assert_eq!(got, expected, "{ctx}");
+    }
+    let left: Vec<_> = std::fs::read_dir(spill.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 fn blocksize() -> impl Strategy<Value = u64> {
     (0u32..=16, any::<u64>()).prop_map(|(e, j)| (1u64 << e) + j % (1u64 << e))
 }

@@ -12,6 +12,7 @@ mod join;
 mod ordering;
 mod outofcore;
 mod properties;
+mod radix;
 mod read_csv;
 mod read_inputs;
 mod read_parquet;

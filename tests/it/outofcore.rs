@@ -117,9 +117,12 @@ fn a_tiny_memory_limit_spills_and_gives_the_same_answers() {
         assert_table_rows(&got, &t, &format!("{mode:?} under 48 KiB"));
         assert!(stats.bytes_read > 0);
 
-        // A groupby with a tree reduction whose partials must wait for each other.
+        // A groupby with a tree reduction (forced: `split_out(1)`) whose partials must
+        // wait for each other.
         let out = df
             .groupby(&["name", "id"])
+            .unwrap()
+            .split_out(1)
             .unwrap()
             .split_every(64)
             .unwrap()

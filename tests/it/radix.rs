@@ -1,0 +1,254 @@
+//! Radix-partitioned aggregation (issue 12): a groupby's answer does not depend on
+//! the strategy (the reduction tree, the `split_out` shuffle, or the radix strategy
+//! chosen at run time), on the parts it chose, the partitions, the threads or a tiny
+//! memory limit, and equals the naive reference; the radix path (`radix_parts` in
+//! the run's stats) and spilling really ran. The holistic aggregations go the same
+//! way. The bag's keyed operations are tested in `bag.rs`.
+
+use std::path::Path;
+
+use outcore::agg::{corr, median, nlargest, quantile, size, sum, AggSpec};
+use outcore::frame::sort_batch;
+use outcore::scheduler::Mode;
+use outcore::Session;
+use proptest::prelude::*;
+
+use crate::aggs::{nums, ref_corr, ref_quantile};
+use crate::common::*;
+
+fn fixture(seed: u64, rows: usize, nkeys: i64, nfiles: usize) -> (tempfile::TempDir, Table) {
+    let mut o = GenOpts::new(rows).nulls(0.05, 0.1);
+    o.nkeys = nkeys;
+    let t = gen_table(seed, &o);
+    let dir = tempfile::tempdir().unwrap();
+    t.write_files(dir.path(), nfiles);
+    (dir, t)
+}
+
+fn session_with(
+    threads: usize,
+    mode: Mode,
+    blocksize: u64,
+    limit: Option<u64>,
+    spill: &Path,
+) -> Session {
+    let mut b = Session::builder()
+        .with_threads(threads)
+        .with_scheduler(mode)
+        .with_blocksize(blocksize)
+        .with_spill_dir(spill);
+    if let Some(limit) = limit {
+        b = b.memory_limit(limit);
+    }
+    b.build().unwrap()
+}
+
+fn plain_aggs() -> Vec<Agg> {
+    vec![
+        ("size", None),
+        ("sum", Some("v")),
+        ("mean", Some("x")),
+        ("std", Some("x")),
+        ("max", Some("x")),
+        ("min", Some("s")),
+        ("first", Some("s")),
+        ("last", Some("v")),
+        ("nunique", Some("s")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(8) })]
+
+    /// The radix strategy against the tree, the shuffle and the reference, over few
+    /// and many groups, three kinds of keys (integer, string, several: the three
+    /// stored key forms), block sizes, threads, schedulers and a tiny limit.
+    #[test]
+    fn groupby_answers_do_not_depend_on_the_strategy(
+        seed in any::<u64>(),
+        rows in 1usize..800,
+        nkeys in prop_oneof![Just(3i64), Just(60), Just(3000)],
+        nfiles in 1usize..=4,
+        blocksize in 300u64..6000,
+        threads in 1usize..=4,
+        sync in any::<bool>(),
+        tiny in any::<bool>(),
+        keep_null_keys in any::<bool>(),
+    ) {
+        let (dir, t) = fixture(seed, rows, nkeys, nfiles);
+        let spill = tempfile::tempdir().unwrap();
+        let mode = if sync { Mode::Sync } else { Mode::Parallel };
+        let limit = tiny.then_some(256 << 10);
+        let s = session_with(threads, mode, blocksize, limit, spill.path());
+        let df = load_gen(&s, dir.path());
+        let aggs = plain_aggs();
+        let ctx = format!(
+            "rows {rows}, nkeys {nkeys}, files {nfiles}, blocksize {blocksize}, threads {threads}, \
+             {mode:?}, limit {limit:?}, keep_null_keys {keep_null_keys}"
+        );
+        for keys in [&["id"][..], &["name"], &["name", "id"]] {
+            let group = || {
+                let g = df.groupby(keys).unwrap();
+                if keep_null_keys { g.keep_null_keys() } else { g }
+            };
+            let (radix, stats) = group().agg(&specs(&aggs)).unwrap().compute_with_stats().unwrap();
+            check_groupby(&radix, &t, keys, &aggs, keep_null_keys, &format!("radix, {ctx}"));
+            prop_assert!(stats.radix_parts >= 1, "{ctx}: the radix path did not run: {stats:?}");
+            if tiny && rows > 200 {
+                // A limit this small partitions even a few groups.
+                prop_assert!(stats.radix_parts >= 2, "{ctx}: one merge under 256 KiB: {stats:?}");
+            }
+            let (tree, stats) = group()
+                .split_out(1)
+                .unwrap()
+                .agg(&specs(&aggs))
+                .unwrap()
+                .compute_with_stats()
+                .unwrap();
+            prop_assert_eq!(stats.radix_parts, 0, "{}: split_out(1) ran radix", &ctx);
+            // Equal up to float rounding (the merge order differs): both against the
+            // reference.
+            check_groupby(&tree, &t, keys, &aggs, keep_null_keys, &format!("tree, {ctx}"));
+            let shuffled = group().split_out(3).unwrap().agg(&specs(&aggs)).unwrap().compute().unwrap();
+            let by: Vec<(&str, bool)> = keys.iter().map(|k| (*k, true)).collect();
+            check_groupby(&sort_batch(&shuffled, &by).unwrap(), &t, keys, &aggs, keep_null_keys, &format!("split_out 3, {ctx}"));
+        }
+    }
+}
+
+/// Every key of the reference with its rows, for the holistic checks.
+fn holistic_expected(t: &Table, keys: &[&str]) -> (Vec<Cell>, Vec<Cell>, Vec<Cell>) {
+    let groups = ref_groups(t, keys, false);
+    let med = groups
+        .values()
+        .map(|r| ref_quantile(nums(t, r, "x"), 0.5))
+        .collect();
+    let q25 = groups
+        .values()
+        .map(|r| ref_quantile(nums(t, r, "v"), 0.25))
+        .collect();
+    let c = groups.values().map(|r| ref_corr(t, r, "x", "v")).collect();
+    (med, q25, c)
+}
+
+fn holistic_aggs() -> Vec<AggSpec> {
+    vec![
+        median("x"),
+        quantile("v", 0.25).unwrap(),
+        corr("x", "v"),
+        size(),
+        sum("v"),
+    ]
+}
+
+/// Many groups under a tiny limit: the radix path splits the partials into several
+/// parts that wait in the spill cache and are paged out and read back; median,
+/// quantile and corr equal the reference, nlargest equals the tree's answer (itself
+/// checked against the reference in `aggs.rs`), for 1 to 3 threads.
+#[test]
+fn holistic_aggregations_run_radix_partitioned_and_spill_under_a_tiny_limit() {
+    let (dir, t) = fixture(12, 6000, 1000, 3);
+    let spill = tempfile::tempdir().unwrap();
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel), (3, Mode::Parallel)] {
+        let s = session_with(threads, mode, 1500, Some(256 << 10), spill.path());
+        let df = load_gen(&s, dir.path());
+        let ctx = format!("{threads} threads, {mode:?}");
+        let (got, stats) = df
+            .groupby(&["id"])
+            .unwrap()
+            .agg(&holistic_aggs())
+            .unwrap()
+            .compute_with_stats()
+            .unwrap();
+        assert!(stats.radix_parts >= 2, "{ctx}: not radix: {stats:?}");
+        assert!(
+            stats.spilled_values > 0,
+            "{ctx}: nothing spilled: {stats:?}"
+        );
+        assert!(
+            stats.read_back_bytes > 0,
+            "{ctx}: nothing read back: {stats:?}"
+        );
+        let (med, q25, c) = holistic_expected(&t, &["id"]);
+        assert_cells(&cells(&got, "median(x)"), &med, &format!("median, {ctx}"));
+        assert_cells(
+            &cells(&got, "quantile(v, 0.25)"),
+            &q25,
+            &format!("quantile, {ctx}"),
+        );
+        assert_cells(&cells(&got, "corr(x, v)"), &c, &format!("corr, {ctx}"));
+        check_groupby(
+            &got,
+            &t,
+            &["id"],
+            &[("size", None), ("sum", Some("v"))],
+            false,
+            &ctx,
+        );
+
+        let top = |g: outcore::frame::GroupBy| g.agg(&[nlargest(2, "v"), size()]).unwrap();
+        let (radix, stats) = top(df.groupby(&["name", "id"]).unwrap())
+            .compute_with_stats()
+            .unwrap();
+        assert!(
+            stats.radix_parts >= 2,
+            "{ctx}: nlargest not radix: {stats:?}"
+        );
+        let tree = top(df.groupby(&["name", "id"]).unwrap().split_out(1).unwrap())
+            .compute()
+            .unwrap();
+        assert_eq!(
+            radix, tree,
+            "{ctx}: nlargest differs between radix and the tree"
+        );
+    }
+    assert!(
+        std::fs::read_dir(spill.path()).unwrap().next().is_none(),
+        "spill files left behind"
+    );
+}
+
+/// Few groups are merged by one task (one part) and many groups are split into
+/// parts: the switch is made from the measured partials, with nothing tuned (the
+/// limit, 16 MB, only keeps the data of this test small: one merge takes up to
+/// limit / 16 of partials).
+#[test]
+fn the_strategy_follows_the_measured_groups() {
+    let (dir, t) = fixture(13, 40_000, 1 << 40, 4);
+    let spill = tempfile::tempdir().unwrap();
+    let s = session_with(2, Mode::Parallel, 64 << 10, Some(16 << 20), spill.path());
+    let df = load_gen(&s, dir.path());
+    let (few, stats) = df
+        .groupby(&["name"])
+        .unwrap()
+        .agg(&[sum("v")])
+        .unwrap()
+        .compute_with_stats()
+        .unwrap();
+    assert_eq!(stats.radix_parts, 1, "few groups: {stats:?}");
+    check_groupby(
+        &few,
+        &t,
+        &["name"],
+        &[("sum", Some("v"))],
+        false,
+        "few groups",
+    );
+    // `i` is unique: 20,000 groups.
+    let (many, stats) = df
+        .groupby(&["i", "name"])
+        .unwrap()
+        .agg(&[sum("v"), size()])
+        .unwrap()
+        .compute_with_stats()
+        .unwrap();
+    check_groupby(
+        &many,
+        &t,
+        &["i", "name"],
+        &[("sum", Some("v")), ("size", None)],
+        false,
+        "many groups",
+    );
+    assert!(stats.radix_parts >= 4, "many groups: {stats:?}");
+}

@@ -7,6 +7,7 @@ mod common;
 mod frame_ops;
 mod groupby;
 mod join;
+mod memory;
 mod ordering;
 mod outofcore;
 mod properties;

@@ -25,7 +25,7 @@ use outcore_storage::spill::SpillCache;
 use crate::error::{Error, Result};
 use crate::frame::DataFrame;
 use crate::io::{CsvOptions, CsvSource};
-use crate::scheduler::{HeldCache, Executor, MemoryPolicy, MemoryPool, Mode, RunContext};
+use crate::scheduler::{Executor, HeldCache, MemoryPolicy, MemoryPool, Mode, RunContext};
 
 /// Settings and the thread pool shared by every computation of a session.
 #[derive(Clone)]

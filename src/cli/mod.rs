@@ -120,7 +120,11 @@ pub fn format_stats(s: &RunStats) -> String {
         human_bytes(s.bytes_read),
         human_bytes(s.peak_reserved),
         human_bytes(s.memory_limit),
-        if consumers.is_empty() { "nothing".to_string() } else { consumers },
+        if consumers.is_empty() {
+            "nothing".to_string()
+        } else {
+            consumers
+        },
         human_bytes(s.spilled_bytes),
         s.spilled_values,
         human_bytes(s.read_back_bytes),

@@ -615,8 +615,12 @@ impl Shared<'_> {
             let dir = self.cache.dir().to_path_buf();
             self.task_error(id, usize::MAX, Error::Spill { dir, source })
         };
-        self.account.rebalance().map_err(|e| self.task_error(id, usize::MAX, e))?;
-        self.cache.put(id as u64, Arc::new(value)).map_err(spill_error)?;
+        self.account
+            .rebalance()
+            .map_err(|e| self.task_error(id, usize::MAX, e))?;
+        self.cache
+            .put(id as u64, Arc::new(value))
+            .map_err(spill_error)?;
         self.account.note_peak();
         Ok(size)
     }

@@ -14,8 +14,8 @@
 //! while ready tasks outnumber busy ones.
 //!
 //! Memory: one account ([`MemoryPool`], see `memory.rs`). Every task is admitted
-//! with a reservation of its estimated working set (a read: two blocks and a mean
-//! read result; any other task: the size of its inputs), grown to each result as it
+//! with a reservation of its estimated working set (a read: three mean read
+//! results, one block before the first; any other task: the size of its inputs), grown to each result as it
 //! is measured and by what operators [`reserve`]; results wait in a [`SpillCache`]
 //! whose budget is what the reservations leave, so past it the least recently used
 //! results are paged to disk and read back by the task that needs them. Before
@@ -383,13 +383,13 @@ impl State {
         expected > shared.budget.min(shared.account.unreserved())
     }
 
-    /// The working set a read task is expected to need: its raw block and the
-    /// fields cut from it, and a result the size of the reads so far (three blocks
-    /// before any read finished).
+    /// The working set a read task is expected to need: three times the mean read
+    /// result so far (its raw bytes, the fields cut from them, the decoded
+    /// columns), or one block before any read finished.
     fn read_estimate(&self, shared: &Shared<'_>) -> u64 {
         match self.read_bytes.checked_div(self.reads_done) {
-            Some(mean) => 2 * shared.blocksize + mean,
-            None => 3 * shared.blocksize,
+            Some(mean) => 3 * mean,
+            None => shared.blocksize,
         }
     }
 

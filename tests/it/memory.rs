@@ -53,8 +53,8 @@ fn peak_rss_kib(time: &Path, scratch: &Path, args: &[&str]) -> (u64, bool, Strin
     // GNU time writes "Command exited with non-zero status N" before the figure.
     let kib = text
         .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no peak RSS in {text:?}"));
     (
         kib,

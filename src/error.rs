@@ -169,6 +169,30 @@ pub enum Error {
         /// What to do about it.
         hint: String,
     },
+    /// An operator needed more memory than the limit leaves, with every cache paged
+    /// out and no other task left to finish and release.
+    #[error("{operator} needs {} more, but {} of the {} memory limit is reserved and nothing else can spill or finish; {hint}", human_bytes(*needed), human_bytes(*reserved), human_bytes(*limit))]
+    MemoryExhausted {
+        /// The operator that asked (e.g. "join build side").
+        operator: String,
+        /// The bytes it asked for.
+        needed: u64,
+        /// The bytes reserved when it asked.
+        reserved: u64,
+        /// The limit.
+        limit: u64,
+        /// What to do about it.
+        hint: String,
+    },
+    /// Paging results out to the spill folder failed (a full disk, say); what was
+    /// being written is removed.
+    #[error("cannot spill to {}: {source}; free space there or choose another folder with --spill-dir", .dir.display())]
+    Spill {
+        /// The spill folder.
+        dir: PathBuf,
+        /// What failed.
+        source: outcore_storage::Error,
+    },
     /// The computation was interrupted (Ctrl-C); its temporary files were removed.
     #[error("interrupted; temporary files were removed")]
     Interrupted,

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::frame::read::{Format, ReadBuilder};
 use crate::frame::DataFrame;
 use crate::io::{CsvOptions, CsvSource};
-use crate::scheduler::{Executor, MemoryPolicy, Mode, RunContext};
+use crate::scheduler::{Executor, HeldCache, MemoryPolicy, MemoryPool, Mode, RunContext};
 
 /// Settings and the thread pool shared by every computation of a session.
 #[derive(Clone)]
@@ -52,9 +52,11 @@ struct SessionInner {
     blocksize: u64,
     split_every: usize,
     memory: MemoryPolicy,
+    /// The memory account every computation of the session draws on.
+    account: Arc<MemoryPool>,
     cancel: Arc<AtomicBool>,
     pool: rayon::ThreadPool,
-    /// Where `persist()` keeps partitions: made on first use, half the limit.
+    /// Where `persist()` keeps partitions: made on first use, counted in the account.
     persisted: std::sync::OnceLock<Arc<SpillCache<crate::graph::Value>>>,
     /// CSV columns whose inferred type proved too narrow: (glob, column, wider type).
     widened: std::sync::Mutex<Vec<(String, String, DataType)>>,
@@ -69,6 +71,8 @@ pub struct SessionBuilder {
     blocksize: Option<u64>,
     split_every: usize,
     memory_limit: Option<u64>,
+    /// Accept a limit below [`MIN_MEMORY_LIMIT`](crate::scheduler::MIN_MEMORY_LIMIT).
+    tiny_limit: bool,
     spill_dir: Option<PathBuf>,
     cancel: Option<Arc<AtomicBool>>,
 }
@@ -81,6 +85,7 @@ impl Default for SessionBuilder {
             blocksize: None,
             split_every: 8,
             memory_limit: None,
+            tiny_limit: false,
             spill_dir: None,
             cancel: None,
         }
@@ -107,10 +112,20 @@ impl SessionBuilder {
         self
     }
 
-    /// Bytes a computation may hold in memory (default: half the machine's RAM).
+    /// Bytes a computation may hold in memory (default: half the machine's RAM; at
+    /// least [`MIN_MEMORY_LIMIT`](crate::scheduler::MIN_MEMORY_LIMIT), 4 MiB).
     /// Past it, read tasks are held back and finished results are spilled to disk.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// A memory limit below the minimum, for tests: tiny limits force the spill
+    /// paths on a few kilobytes of data.
+    #[doc(hidden)]
+    pub fn tiny_memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self.tiny_limit = true;
         self
     }
 
@@ -152,6 +167,9 @@ impl SessionBuilder {
                 ));
             }
             memory.limit = limit;
+            if !self.tiny_limit {
+                memory.validate()?;
+            }
         }
         if let Some(dir) = self.spill_dir {
             memory.spill_dir = dir;
@@ -174,6 +192,7 @@ impl SessionBuilder {
                 mode: self.mode,
                 blocksize,
                 split_every: self.split_every,
+                account: MemoryPool::new(memory.limit),
                 memory,
                 cancel: self.cancel.unwrap_or_default(),
                 pool,
@@ -235,33 +254,52 @@ impl Session {
 
     /// The executor that runs this session's graphs, under its memory limit.
     pub fn executor(&self) -> Executor<'_> {
-        let budget = self
-            .inner
-            .memory
-            .results_budget(self.inner.threads, self.inner.blocksize);
         Executor::new(self.inner.mode, &self.inner.pool)
-            .with_memory(self.inner.memory.clone(), budget)
+            .with_account(
+                self.inner.account.clone(),
+                self.inner.memory.spill_dir.clone(),
+                self.inner.blocksize,
+            )
             .with_cancel(self.inner.cancel.clone())
     }
 
-    /// A fresh context for one computation: its counters and, when it shuffles, its
-    /// shuffle store, which buffers a sixteenth of the limit (at least 64 KiB) before
-    /// writing to disk: 64 MiB under a 1 GB limit, so a shuffle that fits in a
-    /// roomy limit never touches sled.
-    pub fn run_context(&self) -> Arc<RunContext> {
-        let budget = (self.inner.memory.limit / 16) as usize;
-        RunContext::new(self.inner.memory.spill_dir.clone(), budget.max(64 << 10))
+    /// The session's memory account.
+    pub fn memory_pool(&self) -> &Arc<MemoryPool> {
+        &self.inner.account
     }
 
-    /// The cache persisted frames keep their partitions in (one per session, under
-    /// half the memory limit; the rest pages to its folder in the spill folder).
+    /// The session's memory policy (limit, spill folder, the sizes derived from it).
+    pub fn memory_policy(&self) -> &MemoryPolicy {
+        &self.inner.memory
+    }
+
+    /// A fresh context for one computation: its counters and, when it shuffles, its
+    /// shuffle store, whose buffers and cache are reserved from the account.
+    pub fn run_context(&self) -> Arc<RunContext> {
+        RunContext::new(&self.inner.memory, self.inner.account.clone())
+    }
+
+    /// The cache persisted frames keep their partitions in (one per session; its
+    /// resident partitions are counted in the account, which pages them to its
+    /// folder in the spill folder when other consumers need the room).
     pub(crate) fn persist_cache(&self) -> Result<Arc<SpillCache<crate::graph::Value>>> {
         if let Some(c) = self.inner.persisted.get() {
             return Ok(c.clone());
         }
-        let budget = (self.inner.memory.limit / 2).max(1) as usize;
-        let cache = Arc::new(SpillCache::new(&self.inner.memory.spill_dir, budget)?);
-        Ok(self.inner.persisted.get_or_init(|| cache).clone())
+        let limit = self.inner.memory.limit;
+        let cache = Arc::new(SpillCache::new(
+            &self.inner.memory.spill_dir,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )?);
+        let stored = self.inner.persisted.get_or_init(|| cache.clone()).clone();
+        if Arc::ptr_eq(&stored, &cache) {
+            let held: Arc<dyn HeldCache> = cache;
+            self.inner
+                .account
+                .register_cache("persisted", Arc::downgrade(&held), limit);
+            self.inner.account.rebalance()?;
+        }
+        Ok(stored)
     }
 
     /// Starts reading `pattern` (a file, a glob or a folder), whatever it holds:

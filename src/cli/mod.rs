@@ -66,7 +66,7 @@ pub struct RunArgs {
     #[arg(long)]
     spill_dir: Option<PathBuf>,
     /// Print what the computation did to stderr: bytes read, spilled, shuffled,
-    /// peak memory held.
+    /// the peak memory reserved and the largest consumers at that moment.
     #[arg(long)]
     stats: bool,
 }
@@ -160,12 +160,23 @@ pub fn format_stats(s: &RunStats) -> String {
     } else {
         String::new()
     };
+    let consumers = s
+        .peak_consumers
+        .iter()
+        .map(|(name, bytes)| format!("{name} {}", human_bytes(*bytes)))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "stats: read {}; peak held {} in {} results; spilled {} ({} values), read back {}; \
+        "stats: read {}; peak reserved {} of {} ({}); spilled {} ({} values), read back {}; \
          shuffled {} ({} on disk); {} tasks; reads held back {} times{row_groups}{radix}",
         human_bytes(s.bytes_read),
-        human_bytes(s.peak_bytes_held),
-        s.peak_results_held,
+        human_bytes(s.peak_reserved),
+        human_bytes(s.memory_limit),
+        if consumers.is_empty() {
+            "nothing".to_string()
+        } else {
+            consumers
+        },
         human_bytes(s.spilled_bytes),
         s.spilled_values,
         human_bytes(s.read_back_bytes),

@@ -296,7 +296,7 @@ fn choose_strategy(
     if same_divisions {
         return Ok(JoinStrategy::PartitionWise);
     }
-    let threshold = left.session().memory_limit() / 16;
+    let threshold = left.session().memory_policy().broadcast_bytes();
     let small = |df: &DataFrame| {
         df.npartitions() <= 1 || df.plan.estimated_bytes().is_some_and(|b| b <= threshold)
     };
@@ -719,7 +719,7 @@ impl Operator for ShuffleJoin {
         let gather = |partition: usize, schema: &SchemaRef| -> Result<RecordBatch> {
             let shuffle = self.ctx.shuffle()?;
             let mut batches = Vec::new();
-            for bytes in shuffle.get(partition)? {
+            for bytes in super::ops::get_reserved(&shuffle, partition)? {
                 batches.extend(outcore_storage::codec::decode_batches(&bytes)?.1);
             }
             let all = arrow::compute::concat_batches(schema, &batches)?;
@@ -728,6 +728,8 @@ impl Operator for ShuffleJoin {
         };
         let right = gather(self.partitions.1, &self.spec.right_schema)?;
         let left = gather(self.partitions.0, &self.spec.left_schema)?;
+        // The hash table over the build side: about its size again.
+        crate::scheduler::reserve("join build side", right.get_array_memory_size() as u64)?;
         Ok(Value::Batch(self.spec.join(&left, &right)?))
     }
 }

@@ -225,11 +225,23 @@ impl Operator for ShuffleWrite {
     }
 }
 
+/// The pieces of one shuffle partition, reserved in the running task's account
+/// with room to decode them (the read buffers and the batches they become).
+pub(crate) fn get_reserved(
+    shuffle: &outcore_storage::shuffle::ShuffleService,
+    partition: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let pieces = shuffle.get(partition)?;
+    let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+    crate::scheduler::reserve("shuffle read buffers", 2 * bytes)?;
+    Ok(pieces)
+}
+
 /// Decodes every piece of one shuffle partition, in (writer, append) order.
 fn read_shuffled(ctx: &RunContext, partition: usize) -> Result<Vec<RecordBatch>> {
     let shuffle = ctx.shuffle()?;
     let mut out = Vec::new();
-    for bytes in shuffle.get(partition)? {
+    for bytes in get_reserved(&shuffle, partition)? {
         out.extend(decode_batches(&bytes)?.1);
     }
     Ok(out)
@@ -257,6 +269,10 @@ impl Operator for ShuffleGather {
         let all = arrow::compute::concat_batches(&self.schema, &pieces)?;
         drop(pieces);
         self.ctx.shuffle()?.drop_partition(self.partition)?;
+        if !self.sort.is_empty() {
+            // The sorted copy beside the gathered rows.
+            crate::scheduler::reserve("sort buffer", all.get_array_memory_size() as u64)?;
+        }
         Ok(Value::Batch(crate::sort::sort_by_columns(
             &all, &self.sort,
         )?))
@@ -280,7 +296,7 @@ impl Operator for ShuffleAggFinalize {
     }
     fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
         let shuffle = self.ctx.shuffle()?;
-        let pieces = shuffle.get(self.partition)?;
+        let pieces = get_reserved(&shuffle, self.partition)?;
         let partials = pieces.iter().flat_map(|bytes| match decode_batches(bytes) {
             Ok((_, batches)) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(Error::from(e))],

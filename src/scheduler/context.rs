@@ -4,7 +4,8 @@
 //! A plan is lowered with a fresh [`RunContext`]; operators that read files or
 //! shuffle keep an `Arc` of it. The shuffle service (one sled database) is made on
 //! first use in the spill folder and lives as long as the context, so its disk space
-//! comes back when the computation's graph is dropped.
+//! comes back when the computation's graph is dropped. Its buffers and sled's cache
+//! are reserved from the memory account while it lives.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use outcore_storage::shuffle::{ShuffleOptions, ShuffleService};
 
+use super::memory::{MemoryPolicy, MemoryPool, MemoryReservation};
 use crate::error::{Error, Result};
 
 /// Counters and the shuffle service of one computation.
@@ -20,9 +22,12 @@ pub struct RunContext {
     row_groups_read: AtomicU64,
     row_groups_skipped: AtomicU64,
     spill_dir: PathBuf,
-    shuffle_budget: usize,
+    shuffle_budget: u64,
+    sled_cache: u64,
+    account: Arc<MemoryPool>,
     shuffle_partitions: AtomicUsize,
-    shuffle: Mutex<Option<Arc<ShuffleService>>>,
+    /// The shuffle service and the reservation of its buffers and cache.
+    shuffle: Mutex<Option<(Arc<ShuffleService>, MemoryReservation)>>,
     /// The most parts a radix-partitioned aggregation chose (0: none ran).
     radix_parts: AtomicUsize,
 }
@@ -48,15 +53,17 @@ pub struct ShuffleTotals {
 }
 
 impl RunContext {
-    /// A context whose shuffle folder goes under `spill_dir`, buffering at most
-    /// `shuffle_budget` bytes in memory.
-    pub fn new(spill_dir: PathBuf, shuffle_budget: usize) -> Arc<RunContext> {
+    /// A context whose shuffle folder goes under the policy's spill folder, with
+    /// buffers and cache sized by the policy and reserved from `account`.
+    pub fn new(policy: &MemoryPolicy, account: Arc<MemoryPool>) -> Arc<RunContext> {
         Arc::new(RunContext {
             bytes_read: AtomicU64::new(0),
             row_groups_read: AtomicU64::new(0),
             row_groups_skipped: AtomicU64::new(0),
-            spill_dir,
-            shuffle_budget,
+            spill_dir: policy.spill_dir.clone(),
+            shuffle_budget: policy.shuffle_buffer_bytes(),
+            sled_cache: policy.sled_cache_bytes(),
+            account,
             shuffle_partitions: AtomicUsize::new(0),
             shuffle: Mutex::new(None),
             radix_parts: AtomicUsize::new(0),
@@ -110,7 +117,7 @@ impl RunContext {
     /// The computation's shuffle service, made on first use.
     pub fn shuffle(&self) -> Result<Arc<ShuffleService>> {
         let mut slot = self.shuffle.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = slot.as_ref() {
+        if let Some((s, _)) = slot.as_ref() {
             return Ok(s.clone());
         }
         let n = self.shuffle_partitions.load(Ordering::Relaxed);
@@ -119,19 +126,36 @@ impl RunContext {
                 "a shuffle ran that reserved no partitions".into(),
             ));
         }
+        // Buffers shrink to what the account has (down to a sixteenth) rather than
+        // fail. Only under a limit below the minimum (tests) does nothing fit; the
+        // store then runs on its smallest buffers, reserved as far as they fit.
+        let mut reservation = self.account.reservation("shuffle buffers and sled cache");
+        let mut budget = self.shuffle_budget;
+        loop {
+            match reservation.try_grow(budget + self.sled_cache) {
+                Ok(()) => break,
+                Err(_) if budget > self.shuffle_budget / 16 => budget /= 2,
+                Err(free) => {
+                    let _ = reservation.try_grow(free);
+                    break;
+                }
+            }
+        }
+        self.account.rebalance()?;
         let options = ShuffleOptions {
-            budget_bytes: self.shuffle_budget,
+            budget_bytes: usize::try_from(budget).unwrap_or(usize::MAX),
+            sled_cache_bytes: self.sled_cache,
             ..ShuffleOptions::default()
         };
         let service = Arc::new(ShuffleService::new(&self.spill_dir, n, options)?);
-        *slot = Some(service.clone());
+        *slot = Some((service.clone(), reservation));
         Ok(service)
     }
 
     /// What the shuffles did (zeros when nothing shuffled).
     pub fn shuffle_totals(&self) -> ShuffleTotals {
         let slot = self.shuffle.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref().map_or_else(ShuffleTotals::default, |s| {
+        slot.as_ref().map_or_else(ShuffleTotals::default, |(s, _)| {
             let st = s.stats();
             ShuffleTotals {
                 bytes_shuffled: st.bytes_appended,

@@ -1,15 +1,53 @@
-//! How much memory a computation may hold, and the defaults derived from the machine.
+//! The memory account: one pool of the limit's bytes that every consumer whose
+//! memory grows with the data reserves from before it allocates, and the defaults
+//! derived from the limit (block size, shuffle buffers, broadcast size).
 //!
-//! The limit covers everything a computation keeps: results waiting for their
-//! dependents (held in the spill cache, which pages the least recently used ones to
-//! disk) and the working memory of the tasks running (a raw block, its decoded
-//! columns, a hash table). Only the first is counted exactly; the second is bounded
-//! by the block size, which is why the default block size shrinks with the limit.
+//! ```text
+//!                          MemoryPool (limit bytes, one per session)
+//!   reservations ─────────► "task read-csv-3"  "shuffle buffers"  "task agg-combine-1" …
+//!     (named, RAII:            (explicit bytes, released on drop)
+//!      freed on drop)
+//!   held caches ──────────► "results held" (a run's spill cache)   "persisted"
+//!                            (their resident bytes; budget = what the rest leaves)
+//! ```
+//!
+//! The shape is DataFusion's `MemoryPool` / `MemoryReservation::try_grow`. A
+//! reservation is granted while the explicit reservations fit in the limit: the
+//! caches then page their least recently used values out to make room
+//! ([`MemoryPool::rebalance`], called outside any scheduler lock). A refused
+//! reservation has three answers, in this order: page the caches out; wait for
+//! other tasks to finish (the scheduler starts no new task whose estimate does not
+//! fit while others run; a task inside an operator waits for others to release);
+//! and, when nothing else runs and nothing can shrink, an error naming the
+//! operator, the bytes it needed, the limit and what would help
+//! ([`Error::MemoryExhausted`]).
+//!
+//! Operators never see the policy: they grow the running task's reservation with
+//! [`reserve`] (a no-op outside a scheduled task), and the scheduler measures each
+//! result. No other module divides the limit: the fractions live here.
+//!
+//! Invariants: explicit reservations ≤ limit, except a task admitted alone whose
+//! estimate is clamped to what is free; a cache's budget is the limit less the
+//! explicit reservations and the other caches' resident bytes.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use outcore_storage::spill::SpillCache;
+
+use crate::error::{Error, Result};
+use crate::graph::Value;
 
 /// The part of the machine's RAM a session may use when no limit is given.
 pub const DEFAULT_LIMIT_FRACTION: f64 = 0.5;
+
+/// The smallest memory limit a session accepts: room for a few 64 KiB blocks in
+/// flight with their decoded columns, shuffle buffers and sled's cache. Below it
+/// every task would wait for every other and still overflow.
+pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
 
 /// The default block size is at most this, and at most a tenth of one core's share
 /// of the limit (Dask's rule), so that a small limit works without tuning. Dask caps
@@ -37,19 +75,49 @@ impl MemoryPolicy {
         }
     }
 
-    /// Bytes of finished results kept in memory before the spill cache pages them
-    /// out: the limit less the working memory of `threads` running tasks (about four
-    /// times a block each: the raw bytes, their fields, decoded columns, a hash
-    /// table), but never less than a quarter of the limit.
-    pub fn results_budget(&self, threads: usize, blocksize: u64) -> u64 {
-        let working = (threads as u64).saturating_mul(blocksize).saturating_mul(4);
-        self.limit.saturating_sub(working).max(self.limit / 4)
-    }
-
     /// The block size used when none is given: the smaller of 16 MiB and
     /// limit / threads / 10, and at least 64 KiB.
     pub fn default_blocksize(&self, threads: usize) -> u64 {
         (self.limit / threads.max(1) as u64 / 10).clamp(64 << 10, MAX_DEFAULT_BLOCKSIZE)
+    }
+
+    /// Bytes a computation's shuffle store buffers before writing to sled: a
+    /// sixteenth of the limit, between 64 KiB and 64 MiB (64 MiB under a 1 GB limit,
+    /// so a shuffle that fits a roomy limit never touches sled). Reserved from the
+    /// account when the store opens.
+    pub fn shuffle_buffer_bytes(&self) -> u64 {
+        (self.limit / 16).clamp(64 << 10, 64 << 20)
+    }
+
+    /// Sled's page cache for the shuffle store: a sixty-fourth of the limit, between
+    /// 256 KiB and 8 MiB. Reserved with the shuffle buffers.
+    pub fn sled_cache_bytes(&self) -> u64 {
+        (self.limit / 64).clamp(256 << 10, 8 << 20)
+    }
+
+    /// The largest estimated side a join broadcasts (builds once and shares) rather
+    /// than shuffles: a sixteenth of the limit, since the built table costs about
+    /// twice the side and every probe task holds its output beside it. The build
+    /// task reserves what it really builds.
+    pub fn broadcast_bytes(&self) -> u64 {
+        self.limit / 16
+    }
+
+    /// Checks the limit against [`MIN_MEMORY_LIMIT`].
+    pub fn validate(&self) -> Result<()> {
+        if self.limit < MIN_MEMORY_LIMIT {
+            return Err(Error::plan(
+                "session",
+                format!(
+                    "a memory limit of {} is too small to run anything; the minimum is {} \
+                     (--memory-limit 4MiB): reading a block, buffering a shuffle and \
+                     running a task need that much",
+                    crate::error::human_bytes(self.limit),
+                    crate::error::human_bytes(MIN_MEMORY_LIMIT),
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -65,6 +133,496 @@ pub fn total_memory() -> u64 {
         .map_or(8 << 30, |kib| kib * 1024)
 }
 
+/// A consumer that holds values it can page out: a spill cache. The account asks
+/// it for its resident bytes and sets its budget.
+pub trait HeldCache: Send + Sync {
+    /// Bytes held in memory now.
+    fn held_bytes(&self) -> u64;
+    /// Keeps at most `bytes` resident, paging out the rest now.
+    fn set_budget(&self, bytes: u64) -> Result<()>;
+}
+
+impl HeldCache for SpillCache<Value> {
+    fn held_bytes(&self) -> u64 {
+        self.resident_bytes() as u64
+    }
+
+    fn set_budget(&self, bytes: u64) -> Result<()> {
+        let dir = self.dir().to_path_buf();
+        SpillCache::set_budget(self, usize::try_from(bytes).unwrap_or(usize::MAX))
+            .map_err(|source| Error::Spill { dir, source })
+    }
+}
+
+/// The peak of a pool: the most bytes reserved (explicit and held) at once and the
+/// largest consumers at that moment, for `--stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryPeak {
+    /// Most bytes reserved at once.
+    pub bytes: u64,
+    /// The largest consumers then, by name (tasks of one layer summed), largest first.
+    pub consumers: Vec<(String, u64)>,
+}
+
+struct Consumer {
+    name: Arc<str>,
+    bytes: u64,
+    task: bool,
+}
+
+struct RegisteredCache {
+    name: Arc<str>,
+    cache: Weak<dyn HeldCache>,
+    /// The most this cache may keep, whatever the account leaves it.
+    cap: u64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    consumers: BTreeMap<u64, Consumer>,
+    next_id: u64,
+    /// Sum of the consumers' bytes.
+    explicit: u64,
+    caches: Vec<RegisteredCache>,
+    peak: MemoryPeak,
+    /// Tasks holding a reservation, and how many of them wait inside [`reserve`].
+    tasks: usize,
+    waiting: usize,
+}
+
+/// The memory account of a session: the limit, the named reservations, the caches.
+pub struct MemoryPool {
+    limit: u64,
+    state: Mutex<PoolState>,
+    /// Signalled when a reservation shrinks.
+    released: Condvar,
+}
+
+impl std::fmt::Debug for MemoryPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPool")
+            .field("limit", &self.limit)
+            .field("reserved", &self.reserved())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryPool {
+    /// A pool of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<MemoryPool> {
+        Arc::new(MemoryPool {
+            limit,
+            state: Mutex::new(PoolState::default()),
+            released: Condvar::new(),
+        })
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An empty reservation named `name` (e.g. "shuffle buffers").
+    pub fn reservation(self: &Arc<Self>, name: impl Into<Arc<str>>) -> MemoryReservation {
+        self.new_reservation(name.into(), false)
+    }
+
+    /// An empty reservation for a running task; tasks are counted so that one
+    /// waiting inside [`reserve`] knows whether anyone else can free memory.
+    pub(crate) fn task_reservation(self: &Arc<Self>, name: Arc<str>) -> MemoryReservation {
+        self.new_reservation(name, true)
+    }
+
+    fn new_reservation(self: &Arc<Self>, name: Arc<str>, task: bool) -> MemoryReservation {
+        let mut st = self.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.tasks += usize::from(task);
+        st.consumers.insert(
+            id,
+            Consumer {
+                name,
+                bytes: 0,
+                task,
+            },
+        );
+        MemoryReservation {
+            pool: self.clone(),
+            id,
+            bytes: 0,
+        }
+    }
+
+    /// Counts `cache`'s resident bytes in the account and sets its budget to what
+    /// the rest leaves (at most `cap`). Forgotten once the cache is dropped.
+    pub fn register_cache(&self, name: impl Into<Arc<str>>, cache: Weak<dyn HeldCache>, cap: u64) {
+        let mut st = self.lock();
+        st.caches.retain(|c| c.cache.strong_count() > 0);
+        st.caches.push(RegisteredCache {
+            name: name.into(),
+            cache,
+            cap,
+        });
+    }
+
+    fn held(st: &PoolState) -> u64 {
+        st.caches
+            .iter()
+            .filter_map(|c| c.cache.upgrade())
+            .map(|c| c.held_bytes())
+            .sum()
+    }
+
+    /// Bytes reserved now: explicit reservations plus what the caches hold.
+    pub fn reserved(&self) -> u64 {
+        let st = self.lock();
+        st.explicit + Self::held(&st)
+    }
+
+    /// Bytes not yet reserved by explicit reservations (the caches can give theirs).
+    pub fn unreserved(&self) -> u64 {
+        self.limit.saturating_sub(self.lock().explicit)
+    }
+
+    /// Bytes free without paging anything out.
+    pub fn free_now(&self) -> u64 {
+        let st = self.lock();
+        self.limit.saturating_sub(st.explicit + Self::held(&st))
+    }
+
+    /// The peak since the pool was made or [`reset_peak`](Self::reset_peak).
+    pub fn peak(&self) -> MemoryPeak {
+        self.lock().peak.clone()
+    }
+
+    /// Starts measuring the peak afresh (at the start of a computation).
+    pub fn reset_peak(&self) {
+        let mut st = self.lock();
+        st.peak = MemoryPeak::default();
+        Self::note_locked(&mut st);
+    }
+
+    /// Records the current total if it is a new peak (the caches' resident bytes
+    /// change on their own, so the scheduler calls this after storing a result).
+    pub fn note_peak(&self) {
+        Self::note_locked(&mut self.lock());
+    }
+
+    fn note_locked(st: &mut PoolState) {
+        let held: Vec<(Arc<str>, u64)> = st
+            .caches
+            .iter()
+            .filter_map(|c| c.cache.upgrade().map(|h| (c.name.clone(), h.held_bytes())))
+            .collect();
+        let total = st.explicit + held.iter().map(|(_, b)| b).sum::<u64>();
+        if total <= st.peak.bytes && st.peak.bytes > 0 {
+            return;
+        }
+        let mut by_name: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+        for c in st.consumers.values().filter(|c| c.bytes > 0) {
+            // Tasks are named after their layer ("agg-combine-7"): sum a layer.
+            let name = if c.task {
+                format!("task {}", c.name)
+            } else {
+                c.name.to_string()
+            };
+            let e = by_name.entry(name).or_default();
+            e.0 += c.bytes;
+            e.1 += 1;
+        }
+        for (name, bytes) in held.into_iter().filter(|(_, b)| *b > 0) {
+            by_name.entry(name.to_string()).or_default().0 += bytes;
+        }
+        let mut consumers: Vec<(String, u64)> = by_name
+            .into_iter()
+            .map(|(name, (bytes, n))| {
+                if n > 1 {
+                    (format!("{name} ×{n}"), bytes)
+                } else {
+                    (name, bytes)
+                }
+            })
+            .collect();
+        consumers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        consumers.truncate(4);
+        st.peak = MemoryPeak {
+            bytes: total,
+            consumers,
+        };
+    }
+
+    /// Grants `bytes` more to reservation `id` if the explicit reservations still fit
+    /// in the limit (the caches page out at the next [`rebalance`](Self::rebalance));
+    /// else returns how many bytes could be granted.
+    fn try_grow(&self, id: u64, bytes: u64) -> std::result::Result<(), u64> {
+        let mut st = self.lock();
+        let free = self.limit.saturating_sub(st.explicit);
+        if bytes > free {
+            return Err(free);
+        }
+        // No peak yet: the caches page out before the bytes are used
+        // ([`rebalance`](Self::rebalance) notes the peak after).
+        Self::add(&mut st, id, bytes);
+        Ok(())
+    }
+
+    fn add(st: &mut PoolState, id: u64, bytes: u64) {
+        if let Some(c) = st.consumers.get_mut(&id) {
+            c.bytes += bytes;
+            st.explicit += bytes;
+        }
+    }
+
+    fn grow(&self, id: u64, bytes: u64) {
+        let mut st = self.lock();
+        Self::add(&mut st, id, bytes);
+        Self::note_locked(&mut st);
+    }
+
+    fn shrink(&self, id: u64, bytes: u64) {
+        {
+            let mut st = self.lock();
+            if let Some(c) = st.consumers.get_mut(&id) {
+                let b = bytes.min(c.bytes);
+                c.bytes -= b;
+                st.explicit -= b;
+            }
+        }
+        self.released.notify_all();
+    }
+
+    fn release(&self, id: u64) {
+        {
+            let mut st = self.lock();
+            if let Some(c) = st.consumers.remove(&id) {
+                st.explicit -= c.bytes;
+                st.tasks -= usize::from(c.task);
+            }
+        }
+        self.released.notify_all();
+    }
+
+    /// Sets every cache's budget to what the limit leaves it (the explicit
+    /// reservations and the other caches' resident bytes taken off, at most its cap),
+    /// paging out now what no longer fits. Call it outside other locks: it writes
+    /// files. Errors name the spill folder (a full disk, say).
+    pub fn rebalance(&self) -> Result<()> {
+        let budgets: Vec<(Arc<dyn HeldCache>, u64)> = {
+            let st = self.lock();
+            let caches: Vec<(Arc<dyn HeldCache>, u64, u64)> = st
+                .caches
+                .iter()
+                .filter_map(|c| {
+                    c.cache.upgrade().map(|h| {
+                        let held = h.held_bytes();
+                        (h, held, c.cap)
+                    })
+                })
+                .collect();
+            let all_held: u64 = caches.iter().map(|c| c.1).sum();
+            caches
+                .into_iter()
+                .map(|(h, held, cap)| {
+                    let others = all_held - held;
+                    let room = self.limit.saturating_sub(st.explicit + others);
+                    (h, room.min(cap))
+                })
+                .collect()
+        };
+        let mut first = Ok(());
+        for (cache, budget) in budgets {
+            if let Err(e) = cache.set_budget(budget) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        self.note_peak();
+        first
+    }
+}
+
+/// Bytes reserved by one consumer; released when dropped.
+pub struct MemoryReservation {
+    pool: Arc<MemoryPool>,
+    id: u64,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for MemoryReservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryReservation")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryReservation {
+    /// Bytes held.
+    pub fn size(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The pool this reservation draws on.
+    pub fn pool(&self) -> &Arc<MemoryPool> {
+        &self.pool
+    }
+
+    /// Grows by `bytes` if the explicit reservations still fit in the limit (the
+    /// caches make room at the next [`MemoryPool::rebalance`]); else returns the
+    /// bytes that were free.
+    pub fn try_grow(&mut self, bytes: u64) -> std::result::Result<(), u64> {
+        self.pool.try_grow(self.id, bytes)?;
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Grows by `bytes` whatever the limit: for memory already allocated (a result
+    /// measured after the fact), so that the account tells the truth.
+    pub fn grow(&mut self, bytes: u64) {
+        self.pool.grow(self.id, bytes);
+        self.bytes += bytes;
+    }
+
+    /// Shrinks by `bytes` (at most to zero).
+    pub fn shrink(&mut self, bytes: u64) {
+        let b = bytes.min(self.bytes);
+        self.pool.shrink(self.id, b);
+        self.bytes -= b;
+    }
+
+    /// Grows (unconditionally) or shrinks to `bytes`.
+    pub fn resize(&mut self, bytes: u64) {
+        if bytes > self.bytes {
+            self.grow(bytes - self.bytes);
+        } else {
+            self.shrink(self.bytes - bytes);
+        }
+    }
+}
+
+impl Drop for MemoryReservation {
+    fn drop(&mut self) {
+        self.pool.release(self.id);
+    }
+}
+
+thread_local! {
+    /// The reservations of the tasks running on this thread, innermost last (a
+    /// worker that waits inside rayon may run another task in between).
+    static TASKS: RefCell<Vec<MemoryReservation>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `reservation` as the running task's, for [`reserve`]; returns the
+/// reservation (grown by whatever the operators reserved) with `f`'s answer.
+pub(crate) fn with_task<T>(
+    reservation: MemoryReservation,
+    f: impl FnOnce() -> T,
+) -> (T, MemoryReservation) {
+    TASKS.with(|t| t.borrow_mut().push(reservation));
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            // On unwind too, so a panicking task leaves no stale reservation behind.
+            let _ = TASKS.try_with(|t| {
+                t.borrow_mut().pop();
+            });
+        }
+    }
+    let guard = Pop;
+    let out = f();
+    std::mem::forget(guard);
+    let r = TASKS.with(|t| t.borrow_mut().pop());
+    (out, r.expect("with_task pushed a reservation"))
+}
+
+/// How long a task inside [`reserve`] waits for others to release before looking
+/// again (it is also woken by every release).
+const RESERVE_POLL: Duration = Duration::from_millis(20);
+
+/// Reserves `bytes` more for the running task, on behalf of `operator` (e.g. "join
+/// build side"), before the operator allocates them; they are released when the
+/// task ends. A refusal pages the caches out, then waits while other tasks run and
+/// can release; when nothing else can shrink, it fails with
+/// [`Error::MemoryExhausted`] naming `operator` (under a limit below
+/// [`MIN_MEMORY_LIMIT`], which only tests can set, it grants the bytes instead). Outside a scheduled task (direct
+/// calls, tests) it does nothing.
+pub fn reserve(operator: &str, bytes: u64) -> Result<()> {
+    let Some(pool) = TASKS.with(|t| t.borrow().last().map(|r| r.pool.clone())) else {
+        return Ok(());
+    };
+    let result = loop {
+        let granted = TASKS.with(|t| {
+            let mut t = t.borrow_mut();
+            let r = t.last_mut().expect("checked above");
+            r.try_grow(bytes).is_ok()
+        });
+        if granted {
+            break pool.rebalance();
+        }
+        let mut st = pool.lock();
+        // Everyone else running is waiting too (or nobody else runs): no one will
+        // release, so waiting longer would only hang.
+        let others = st.tasks.saturating_sub(1 + st.waiting);
+        if others == 0 && pool.limit < MIN_MEMORY_LIMIT {
+            // A limit below the minimum is for tests, to force the spill paths on
+            // a few kilobytes: an operator gets its bytes rather than fail there.
+            drop(st);
+            TASKS.with(|t| {
+                t.borrow_mut()
+                    .last_mut()
+                    .expect("checked above")
+                    .grow(bytes)
+            });
+            break pool.rebalance();
+        }
+        if others == 0 {
+            let reserved = st.explicit;
+            drop(st);
+            break Err(Error::MemoryExhausted {
+                operator: operator.to_string(),
+                needed: bytes,
+                reserved,
+                limit: pool.limit,
+                hint: "raise --memory-limit, or read smaller partitions (--blocksize)".into(),
+            });
+        }
+        st.waiting += 1;
+        let (mut st, _) = pool
+            .released
+            .wait_timeout(st, RESERVE_POLL)
+            .unwrap_or_else(PoisonError::into_inner);
+        st.waiting -= 1;
+    };
+    result
+}
+
+/// Grows the running task's reservation to at least `bytes`, the size of a result
+/// it just made (already allocated, so granted whatever the limit).
+pub(crate) fn note_result(bytes: u64) {
+    TASKS.with(|t| {
+        if let Some(r) = t.borrow_mut().last_mut() {
+            if bytes > r.size() {
+                r.grow(bytes - r.size());
+            }
+        }
+    });
+}
+
+/// Gives back `bytes` of the running task's reservation once an operator has freed
+/// what it reserved with [`reserve`] before the task ends.
+pub fn release(bytes: u64) {
+    TASKS.with(|t| {
+        if let Some(r) = t.borrow_mut().last_mut() {
+            r.shrink(bytes);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +634,7 @@ mod tests {
             spill_dir: PathBuf::from("/tmp"),
         };
         assert_eq!(p.default_blocksize(2), 16 << 20);
+        assert_eq!(p.shuffle_buffer_bytes(), 64 << 20);
         let mid = MemoryPolicy {
             limit: 200 << 20,
             ..p.clone()
@@ -86,13 +645,126 @@ mod tests {
             ..p.clone()
         };
         assert_eq!(small.default_blocksize(2), 64 << 10);
+        assert_eq!(small.shuffle_buffer_bytes(), 64 << 10);
+        assert_eq!(small.sled_cache_bytes(), 256 << 10);
         let big = MemoryPolicy {
             limit: 64 << 30,
             ..p.clone()
         };
         assert_eq!(big.default_blocksize(2), 16 << 20);
-        assert_eq!(p.results_budget(2, 64 << 20), (1 << 30) - (512 << 20));
-        assert_eq!(p.results_budget(64, 64 << 20), (1 << 30) / 4);
         assert!(total_memory() > 1 << 20);
+    }
+
+    #[test]
+    fn a_limit_below_the_minimum_is_refused_naming_it() {
+        let p = MemoryPolicy {
+            limit: 2 << 20,
+            spill_dir: PathBuf::from("/tmp"),
+        };
+        let msg = p.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("2.0 MiB") && msg.contains("minimum is 4.0 MiB"),
+            "{msg}"
+        );
+        let ok = MemoryPolicy {
+            limit: MIN_MEMORY_LIMIT,
+            ..p
+        };
+        ok.validate().unwrap();
+    }
+
+    #[test]
+    fn reservations_add_up_and_are_released_on_drop() {
+        let pool = MemoryPool::new(1000);
+        let mut a = pool.reservation("a");
+        let mut b = pool.reservation("b");
+        a.try_grow(600).unwrap();
+        assert_eq!(b.try_grow(500), Err(400));
+        b.try_grow(400).unwrap();
+        assert_eq!(pool.reserved(), 1000);
+        assert_eq!(
+            pool.peak().bytes,
+            0,
+            "a grant is no peak until the caches made room"
+        );
+        pool.note_peak();
+        a.shrink(100);
+        assert_eq!(pool.reserved(), 900);
+        drop(a);
+        assert_eq!(pool.reserved(), 400);
+        b.resize(50);
+        assert_eq!(pool.reserved(), 50);
+        let peak = pool.peak();
+        assert_eq!(peak.bytes, 1000);
+        assert_eq!(
+            peak.consumers,
+            vec![("a".to_string(), 600), ("b".to_string(), 400)]
+        );
+        drop(b);
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn a_grant_pages_the_caches_out_to_make_room() {
+        let spill = tempfile::tempdir().unwrap();
+        let pool = MemoryPool::new(64 << 10);
+        let cache = Arc::new(SpillCache::<Value>::new(spill.path(), 64 << 10).unwrap());
+        let weak: Weak<dyn HeldCache> = Arc::downgrade(&(cache.clone() as Arc<dyn HeldCache>));
+        pool.register_cache("results held", weak, u64::MAX);
+        for k in 0..6 {
+            let a = arrow::array::Int64Array::from_iter_values(0..1000);
+            let b = arrow::array::RecordBatch::try_from_iter([("v", Arc::new(a) as _)]).unwrap();
+            cache.put(k, Arc::new(Value::Batch(b))).unwrap();
+        }
+        let held = cache.resident_bytes() as u64;
+        assert!(held > 40 << 10, "{held}");
+        let mut task = pool.task_reservation("task".into());
+        task.try_grow(40 << 10).unwrap();
+        pool.rebalance().unwrap();
+        assert!(pool.reserved() <= 64 << 10, "{pool:?}");
+        assert!(cache.stats().spilled_values > 0);
+        // What the explicit reservations cannot fit is refused.
+        assert_eq!(task.try_grow(30 << 10), Err(24 << 10));
+    }
+
+    #[test]
+    fn reserve_fails_naming_the_operator_when_no_one_can_release() {
+        let pool = MemoryPool::new(MIN_MEMORY_LIMIT);
+        let r = pool.task_reservation("join-build-0".into());
+        let (out, r) = with_task(r, || {
+            reserve("join build side", 2 << 20)?;
+            reserve("join build side", 3 << 20)
+        });
+        let msg = out.unwrap_err().to_string();
+        assert!(
+            msg.contains("join build side needs 3.0 MiB more, but 2.0 MiB of the 4.0 MiB")
+                && msg.contains("--memory-limit"),
+            "{msg}"
+        );
+        assert_eq!(r.size(), 2 << 20);
+        // Under a limit below the minimum (tests), the bytes are granted instead.
+        let tiny = MemoryPool::new(64 << 10);
+        let (out, r) = with_task(tiny.task_reservation("t".into()), || {
+            reserve("shuffle read buffers", 100 << 10)
+        });
+        out.unwrap();
+        assert_eq!(r.size(), 100 << 10);
+        // Outside a task, reserving is free.
+        reserve("anything", u64::MAX).unwrap();
+    }
+
+    #[test]
+    fn reserve_waits_for_another_task_to_release() {
+        let pool = MemoryPool::new(1 << 20);
+        let mut other = pool.task_reservation("other".into());
+        other.try_grow(900 << 10).unwrap();
+        let p = pool.clone();
+        let waiter = std::thread::spawn(move || {
+            let r = p.task_reservation("waiter".into());
+            with_task(r, || reserve("sort buffer", 512 << 10)).0
+        });
+        std::thread::sleep(Duration::from_millis(60));
+        drop(other);
+        waiter.join().unwrap().unwrap();
     }
 }

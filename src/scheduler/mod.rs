@@ -13,14 +13,19 @@
 //! itself, so a chain of tasks costs no thread wake-ups; it starts more workers only
 //! while ready tasks outnumber busy ones.
 //!
-//! Memory: every result goes into a [`SpillCache`] whose budget is what the limit
-//! leaves after the running tasks' working memory; past it, the least recently used
+//! Memory: one account ([`MemoryPool`], see `memory.rs`). Every task is admitted
+//! with a reservation of its estimated working set (a read: three mean read
+//! results, one block before the first; any other task: the size of its inputs), grown to each result as it
+//! is measured and by what operators [`reserve`]; results wait in a [`SpillCache`]
+//! whose budget is what the reservations leave, so past it the least recently used
 //! results are paged to disk and read back by the task that needs them. Before
 //! paging anything, the scheduler holds back: while the held results and the tasks
-//! running would overflow the budget, it starts no new read task (a task with no
-//! inputs) as long as another task is running, and prefers tasks that consume what
-//! is resident. A result is dropped as soon as its last dependent has run. A single
-//! result larger than the whole limit is an error that names its task.
+//! running would overflow, it starts no new read task (a task with no inputs) as
+//! long as another task is running, and prefers tasks that consume what is
+//! resident; a task whose estimate does not fit waits for running ones to finish
+//! (one running alone gets what is free). A result is dropped as soon as its last
+//! dependent has run. A single result larger than the whole limit is an error that
+//! names its task.
 //!
 //! Outputs are handed to a sink in order, each as soon as it and every output before
 //! it are done, then freed, so an answer larger than memory streams out. The first
@@ -31,7 +36,10 @@ mod context;
 mod memory;
 
 pub use context::{RunContext, ShuffleTotals};
-pub use memory::{total_memory, MemoryPolicy, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE};
+pub use memory::{
+    release, reserve, total_memory, HeldCache, MemoryPeak, MemoryPolicy, MemoryPool,
+    MemoryReservation, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE, MIN_MEMORY_LIMIT,
+};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -63,6 +71,13 @@ pub struct RunStats {
     pub peak_results_held: usize,
     /// Most bytes of results resident in memory at once (by `Value::size_bytes`).
     pub peak_bytes_held: u64,
+    /// Most bytes reserved from the memory account at once: results held, running
+    /// tasks' working sets, shuffle buffers, persisted partitions.
+    pub peak_reserved: u64,
+    /// The largest consumers at that moment, largest first.
+    pub peak_consumers: Vec<(String, u64)>,
+    /// The memory limit the run was under.
+    pub memory_limit: u64,
     /// Bytes read from input files.
     pub bytes_read: u64,
     /// Results paged out to the spill folder.
@@ -92,29 +107,63 @@ pub struct Executor<'a> {
     mode: Mode,
     pool: &'a rayon::ThreadPool,
     memory: MemoryPolicy,
-    results_budget: u64,
+    account: Arc<MemoryPool>,
+    /// The most bytes of results kept in memory, whatever the account leaves.
+    results_cap: u64,
+    /// Bytes per read block, for the estimate of a read task (0: unknown).
+    blocksize: u64,
     cancel: Option<Arc<AtomicBool>>,
+    spill_write_allowance: Option<u64>,
 }
 
 impl<'a> Executor<'a> {
     /// An executor with the machine's default memory limit.
     pub fn new(mode: Mode, pool: &'a rayon::ThreadPool) -> Executor<'a> {
         let memory = MemoryPolicy::machine_default();
-        let budget = memory.results_budget(pool.current_num_threads(), MAX_DEFAULT_BLOCKSIZE);
         Executor {
             mode,
             pool,
+            account: MemoryPool::new(memory.limit),
             memory,
-            results_budget: budget,
+            results_cap: u64::MAX,
+            blocksize: 0,
             cancel: None,
+            spill_write_allowance: None,
         }
     }
 
-    /// Runs under `memory`, keeping at most `results_budget` bytes of results in
-    /// memory before spilling.
+    /// Runs under `memory` (an account of its own), keeping at most `results_budget`
+    /// bytes of results in memory before spilling.
     pub fn with_memory(mut self, memory: MemoryPolicy, results_budget: u64) -> Self {
+        self.account = MemoryPool::new(memory.limit);
         self.memory = memory;
-        self.results_budget = results_budget;
+        self.results_cap = results_budget;
+        self
+    }
+
+    /// Runs under the session's account `account`, spilling under `spill_dir`;
+    /// read tasks are estimated from `blocksize`.
+    pub fn with_account(
+        mut self,
+        account: Arc<MemoryPool>,
+        spill_dir: std::path::PathBuf,
+        blocksize: u64,
+    ) -> Self {
+        self.memory = MemoryPolicy {
+            limit: account.limit(),
+            spill_dir,
+        };
+        self.account = account;
+        self.results_cap = u64::MAX;
+        self.blocksize = blocksize;
+        self
+    }
+
+    /// Fault injection for tests: spill files fail to write (as on a full disk)
+    /// after `bytes` more bytes.
+    #[doc(hidden)]
+    pub fn with_spill_write_failure_after(mut self, bytes: u64) -> Self {
+        self.spill_write_allowance = Some(bytes);
         self
     }
 
@@ -145,12 +194,30 @@ impl<'a> Executor<'a> {
         graph: &ExecGraph,
         sink: &(dyn Fn(usize, Arc<Value>) -> Result<()> + Sync),
     ) -> Result<RunStats> {
-        let cache = SpillCache::<Value>::new(&self.memory.spill_dir, self.results_budget as usize)?;
+        let cap = self.results_cap.min(self.memory.limit);
+        let cache = Arc::new(SpillCache::<Value>::new(
+            &self.memory.spill_dir,
+            usize::try_from(cap).unwrap_or(usize::MAX),
+        )?);
+        // A running task's inputs stay in memory while it runs; paging them out would
+        // free nothing and hide them from the account.
+        cache.keep_values_in_use(true);
+        if let Some(bytes) = self.spill_write_allowance {
+            cache.fail_writes_after(bytes);
+        }
+        let held: Arc<dyn HeldCache> = cache.clone();
+        self.account
+            .register_cache("results held", Arc::downgrade(&held), cap);
+        drop(held);
+        self.account.rebalance()?;
+        self.account.reset_peak();
         let shared = Shared {
             graph,
             cache,
+            account: self.account.clone(),
+            blocksize: self.blocksize,
             limit: self.memory.limit,
-            budget: self.results_budget,
+            budget: cap,
             cancel: self.cancel.clone(),
             threads: match self.mode {
                 Mode::Sync => 1,
@@ -162,11 +229,11 @@ impl<'a> Executor<'a> {
         };
         match self.mode {
             Mode::Sync => loop {
-                let Some(id) = shared.lock().take(&shared, 0) else {
+                let Some((id, reservation)) = shared.lock().take(&shared, 0) else {
                     break;
                 };
-                let outcome = shared.execute(id);
-                shared.finish(id, outcome);
+                let (outcome, reservation) = shared.execute(id, reservation);
+                shared.finish(id, outcome, reservation);
                 shared.deliver();
             },
             Mode::Parallel => {
@@ -175,11 +242,11 @@ impl<'a> Executor<'a> {
                     let mut st = shared.lock();
                     while st.in_flight < shared.threads {
                         let running = st.in_flight;
-                        let Some(id) = st.take(shared, running) else {
+                        let Some(next) = st.take(shared, running) else {
                             break;
                         };
                         st.in_flight += 1;
-                        scope.spawn(move |s| work(s, shared, id));
+                        scope.spawn(move |s| work(s, shared, next));
                     }
                 });
             }
@@ -199,6 +266,10 @@ impl<'a> Executor<'a> {
         st.stats.spilled_values = spill.spilled_values;
         st.stats.spilled_bytes = spill.spilled_bytes;
         st.stats.read_back_bytes = spill.read_back_bytes;
+        let peak = shared.account.peak();
+        st.stats.peak_reserved = peak.bytes;
+        st.stats.peak_consumers = peak.consumers;
+        st.stats.memory_limit = shared.limit;
         Ok(st.stats)
     }
 }
@@ -206,7 +277,9 @@ impl<'a> Executor<'a> {
 /// What every worker of one run shares.
 struct Shared<'g> {
     graph: &'g ExecGraph,
-    cache: SpillCache<Value>,
+    cache: Arc<SpillCache<Value>>,
+    account: Arc<MemoryPool>,
+    blocksize: u64,
     limit: u64,
     budget: u64,
     cancel: Option<Arc<AtomicBool>>,
@@ -254,6 +327,16 @@ const MAX_WAITING_OUTPUTS_PER_THREAD: usize = 2;
 const SOURCE_INPUT_BYTES: u64 = 4096;
 
 type Outcome = std::thread::Result<Result<Value, (usize, Error)>>;
+
+/// A task picked to run, with its admission reservation.
+type Admitted = (usize, MemoryReservation);
+
+/// The name a task's reservation goes by in `--stats`: its layer, without the
+/// number that makes layer names unique.
+fn layer_name(key: &crate::graph::Key) -> Arc<str> {
+    let name = key.name.trim_end_matches(|c: char| c.is_ascii_digit());
+    name.strip_suffix('-').unwrap_or(name).into()
+}
 
 impl State {
     fn new(graph: &ExecGraph) -> State {
@@ -305,13 +388,60 @@ impl State {
         let per_read = self.read_bytes.checked_div(self.reads_done).unwrap_or(0);
         let expected =
             shared.cache.resident_bytes() as u64 + per_read * (self.in_flight as u64 + 1);
-        expected > shared.budget
+        expected > shared.budget.min(shared.account.unreserved())
+    }
+
+    /// The working set a read task is expected to need: three times the mean read
+    /// result so far (its raw bytes, the fields cut from them, the decoded
+    /// columns), or one block before any read finished.
+    fn read_estimate(&self, shared: &Shared<'_>) -> u64 {
+        match self.read_bytes.checked_div(self.reads_done) {
+            Some(mean) => 3 * mean,
+            None => shared.blocksize,
+        }
+    }
+
+    /// Reserves `estimate` for task `id`. Refused while others run (they will
+    /// finish and release); granted what is free when the task would run alone.
+    fn admit(
+        &mut self,
+        shared: &Shared<'_>,
+        id: usize,
+        estimate: u64,
+        others_running: usize,
+    ) -> Option<MemoryReservation> {
+        let mut r = shared
+            .account
+            .task_reservation(layer_name(&shared.graph.tasks[id].key));
+        match r.try_grow(estimate) {
+            Ok(()) => Some(r),
+            Err(_) if others_running > 0 => None,
+            Err(free) => {
+                // Alone: nothing will release, so the task runs on what is free and
+                // the account learns its real size from what it reserves and makes.
+                let _ = r.try_grow(free.min(estimate));
+                Some(r)
+            }
+        }
+    }
+
+    /// The highest-priority inner task, if its estimate (its inputs' size) fits.
+    fn take_inner(&mut self, shared: &Shared<'_>, others_running: usize) -> Option<Admitted> {
+        let &Reverse((_, id)) = self.ready_inner.peek()?;
+        let estimate: u64 = shared.graph.tasks[id]
+            .deps
+            .iter()
+            .map(|&d| self.sizes[d])
+            .sum();
+        let r = self.admit(shared, id, estimate, others_running)?;
+        self.ready_inner.pop();
+        Some((id, r))
     }
 
     /// Takes the highest-priority ready task, unless a task failed or the run was
     /// interrupted. While memory is short and `others_running` tasks will free or
     /// make results, read tasks wait and tasks that consume results go first.
-    fn take(&mut self, shared: &Shared<'_>, others_running: usize) -> Option<usize> {
+    fn take(&mut self, shared: &Shared<'_>, others_running: usize) -> Option<Admitted> {
         if self.failure.is_some() {
             return None;
         }
@@ -333,11 +463,22 @@ impl State {
                 self.waiting_outputs() >= MAX_WAITING_OUTPUTS_PER_THREAD * shared.threads.max(1);
             if others_running > 0 && (backlog || self.memory_short(shared)) {
                 self.stats.reads_held_back += 1;
-                return self.ready_inner.pop().map(|Reverse((_, id))| id);
+                return self.take_inner(shared, others_running);
             }
-            return self.ready_reads.pop().map(|Reverse((_, id))| id);
+            let &Reverse((_, id)) = self.ready_reads.peek()?;
+            let estimate = self.read_estimate(shared);
+            return match self.admit(shared, id, estimate, others_running) {
+                Some(r) => {
+                    self.ready_reads.pop();
+                    Some((id, r))
+                }
+                None => {
+                    self.stats.reads_held_back += 1;
+                    self.take_inner(shared, others_running)
+                }
+            };
         }
-        self.ready_inner.pop().map(|Reverse((_, id))| id)
+        self.take_inner(shared, others_running)
     }
 
     /// Records a finished task whose value is in the cache: releases inputs it was
@@ -400,8 +541,17 @@ impl Shared<'_> {
         }
     }
 
-    /// Fetches the task's inputs (reading spilled ones back) and runs its chain.
-    fn execute(&self, id: usize) -> Outcome {
+    /// Makes room for the task's reservation (paging results out), fetches its
+    /// inputs (reading spilled ones back) and runs its chain with the reservation
+    /// as the running task's; returns the reservation as grown by the task.
+    fn execute(&self, id: usize, reservation: MemoryReservation) -> (Outcome, MemoryReservation) {
+        if let Err(e) = self.account.rebalance() {
+            return (Ok(Err((0, e))), reservation);
+        }
+        memory::with_task(reservation, || self.execute_inner(id))
+    }
+
+    fn execute_inner(&self, id: usize) -> Outcome {
         let task = &self.graph.tasks[id];
         let inputs = task
             .deps
@@ -423,7 +573,9 @@ impl Shared<'_> {
 
     /// Stores the outcome in the cache (paging out others if needed), then does the
     /// bookkeeping and frees released results.
-    fn finish(&self, id: usize, outcome: Outcome) {
+    fn finish(&self, id: usize, outcome: Outcome, reservation: MemoryReservation) {
+        // The result moves from the task's reservation to the results held.
+        drop(reservation);
         let stored = match outcome {
             Ok(Ok(value)) => self.store(id, value),
             Ok(Err((step, e))) => Err(self.task_error(id, step, e)),
@@ -449,6 +601,11 @@ impl Shared<'_> {
         }
     }
 
+    /// Grows the running task's reservation to cover a result just made.
+    fn measured(value: &Value) {
+        memory::note_result(value.size_bytes() as u64);
+    }
+
     fn store(&self, id: usize, value: Value) -> Result<u64> {
         let size = value.size_bytes() as u64;
         if size > self.limit {
@@ -462,9 +619,17 @@ impl Shared<'_> {
                     .into(),
             });
         }
+        let spill_error = |source| {
+            let dir = self.cache.dir().to_path_buf();
+            self.task_error(id, usize::MAX, Error::Spill { dir, source })
+        };
+        self.account
+            .rebalance()
+            .map_err(|e| self.task_error(id, usize::MAX, e))?;
         self.cache
             .put(id as u64, Arc::new(value))
-            .map_err(|e| self.task_error(id, usize::MAX, e.into()))?;
+            .map_err(spill_error)?;
+        self.account.note_peak();
         Ok(size)
     }
 
@@ -530,8 +695,10 @@ fn run_chain(ops: &[Arc<dyn Operator>], inputs: Vec<Arc<Value>>) -> Result<Value
         .ok_or_else(|| (0, Error::Internal("a task with no operator".into())))?;
     let mut value = first.run(&inputs).map_err(|e| (0, e))?;
     drop(inputs);
+    Shared::measured(&value);
     for (i, op) in rest.iter().enumerate() {
         value = op.run(&[Arc::new(value)]).map_err(|e| (i + 1, e))?;
+        Shared::measured(&value);
     }
     Ok(value)
 }
@@ -548,16 +715,17 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// A worker: runs task `id`, then keeps taking ready tasks until none is left for
 /// it, starting more workers (up to `threads`) while there is spare ready work.
-fn work<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, mut id: usize) {
+fn work<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, mut next: Admitted) {
     loop {
-        let outcome = shared.execute(id);
-        shared.finish(id, outcome);
+        let (id, reservation) = next;
+        let (outcome, reservation) = shared.execute(id, reservation);
+        shared.finish(id, outcome, reservation);
         shared.deliver();
         let mut st = shared.lock();
         let others_running = st.in_flight - 1;
         match st.take(shared, others_running) {
-            Some(next) => {
-                id = next;
+            Some(admitted) => {
+                next = admitted;
                 while st.in_flight < shared.threads {
                     let running = st.in_flight;
                     let Some(extra) = st.take(shared, running) else {

@@ -54,6 +54,9 @@ pub struct ShuffleOptions {
     /// it has written at least this many bytes (default 1 MiB), so that with many
     /// small buffers the store does not write one tiny sled value per append.
     pub min_flush_bytes: usize,
+    /// Sled's page cache (default 8 MiB). Sled's memory goes past it (see
+    /// `SLED_VALUE_BYTES`), so keep it small and count it in the memory limit.
+    pub sled_cache_bytes: u64,
 }
 
 impl Default for ShuffleOptions {
@@ -61,6 +64,7 @@ impl Default for ShuffleOptions {
         ShuffleOptions {
             budget_bytes: 64 << 20,
             min_flush_bytes: 1 << 20,
+            sled_cache_bytes: 8 << 20,
         }
     }
 }
@@ -207,7 +211,7 @@ impl ShuffleService {
         let db = sled::Config::new()
             .path(dir.path().join("sled"))
             .temporary(true)
-            .cache_capacity(8 << 20)
+            .cache_capacity(options.sled_cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()
@@ -600,6 +604,7 @@ mod tests {
         ShuffleOptions {
             budget_bytes,
             min_flush_bytes: 256,
+            sled_cache_bytes: 1 << 20,
         }
     }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
@@ -127,7 +127,11 @@ struct Victim<V> {
 /// files in its own folder. Shared by worker threads through `&self`.
 pub struct SpillCache<V: Spillable> {
     state: Mutex<State<V>>,
-    budget: usize,
+    /// Changed by [`set_budget`](Self::set_budget) as the memory account moves.
+    budget: AtomicUsize,
+    /// Whether values someone else still holds stay resident (see
+    /// [`keep_values_in_use`](Self::keep_values_in_use)).
+    keep_in_use: AtomicBool,
     /// Bytes writes may still write before they fail (fault injection); `u64::MAX`
     /// means no limit.
     write_allowance: AtomicU64,
@@ -158,7 +162,8 @@ impl<V: Spillable> SpillCache<V> {
                 leaving_bytes: 0,
                 stats: SpillStats::default(),
             }),
-            budget,
+            budget: AtomicUsize::new(budget),
+            keep_in_use: AtomicBool::new(false),
             write_allowance: AtomicU64::new(u64::MAX),
             dir,
         })
@@ -171,7 +176,27 @@ impl<V: Spillable> SpillCache<V> {
 
     /// The most bytes the cache keeps resident.
     pub fn budget(&self) -> usize {
-        self.budget
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Changes the budget; when it shrinks below what is resident, pages the least
+    /// recently used values out before returning (errors as for [`put`](Self::put)).
+    /// The memory account calls this as other consumers grow and shrink.
+    pub fn set_budget(&self, budget: usize) -> Result<()> {
+        self.budget.store(budget, Ordering::Relaxed);
+        let victims = {
+            let mut st = self.lock();
+            self.pick_victims(&mut st)
+        };
+        self.page_out(victims)
+    }
+
+    /// When `keep` is true, a value that someone outside the cache still holds (a
+    /// running task's input) is not paged out: writing it would free no memory, only
+    /// hide it from the account. Resident bytes may then stay over budget until the
+    /// holders let go. Off by default.
+    pub fn keep_values_in_use(&self, keep: bool) {
+        self.keep_in_use.store(keep, Ordering::Relaxed);
     }
 
     /// Keeps `value` under `key`, replacing any old value (whose file is deleted).
@@ -359,13 +384,21 @@ impl<V: Spillable> SpillCache<V> {
     /// for [`page_out`](Self::page_out).
     fn pick_victims(&self, st: &mut State<V>) -> Vec<Victim<V>> {
         let mut victims = Vec::new();
-        while st.resident_bytes - st.leaving_bytes > self.budget {
-            let Some((_, key)) = st.lru.pop_first() else {
+        let budget = self.budget.load(Ordering::Relaxed);
+        let keep_in_use = self.keep_in_use.load(Ordering::Relaxed);
+        let mut in_use = Vec::new();
+        while st.resident_bytes - st.leaving_bytes > budget {
+            let Some((tick, key)) = st.lru.pop_first() else {
                 break;
             };
             let Some(e) = st.entries.get_mut(&key) else {
                 continue;
             };
+            // The entry holds one reference; another means a reader still uses it.
+            if keep_in_use && e.value.as_ref().is_some_and(|v| Arc::strong_count(v) > 1) {
+                in_use.push((tick, key));
+                continue;
+            }
             match e.file {
                 FileState::Written => {
                     e.value = None;
@@ -386,6 +419,9 @@ impl<V: Spillable> SpillCache<V> {
                 // Not in the LRU while being written; nothing to do.
                 FileState::Writing => {}
             }
+        }
+        for (tick, key) in in_use {
+            st.lru.insert(tick, key);
         }
         victims
     }
@@ -706,6 +742,42 @@ mod tests {
         assert_eq!((s.spilled_values, s.read_back_values), (2, 2), "{s:?}");
         assert_eq!(s.resident_bytes, 600);
         assert_eq!(s.files_on_disk, 2);
+    }
+
+    #[test]
+    fn a_lowered_budget_pages_out_at_once_and_a_raised_one_costs_nothing() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 1000).unwrap();
+        for k in 0..4 {
+            cache.put(k, blob(k, 200)).unwrap();
+        }
+        assert_eq!(cache.resident_bytes(), 800);
+        cache.set_budget(300).unwrap();
+        let s = cache.stats();
+        assert_eq!((s.resident_bytes, s.spilled_values), (200, 3), "{s:?}");
+        cache.set_budget(1000).unwrap();
+        assert_eq!(cache.stats().spilled_values, 3);
+        for k in 0..4 {
+            assert_eq!(cache.get(k).unwrap().as_deref(), Some(&*blob(k, 200)));
+        }
+    }
+
+    #[test]
+    fn values_in_use_stay_resident_when_asked() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 1000).unwrap();
+        cache.keep_values_in_use(true);
+        cache.put(1, blob(1, 400)).unwrap();
+        cache.put(2, blob(2, 400)).unwrap();
+        let held = cache.get(1).unwrap().unwrap();
+        // 2 is the older one now, and free: it goes; 1 is held and stays.
+        cache.set_budget(0).unwrap();
+        let s = cache.stats();
+        assert_eq!((s.resident_bytes, s.spilled_values), (400, 1), "{s:?}");
+        drop(held);
+        cache.set_budget(0).unwrap();
+        let s = cache.stats();
+        assert_eq!((s.resident_bytes, s.spilled_values), (0, 2), "{s:?}");
     }
 
     #[test]

@@ -379,7 +379,7 @@ fn limited(threads: usize, limit: u64, spill: &Path) -> Session {
     Session::builder()
         .with_threads(threads)
         .with_blocksize(1500)
-        .memory_limit(limit)
+        .tiny_memory_limit(limit)
         .with_spill_dir(spill)
         .build()
         .unwrap()

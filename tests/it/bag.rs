@@ -628,7 +628,7 @@ fn tiny_memory_limits_shuffle_and_spill_with_the_same_answers() {
             .with_scheduler(mode)
             .with_blocksize(2000)
             .with_split_every(64)
-            .memory_limit(64 * 1024)
+            .tiny_memory_limit(64 * 1024)
             .with_spill_dir(spill.path())
             .build()
             .unwrap();

@@ -638,7 +638,7 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
         "--split-out",
         "3",
         "--memory-limit",
-        "256KiB",
+        "4MiB",
         "--blocksize",
         "2KB",
         "--spill-dir",
@@ -683,7 +683,7 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
         "--out",
         &target_s,
         "--memory-limit",
-        "256KiB",
+        "4MiB",
         "--spill-dir",
         &spill_dir,
     ];
@@ -754,7 +754,7 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
         "spill files left"
     );
 
-    // A limit too small for one partition: the error says what to do.
+    // A limit too small to run anything is refused at start, naming the minimum.
     let err = fails(&[
         "query",
         &glob,
@@ -762,13 +762,12 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
         "csv",
         "--memory-limit",
         "2KB",
-        "--blocksize",
-        "64KB",
         "--spill-dir",
         &spill_dir,
     ]);
     assert!(
-        err.contains("memory limit") && err.contains("--blocksize"),
+        err.contains("memory limit of 2.0 KiB is too small")
+            && err.contains("the minimum is 4.0 MiB"),
         "{err}"
     );
     let out = outcore(&["query", &glob, "--memory-limit", "lots"]);

@@ -255,7 +255,7 @@ fn shuffle_join_under_a_tiny_memory_limit() {
     let s = Session::builder()
         .with_threads(2)
         .with_blocksize(16 * 1024)
-        .memory_limit(1 << 20)
+        .tiny_memory_limit(1 << 20)
         .with_spill_dir(spill.path())
         .build()
         .unwrap();

@@ -9,6 +9,7 @@ mod frame_ops;
 mod fuzz;
 mod groupby;
 mod join;
+mod memory;
 mod ordering;
 mod outofcore;
 mod properties;

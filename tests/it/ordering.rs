@@ -131,7 +131,7 @@ fn set_index_under_a_tiny_memory_limit_goes_through_sled() {
     let s = Session::builder()
         .with_threads(2)
         .with_blocksize(16 * 1024)
-        .memory_limit(64 * 1024)
+        .tiny_memory_limit(64 * 1024)
         .with_spill_dir(spill.path())
         .build()
         .unwrap();

@@ -377,7 +377,7 @@ fn persist_reads_the_files_once_and_keeps_divisions() {
 fn persist_larger_than_the_memory_limit_spills_and_answers() {
     let s = Session::builder()
         .with_threads(2)
-        .memory_limit(64 * 1024)
+        .tiny_memory_limit(64 * 1024)
         .with_blocksize(8 * 1024)
         .build()
         .unwrap();
@@ -1145,7 +1145,7 @@ proptest::proptest! {
 fn resample_under_a_tiny_memory_limit_spills_and_agrees() {
     let tiny = Session::builder()
         .with_threads(2)
-        .memory_limit(64 * 1024)
+        .tiny_memory_limit(64 * 1024)
         .build()
         .unwrap();
     let roomy = session(2, Mode::Parallel, 1 << 20);

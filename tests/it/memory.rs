@@ -1,0 +1,456 @@
+//! The memory limit measured from outside (issue 12): the `outcore` binary runs as
+//! a child process on a small matrix of query shapes over inputs a few times the
+//! limit, and its peak RSS, read by GNU `time -f %M`, must stay within 1.25 × the
+//! limit plus the binary's baseline (the peak RSS of a trivial run). `--stats`
+//! figures explain; this is the proof.
+//!
+//! Shapes in [`HOLDS`] are asserted. The others are measured and reported on
+//! stderr with their figures (a line starting `NOT YET`), because the work that
+//! bounds them (radix groupby; a shuffle store whose memory does not grow with
+//! the bytes shuffled, as sled 0.34's does) is under way; a shape
+//! that starts to hold says so (`NOW HOLDS`), so the list can grow.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The limit the matrix runs under.
+const LIMIT_MB: u64 = 16;
+
+/// Shapes whose peak RSS is asserted today.
+const HOLDS: &[&str] = &["groupby-few", "join-many"];
+
+fn outcore_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_outcore")
+}
+
+/// GNU time, if installed (`time -f` is GNU's; BSD's has no `-f`).
+fn gnu_time() -> Option<PathBuf> {
+    let path = PathBuf::from("/usr/bin/time");
+    let ok = Command::new(&path)
+        .args(["-f", "%M", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(path)
+}
+
+/// Runs `outcore args` under GNU time; returns its peak RSS in KiB, whether it
+/// succeeded, and its stderr.
+fn peak_rss_kib(time: &Path, scratch: &Path, args: &[&str]) -> (u64, bool, String) {
+    let report = scratch.join("time.txt");
+    let out = Command::new(time)
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&report)
+        .arg(outcore_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("GNU time runs outcore");
+    let text = std::fs::read_to_string(&report).unwrap();
+    // GNU time writes "Command exited with non-zero status N" before the figure.
+    let kib = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {text:?}"));
+    (
+        kib,
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn generate(dir: &Path) {
+    let g1 = dir.join("g1");
+    let rec = dir.join("rec");
+    for args in [
+        vec![
+            "datasets", "groupby", "--rows", "7e5", "--files", "4", "--out",
+        ],
+        vec![
+            "datasets",
+            "records",
+            "--records",
+            "1.4e5",
+            "--files",
+            "4",
+            "--out",
+        ],
+    ] {
+        let target = if args[1] == "groupby" { &g1 } else { &rec };
+        let st = Command::new(outcore_bin())
+            .args(&args)
+            .arg(target)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args:?}");
+    }
+    // 4 rows for each of id6's values (1..=7000 at this size): many matches per key.
+    let mut right = String::from("id6,w\n");
+    for k in 1..=7000 {
+        for j in 0..4 {
+            right.push_str(&format!("{k},{j}\n"));
+        }
+    }
+    std::fs::write(dir.join("right.csv"), right).unwrap();
+    std::fs::write(dir.join("tiny.csv"), "a,b\n1,2\n").unwrap();
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn peak_rss_stays_within_the_limit_across_query_shapes() {
+    let Some(time) = gnu_time() else {
+        eprintln!("SKIP peak_rss_stays_within_the_limit_across_query_shapes: GNU time (/usr/bin/time) is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    let limit = LIMIT_MB << 20;
+    for sub in ["g1", "rec"] {
+        let bytes = dir_bytes(&d.join(sub));
+        assert!(
+            bytes >= 2 * limit,
+            "{sub}: {bytes} bytes is under twice the limit"
+        );
+    }
+    let spill = d.join("spill");
+    let (g1, rec) = (
+        format!("{}/g1/*.csv", d.display()),
+        format!("{}/rec/*.json", d.display()),
+    );
+    let right = d.join("right.csv").display().to_string();
+    let tiny = d.join("tiny.csv").display().to_string();
+    let (baseline, ok, err) = peak_rss_kib(&time, d, &["query", &tiny]);
+    assert!(ok, "{err}");
+    let limit_arg = format!("{LIMIT_MB}MB");
+    let spill_arg = spill.display().to_string();
+    let common = [
+        "--memory-limit",
+        &limit_arg,
+        "--spill-dir",
+        &spill_arg,
+        "--stats",
+    ];
+    let shapes: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "groupby-few",
+            vec!["query", &g1, "--groupby", "id1", "--agg", "sum(v1)"],
+        ),
+        (
+            "groupby-many",
+            vec![
+                "query",
+                &g1,
+                "--groupby",
+                "id1,id2,id3,id4,id5,id6",
+                "--agg",
+                "sum(v3), size()",
+                "--format",
+                "csv",
+            ],
+        ),
+        (
+            "median",
+            vec![
+                "query",
+                &g1,
+                "--groupby",
+                "id3",
+                "--agg",
+                "median(v3)",
+                "--format",
+                "csv",
+            ],
+        ),
+        (
+            "join-many",
+            vec![
+                "query",
+                &g1,
+                "--join",
+                &right,
+                "--on",
+                "id6",
+                "--groupby",
+                "id1",
+                "--agg",
+                "sum(v1), sum(w)",
+            ],
+        ),
+        (
+            "set-index",
+            vec!["query", &g1, "--set-index", "v3", "--format", "csv"],
+        ),
+        (
+            "sort",
+            vec!["query", &g1, "--sort", "v3", "--format", "csv"],
+        ),
+        (
+            "bag-groupby",
+            vec![
+                "bag",
+                &rec,
+                "--groupby",
+                "name",
+                "--agg",
+                "count(), mean(age)",
+            ],
+        ),
+    ];
+    // Bytes in KiB, as GNU time reports them.
+    let bound = (limit * 5 / 4) / 1024 + baseline;
+    let mut failures = Vec::new();
+    eprintln!(
+        "peak RSS at --memory-limit {LIMIT_MB}MB; baseline {baseline} KiB; bound {bound} KiB"
+    );
+    for (name, mut args) in shapes {
+        args.extend(common);
+        let (kib, ok, err) = peak_rss_kib(&time, d, &args);
+        let stats = err.lines().find(|l| l.starts_with("stats:")).unwrap_or("");
+        let ratio = (kib.saturating_sub(baseline)) as f64 / (limit / 1024) as f64;
+        let line = format!(
+            "{name}: peak RSS {kib} KiB ({ratio:.2} × limit above baseline), {}; {stats}",
+            if ok { "answered" } else { "failed" }
+        );
+        let holds = ok && kib <= bound;
+        match (HOLDS.contains(&name), holds) {
+            (true, true) => eprintln!("holds: {line}"),
+            (true, false) => {
+                eprintln!("FAILS: {line}\n{err}");
+                failures.push(line);
+            }
+            (false, true) => eprintln!("NOW HOLDS (add it to HOLDS): {line}"),
+            (false, false) => {
+                let why = match name {
+                    "set-index" | "sort" => "sled holds about the shuffled bytes in memory",
+                    _ => "radix groupby; unreserved hash tables and holistic buffers",
+                };
+                eprintln!("NOT YET (issue 12: {why}): {line}")
+            }
+        }
+    }
+    assert!(
+        std::fs::read_dir(&spill).map_or(true, |mut r| r.next().is_none()),
+        "spill folders left behind"
+    );
+    assert!(
+        failures.is_empty(),
+        "over the bound {bound} KiB:\n{}",
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The account, in process: a refused reservation pages results out first, fails
+// naming the operator when nothing can give, and a full disk while spilling fails
+// naming the spill folder and leaves nothing behind.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use outcore::graph::{FnOperator, Graph, Key, Layer, Task, Value};
+use outcore::scheduler::{Executor, MemoryPolicy, Mode, RunStats};
+
+fn sum_inputs(inputs: &[Arc<Value>]) -> outcore::Result<i64> {
+    let mut s = 0i64;
+    for v in inputs {
+        match v.as_ref() {
+            Value::Scalar(datafusion_common::ScalarValue::Int64(Some(x))) => s += x,
+            other => {
+                let b = other.as_batch()?;
+                let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                s += a.values().iter().sum::<i64>();
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// `n` leaves of `rows` Int64 values each. A `total` task sums the first half
+/// (after a `gate` that needs the second half, so every leaf has run), reserving `reserve` bytes as operator "test operator"; a `final` task sums
+/// the total and the second half, whose results wait in the cache meanwhile (so
+/// they can be paged out to grant the reservation).
+fn leaves_then_total(n: usize, rows: usize, reserve: u64) -> (Graph, Key) {
+    let leaf: Arc<str> = "leaf".into();
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| Task {
+            key: Key::new(&leaf, i),
+            deps: vec![],
+            op: FnOperator::new("leaf", move |_| {
+                let a = Int64Array::from_iter_values((0..rows as i64).map(|r| r + i as i64));
+                Ok(Value::Batch(RecordBatch::try_from_iter([(
+                    "v",
+                    Arc::new(a) as _,
+                )])?))
+            }),
+        })
+        .collect();
+    let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    let mut g = Graph::new();
+    g.add_layer(Layer { name: leaf, tasks });
+    let gate: Arc<str> = "gate".into();
+    g.add_layer(Layer {
+        name: gate.clone(),
+        tasks: vec![Task {
+            key: Key::new(&gate, 0),
+            deps: keys[n / 2..].to_vec(),
+            op: FnOperator::new("gate", |_| {
+                Ok(Value::Scalar(datafusion_common::ScalarValue::Int64(Some(
+                    0,
+                ))))
+            }),
+        }],
+    });
+    let total: Arc<str> = "total".into();
+    g.add_layer(Layer {
+        name: total.clone(),
+        tasks: vec![Task {
+            key: Key::new(&total, 0),
+            // The gate too, so that every leaf has run when the total does.
+            deps: keys[..n / 2]
+                .iter()
+                .chain([&Key::new(&gate, 0)])
+                .cloned()
+                .collect(),
+            op: FnOperator::new("total", move |inputs: &[Arc<Value>]| {
+                outcore::scheduler::reserve("test operator", reserve)?;
+                Ok(Value::Scalar(datafusion_common::ScalarValue::Int64(Some(
+                    sum_inputs(inputs)?,
+                ))))
+            }),
+        }],
+    });
+    let fin: Arc<str> = "final".into();
+    let key = Key::new(&fin, 0);
+    let mut deps = vec![Key::new(&total, 0)];
+    deps.extend_from_slice(&keys[n / 2..]);
+    g.add_layer(Layer {
+        name: fin,
+        tasks: vec![Task {
+            key: key.clone(),
+            deps,
+            op: FnOperator::new("final", |inputs: &[Arc<Value>]| {
+                Ok(Value::Scalar(datafusion_common::ScalarValue::Int64(Some(
+                    sum_inputs(inputs)?,
+                ))))
+            }),
+        }],
+    });
+    (g, key)
+}
+
+fn run_total(
+    g: &Graph,
+    key: &Key,
+    mode: Mode,
+    limit: u64,
+    spill: &Path,
+    fail_spill_after: Option<u64>,
+) -> outcore::Result<(i64, RunStats)> {
+    let exec = g.compile(std::slice::from_ref(key)).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let policy = MemoryPolicy {
+        limit,
+        spill_dir: spill.to_path_buf(),
+    };
+    let mut ex = Executor::new(mode, &pool).with_memory(policy, limit);
+    if let Some(b) = fail_spill_after {
+        ex = ex.with_spill_write_failure_after(b);
+    }
+    let (values, stats) = ex.run(&exec)?;
+    match values[0].as_ref() {
+        Value::Scalar(datafusion_common::ScalarValue::Int64(Some(s))) => Ok((*s, stats)),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn expected_total(n: usize, rows: usize) -> i64 {
+    (0..n as i64)
+        .map(|i| (0..rows as i64).map(|r| r + i).sum::<i64>())
+        .sum()
+}
+
+fn empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().next().is_none()
+}
+
+/// The leaves' results (16 × ~8 KiB) wait in the cache; the total's reservation
+/// of 200 KiB under a 256 KiB limit is granted by paging them out (the inputs the
+/// task holds stay, so the reservation must leave room for them).
+#[test]
+fn a_refused_reservation_pages_results_out_and_the_answer_stands() {
+    let spill = tempfile::tempdir().unwrap();
+    let (n, rows) = (16, 1000);
+    let (g, key) = leaves_then_total(n, rows, 100 << 10);
+    for mode in [Mode::Sync, Mode::Parallel] {
+        let (total, stats) = run_total(&g, &key, mode, 256 << 10, spill.path(), None).unwrap();
+        assert_eq!(total, expected_total(n, rows), "{mode:?}");
+        assert!(
+            stats.spilled_values > 0,
+            "{mode:?}: nothing paged out: {stats:?}"
+        );
+        assert!(stats.peak_reserved <= 256 << 10, "{mode:?}: {stats:?}");
+        assert!(
+            stats
+                .peak_consumers
+                .iter()
+                .any(|(c, _)| c.starts_with("task total")),
+            "{mode:?}: {stats:?}"
+        );
+        assert!(empty(spill.path()), "{mode:?}: spill files left behind");
+    }
+}
+
+#[test]
+fn a_reservation_nothing_can_make_room_for_names_the_operator() {
+    let spill = tempfile::tempdir().unwrap();
+    let (g, key) = leaves_then_total(4, 100, 5 << 20);
+    for mode in [Mode::Sync, Mode::Parallel] {
+        let err = run_total(&g, &key, mode, 4 << 20, spill.path(), None).unwrap_err();
+        let msg = format!("{err}: {}", err.root());
+        assert!(
+            msg.contains("test operator needs 5.0 MiB more")
+                && msg.contains("of the 4.0 MiB memory limit is reserved")
+                && msg.contains("raise --memory-limit"),
+            "{mode:?}: {msg}"
+        );
+        assert!(empty(spill.path()), "{mode:?}: spill files left behind");
+    }
+}
+
+/// A full disk while paging results out: the error names the spill folder, and
+/// the folder (with any partial file) is gone after the run.
+#[test]
+fn a_full_disk_while_spilling_names_the_spill_folder_and_leaves_nothing() {
+    let spill = tempfile::tempdir().unwrap();
+    let (g, key) = leaves_then_total(32, 1000, 0);
+    for mode in [Mode::Sync, Mode::Parallel] {
+        let err = run_total(&g, &key, mode, 64 << 10, spill.path(), Some(10_000)).unwrap_err();
+        let msg = format!("{err}: {}", err.root());
+        assert!(
+            msg.contains("cannot spill to")
+                && msg.contains(&*spill.path().to_string_lossy())
+                && msg.contains("--spill-dir"),
+            "{mode:?}: {msg}"
+        );
+        assert!(
+            empty(spill.path()),
+            "{mode:?}: left behind after a full disk"
+        );
+    }
+}

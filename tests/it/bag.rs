@@ -684,7 +684,7 @@ fn keyed_operations_run_radix_partitioned_and_spill_under_a_tiny_limit() {
             .with_threads(threads)
             .with_scheduler(mode)
             .with_blocksize(4000)
-            .memory_limit(128 * 1024)
+            .tiny_memory_limit(128 * 1024)
             .with_spill_dir(spill.path())
             .build()
             .unwrap();

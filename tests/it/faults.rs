@@ -237,7 +237,7 @@ fn start_long_run(data: &Path, spill: &Path, out: &Path) -> Child {
             "--blocksize",
             "32KB",
             "--memory-limit",
-            "4MB",
+            "4MiB",
             "--threads",
             "1",
             "--spill-dir",

@@ -38,7 +38,7 @@ fn session_with(
         .with_blocksize(blocksize)
         .with_spill_dir(spill);
     if let Some(limit) = limit {
-        b = b.memory_limit(limit);
+        b = b.tiny_memory_limit(limit);
     }
     b.build().unwrap()
 }

@@ -88,7 +88,10 @@ pub struct CsvArgs {
 impl CsvArgs {
     /// `reader` (any format) with these settings: the delimiter only when given,
     /// so that a JSON or Parquet input without one is not refused.
-    pub fn apply_read(&self, mut reader: outcore::frame::read::ReadBuilder) -> outcore::frame::read::ReadBuilder {
+    pub fn apply_read(
+        &self,
+        mut reader: outcore::frame::read::ReadBuilder,
+    ) -> outcore::frame::read::ReadBuilder {
         if let Some(d) = self.delimiter {
             reader = reader.with_delimiter(d);
         }

@@ -26,8 +26,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use join::{How, JoinStrategy, MergeOptions};
 pub use ordering::SetIndexOptions;
-pub use read::{Format, ReadBuilder};
 pub use plan::{Index, PartitionFn, Plan, PlanNode, ReduceFn};
+pub use read::{Format, ReadBuilder};
 
 use crate::agg::{AggFunc, AggSpec, AggregatePlan};
 use crate::error::{Error, Result};

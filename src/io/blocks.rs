@@ -368,8 +368,16 @@ mod tests {
                     .count()
                     % 2
                     == 1;
-                let r =
-                    read_records(&path, None, 4, b.start, b.end, u64::MAX, Some((b'"', inside))).unwrap();
+                let r = read_records(
+                    &path,
+                    None,
+                    4,
+                    b.start,
+                    b.end,
+                    u64::MAX,
+                    Some((b'"', inside)),
+                )
+                .unwrap();
                 if !r.bytes.is_empty() {
                     assert!(
                         starts.contains(&(r.offset as usize)),

@@ -8,6 +8,7 @@ The answer is streamed to OUT_CSV batch by batch, never gathered in Python.
 """
 import json
 import sys
+from pathlib import Path
 
 engine, spec, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 sql, tables, limit = spec["sql"], spec["tables"], spec["limit"]
@@ -26,10 +27,11 @@ if engine == "duckdb":
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM {src}")
     con.execute(f"COPY ({sql}) TO '{out}' (HEADER, DELIMITER ',')")
 elif engine == "datafusion":
-    import pyarrow.csv as pacsv
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "peers"))
+    from stream_csv import write
     from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext
 
-    runtime = RuntimeEnvBuilder().with_disk_manager_specified([spec["spill"]]).with_fair_spill_pool(limit)
+    runtime = RuntimeEnvBuilder().with_disk_manager_specified(spec["spill"]).with_fair_spill_pool(limit)
     config = SessionConfig().with_target_partitions(spec["threads"])
     ctx = SessionContext(config, runtime)
     for name, folder in tables.items():
@@ -39,14 +41,6 @@ elif engine == "datafusion":
             ctx.register_csv(name, folder, file_extension=".csv")
     if "unnest(transactions) AS u" in sql:  # DataFusion spells struct field access with []
         sql = sql.replace("u.amount", "u['amount']")
-    writer = None
-    with open(out, "wb") as f:
-        for batch in ctx.sql(sql).execute_stream():
-            rb = batch.to_pyarrow()
-            if writer is None:
-                writer = pacsv.CSVWriter(f, rb.schema)
-            writer.write_batch(rb)
-        if writer is not None:
-            writer.close()
+    write(ctx.sql(sql), out)
 else:
     sys.exit(f"unknown engine {engine}")

@@ -5,8 +5,8 @@ import inproc  # noqa: I001  (first: times the imports below)
 import os
 import sys
 
-import pyarrow.csv as pacsv
 from datafusion import SessionConfig, SessionContext
+from stream_csv import write
 
 inproc.imported()
 
@@ -41,18 +41,6 @@ JOINS = {"j1": ("small", "id1", "INNER"), "j2": ("medium", "id2", "INNER"),
 for q, (right, on, how) in JOINS.items():
     SQL[q] = (f"SELECT count(*) AS n, sum(v1) AS v1, sum(v2) AS v2, count(v2) AS n_v2 "
               f"FROM x {how} JOIN y USING ({on})")
-
-
-def write(df, path):
-    writer = None
-    with open(path, "wb") as f:
-        for batch in df.execute_stream():
-            rb = batch.to_pyarrow()
-            if writer is None:
-                writer = pacsv.CSVWriter(f, rb.schema)
-            writer.write_batch(rb)
-        if writer is not None:
-            writer.close()
 
 
 if query in JOINS:

@@ -788,23 +788,6 @@ proptest! {
 
 // ---------------------------------------------------------------- the CLI
 
-fn outcore(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_outcore"))
-        .args(args)
-        .output()
-        .expect("the outcore binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = outcore(args);
-    assert!(
-        out.status.success(),
-        "outcore {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn cli_bag_matches_the_reference() {
     let (dir, rs) = fixture(300, 9);

@@ -2,31 +2,11 @@
 //! against the naive reference, its error reports and exit codes, and `datasets`.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use crate::common::*;
-
-fn outcore(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outcore"))
-        .args(args)
-        .output()
-        .expect("the outcore binary runs")
-}
-
-/// Runs `outcore args`, asserts it succeeded, returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = outcore(args);
-    assert!(
-        out.status.success(),
-        "outcore {args:?} failed with {:?}:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Runs `outcore args`, asserts it failed with exit code 1, returns stderr.
 fn fails(args: &[&str]) -> String {

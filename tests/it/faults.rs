@@ -18,24 +18,6 @@ use rand_pcg::Pcg64Mcg;
 
 use crate::common::*;
 
-fn outcore(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outcore"))
-        .args(args)
-        .output()
-        .expect("the outcore binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = outcore(args);
-    assert!(
-        out.status.success(),
-        "outcore {args:?} failed with {:?}:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Random finite floats over the whole range of exponents (from random bits).
 fn random_floats(seed: u64, n: usize) -> Vec<f64> {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);

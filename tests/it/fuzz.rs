@@ -131,21 +131,7 @@ fn csv_bytes() -> impl Strategy<Value = Vec<u8>> {
         ),
         0..12,
     )
-    .prop_map(move |edits| {
-        let mut s = base.as_bytes().to_vec();
-        for (at, byte, kind) in edits {
-            let at = at % (s.len() + 1);
-            match kind {
-                0 if at < s.len() => {
-                    s.remove(at);
-                }
-                1 => s.insert(at, byte),
-                _ if at < s.len() => s[at] = byte,
-                _ => s.push(byte),
-            }
-        }
-        s
-    })
+    .prop_map(move |edits| mutate(base, edits))
 }
 
 fn json_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -167,21 +153,7 @@ fn json_bytes() -> impl Strategy<Value = Vec<u8>> {
         ),
         0..12,
     )
-    .prop_map(move |edits| {
-        let mut s = base.as_bytes().to_vec();
-        for (at, byte, kind) in edits {
-            let at = at % (s.len() + 1);
-            match kind {
-                0 if at < s.len() => {
-                    s.remove(at);
-                }
-                1 => s.insert(at, byte),
-                _ if at < s.len() => s[at] = byte,
-                _ => s.push(byte),
-            }
-        }
-        s
-    })
+    .prop_map(move |edits| mutate(base, edits))
 }
 
 proptest! {
@@ -226,4 +198,22 @@ proptest! {
             }
         });
     }
+}
+
+/// `base` with `edits` applied: (position, byte, 0 = delete / 1 = insert / else
+/// overwrite), positions taken modulo the length so every edit lands.
+fn mutate(base: &str, edits: Vec<(usize, u8, u8)>) -> Vec<u8> {
+    let mut s = base.as_bytes().to_vec();
+    for (at, byte, kind) in edits {
+        let at = at % (s.len() + 1);
+        match kind {
+            0 if at < s.len() => {
+                s.remove(at);
+            }
+            1 => s.insert(at, byte),
+            _ if at < s.len() => s[at] = byte,
+            _ => s.push(byte),
+        }
+    }
+    s
 }

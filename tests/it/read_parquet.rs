@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -440,12 +439,6 @@ fn hive_values_of_two_types_are_an_error_unless_declared() {
 }
 
 /// Runs the binary.
-fn outcore(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_outcore"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn ok(args: &[&str]) -> (String, String) {
     let out = outcore(args);

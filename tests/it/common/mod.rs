@@ -726,3 +726,25 @@ pub fn not3(a: Option<bool>) -> Option<bool> {
 pub fn cmp_num(c: &Cell, f: impl Fn(f64) -> bool) -> Option<bool> {
     c.num().map(f)
 }
+
+// ------------------------------------------------------------ the binary
+
+/// Runs the `outcore` binary with `args` and returns what it did.
+pub fn outcore(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_outcore"))
+        .args(args)
+        .output()
+        .expect("the outcore binary runs")
+}
+
+/// Runs `outcore args`, asserts it succeeded, returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = outcore(args);
+    assert!(
+        out.status.success(),
+        "outcore {args:?} failed with {:?}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -601,6 +601,33 @@ pub fn reserve(operator: &str, bytes: u64) -> Result<()> {
     result
 }
 
+/// Reserves `bytes` more for the running task if they fit now (the caches page out
+/// to make room), without waiting: `Ok(false)` tells an operator that can shrink
+/// what it holds (spill a partitioned hash table, write a sorted run, flush
+/// buffered pieces) to do so and try again, calling [`reserve`] when it has nothing
+/// left to give. Outside a scheduled task it grants everything. Errors only name
+/// the spill folder, when paging the caches out fails.
+pub fn try_reserve(bytes: u64) -> Result<bool> {
+    let Some(pool) = TASKS.with(|t| t.borrow().last().map(|r| r.pool.clone())) else {
+        return Ok(true);
+    };
+    let granted = TASKS.with(|t| {
+        let mut t = t.borrow_mut();
+        let r = t.last_mut().expect("checked above");
+        r.try_grow(bytes).is_ok()
+    });
+    if granted {
+        pool.rebalance()?;
+    }
+    Ok(granted)
+}
+
+/// The bytes the running task has reserved so far (its admission estimate plus what
+/// its operators reserved); 0 outside a scheduled task.
+pub fn task_reserved() -> u64 {
+    TASKS.with(|t| t.borrow().last().map_or(0, |r| r.size()))
+}
+
 /// Grows the running task's reservation to at least `bytes`, the size of a result
 /// it just made (already allocated, so granted whatever the limit).
 pub(crate) fn note_result(bytes: u64) {

@@ -37,8 +37,9 @@ mod memory;
 
 pub use context::{RunContext, ShuffleTotals};
 pub use memory::{
-    release, reserve, total_memory, HeldCache, MemoryPeak, MemoryPolicy, MemoryPool,
-    MemoryReservation, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE, MIN_MEMORY_LIMIT,
+    release, reserve, task_reserved, total_memory, try_reserve, HeldCache, MemoryPeak,
+    MemoryPolicy, MemoryPool, MemoryReservation, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE,
+    MIN_MEMORY_LIMIT,
 };
 
 use std::cmp::Reverse;

@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    cli::tune_malloc();
     let result = cli::run();
     while cli::exiting() {
         // SIGTERM or a second Ctrl-C: the signal thread removes the temporary

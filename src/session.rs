@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::frame::read::{Format, ReadBuilder};
 use crate::frame::DataFrame;
 use crate::io::{CsvOptions, CsvSource};
-use crate::scheduler::{Executor, HeldCache, MemoryPolicy, MemoryPool, Mode, RunContext};
+use crate::scheduler::{Executor, HeldCache, MemoryPolicy, MemoryPool, Mode, Progress, RunContext};
 
 /// Settings and the thread pool shared by every computation of a session.
 #[derive(Clone)]
@@ -60,11 +60,15 @@ struct SessionInner {
     persisted: std::sync::OnceLock<Arc<SpillCache<crate::graph::Value>>>,
     /// CSV columns whose inferred type proved too narrow: (glob, column, wider type).
     widened: std::sync::Mutex<Vec<(String, String, DataType)>>,
+    /// See [`SessionBuilder::with_sort_run_write_failure_after`].
+    sort_run_write_allowance: Option<u64>,
+    /// Told how each run goes (the command line's progress bar).
+    progress: Option<Arc<dyn Progress>>,
 }
 
 /// Builds a [`Session`]; every setting has a default.
 #[must_use]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionBuilder {
     threads: Option<usize>,
     mode: Mode,
@@ -75,6 +79,21 @@ pub struct SessionBuilder {
     tiny_limit: bool,
     spill_dir: Option<PathBuf>,
     cancel: Option<Arc<AtomicBool>>,
+    /// Fault injection: sorted-run writes fail after this many bytes.
+    sort_run_write_allowance: Option<u64>,
+    progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("threads", &self.threads)
+            .field("mode", &self.mode)
+            .field("blocksize", &self.blocksize)
+            .field("memory_limit", &self.memory_limit)
+            .field("spill_dir", &self.spill_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SessionBuilder {
@@ -88,6 +107,8 @@ impl Default for SessionBuilder {
             tiny_limit: false,
             spill_dir: None,
             cancel: None,
+            sort_run_write_allowance: None,
+            progress: None,
         }
     }
 }
@@ -143,9 +164,25 @@ impl SessionBuilder {
         self
     }
 
+    /// An observer told how every run of the session goes: tasks done of total,
+    /// bytes read, spilled and shuffled (the command line draws its progress bar
+    /// from it). See [`Progress`] for the contract.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// How many partials one combine task of a tree reduction takes (default 8).
     pub fn with_split_every(mut self, n: usize) -> Self {
         self.split_every = n;
+        self
+    }
+
+    /// Fault injection for tests: an external sort's run writes fail (as a full
+    /// disk would) once `bytes` have been written in one computation.
+    #[doc(hidden)]
+    pub fn with_sort_run_write_failure_after(mut self, bytes: u64) -> Self {
+        self.sort_run_write_allowance = Some(bytes);
         self
     }
 
@@ -198,6 +235,8 @@ impl SessionBuilder {
                 pool,
                 persisted: std::sync::OnceLock::new(),
                 widened: Default::default(),
+                sort_run_write_allowance: self.sort_run_write_allowance,
+                progress: self.progress,
             }),
         })
     }
@@ -254,13 +293,17 @@ impl Session {
 
     /// The executor that runs this session's graphs, under its memory limit.
     pub fn executor(&self) -> Executor<'_> {
-        Executor::new(self.inner.mode, &self.inner.pool)
+        let e = Executor::new(self.inner.mode, &self.inner.pool)
             .with_account(
                 self.inner.account.clone(),
                 self.inner.memory.spill_dir.clone(),
                 self.inner.blocksize,
             )
-            .with_cancel(self.inner.cancel.clone())
+            .with_cancel(self.inner.cancel.clone());
+        match &self.inner.progress {
+            Some(p) => e.with_progress(p.clone()),
+            None => e,
+        }
     }
 
     /// The session's memory account.
@@ -276,7 +319,11 @@ impl Session {
     /// A fresh context for one computation: its counters and, when it shuffles, its
     /// shuffle store, whose buffers and cache are reserved from the account.
     pub fn run_context(&self) -> Arc<RunContext> {
-        RunContext::new(&self.inner.memory, self.inner.account.clone())
+        let ctx = RunContext::new(&self.inner.memory, self.inner.account.clone());
+        if let Some(bytes) = self.inner.sort_run_write_allowance {
+            ctx.fail_sort_runs_after(bytes);
+        }
+        ctx
     }
 
     /// The cache persisted frames keep their partitions in (one per session; its

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: outcore against DataFusion, Polars, DuckDB and Dask on the same
+"""Side-by-side benchmark: outcore against DataFusion, Polars, DuckDB, chDB and Dask on the same
 CSV and JSON-lines files (the b* queries are bags of JSON records: dask.bag for Dask).
 
-    python3 benches/peers/run.py [--smoke] [--engines outcore,datafusion,polars,duckdb,dask]
+    python3 benches/peers/run.py [--smoke] [--engines outcore,datafusion,polars,duckdb,chdb,dask]
                                  [--runs 3] [--data DIR] [--timeout 900] [--sweep]
                                  [--queries b1,b2,b3,b4] [--records 1.2e6]
 
@@ -42,10 +42,13 @@ VPY = VENV / "bin" / "python"
 # Pinned, so that a table says which versions it measured.
 PIP_PACKAGES = ["dask[dataframe]==2026.8.0", "polars==2.1.0", "duckdb==2.0.1", "pandas==3.1.1",
                 "pyarrow==26.0.1", "datafusion==55.0.0"]
-ENGINES = ["outcore", "datafusion", "polars", "duckdb", "dask"]
-PEERS = ["datafusion", "polars", "duckdb", "dask"]
+# ClickHouse in process: optional, installed only when the engine is selected (a failed
+# install leaves it out of the run, with a warning, instead of stopping the others).
+CHDB_PACKAGES = ["chdb==4.4.0", "chdb-core==26.9.0"]
+ENGINES = ["outcore", "datafusion", "polars", "duckdb", "chdb", "dask"]
+PEERS = ["datafusion", "polars", "duckdb", "chdb", "dask"]
 # Queries a peer script does not answer (shown as "not yet").
-UNSUPPORTED = {("datafusion", "ts4")}
+UNSUPPORTED = {("datafusion", "ts4"), ("chdb", "ts4"), ("chdb", "ts5")}
 
 # (row label, query name, data set key)
 QUERIES = [
@@ -60,7 +63,11 @@ QUERIES = [
     ("q9 corr(v1,v2)^2 by id2,id4", "q9", "g1"),
     ("q10 sum v3, count by id1..id6", "q10", "g1"),
     ("q1 (K=1e5)", "q1", "g1k"),
+    ("q2 (K=1e5)", "q2", "g1k"),
     ("q3 (K=1e5)", "q3", "g1k"),
+    ("q6 (K=1e5)", "q6", "g1k"),
+    ("q9 (K=1e5)", "q9", "g1k"),
+    ("q10 (K=1e5)", "q10", "g1k"),
     ("ts1 std(x) by name where y > 0", "ts1", "ts"),
     ("ts2 hourly mean of x, y", "ts2", "ts"),
     ("ts3 set index to id (sort)", "ts3", "ts"),
@@ -127,6 +134,19 @@ def ensure_venv():
     r = subprocess.run([str(VPY), "-m", "pip", "install", "--quiet", *PIP_PACKAGES])
     if r.returncode != 0:
         sys.exit("pip install failed; run with --engines outcore, or fix the venv at " + str(VENV))
+
+
+def ensure_chdb():
+    """True when chDB is importable in the venv (installing the pinned packages if not)."""
+    probe = [str(VPY), "-c", "import chdb"]
+    if subprocess.run(probe, capture_output=True).returncode == 0:
+        return True
+    log("pip install " + " ".join(CHDB_PACKAGES) + " ...")
+    r = subprocess.run([str(VPY), "-m", "pip", "install", "--quiet", *CHDB_PACKAGES])
+    if r.returncode != 0 or subprocess.run(probe, capture_output=True).returncode != 0:
+        log("chdb could not be installed: leaving it out of this run")
+        return False
+    return True
 
 
 def make_data(data, rows, days, records, keys):
@@ -336,6 +356,8 @@ def main():
     ensure_binary(a.build)
     if any(e != "outcore" for e in a.engines):
         ensure_venv()
+    if "chdb" in a.engines and not ensure_chdb():
+        a.engines = [e for e in a.engines if e != "chdb"]
     tmp = tempfile.TemporaryDirectory(prefix="outcore-peers-")
     data = Path(tmp.name) / "data" if a.smoke else Path(a.data).resolve()
     wanted = {q.strip() for q in a.queries.split(",") if q.strip()}

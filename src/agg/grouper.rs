@@ -45,6 +45,24 @@ pub trait Grouper: Send {
     /// [`intern`](Self::intern) for keys in stored form with their hashes, as
     /// another grouper of the same key types emitted them.
     fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()>;
+    /// The group ids in the order of their keys (ascending, nulls last), when the
+    /// grouper can give it from its own key bytes; `None` otherwise.
+    fn key_order(&self) -> Option<Vec<u32>> {
+        None
+    }
+    /// [`emit`](Self::emit), the groups in `order` (a permutation of the ids).
+    fn emit_in(&mut self, order: &[u32]) -> Result<Vec<ArrayRef>> {
+        let idx = arrow::array::UInt32Array::from(order.to_vec());
+        self.emit()?
+            .iter()
+            .map(|c| Ok(arrow::compute::take(c.as_ref(), &idx, None)?))
+            .collect()
+    }
+    /// Every row's key in stored form with its hash, without grouping (each row a
+    /// group of its own, as [`emit_stored`](Self::emit_stored) would give it): for
+    /// a chunk whose rows are nearly all distinct keys, where a table would only
+    /// cost time. The grouper is left as it was.
+    fn rows_stored(&mut self, keys: &[ArrayRef]) -> Result<(Vec<u64>, ArrayRef)>;
 }
 
 /// The type of the one stored key column for key columns of these types (see
@@ -65,14 +83,32 @@ pub fn hash_i64(k: i64) -> u64 {
     h ^ (h >> 32)
 }
 
+/// The hash of a key's bytes (a string key's, or several keys' row format): the
+/// one [`BytesGrouper`] keys its table by and stores.
+#[inline]
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(bytes)
+}
+
 /// A grouper for key columns of these types.
 pub fn new_grouper(types: &[DataType]) -> Result<Box<dyn Grouper>> {
     Ok(match types {
         [] => Box::new(GlobalGrouper),
         [t] if int_like(t) => Box::new(IntGrouper::new(t.clone())),
         [DataType::Utf8] => Box::new(BytesGrouper::new(BytesKind::Utf8)),
+        [a, b] if pair_key(a) && pair_key(b) => Box::new(PairGrouper::new(types)?),
         many => {
-            let fields = many.iter().map(|t| SortField::new(t.clone())).collect();
+            // Ascending, nulls last: the answer's order, so that the rows' bytes
+            // sort the groups (see `key_order`).
+            let options = arrow::compute::SortOptions {
+                descending: false,
+                nulls_first: false,
+            };
+            let fields = many
+                .iter()
+                .map(|t| SortField::new_with_options(t.clone(), options))
+                .collect();
             Box::new(BytesGrouper::new(BytesKind::Rows(RowConverter::new(
                 fields,
             )?)))
@@ -111,6 +147,9 @@ impl Grouper for GlobalGrouper {
         Err(Error::Internal(
             "GlobalGrouper::intern_stored called".into(),
         ))
+    }
+    fn rows_stored(&mut self, _: &[ArrayRef]) -> Result<(Vec<u64>, ArrayRef)> {
+        Err(Error::Internal("GlobalGrouper::rows_stored called".into()))
     }
 }
 
@@ -274,6 +313,149 @@ impl Grouper for IntGrouper {
     fn intern_stored(&mut self, _: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
         self.intern(std::slice::from_ref(keys), out)
     }
+
+    fn rows_stored(&mut self, keys: &[ArrayRef]) -> Result<(Vec<u64>, ArrayRef)> {
+        let array = super::accumulator::to_i64(&keys[0])?;
+        let a = array.as_primitive::<Int64Type>();
+        let mut hashes: Vec<u64> = a.values().iter().map(|&k| hash_i64(k)).collect();
+        if let Some(n) = a.nulls().filter(|n| n.null_count() > 0) {
+            for i in 0..a.len() {
+                if n.is_null(i) {
+                    hashes[i] = 0;
+                }
+            }
+        }
+        Ok((hashes, array))
+    }
+}
+
+/// A [`BytesGrouper`] table entry: the group and its key's place in the arena.
+#[derive(Clone, Copy)]
+struct Slot {
+    start: usize,
+    len: u32,
+    group: u32,
+}
+
+/// Whether a key column of this type can be one of a [`PairGrouper`]'s two.
+fn pair_key(t: &DataType) -> bool {
+    int_like(t) || *t == DataType::Utf8
+}
+
+/// Two key columns (db-benchmark's `id1, id2` and `id2, id4`): each column grouped
+/// on its own, by the typed grouper of its type, into dense codes, and the pair of
+/// codes grouped as one 64-bit number. Cheaper than encoding every row in Arrow's
+/// row format (two strings make a row of some 70 bytes to hash and compare): the
+/// per-column groupers see short keys, and the pair table sees one integer.
+///
+/// Stored form (radix-partitioned aggregation) is the row format, as for other
+/// multi-column keys: the distinct keys are encoded once when emitted, and stored
+/// keys are decoded back into columns when interned.
+pub struct PairGrouper {
+    types: Vec<DataType>,
+    columns: [Box<dyn Grouper>; 2],
+    /// The pair of column codes of each group, by group id.
+    pairs: Vec<(u32, u32)>,
+    table: HashMap<u64, u32>,
+    converter: RowConverter,
+    state: foldhash::fast::FixedState,
+    /// Scratch: the codes of the current batch, per column.
+    codes: [Vec<u32>; 2],
+}
+
+impl PairGrouper {
+    fn new(types: &[DataType]) -> Result<Self> {
+        let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
+        Ok(PairGrouper {
+            types: types.to_vec(),
+            columns: [new_grouper(&types[..1])?, new_grouper(&types[1..])?],
+            pairs: Vec::new(),
+            table: HashMap::new(),
+            converter: RowConverter::new(fields)?,
+            // The same seed as `BytesGrouper`'s, so a stored key hashes alike.
+            state: foldhash::fast::FixedState::with_seed(0x5eed),
+            codes: [Vec::new(), Vec::new()],
+        })
+    }
+}
+
+impl Grouper for PairGrouper {
+    fn intern(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
+        let [ca, cb] = &mut self.codes;
+        ca.clear();
+        cb.clear();
+        self.columns[0].intern(&keys[..1], ca)?;
+        self.columns[1].intern(&keys[1..2], cb)?;
+        out.reserve(ca.len());
+        for (&a, &b) in ca.iter().zip(cb.iter()) {
+            let next = self.pairs.len() as u32;
+            let g = *self
+                .table
+                .entry(u64::from(a) << 32 | u64::from(b))
+                .or_insert(next);
+            if g == next {
+                self.pairs.push((a, b));
+            }
+            out.push(g);
+        }
+        Ok(())
+    }
+
+    fn ngroups(&self) -> usize {
+        self.pairs.len()
+    }
+
+    fn emit(&mut self) -> Result<Vec<ArrayRef>> {
+        let mut out = Vec::with_capacity(2);
+        for (c, grouper) in self.columns.iter_mut().enumerate() {
+            let distinct = grouper.emit()?.remove(0);
+            let take: arrow::array::UInt32Array = self
+                .pairs
+                .iter()
+                .map(|p| if c == 0 { p.0 } else { p.1 })
+                .collect::<Vec<u32>>()
+                .into();
+            out.push(arrow::compute::take(&distinct, &take, None)?);
+        }
+        Ok(out)
+    }
+
+    fn reserve(&mut self, groups: usize) {
+        self.pairs.reserve(groups);
+        self.table.reserve(groups);
+    }
+
+    fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
+        use std::hash::BuildHasher;
+        let columns = self.emit()?;
+        let rows = self.converter.convert_columns(&columns)?;
+        let hashes = rows
+            .iter()
+            .map(|r| self.state.hash_one(r.as_ref()))
+            .collect();
+        let mut keys = arrow::array::BinaryBuilder::with_capacity(rows.num_rows(), rows.size());
+        for r in rows.iter() {
+            keys.append_value(r.as_ref());
+        }
+        // Emitting gave the columns' keys away: start afresh, as `BytesGrouper` does.
+        *self = PairGrouper::new(&self.types)?;
+        Ok((hashes, Arc::new(keys.finish())))
+    }
+
+    fn rows_stored(&mut self, keys: &[ArrayRef]) -> Result<(Vec<u64>, ArrayRef)> {
+        rows_stored(&self.converter, keys)
+    }
+
+    fn intern_stored(&mut self, _: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
+        let a = keys.as_binary::<i32>();
+        let parser = self.converter.parser();
+        let rows: Vec<_> = a
+            .iter()
+            .map(|k| parser.parse(k.unwrap_or_default()))
+            .collect();
+        let columns = self.converter.convert_rows(rows)?;
+        self.intern(&columns, out)
+    }
 }
 
 enum BytesKind {
@@ -285,12 +467,15 @@ enum BytesKind {
 /// format. Distinct keys live in one arena; the hash table holds group ids only.
 pub struct BytesGrouper {
     kind: BytesKind,
-    table: HashTable<u32>,
+    /// Each group's slot holds where its key is in the arena, so a probe reads the
+    /// slot and the key's bytes only (no look-up through `offsets`).
+    table: HashTable<Slot>,
     hashes: Vec<u64>,
+    /// Per group: the key packed by [`pack_short`], or [`NOT_SHORT`].
+    packed: Vec<u128>,
     arena: Vec<u8>,
     offsets: Vec<usize>,
     null_group: Option<u32>,
-    state: foldhash::fast::FixedState,
 }
 
 impl BytesGrouper {
@@ -299,10 +484,10 @@ impl BytesGrouper {
             kind,
             table: HashTable::new(),
             hashes: Vec::new(),
+            packed: Vec::new(),
             arena: Vec::new(),
             offsets: vec![0],
             null_group: None,
-            state: foldhash::fast::FixedState::with_seed(0x5eed),
         }
     }
 
@@ -311,32 +496,76 @@ impl BytesGrouper {
     }
 
     fn intern_bytes(&mut self, bytes: &[u8]) -> u32 {
-        use std::hash::BuildHasher;
-        let hash = self.state.hash_one(bytes);
-        self.intern_hashed(bytes, hash)
+        self.intern_hashed(bytes, hash_bytes(bytes))
     }
 
     #[inline]
     fn intern_hashed(&mut self, bytes: &[u8], hash: u64) -> u32 {
-        let (arena, offsets, hashes) = (&self.arena, &self.offsets, &self.hashes);
+        let (arena, hashes) = (&self.arena, &self.hashes);
+        let len = bytes.len();
         let entry = self.table.entry(
             hash,
-            |&g| {
-                hashes[g as usize] == hash
-                    && &arena[offsets[g as usize]..offsets[g as usize + 1]] == bytes
-            },
-            |&g| hashes[g as usize],
+            |s| s.len as usize == len && &arena[s.start..s.start + len] == bytes,
+            |s| hashes[s.group as usize],
         );
         match entry {
-            Entry::Occupied(e) => *e.get(),
+            Entry::Occupied(e) => e.get().group,
             Entry::Vacant(e) => {
                 let g = (self.offsets.len() - 1) as u32;
-                e.insert(g);
-                self.arena.extend_from_slice(bytes);
-                self.offsets.push(self.arena.len());
-                self.hashes.push(hash);
+                e.insert(Slot {
+                    start: self.arena.len(),
+                    len: len as u32,
+                    group: g,
+                });
+                self.push_key(bytes, hash, pack_short(bytes).unwrap_or(NOT_SHORT));
                 g
             }
+        }
+    }
+
+    /// Stores a new group's key (its slot is in the table already).
+    #[inline]
+    fn push_key(&mut self, bytes: &[u8], hash: u64, packed: u128) {
+        self.arena.extend_from_slice(bytes);
+        self.offsets.push(self.arena.len());
+        self.hashes.push(hash);
+        self.packed.push(packed);
+    }
+
+    /// The group of a short string key, packed as [`pack_short`] does: one hash of
+    /// two words and one comparison of the packed numbers, no call to hash or
+    /// compare bytes.
+    #[inline]
+    fn intern_packed(&mut self, packed: u128, bytes: &[u8]) -> u32 {
+        let hash = hash_packed(packed);
+        let (packs, hashes) = (&self.packed, &self.hashes);
+        let entry = self.table.entry(
+            hash,
+            |s| packs[s.group as usize] == packed,
+            |s| hashes[s.group as usize],
+        );
+        match entry {
+            Entry::Occupied(e) => e.get().group,
+            Entry::Vacant(e) => {
+                let g = (self.offsets.len() - 1) as u32;
+                e.insert(Slot {
+                    start: self.arena.len(),
+                    len: bytes.len() as u32,
+                    group: g,
+                });
+                self.push_key(bytes, hash, packed);
+                g
+            }
+        }
+    }
+
+    /// The group of one string key: packed when short, else hashed as bytes.
+    #[inline]
+    fn intern_str(&mut self, values: &[u8], start: usize, end: usize) -> u32 {
+        let bytes = &values[start..end];
+        match pack_in(values, start, end) {
+            Some(p) => self.intern_packed(p, bytes),
+            None => self.intern_bytes(bytes),
         }
     }
 
@@ -347,9 +576,73 @@ impl BytesGrouper {
         let g = (self.offsets.len() - 1) as u32;
         self.offsets.push(self.arena.len());
         self.hashes.push(0);
+        self.packed.push(NOT_SHORT);
         self.null_group = Some(g);
         g
     }
+}
+
+/// [`BytesGrouper::packed`] of a key that is not short (or the null key): its top
+/// byte, 0xff, is no length, so it equals no packed key.
+const NOT_SHORT: u128 = u128::MAX;
+
+/// A string key of at most 15 bytes as one number: its bytes little-endian, its
+/// length in the top byte (so `a` and `a\0` differ). `None` for longer keys.
+#[inline]
+fn pack_short(bytes: &[u8]) -> Option<u128> {
+    if bytes.len() > 15 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[15] = bytes.len() as u8;
+    Some(u128::from_le_bytes(buf))
+}
+
+/// [`pack_short`] of `values[start..end]`, reading 16 bytes at once when the buffer
+/// has them (the common case: every key but the last few of an array).
+#[inline]
+fn pack_in(values: &[u8], start: usize, end: usize) -> Option<u128> {
+    let len = end - start;
+    if len > 15 {
+        return None;
+    }
+    match values.get(start..start + 16) {
+        Some(w) => {
+            let w = u128::from_le_bytes(w.try_into().expect("16 bytes"));
+            let keep = (1u128 << (8 * len)) - 1;
+            Some((w & keep) | ((len as u128) << 120))
+        }
+        None => pack_short(&values[start..end]),
+    }
+}
+
+/// The hash of a string key as every grouper stores it: [`hash_packed`] when short,
+/// [`hash_bytes`] otherwise (a key's hash must not depend on the path that stored it:
+/// it picks the key's radix part).
+#[inline]
+fn hash_str(bytes: &[u8]) -> u64 {
+    match pack_short(bytes) {
+        Some(p) => hash_packed(p),
+        None => hash_bytes(bytes),
+    }
+}
+
+/// The hash of a packed short key (two rounds of a folded multiply, so every
+/// byte reaches every bit). String keys hash this way when short and with foldhash
+/// otherwise, in every grouper, so stored partials' hashes agree.
+#[inline]
+fn hash_packed(p: u128) -> u64 {
+    #[inline(always)]
+    fn fold(a: u64, b: u64) -> u64 {
+        let m = u128::from(a) * u128::from(b);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+    let a = fold(
+        p as u64 ^ 0x243f_6a88_85a3_08d3,
+        (p >> 64) as u64 ^ 0x1319_8a2e_0370_7344,
+    );
+    fold(a ^ 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89)
 }
 
 impl Grouper for BytesGrouper {
@@ -359,11 +652,13 @@ impl Grouper for BytesGrouper {
             BytesKind::Utf8 => {
                 let a = keys[0].as_string::<i32>();
                 let has_nulls = a.null_count() > 0;
+                let values = a.value_data();
+                let offsets = a.value_offsets();
                 for i in 0..a.len() {
                     let g = if has_nulls && a.is_null(i) {
                         self.null_group()
                     } else {
-                        self.intern_bytes(a.value(i).as_bytes())
+                        self.intern_str(values, offsets[i] as usize, offsets[i + 1] as usize)
                     };
                     out.push(g);
                 }
@@ -408,10 +703,41 @@ impl Grouper for BytesGrouper {
         Ok(out)
     }
 
+    fn key_order(&self) -> Option<Vec<u32>> {
+        if !matches!(self.kind, BytesKind::Rows(_)) {
+            return None;
+        }
+        // Each key's first 24 bytes beside its group, so most comparisons stay in
+        // the vector being sorted (as `crate::sort::sort_indices`).
+        let mut order: Vec<((u128, u64), u32)> = (0..self.ngroups() as u32)
+            .map(|g| (crate::sort::row_prefix(self.key(g)), g))
+            .collect();
+        order.sort_unstable_by(|x, y| x.0.cmp(&y.0).then_with(|| self.key(x.1).cmp(self.key(y.1))));
+        Some(order.into_iter().map(|(_, g)| g).collect())
+    }
+
+    fn emit_in(&mut self, order: &[u32]) -> Result<Vec<ArrayRef>> {
+        match &self.kind {
+            BytesKind::Rows(converter) => {
+                let parser = converter.parser();
+                let rows: Vec<_> = order.iter().map(|&g| parser.parse(self.key(g))).collect();
+                Ok(converter.convert_rows(rows)?)
+            }
+            BytesKind::Utf8 => {
+                let idx = arrow::array::UInt32Array::from(order.to_vec());
+                self.emit()?
+                    .iter()
+                    .map(|c| Ok(arrow::compute::take(c.as_ref(), &idx, None)?))
+                    .collect()
+            }
+        }
+    }
+
     fn reserve(&mut self, groups: usize) {
         let hashes = &self.hashes;
-        self.table.reserve(groups, |&g| hashes[g as usize]);
+        self.table.reserve(groups, |s| hashes[s.group as usize]);
         self.hashes.reserve(groups);
+        self.packed.reserve(groups);
         self.offsets.reserve(groups);
     }
 
@@ -441,6 +767,7 @@ impl Grouper for BytesGrouper {
             nulls,
         )?;
         let hashes = std::mem::take(&mut self.hashes);
+        self.packed.clear();
         self.table.clear();
         self.offsets = vec![0];
         self.null_group = None;
@@ -450,6 +777,11 @@ impl Grouper for BytesGrouper {
     fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
         let a = keys.as_binary::<i32>();
         out.reserve(a.len());
+        // At most this part's bytes are new keys: the arena grows once, not by
+        // doubling copies.
+        let first = a.value_offsets()[0] as usize;
+        self.arena
+            .reserve(a.value_offsets()[a.len()] as usize - first);
         let has_nulls = a.null_count() > 0;
         for (i, &h) in hashes.iter().enumerate().take(a.len()) {
             let g = if has_nulls && a.is_null(i) {
@@ -461,6 +793,30 @@ impl Grouper for BytesGrouper {
         }
         Ok(())
     }
+
+    fn rows_stored(&mut self, keys: &[ArrayRef]) -> Result<(Vec<u64>, ArrayRef)> {
+        match &self.kind {
+            BytesKind::Utf8 => {
+                let a = keys[0].as_string::<i32>();
+                let mut hashes: Vec<u64> = a
+                    .iter()
+                    .map(|v| v.map_or(0, |s| hash_str(s.as_bytes())))
+                    .collect();
+                hashes.truncate(a.len());
+                let binary = arrow::array::BinaryArray::from(a.clone());
+                Ok((hashes, Arc::new(binary)))
+            }
+            BytesKind::Rows(converter) => rows_stored(converter, keys),
+        }
+    }
+}
+
+/// [`Grouper::rows_stored`] for keys in Arrow's row format: each row's bytes and
+/// their hash, as [`BytesGrouper`] and [`PairGrouper`] emit them.
+fn rows_stored(converter: &RowConverter, keys: &[ArrayRef]) -> Result<(Vec<u64>, ArrayRef)> {
+    let rows = converter.convert_columns(keys)?;
+    let hashes = rows.iter().map(|r| hash_bytes(r.as_ref())).collect();
+    Ok((hashes, Arc::new(rows.try_into_binary()?)))
 }
 
 #[cfg(test)]
@@ -487,6 +843,182 @@ mod tests {
             k.iter().collect::<Vec<_>>(),
             vec![Some(5), Some(3), None, Some(1 << 40), Some(-7)]
         );
+    }
+
+    /// A key's stored hash picks its radix part, so it must not depend on whether
+    /// the key was stored by a table ([`Grouper::emit_stored`]) or row by row
+    /// ([`Grouper::rows_stored`]): short and long strings, pairs, several columns.
+    #[test]
+    fn rows_stored_hashes_as_emit_stored() {
+        let s: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("id001"),
+            Some("a key longer than fifteen bytes"),
+            None,
+            Some(""),
+        ]));
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3), Some(4)]));
+        for keys in [
+            vec![s.clone()],
+            vec![s.clone(), n.clone()],
+            vec![n.clone(), s.clone(), n],
+        ] {
+            let types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
+            let mut g = new_grouper(&types).unwrap();
+            let (row_hashes, row_keys) = g.rows_stored(&keys).unwrap();
+            ids(g.as_mut(), &keys);
+            let (hashes, stored) = g.emit_stored().unwrap();
+            assert_eq!(row_hashes, hashes, "{types:?}");
+            assert_eq!(row_keys.as_ref(), stored.as_ref(), "{types:?}");
+        }
+    }
+
+    /// Groups as a naive map from the keys' values: packed short string keys
+    /// (lengths 0 to 20 around the 15-byte cut, keys ending at the buffer's end,
+    /// bytes that differ only in length or a zero byte), pairs of columns of every
+    /// mix of types with nulls, and the stored form round trip of each.
+    #[test]
+    fn short_strings_and_pairs_group_as_a_naive_map() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let words: Vec<Option<String>> = (0..400)
+            .map(|_| match next(23) {
+                0 => None,
+                n => Some(
+                    (0..n - 1)
+                        .map(|i| {
+                            if next(9) == 0 {
+                                '\0'
+                            } else {
+                                (b'a' + (i % 3) as u8) as char
+                            }
+                        })
+                        .collect(),
+                ),
+            })
+            .collect();
+        let ints: Vec<Option<i64>> = (0..400)
+            .map(|_| (next(10) > 0).then(|| next(7) as i64 - 3))
+            .collect();
+        let s: ArrayRef = Arc::new(StringArray::from(words.clone()));
+        let n: ArrayRef = Arc::new(Int64Array::from(ints.clone()));
+        // The naive ids: first appearance of each value (tuple).
+        fn naive<K: PartialEq + Clone>(keys: &[K]) -> Vec<u32> {
+            let mut seen: Vec<K> = Vec::new();
+            keys.iter()
+                .map(|k| match seen.iter().position(|s| s == k) {
+                    Some(p) => p as u32,
+                    None => {
+                        seen.push(k.clone());
+                        (seen.len() - 1) as u32
+                    }
+                })
+                .collect()
+        }
+        let mut g = new_grouper(&[DataType::Utf8]).unwrap();
+        // Two batches: the second sees the keys of the first again.
+        let (first, second) = (s.slice(0, 150), s.slice(150, 250));
+        let mut got = ids(g.as_mut(), &[first]);
+        got.extend(ids(g.as_mut(), &[second]));
+        assert_eq!(got, naive(&words));
+        let k = g.emit().unwrap();
+        let emitted: Vec<Option<&str>> = k[0].as_string::<i32>().iter().collect();
+        let mut distinct: Vec<Option<&str>> = Vec::new();
+        for w in &words {
+            if !distinct.contains(&w.as_deref()) {
+                distinct.push(w.as_deref());
+            }
+        }
+        assert_eq!(emitted, distinct);
+        // Stored and interned again, then fed raw keys: the same groups (the hash
+        // of a short key is the same whichever way it came in).
+        let mut g = new_grouper(&[DataType::Utf8]).unwrap();
+        ids(g.as_mut(), std::slice::from_ref(&s));
+        let (hashes, stored) = g.emit_stored().unwrap();
+        let mut merged = new_grouper(&[DataType::Utf8]).unwrap();
+        let mut again = Vec::new();
+        merged.intern_stored(&hashes, &stored, &mut again).unwrap();
+        assert_eq!(again, (0..distinct.len() as u32).collect::<Vec<_>>());
+        assert_eq!(
+            ids(merged.as_mut(), std::slice::from_ref(&s)),
+            naive(&words)
+        );
+        assert_eq!(merged.ngroups(), distinct.len());
+
+        let cases: Vec<(Vec<DataType>, Vec<ArrayRef>)> = vec![
+            (
+                vec![DataType::Utf8, DataType::Int64],
+                vec![s.clone(), n.clone()],
+            ),
+            (
+                vec![DataType::Int64, DataType::Utf8],
+                vec![n.clone(), s.clone()],
+            ),
+            (
+                vec![DataType::Utf8, DataType::Utf8],
+                vec![s.clone(), s.slice(1, 399)],
+            ),
+            (
+                vec![DataType::Int64, DataType::Int64],
+                vec![n.clone(), n.slice(3, 397)],
+            ),
+        ];
+        for (types, cols) in cases {
+            let len = cols[1].len();
+            let cols: Vec<ArrayRef> = cols.iter().map(|c| c.slice(0, len)).collect();
+            let key = |i: usize| -> (String, String) {
+                let show = |a: &ArrayRef| {
+                    if a.is_null(i) {
+                        "null".to_string()
+                    } else if let Some(s) = a.as_string_opt::<i32>() {
+                        format!("s{:?}", s.value(i))
+                    } else {
+                        format!("i{}", a.as_primitive::<Int64Type>().value(i))
+                    }
+                };
+                (show(&cols[0]), show(&cols[1]))
+            };
+            let want = naive(&(0..len).map(key).collect::<Vec<_>>());
+            let mut g = new_grouper(&types).unwrap();
+            let mut got = ids(g.as_mut(), &[cols[0].slice(0, 100), cols[1].slice(0, 100)]);
+            got.extend(ids(
+                g.as_mut(),
+                &[cols[0].slice(100, len - 100), cols[1].slice(100, len - 100)],
+            ));
+            assert_eq!(got, want, "{types:?}");
+            let n_groups = g.ngroups();
+            // Stored form: another grouper of the same types interns the same groups.
+            let (hashes, stored) = g.emit_stored().unwrap();
+            assert_eq!(hashes.len(), n_groups);
+            let mut merged = new_grouper(&types).unwrap();
+            let mut again = Vec::new();
+            merged.intern_stored(&hashes, &stored, &mut again).unwrap();
+            assert_eq!(again, (0..n_groups as u32).collect::<Vec<_>>());
+            // The emitted keys are the distinct pairs in first-appearance order.
+            let keys = merged.emit().unwrap();
+            let mut firsts = Vec::new();
+            for (i, &w) in want.iter().enumerate() {
+                if w as usize == firsts.len() {
+                    firsts.push(i);
+                }
+            }
+            for (gid, &row) in firsts.iter().enumerate() {
+                for c in 0..2 {
+                    let a = &keys[c];
+                    assert_eq!(a.is_null(gid), cols[c].is_null(row));
+                    if !a.is_null(gid) {
+                        assert_eq!(
+                            arrow::util::display::array_value_to_string(a, gid).unwrap(),
+                            arrow::util::display::array_value_to_string(&cols[c], row).unwrap()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -531,11 +531,27 @@ impl AggregatePlan {
     /// The chunk step of radix-partitioned aggregation: raw rows → a partial in
     /// stored form (see [`radix`]), its grouper's table sized for `groups_hint`
     /// groups.
-    pub fn chunk_stored(&self, batch: &RecordBatch, groups_hint: usize) -> Result<RecordBatch> {
+    ///
+    /// With `rows_as_groups`, rows are not grouped: each is a group of its own, its
+    /// key stored and hashed as grouping would (the finalize task merges equal keys
+    /// wherever they are). That is for data whose chunks are nearly all distinct
+    /// keys, where a table per chunk costs a second hash pass and saves nothing.
+    pub fn chunk_stored(
+        &self,
+        batch: &RecordBatch,
+        groups_hint: usize,
+        rows_as_groups: bool,
+    ) -> Result<RecordBatch> {
         let batch = self.drop_null_keys(batch.clone())?;
-        let (mut grouper, ids) = self.group(&batch, groups_hint)?;
-        let n = grouper.ngroups();
-        let (hashes, keys) = grouper.emit_stored()?;
+        let (n, ids, (hashes, keys)) = if rows_as_groups && !self.keys.is_empty() {
+            let mut grouper = new_grouper(&self.key_types())?;
+            let stored = grouper.rows_stored(&self.key_arrays(&batch)?)?;
+            let n = batch.num_rows();
+            (n, (0..n as u32).collect::<Vec<u32>>(), stored)
+        } else {
+            let (mut grouper, ids) = self.group(&batch, groups_hint)?;
+            (grouper.ngroups(), ids, grouper.emit_stored()?)
+        };
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(arrow::array::UInt64Array::from(hashes)), keys];
         columns.extend(self.chunk_states(&batch, &ids, n)?);
@@ -549,11 +565,7 @@ impl AggregatePlan {
         if parts <= 1 || self.keys.is_empty() {
             return Ok(vec![partial]);
         }
-        let hashes = partial
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::UInt64Array>()
-            .ok_or_else(|| Error::Internal("a stored partial has no hash column".into()))?;
+        let hashes = self.stored_hashes(&partial)?;
         let of: Vec<u32> = hashes
             .values()
             .iter()
@@ -576,12 +588,25 @@ impl AggregatePlan {
             .collect()
     }
 
+    /// The key hashes of a stored partial.
+    pub(crate) fn stored_hashes<'a>(
+        &self,
+        partial: &'a RecordBatch,
+    ) -> Result<&'a arrow::array::UInt64Array> {
+        partial
+            .columns()
+            .first()
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+            .ok_or_else(|| Error::Internal("a stored partial has no hash column".into()))
+    }
+
     /// The last step of radix-partitioned aggregation: one part of every chunk's
     /// stored partial → the answer for those keys (sorted by key when asked).
     pub fn finalize_stored(&self, parts: &[&RecordBatch]) -> Result<RecordBatch> {
         let rows: usize = parts.iter().map(|p| p.num_rows()).sum();
-        let (n, columns) = self.merge_with(parts.iter().map(|p| Ok(*p)), true, Some(rows))?;
-        self.finish(n, columns)
+        let (n, columns, sorted) =
+            self.merge_with(parts.iter().map(|p| Ok(*p)), true, Some(rows))?;
+        self.finish(n, columns, sorted)
     }
 
     /// The answers of the parts (each sorted by key when asked) → one answer, by a
@@ -640,7 +665,7 @@ impl AggregatePlan {
 
     /// The combine step: partials (in partition order) → one partial.
     pub fn combine(&self, partials: &[&RecordBatch]) -> Result<RecordBatch> {
-        let (n, columns) = self.merge(partials.iter().map(|p| Ok(*p)), false)?;
+        let (n, columns, _) = self.merge(partials.iter().map(|p| Ok(*p)), false)?;
         self.batch(self.partial_schema.clone(), columns, n)
     }
 
@@ -655,18 +680,23 @@ impl AggregatePlan {
         &self,
         partials: impl IntoIterator<Item = Result<B>>,
     ) -> Result<RecordBatch> {
-        let (n, columns) = self.merge(partials, true)?;
-        self.finish(n, columns)
+        let (n, columns, sorted) = self.merge(partials, true)?;
+        self.finish(n, columns, sorted)
     }
 
     /// Finalized columns (`n` groups) → the answer: lists exploded, sorted by key
-    /// when asked.
-    fn finish(&self, mut n: usize, mut columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    /// when asked (unless the merge gave them `sorted` already).
+    fn finish(
+        &self,
+        mut n: usize,
+        mut columns: Vec<ArrayRef>,
+        sorted: bool,
+    ) -> Result<RecordBatch> {
         if let Some(list) = self.explode {
             (columns, n) = holistic::explode(columns, list)?;
         }
         let out = self.batch(self.output_schema.clone(), columns, n)?;
-        if !self.sort || self.keys.is_empty() || out.num_rows() < 2 {
+        if sorted || !self.sort || self.keys.is_empty() || out.num_rows() < 2 {
             return Ok(out);
         }
         let mut keys: Vec<(usize, arrow::compute::SortOptions)> = (0..self.keys.len())
@@ -691,19 +721,23 @@ impl AggregatePlan {
         &self,
         partials: impl IntoIterator<Item = Result<B>>,
         finalize: bool,
-    ) -> Result<(usize, Vec<ArrayRef>)> {
+    ) -> Result<(usize, Vec<ArrayRef>, bool)> {
         self.merge_with(partials, finalize, None)
     }
 
     /// [`merge`](Self::merge) of partials in the plain form (`stored_rows` is
     /// `None`) or in stored form, then with their total rows, for which the
-    /// grouper's table is sized up front.
+    /// grouper's table is sized up front. The flag says whether the finalized
+    /// columns come sorted by key already: several keys, whose grouper holds them
+    /// in Arrow's row format, ordered as the answer is, so the groups are put in
+    /// order on those bytes and the keys decoded in that order (no second
+    /// encoding of the keys to sort them, no gather of the decoded strings).
     fn merge_with<B: Borrow<RecordBatch>>(
         &self,
         partials: impl IntoIterator<Item = Result<B>>,
         finalize: bool,
         stored_rows: Option<usize>,
-    ) -> Result<(usize, Vec<ArrayRef>)> {
+    ) -> Result<(usize, Vec<ArrayRef>, bool)> {
         let mut grouper = new_grouper(&self.key_types())?;
         let stored = stored_rows.is_some() && !self.keys.is_empty();
         if let Some(rows) = stored_rows {
@@ -748,15 +782,28 @@ impl AggregatePlan {
             }
         }
         let n = grouper.ngroups();
-        let mut columns = grouper.emit()?;
+        let order = if finalize && self.sort && self.explode.is_none() && self.keys.len() >= 2 {
+            grouper.key_order()
+        } else {
+            None
+        };
+        let mut columns = match &order {
+            Some(order) => grouper.emit_in(order)?,
+            None => grouper.emit()?,
+        };
+        let order = order.map(arrow::array::UInt32Array::from);
         for acc in &mut accs {
-            if finalize {
-                columns.push(acc.finalize(n)?);
-            } else {
+            if !finalize {
                 columns.extend(acc.state(n)?);
+                continue;
             }
+            let answer = acc.finalize(n)?;
+            columns.push(match &order {
+                Some(order) => arrow::compute::take(answer.as_ref(), order, None)?,
+                None => answer,
+            });
         }
-        Ok((n, columns))
+        Ok((n, columns, order.is_some()))
     }
 
     fn batch(&self, schema: SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {

@@ -37,7 +37,7 @@ use arrow::array::RecordBatch;
 use super::AggregatePlan;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Key, Layer, Operator, Task, Value};
-use crate::scheduler::RunContext;
+use crate::scheduler::{self, RunContext};
 
 /// The most slots (and so parts) one aggregation has.
 pub const MAX_SLOTS: usize = 256;
@@ -54,16 +54,17 @@ pub struct Sizing {
 
 impl Sizing {
     /// The slots of an aggregation over `chunks` partitions: enough for one part per
-    /// chunk (a partial is at most a few times its block, and a part's target is
-    /// larger than a block) and two per thread, at most [`MAX_SLOTS`].
+    /// chunk (a partial is at most a few times its block) and two per thread, at
+    /// most [`MAX_SLOTS`]; a part past its target is merged in sub-parts.
     pub fn slots(&self, chunks: usize) -> usize {
         chunks.max(2 * self.threads).clamp(1, MAX_SLOTS)
     }
 
-    /// Bytes of partials a part should hold: a quarter of one thread's share of the
-    /// limit, at most 32 MiB (smaller tables merge faster in cache).
+    /// Bytes of partials a part should hold: an eighth of one thread's share of the
+    /// limit (a finalize task holds its part, its table, its answer and the sorted
+    /// answer: about four times the part), at most 32 MiB (smaller tables merge faster in cache).
     fn part_target_bytes(&self) -> u64 {
-        (self.memory_limit / (4 * self.threads.max(1) as u64)).clamp(16 << 10, 32 << 20)
+        (self.memory_limit / (8 * self.threads.max(1) as u64)).clamp(16 << 10, 32 << 20)
     }
 
     /// Partials up to this many bytes in total are merged by one task.
@@ -98,6 +99,9 @@ pub struct Decision {
     parts: OnceLock<usize>,
     groups_seen: AtomicU64,
     rows_seen: AtomicU64,
+    /// Bytes of the partials measured so far, and of the inputs they came from.
+    partial_bytes: AtomicU64,
+    input_bytes: AtomicU64,
     ctx: Arc<RunContext>,
 }
 
@@ -110,6 +114,8 @@ impl Decision {
             parts: OnceLock::new(),
             groups_seen: AtomicU64::new(0),
             rows_seen: AtomicU64::new(0),
+            partial_bytes: AtomicU64::new(0),
+            input_bytes: AtomicU64::new(0),
             ctx,
         })
     }
@@ -125,17 +131,51 @@ impl Decision {
         (rows as u128 * groups as u128 / seen as u128) as usize
     }
 
-    /// Records a chunk's partial (`bytes`, `groups` from `rows` rows) and returns the
-    /// parts every chunk splits into: fixed by the first chunk to get here.
-    fn record(&self, bytes: usize, groups: usize, rows: usize) -> usize {
+    /// Whether the chunks measured so far made nearly one group per row (at least
+    /// three in four), so that a chunk's table would merge almost nothing: later
+    /// chunks then store each row as a group of its own and leave the merging to
+    /// the finalize tasks (DataFusion skips its partial aggregation the same way).
+    pub fn rows_as_groups(&self) -> bool {
+        let seen = self.rows_seen.load(Ordering::Relaxed);
+        let groups = self.groups_seen.load(Ordering::Relaxed);
+        seen >= 1024 && 4 * groups >= 3 * seen
+    }
+
+    /// The bytes of the partial of an input of `input_bytes`, from the chunks
+    /// measured so far (the input's size before any).
+    pub fn expected_partial_bytes(&self, input_bytes: u64) -> u64 {
+        let seen = self.input_bytes.load(Ordering::Relaxed);
+        if seen == 0 {
+            return input_bytes;
+        }
+        let partial = self.partial_bytes.load(Ordering::Relaxed);
+        (input_bytes as u128 * partial as u128 / seen as u128) as u64
+    }
+
+    /// Records a chunk's partial (`bytes`, `groups` from `rows` rows of an input of
+    /// `input_bytes`) and returns the parts every chunk splits into: fixed by the
+    /// first chunk to get here.
+    fn record(&self, bytes: usize, groups: usize, rows: usize, input_bytes: usize) -> usize {
         self.groups_seen.fetch_add(groups as u64, Ordering::Relaxed);
         self.rows_seen.fetch_add(rows as u64, Ordering::Relaxed);
+        self.partial_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.input_bytes
+            .fetch_add(input_bytes as u64, Ordering::Relaxed);
         *self.parts.get_or_init(|| {
             let total = bytes as u64 * self.chunks as u64;
             let p = self.sizing.parts(total, self.slots);
             self.ctx.record_radix_parts(p);
             p
         })
+    }
+
+    /// Whether the answer is small enough to gather into one partition: the
+    /// partials of every chunk, measured (every chunk has run before any finalize
+    /// task), are below [`scheduler::gathered_answer_bytes`].
+    fn gather_all(&self) -> bool {
+        self.partial_bytes.load(Ordering::Relaxed)
+            < scheduler::gathered_answer_bytes(self.sizing.memory_limit)
     }
 }
 
@@ -151,8 +191,9 @@ pub struct Chunked {
 
 /// An aggregation that can run radix-partitioned: chunk, split by key hash,
 /// finalize a part. Contract: `split` sends every key to the same part in every
-/// chunk; `finalize` gets part `p` of every chunk (in chunk order; empty parts left
-/// out) and gives the answer for those keys; no key is in two parts.
+/// chunk (by [`part_of`] of the key's hash, the one [`hashes`](Self::hashes)
+/// gives); `finalize` gets part `p` of every chunk (in chunk order; empty parts
+/// left out) and gives the answer for those keys; no key is in two parts.
 pub trait RadixAggregation: Send + Sync {
     /// A short name for the graph's layers (`agg`, `foldby`).
     fn name(&self) -> &str;
@@ -162,6 +203,28 @@ pub trait RadixAggregation: Send + Sync {
     fn split(&self, partial: Value, parts: usize) -> Result<Vec<Value>>;
     /// Part `p` of each chunk → the answer for its keys.
     fn finalize(&self, parts: &[&Value]) -> Result<Value>;
+    /// The hash of each group of a part, as `split` partitioned it.
+    fn hashes(&self, part: &Value) -> Result<Vec<u64>>;
+    /// The groups at positions `rows` of a part (a part of its own).
+    fn take(&self, part: &Value, rows: &[u32]) -> Result<Value>;
+    /// Answers of `finalize` for disjoint sets of keys → one answer, in the order
+    /// `finalize` gives (by key, when it sorts).
+    fn merge_answers(&self, answers: Vec<Value>) -> Result<Value>;
+    /// The answer with no groups.
+    fn empty_answer(&self) -> Value;
+    /// Whether a small answer is gathered into one partition (a frame's groupby,
+    /// sorted by key as a whole); else each slot is a partition.
+    fn gathers(&self) -> bool {
+        false
+    }
+}
+
+/// The sub-part of a key whose hash is `hash`, of `k` (at most [`MAX_SLOTS`]), when
+/// a finalize task merges its part in pieces: bits 48..57, which neither
+/// [`part_of`] nor the hash table's bucket index and tag use.
+#[inline]
+pub fn sub_part_of(hash: u64, k: usize) -> usize {
+    ((((hash >> 48) & 0x1FF) * k as u64) >> 9) as usize
 }
 
 static LAYER_ID: AtomicUsize = AtomicUsize::new(0);
@@ -189,6 +252,39 @@ impl Operator for ChunkOp {
     fn name(&self) -> &str {
         &self.name
     }
+    fn streaming(&self) -> crate::graph::Streaming {
+        crate::graph::Streaming::Fold
+    }
+    /// The parts of several streamed batches' partials: part `p` of each, side by
+    /// side in one partial (`finalize` merges equal keys wherever they are).
+    fn merge(&self, values: Vec<Value>) -> Result<Value> {
+        let mut slots: Vec<Vec<RecordBatch>> = Vec::new();
+        for v in values {
+            let Value::Pieces(parts) = v else {
+                return Err(Error::Internal(format!(
+                    "a radix chunk gave {}, not parts",
+                    v.kind()
+                )));
+            };
+            slots.resize_with(slots.len().max(parts.len()), Vec::new);
+            for (slot, part) in parts.into_iter().enumerate() {
+                if !is_empty(&part) {
+                    slots[slot].push(part.as_batch()?.clone());
+                }
+            }
+        }
+        let parts = slots
+            .into_iter()
+            .map(|batches| match batches.first() {
+                None => Ok(empty()),
+                Some(first) => Ok(Value::Batch(arrow::compute::concat_batches(
+                    &first.schema(),
+                    &batches,
+                )?)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Value::Pieces(parts))
+    }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         let [input] = inputs else {
             return Err(Error::Internal(format!(
@@ -196,10 +292,16 @@ impl Operator for ChunkOp {
                 inputs.len()
             )));
         };
-        let c = self.agg.chunk(input, &self.decision)?;
-        let parts = self
+        // The partial's table: about the input's size per row measured so far
+        // (the input itself when nothing is measured yet), reserved before it grows.
+        let table = self
             .decision
-            .record(c.partial.size_bytes(), c.groups, c.rows);
+            .expected_partial_bytes(input.size_bytes() as u64);
+        scheduler::reserve(&format!("{} hash table", self.agg.name()), table)?;
+        let c = self.agg.chunk(input, &self.decision)?;
+        let parts =
+            self.decision
+                .record(c.partial.size_bytes(), c.groups, c.rows, input.size_bytes());
         Ok(Value::Pieces(self.agg.split(c.partial, parts)?))
     }
 }
@@ -230,9 +332,103 @@ impl Operator for PartOp {
     }
 }
 
+/// A no-op after every part of one chunk: the first finalize task waits on it, so
+/// the graph's order runs a chunk's part tasks right after the chunk, while its
+/// partial is resident, instead of reading it back from the spill cache once per
+/// slot.
+struct ChunkDone;
+
+impl Operator for ChunkDone {
+    fn name(&self) -> &str {
+        "radix-chunk-done"
+    }
+    fn run(&self, _: &[Arc<Value>]) -> Result<Value> {
+        Ok(empty())
+    }
+}
+
 struct FinalizeOp {
     agg: Arc<dyn RadixAggregation>,
+    decision: Arc<Decision>,
     name: String,
+}
+
+impl FinalizeOp {
+    /// Merges the parts whole if the account grants the table and the answer
+    /// (about twice the parts' bytes), else in sub-parts by more hash bits, one at
+    /// a time, each with its own reservation, so the table never holds more than
+    /// what fits; the sub-answers are merged in order.
+    fn merge(&self, parts: &[&Value]) -> Result<Value> {
+        if parts.is_empty() {
+            return self.agg.finalize(&[]);
+        }
+        let bytes: u64 = parts.iter().map(|v| v.size_bytes() as u64).sum();
+        let need = 2 * bytes;
+        let have = scheduler::task_reserved();
+        if scheduler::try_reserve(need.saturating_sub(have))? {
+            return self.agg.finalize(parts);
+        }
+        self.decision.ctx.record_radix_split();
+        // What the task holds (its inputs' size) and what is free now, less room
+        // for the answers (about `bytes` in all), is what one sub-part may take: its
+        // rows taken out of the parts and its table, each about `bytes / k`.
+        let budget = (have + scheduler::reservable().min(2 * bytes)).saturating_sub(bytes);
+        let k = (2 * bytes)
+            .div_ceil(budget.max(1))
+            .clamp(2, MAX_SLOTS as u64) as usize;
+        let hashes = parts
+            .iter()
+            .map(|p| self.agg.hashes(p))
+            .collect::<Result<Vec<_>>>()?;
+        // Each part's rows grouped by sub-part: `order[offsets[q]..offsets[q + 1]]`.
+        let grouped: Vec<(Vec<u32>, Vec<usize>)> = hashes
+            .iter()
+            .map(|hs| {
+                let mut offsets = vec![0usize; k + 1];
+                for &h in hs {
+                    offsets[sub_part_of(h, k) + 1] += 1;
+                }
+                for q in 0..k {
+                    offsets[q + 1] += offsets[q];
+                }
+                let mut next = offsets.clone();
+                let mut order = vec![0u32; hs.len()];
+                for (i, &h) in hs.iter().enumerate() {
+                    let q = sub_part_of(h, k);
+                    order[next[q]] = i as u32;
+                    next[q] += 1;
+                }
+                (order, offsets)
+            })
+            .collect();
+        drop(hashes);
+        // One sub-part at a time: reserved once (waiting for others to release if
+        // need be), its memory reused by the next.
+        scheduler::reserve(
+            &format!("{} finalize sub-part", self.agg.name()),
+            (2 * bytes / k as u64).saturating_sub(have),
+        )?;
+        let mut answers = Vec::with_capacity(k);
+        for q in 0..k {
+            let subs = parts
+                .iter()
+                .zip(&grouped)
+                .filter(|(_, (_, off))| off[q + 1] > off[q])
+                .map(|(p, (order, off))| self.agg.take(p, &order[off[q]..off[q + 1]]))
+                .collect::<Result<Vec<_>>>()?;
+            if subs.is_empty() {
+                continue;
+            }
+            let answer = self.agg.finalize(&subs.iter().collect::<Vec<_>>())?;
+            drop(subs);
+            scheduler::allocated(answer.size_bytes() as u64)?;
+            answers.push(answer);
+        }
+        if answers.is_empty() {
+            return self.agg.finalize(&[]);
+        }
+        self.agg.merge_answers(answers)
+    }
 }
 
 impl Operator for FinalizeOp {
@@ -245,14 +441,80 @@ impl Operator for FinalizeOp {
             .map(|v| v.as_ref())
             .filter(|v| !is_empty(v))
             .collect();
-        self.agg.finalize(&parts)
+        let answer = self.merge(&parts)?;
+        if !self.agg.gathers() {
+            return Ok(answer);
+        }
+        // [own partition, for the gather]: one of them empty.
+        Ok(Value::Pieces(if self.decision.gather_all() {
+            vec![self.agg.empty_answer(), answer]
+        } else {
+            vec![answer, self.agg.empty_answer()]
+        }))
+    }
+}
+
+/// Piece `piece` of a finalize task's [own, for the gather] pair.
+struct PieceOp {
+    piece: usize,
+}
+
+fn piece(v: &Value, i: usize) -> Result<Value> {
+    match v {
+        Value::Pieces(p) if p.len() == 2 => Ok(p[i].clone()),
+        other => Err(Error::Internal(format!(
+            "a radix finalize task gave {}, not a pair",
+            other.kind()
+        ))),
+    }
+}
+
+impl Operator for PieceOp {
+    fn name(&self) -> &str {
+        "radix-piece"
+    }
+    fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        // An own partition also waits on its slot's piece for the gather (see
+        // `lower`), which it ignores.
+        match inputs.first() {
+            Some(v) => piece(v, self.piece),
+            None => Err(Error::Internal("a radix piece got no inputs".into())),
+        }
+    }
+}
+
+/// The last partition of a gathering aggregation: every part's answer merged when
+/// the answer is small, else its own slot's answer.
+struct GatherOp {
+    agg: Arc<dyn RadixAggregation>,
+    decision: Arc<Decision>,
+}
+
+impl Operator for GatherOp {
+    fn name(&self) -> &str {
+        "radix-gather"
+    }
+    fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        let Some((last, rest)) = inputs.split_last() else {
+            return Err(Error::Internal("a radix gather got no inputs".into()));
+        };
+        if !self.decision.gather_all() {
+            return piece(last, 0);
+        }
+        let mut answers: Vec<Value> = rest.iter().map(|v| v.as_ref().clone()).collect();
+        answers.push(piece(last, 1)?);
+        self.agg.merge_answers(answers)
     }
 }
 
 /// Adds a radix-partitioned aggregation over `inputs` (one chunk task each):
-/// returns the keys of its `S` finalize tasks (see the module's doc), slot `p`
-/// holding the keys of part `p`; slots past the `P` chosen at run time hold what
-/// `finalize` gives for no parts.
+/// returns the keys of its `S` output partitions (see the module's doc). Without
+/// [`RadixAggregation::gathers`], partition `p` holds the keys of part `p` (slots
+/// past the `P` chosen at run time hold what `finalize` gives for no parts). With
+/// it, a small answer (below [`scheduler::gathered_answer_bytes`]) is merged into
+/// the last partition, the others empty; a larger one stays one partition per
+/// part. The gather is last so that, when it does not gather, the partitions
+/// before it stream out as their parts finish.
 pub fn lower(
     graph: &mut Graph,
     inputs: &[Key],
@@ -266,7 +528,7 @@ pub fn lower(
     let chunk_layer = layer(&format!("{name}-chunk"));
     let chunk: Arc<dyn Operator> = Arc::new(ChunkOp {
         agg: agg.clone(),
-        decision,
+        decision: decision.clone(),
         name: format!("{name}-radix-chunk"),
     });
     let chunks: Vec<Task> = inputs
@@ -306,26 +568,102 @@ pub fn lower(
         name: part_layer.clone(),
         tasks: parts,
     });
+    let done_layer = layer(&format!("{name}-chunk-done"));
+    let done_op: Arc<dyn Operator> = Arc::new(ChunkDone);
+    let dones: Vec<Task> = (0..chunk_keys.len())
+        .map(|i| Task {
+            key: Key::new(&done_layer, i),
+            deps: (0..slots)
+                .map(|p| Key::new(&part_layer, i * slots + p))
+                .collect(),
+            op: done_op.clone(),
+        })
+        .collect();
+    let done_keys: Vec<Key> = dones.iter().map(|t| t.key.clone()).collect();
+    graph.add_layer(Layer {
+        name: done_layer,
+        tasks: dones,
+    });
     let finalize_layer = layer(&format!("{name}-finalize"));
     let finalize: Arc<dyn Operator> = Arc::new(FinalizeOp {
-        agg,
+        agg: agg.clone(),
+        decision: decision.clone(),
         name: format!("{name}-radix-finalize"),
     });
     let finals: Vec<Task> = (0..slots)
-        .map(|p| Task {
-            key: Key::new(&finalize_layer, p),
-            deps: (0..chunk_keys.len())
-                .map(|i| Key::new(&part_layer, i * slots + p))
-                .collect(),
-            op: finalize.clone(),
+        .map(|p| {
+            // The first finalize task also waits on every chunk's no-op (see
+            // `ChunkDone`), listed first so the order walks them first.
+            let mut deps = if p == 0 {
+                done_keys.clone()
+            } else {
+                Vec::new()
+            };
+            deps.extend((0..chunk_keys.len()).map(|i| Key::new(&part_layer, i * slots + p)));
+            Task {
+                key: Key::new(&finalize_layer, p),
+                deps,
+                op: finalize.clone(),
+            }
         })
         .collect();
-    let keys = finals.iter().map(|t| t.key.clone()).collect();
+    let final_keys: Vec<Key> = finals.iter().map(|t| t.key.clone()).collect();
     graph.add_layer(Layer {
         name: finalize_layer,
         tasks: finals,
     });
-    keys
+    if !agg.gathers() {
+        return final_keys;
+    }
+    let (last, rest) = final_keys.split_last().expect("at least one slot");
+    let gathered_layer = layer(&format!("{name}-to-gather"));
+    let to_gather: Arc<dyn Operator> = Arc::new(PieceOp { piece: 1 });
+    let gathered: Vec<Task> = rest
+        .iter()
+        .enumerate()
+        .map(|(p, k)| Task {
+            key: Key::new(&gathered_layer, p),
+            deps: vec![k.clone()],
+            op: to_gather.clone(),
+        })
+        .collect();
+    let mut gather_deps: Vec<Key> = gathered.iter().map(|t| t.key.clone()).collect();
+    gather_deps.push(last.clone());
+    graph.add_layer(Layer {
+        name: gathered_layer,
+        tasks: gathered,
+    });
+    // Own partition `p` also waits on slot `p`'s piece for the gather, so the
+    // order takes that piece right after the finalize task and its pair is let go
+    // as soon as the partition is handed over (not when the gather runs).
+    let own_layer = layer(&format!("{name}-own"));
+    let own: Arc<dyn Operator> = Arc::new(PieceOp { piece: 0 });
+    let owns: Vec<Task> = rest
+        .iter()
+        .enumerate()
+        .map(|(p, k)| Task {
+            key: Key::new(&own_layer, p),
+            deps: vec![k.clone(), gather_deps[p].clone()],
+            op: own.clone(),
+        })
+        .collect();
+    let mut out: Vec<Key> = owns.iter().map(|t| t.key.clone()).collect();
+    graph.add_layer(Layer {
+        name: own_layer,
+        tasks: owns,
+    });
+    let gather_layer = layer(&format!("{name}-gather"));
+    let gather_key = Key::new(&gather_layer, 0);
+    graph.add_layer(Layer {
+        name: gather_layer,
+        tasks: vec![Task {
+            key: gather_key.clone(),
+            deps: gather_deps,
+            op: Arc::new(GatherOp { agg, decision }),
+        }],
+    });
+    out.push(gather_key);
+    out
 }
 
 impl RadixAggregation for AggregatePlan {
@@ -336,7 +674,11 @@ impl RadixAggregation for AggregatePlan {
     fn chunk(&self, input: &Value, decision: &Decision) -> Result<Chunked> {
         let batch = input.as_batch()?;
         let rows = batch.num_rows();
-        let partial = self.chunk_stored(batch, decision.expected_groups(rows))?;
+        let partial = self.chunk_stored(
+            batch,
+            decision.expected_groups(rows),
+            decision.rows_as_groups(),
+        )?;
         Ok(Chunked {
             groups: partial.num_rows(),
             partial: Value::Batch(partial),
@@ -370,6 +712,40 @@ impl RadixAggregation for AggregatePlan {
             .map(|v| v.as_batch())
             .collect::<Result<Vec<&RecordBatch>>>()?;
         Ok(Value::Batch(self.finalize_stored(&batches)?))
+    }
+
+    fn hashes(&self, part: &Value) -> Result<Vec<u64>> {
+        Ok(self.stored_hashes(part.as_batch()?)?.values().to_vec())
+    }
+
+    fn take(&self, part: &Value, rows: &[u32]) -> Result<Value> {
+        let idx = arrow::array::UInt32Array::from(rows.to_vec());
+        Ok(Value::Batch(arrow::compute::take_record_batch(
+            part.as_batch()?,
+            &idx,
+        )?))
+    }
+
+    fn merge_answers(&self, answers: Vec<Value>) -> Result<Value> {
+        let batches = answers
+            .into_iter()
+            .map(|v| match v {
+                Value::Batch(b) => Ok(b),
+                other => Err(Error::Internal(format!(
+                    "an aggregation answer is {}",
+                    other.kind()
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Value::Batch(self.gather(batches)?))
+    }
+
+    fn empty_answer(&self) -> Value {
+        Value::Batch(RecordBatch::new_empty(self.output_schema.clone()))
+    }
+
+    fn gathers(&self) -> bool {
+        true
     }
 }
 
@@ -444,11 +820,11 @@ mod tests {
             let partials: Vec<RecordBatch> =
                 chunks.iter().map(|c| plan.chunk(c).unwrap()).collect();
             let expected = plan.finalize(&partials.iter().collect::<Vec<_>>()).unwrap();
-            for parts in 1..=9 {
+            for (parts, rows_as_groups) in (1..=9).flat_map(|p| [(p, false), (p, true)]) {
                 let split: Vec<Vec<RecordBatch>> = chunks
                     .iter()
                     .map(|c| {
-                        let stored = plan.chunk_stored(c, 0).unwrap();
+                        let stored = plan.chunk_stored(c, 0, rows_as_groups).unwrap();
                         plan.split_stored(stored, parts).unwrap()
                     })
                     .collect();
@@ -459,7 +835,10 @@ mod tests {
                     })
                     .collect();
                 let got = plan.gather(answers).unwrap();
-                assert_eq!(got, expected, "keys {keys:?}, {parts} parts");
+                assert_eq!(
+                    got, expected,
+                    "keys {keys:?}, {parts} parts, rows as groups {rows_as_groups}"
+                );
             }
         }
     }

@@ -193,6 +193,7 @@ impl PlanNode for BagFrameSource {
         let lctx = LowerCtx {
             run: ctx.clone(),
             skipped: Default::default(),
+            shared: None,
         };
         let inputs = self.bag.lower(graph, &lctx);
         let schema = project(&self.schema, projection);

@@ -120,10 +120,23 @@ fn split_pair(p: J) -> Result<(J, J)> {
     }
 }
 
-fn partition_of(text: &str, n: usize) -> usize {
+fn key_hash(text: &str) -> u64 {
     let mut h = foldhash::fast::FixedState::with_seed(11).build_hasher();
     h.write(text.as_bytes());
-    ((u128::from(h.finish()) * n as u128) >> 64) as usize
+    h.finish()
+}
+
+fn partition_of(text: &str, n: usize) -> usize {
+    ((u128::from(key_hash(text)) * n as u128) >> 64) as usize
+}
+
+fn pair_key(pair: &J) -> Result<&J> {
+    match pair {
+        J::Array(kv) if kv.len() == 2 => Ok(&kv[0]),
+        other => Err(Error::Internal(format!(
+            "a keyed partial is not a [key, acc] pair: {other}"
+        ))),
+    }
 }
 
 impl Bag {
@@ -235,14 +248,7 @@ impl RadixAggregation for Fold {
         }
         let mut out: Vec<Vec<J>> = vec![Vec::new(); parts];
         for pair in pairs {
-            let p = match &pair {
-                J::Array(kv) if kv.len() == 2 => partition_of(&key_text(&kv[0]), parts),
-                other => {
-                    return Err(Error::Internal(format!(
-                        "a keyed partial is not a [key, acc] pair: {other}"
-                    )))
-                }
-            };
+            let p = radix::part_of(key_hash(&key_text(pair_key(&pair)?)), parts);
             out[p].push(pair);
         }
         Ok(out
@@ -272,6 +278,38 @@ impl RadixAggregation for Fold {
             }
         }
         Ok(Value::Records(to_pairs(m)))
+    }
+
+    fn hashes(&self, part: &Value) -> Result<Vec<u64>> {
+        records(part)?
+            .iter()
+            .map(|p| Ok(key_hash(&key_text(pair_key(p)?))))
+            .collect()
+    }
+
+    fn take(&self, part: &Value, rows: &[u32]) -> Result<Value> {
+        let rs = records(part)?;
+        Ok(Value::Records(
+            rows.iter().map(|&i| rs[i as usize].clone()).collect(),
+        ))
+    }
+
+    fn merge_answers(&self, answers: Vec<Value>) -> Result<Value> {
+        let mut keyed: Vec<(String, J)> = Vec::new();
+        for a in answers {
+            let Value::Records(pairs) = a else {
+                return Err(Error::Internal(format!("a keyed answer is {}", a.kind())));
+            };
+            for p in pairs {
+                keyed.push((key_text(pair_key(&p)?), p));
+            }
+        }
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(Value::Records(keyed.into_iter().map(|(_, p)| p).collect()))
+    }
+
+    fn empty_answer(&self) -> Value {
+        Value::Records(Vec::new())
     }
 }
 

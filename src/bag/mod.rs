@@ -88,6 +88,11 @@ pub(crate) enum Stage {
     /// parsing ([`extract`]).
     Pluck(Arc<Pluck>),
     Filter(PredicateFn),
+    /// Each record replaced by null (what `count` needs): kept apart from `Map` so a
+    /// shared read need not copy the record first.
+    Discard,
+    /// Each record reduced to the needed parts (`select_paths`); `None` keeps it.
+    Select(Option<Arc<project::Need>>),
     Flatten,
     Partition(PartitionFn),
 }
@@ -101,6 +106,11 @@ pub(crate) fn push_record(stages: &[Stage], r: J, out: &mut Vec<J>) -> Result<()
     match first {
         Stage::Map(f) => push_record(rest, f(r)?, out),
         Stage::Pluck(p) => push_record(rest, p.apply(r)?, out),
+        Stage::Discard => push_record(rest, J::Null, out),
+        Stage::Select(need) => match need {
+            Some(n) => push_record(rest, project::prune(r, n), out),
+            None => push_record(rest, r, out),
+        },
         Stage::Filter(p) => {
             if p(&r)? {
                 push_record(rest, r, out)
@@ -200,6 +210,9 @@ pub(crate) struct LowerCtx {
     pub run: Arc<RunContext>,
     /// Lines skipped as bad JSON (`OnError::Skip`).
     pub skipped: Arc<AtomicU64>,
+    /// When several bags are computed together ([`compute_all`]): the reads they
+    /// share.
+    pub(crate) shared: Option<Arc<read::SharedReads>>,
 }
 
 /// What [`per_partition`] runs: the partition number and its input.
@@ -360,22 +373,17 @@ impl Bag {
             .map(|p| FieldPath::parse(p.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         let fields = self.fields.select(&paths);
-        let need = project::Fields::default().select(&paths).projection();
-        Ok(self.with_step(
-            Stage::Map(Arc::new(move |r| {
-                Ok(match &need {
-                    Some(n) => project::prune(r, n),
-                    None => r,
-                })
-            })),
-            fields,
-        ))
+        let need = project::Fields::default()
+            .select(&paths)
+            .projection()
+            .map(Arc::new);
+        Ok(self.with_step(Stage::Select(need), fields))
     }
 
     /// The same number of records, each replaced by null: what `count` needs, so
     /// the reader parses no more than the filters read.
     pub(crate) fn discard(&self) -> Bag {
-        self.with_step(Stage::Map(Arc::new(|_| Ok(J::Null))), self.fields.discard())
+        self.with_step(Stage::Discard, self.fields.discard())
     }
 
     /// Lines skipped as bad JSON by every computation so far that read this bag's
@@ -522,6 +530,7 @@ impl Bag {
         let ctx = LowerCtx {
             run: self.session.run_context(),
             skipped: Arc::new(AtomicU64::new(0)),
+            shared: None,
         };
         let mut graph = Graph::new();
         let keys = build(&mut graph, &ctx);
@@ -538,6 +547,8 @@ impl Bag {
         stats.shuffled_bytes = shuffled.bytes_shuffled;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         stats.radix_parts = ctx.run.radix_parts() as u64;
+        stats.sort_runs_spilled = ctx.run.sort_runs();
+        stats.radix_splits = ctx.run.radix_splits();
         Ok(BagStats {
             run: stats,
             skipped_lines: ctx.skipped.load(Ordering::Relaxed),
@@ -587,6 +598,67 @@ impl Bag {
         got.truncate(n);
         Ok(got)
     }
+}
+
+/// Computes several bags in one graph, as Dask's `dask.compute(a, b, c)`: bags
+/// read from the same JSON-lines files (derived from one [`Session::read_json`])
+/// share one read, each line parsed once for all of them, so three questions about
+/// a folder of records cost one pass over its bytes. Returns each bag's records, in
+/// the order of `bags`, and what the run did. Lazy reductions
+/// ([`Bag::count_bag`], [`Bag::mean_bag`], ...) are one-record bags, so counts and
+/// means join keyed results (`frequencies`, `foldby`) in one computation.
+///
+/// Memory: the shared read hands each bag only what its own steps make of a block
+/// (a count's placeholders, a pluck's values), never the parsed records; those are
+/// dropped line by line. The bags must belong to one session.
+pub fn compute_all(bags: &[&Bag]) -> Result<(Vec<Vec<J>>, BagStats)> {
+    let Some(first) = bags.first() else {
+        return Ok((Vec::new(), BagStats::default()));
+    };
+    let session = &first.session;
+    let shared = Arc::new(read::SharedReads::default());
+    let ctx = LowerCtx {
+        run: session.run_context(),
+        skipped: Arc::new(AtomicU64::new(0)),
+        shared: Some(shared.clone()),
+    };
+    let mut graph = Graph::new();
+    // Each bag's keys, and where they start in the list of outputs.
+    let mut keys = Vec::new();
+    let mut owner = Vec::new();
+    for (b, bag) in bags.iter().enumerate() {
+        let ks = bag.lower(&mut graph, &ctx);
+        owner.extend(std::iter::repeat_n(b, ks.len()));
+        keys.extend(ks);
+    }
+    shared.finish(&mut graph, &ctx);
+    let exec = graph.compile(&keys)?;
+    drop(graph);
+    // Outputs arrive in order: bag by bag, partition by partition.
+    let got: Vec<Mutex<Vec<J>>> = bags.iter().map(|_| Mutex::new(Vec::new())).collect();
+    let mut stats = session.executor().run_streaming(&exec, &|i, v| {
+        got[owner[i]]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(records(v.as_ref())?.iter().cloned());
+        Ok(())
+    })?;
+    let shuffled = ctx.run.shuffle_totals();
+    stats.bytes_read = ctx.run.bytes_read();
+    stats.shuffled_bytes = shuffled.bytes_shuffled;
+    stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
+    stats.radix_parts = ctx.run.radix_parts() as u64;
+    let out = got
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect();
+    Ok((
+        out,
+        BagStats {
+            run: stats,
+            skipped_lines: ctx.skipped.load(Ordering::Relaxed),
+        },
+    ))
 }
 
 /// A key function reading `path` (null when missing).

@@ -45,6 +45,18 @@ impl Need {
     fn whole_at(&mut self, segs: &[Seg]) {
         self.at(segs).whole = true;
     }
+
+    /// Adds what `other` needs: a parse with the result serves both (each reader
+    /// reads only its own parts, so the extra parts are never seen).
+    pub(crate) fn merge(&mut self, other: &Need) {
+        self.whole |= other.whole;
+        for (k, n) in &other.fields {
+            self.fields.entry(k.clone()).or_default().merge(n);
+        }
+        if let Some(n) = &other.items {
+            self.items.get_or_insert_with(Default::default).merge(n);
+        }
+    }
 }
 
 /// What the bag's steps may read of the raw records.
@@ -166,6 +178,30 @@ impl Fields {
 pub fn prune(mut v: J, need: &Need) -> J {
     prune_in_place(&mut v, need);
     v
+}
+
+/// A copy of only the needed parts of `v` (what [`prune`] leaves of a clone),
+/// copying nothing else: for a reader that must keep `v` for others.
+pub(crate) fn pruned(v: &J, need: &Need) -> J {
+    if need.whole {
+        return v.clone();
+    }
+    match v {
+        J::Object(o) => {
+            let mut out = Map::new();
+            for (k, x) in o {
+                if let Some(n) = need.fields.get(k) {
+                    out.insert(k.clone(), pruned(x, n));
+                }
+            }
+            J::Object(out)
+        }
+        J::Array(items) => match &need.items {
+            Some(n) => J::Array(items.iter().map(|x| pruned(x, n)).collect()),
+            None => J::Array(Vec::new()),
+        },
+        other => other.clone(),
+    }
 }
 
 fn prune_in_place(v: &mut J, need: &Need) {

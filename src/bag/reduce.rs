@@ -4,7 +4,7 @@
 //! `max`, `topk`, `fold` are built on it.
 
 use std::cmp::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::Value as J;
 
@@ -55,6 +55,14 @@ fn f64_json(x: f64) -> J {
     serde_json::Number::from_f64(x).map_or(J::Null, J::Number)
 }
 
+/// The one record of a computed reduction.
+fn one((mut got, stats): (Vec<J>, BagStats)) -> Result<(J, BagStats)> {
+    let v = got
+        .pop()
+        .ok_or_else(|| Error::Internal("a reduction gave no value".into()))?;
+    Ok((v, stats))
+}
+
 fn pair(v: &J) -> (f64, f64, f64) {
     let a = v.as_array();
     let g = |i: usize| a.and_then(|a| a.get(i)).and_then(J::as_f64).unwrap_or(0.0);
@@ -89,9 +97,28 @@ impl Bag {
         chunk: ChunkFn,
         combine: CombineFn,
     ) -> Result<(J, BagStats)> {
+        let (mut got, stats) = self.reduce_bag(chunk, combine).compute_with_stats()?;
+        let value = got
+            .pop()
+            .ok_or_else(|| Error::Internal("a reduction gave no value".into()))?;
+        Ok((value, stats))
+    }
+
+    /// The reduction as a lazy bag of one record (the value), for
+    /// [`super::compute_all`].
+    pub fn reduction_bag(
+        &self,
+        perpartition: impl Fn(&[J]) -> Result<J> + Send + Sync + 'static,
+        aggregate: impl Fn(Vec<J>) -> Result<J> + Send + Sync + 'static,
+    ) -> Bag {
+        self.reduce_bag(Arc::new(perpartition), Arc::new(aggregate))
+    }
+
+    fn reduce_bag(&self, chunk: ChunkFn, combine: CombineFn) -> Bag {
         let split_every = self.session.split_every();
-        let build = |graph: &mut crate::graph::Graph, ctx: &super::LowerCtx| -> Vec<Key> {
-            let inputs = self.lower(graph, ctx);
+        let input = self.clone();
+        let build = move |graph: &mut crate::graph::Graph, ctx: &super::LowerCtx| -> Vec<Key> {
+            let inputs = input.lower(graph, ctx);
             let chunk = chunk.clone();
             let mut level = per_partition(
                 graph,
@@ -134,16 +161,67 @@ impl Bag {
                 }
             }
         };
-        let got: Mutex<Option<J>> = Mutex::new(None);
-        let stats = self.run_graph(&build, None, &|_, v| {
-            *got.lock().unwrap_or_else(|p| p.into_inner()) = records(v)?.first().cloned();
-            Ok(())
-        })?;
-        let value = got
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .ok_or_else(|| Error::Internal("a reduction gave no value".into()))?;
-        Ok((value, stats))
+        Bag::from_graph(self.session.clone(), 1, Arc::new(build))
+    }
+
+    /// The number of records, lazily: a bag of one record (see
+    /// [`super::compute_all`]).
+    pub fn count_bag(&self) -> Bag {
+        self.discard().reduce_bag(
+            Arc::new(|r: &[J]| Ok(J::from(r.len() as u64))),
+            Arc::new(|p: Vec<J>| Ok(J::from(p.iter().filter_map(J::as_u64).sum::<u64>()))),
+        )
+    }
+
+    /// The sum of the records (numbers), lazily: a bag of one record.
+    pub fn sum_bag(&self) -> Bag {
+        self.reduction_bag(
+            |r| {
+                let mut s = 0.0;
+                for x in r {
+                    s += number("sum", x)?;
+                }
+                Ok(f64_json(s))
+            },
+            |p| Ok(f64_json(p.iter().filter_map(J::as_f64).sum())),
+        )
+    }
+
+    /// The mean of the records (numbers), lazily: a bag of one record; an empty bag
+    /// is an error when computed.
+    pub fn mean_bag(&self) -> Bag {
+        self.moments_bag("mean").map(|v| {
+            let (n, mean, _) = pair(&v);
+            if n == 0.0 {
+                return Err(Error::plan("mean", "the bag is empty"));
+            }
+            Ok(f64_json(mean))
+        })
+    }
+
+    /// The variance (`ddof` as [`var`](Self::var)), lazily: a bag of one record.
+    pub fn var_bag(&self, ddof: u32) -> Bag {
+        self.moments_bag("var").map(move |v| {
+            let (n, _, m2) = pair(&v);
+            let d = n - f64::from(ddof);
+            Ok(f64_json(if d > 0.0 { m2 / d } else { f64::NAN }))
+        })
+    }
+
+    /// The standard deviation (`ddof` as [`std`](Self::std)), lazily.
+    pub fn std_bag(&self, ddof: u32) -> Bag {
+        self.var_bag(ddof)
+            .map(|v| Ok(v.as_f64().map_or(J::Null, |x| f64_json(x.sqrt()))))
+    }
+
+    /// The smallest record, lazily: a bag of one record.
+    pub fn min_bag(&self) -> Bag {
+        self.extreme_bag("min", Ordering::Less)
+    }
+
+    /// The largest record, lazily: a bag of one record.
+    pub fn max_bag(&self) -> Bag {
+        self.extreme_bag("max", Ordering::Greater)
     }
 
     /// Number of records.
@@ -153,31 +231,20 @@ impl Bag {
 
     /// [`count`](Self::count), and what the run did.
     pub fn count_with_stats(&self) -> Result<(u64, BagStats)> {
-        let (v, stats) = self.discard().reduce_with_stats(
-            Arc::new(|r: &[J]| Ok(J::from(r.len() as u64))),
-            Arc::new(|p: Vec<J>| Ok(J::from(p.iter().filter_map(J::as_u64).sum::<u64>()))),
-        )?;
+        let (v, stats) = one(self.count_bag().compute_with_stats()?)?;
         Ok((v.as_u64().unwrap_or(0), stats))
     }
 
     /// Sum of the records, which must be numbers (0 for an empty bag).
     pub fn sum(&self) -> Result<f64> {
-        let v = self.reduction(
-            |r| {
-                let mut s = 0.0;
-                for x in r {
-                    s += number("sum", x)?;
-                }
-                Ok(f64_json(s))
-            },
-            |p| Ok(f64_json(p.iter().filter_map(J::as_f64).sum())),
-        )?;
+        let (v, _) = one(self.sum_bag().compute_with_stats()?)?;
         Ok(v.as_f64().unwrap_or(f64::NAN))
     }
 
-    /// Count, mean and sum of squared deviations (Chan et al.'s parallel form).
-    fn moments(&self, op: &'static str) -> Result<(f64, f64, f64)> {
-        let v = self.reduction(
+    /// Count, mean and sum of squared deviations (Chan et al.'s parallel form), as
+    /// a lazy bag of one `[n, mean, m2]` record.
+    fn moments_bag(&self, op: &'static str) -> Bag {
+        self.reduction_bag(
             move |r| {
                 let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
                 for x in r {
@@ -204,7 +271,11 @@ impl Bag {
                 }
                 Ok(J::Array(vec![f64_json(n), f64_json(mean), f64_json(m2)]))
             },
-        )?;
+        )
+    }
+
+    fn moments(&self, op: &'static str) -> Result<(f64, f64, f64)> {
+        let (v, _) = one(self.moments_bag(op).compute_with_stats()?)?;
         Ok(pair(&v))
     }
 
@@ -232,7 +303,7 @@ impl Bag {
         Ok(self.var(ddof)?.sqrt())
     }
 
-    fn extreme(&self, op: &'static str, want: Ordering) -> Result<J> {
+    fn extreme_bag(&self, op: &'static str, want: Ordering) -> Bag {
         let pick = move |p: &[J]| -> Result<J> {
             let mut best: Option<&J> = None;
             for x in p {
@@ -246,11 +317,16 @@ impl Bag {
             }
             Ok(best.cloned().unwrap_or(J::Null))
         };
-        let v = self.reduction(pick, move |p| pick(&p))?;
-        if v.is_null() {
-            return Err(Error::plan(op, "the bag is empty"));
-        }
-        Ok(v)
+        self.reduction_bag(pick, move |p| pick(&p)).map(move |v| {
+            if v.is_null() {
+                return Err(Error::plan(op, "the bag is empty"));
+            }
+            Ok(v)
+        })
+    }
+
+    fn extreme(&self, op: &'static str, want: Ordering) -> Result<J> {
+        Ok(one(self.extreme_bag(op, want).compute_with_stats()?)?.0)
     }
 
     /// The smallest record (numbers, or strings).

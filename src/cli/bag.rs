@@ -1,14 +1,17 @@
 //! `outcore bag`: a bag of JSON records (or text lines) from a glob: filter, pluck,
-//! flatten, then one result (a count, frequencies, distinct values, top k, a sum or
+//! flatten, then a result (a count, frequencies, distinct values, top k, a sum or
 //! mean, a groupby with aggregations) or the records themselves, as JSON lines or
-//! CSV, to stdout or one file per partition in `--out DIR`.
+//! CSV, to stdout or one file per partition in `--out DIR`. Several results in one
+//! command (`--count --frequencies name --mean amount --by name`) are computed
+//! together, the files read once ([`outcore::bag::compute_all`]), and printed one
+//! after another, each under a `# NAME` line.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::{ArgGroup, Args, ValueEnum};
-use outcore::bag::{key_path, Bag, BagStats, FieldPath, OnError};
+use outcore::bag::{key_path, Bag, FieldPath, OnError};
 use outcore::{Error, Result};
 use serde_json::Value as J;
 
@@ -20,6 +23,9 @@ enum BagFormat {
     Json,
     /// CSV: objects by field, lists by position, other values as one column.
     Csv,
+    /// A Parquet dataset (needs --out; records must be objects), read back by
+    /// every frame command.
+    Parquet,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -31,7 +37,7 @@ enum OnErrorArg {
 }
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("result").multiple(false).args([
+#[command(group(ArgGroup::new("result").multiple(true).args([
     "count", "frequencies", "distinct", "topk", "sum", "mean", "min", "max", "std", "var",
     "groupby", "take",
 ])))]
@@ -59,17 +65,19 @@ pub struct BagArgs {
     /// Print the number of records.
     #[arg(long)]
     count: bool,
-    /// Print each distinct record with its count.
-    #[arg(long)]
-    frequencies: bool,
+    /// Print each distinct record with its count; with PATH, each distinct value at
+    /// PATH (null where missing).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    frequencies: Option<String>,
     /// Print each distinct record once.
     #[arg(long)]
     distinct: bool,
     /// Print the K largest records (by --by PATH).
     #[arg(long, value_name = "K")]
     topk: Option<usize>,
-    /// The path --topk orders by.
-    #[arg(long, requires = "topk", value_name = "PATH")]
+    /// The path --topk orders by; with --sum, --mean, --min or --max, the key:
+    /// one result per distinct value at PATH (as --groupby PATH --agg 'mean(..)').
+    #[arg(long, value_name = "PATH")]
     by: Option<String>,
     /// Print the sum of the values at PATH (every element when the path has []).
     #[arg(long, value_name = "PATH")]
@@ -419,6 +427,13 @@ impl Printer {
         let path = Path::new("<stdout>");
         let io = |e| Error::io(path, e);
         match self.format {
+            BagFormat::Parquet => {
+                return Err(Error::plan(
+                    "--format parquet",
+                    "writes a dataset of records (objects): give --out DIR, and no \
+                     reduction (--count, --sum, --take, ...)",
+                ))
+            }
             BagFormat::Json => outcore::bag::write_json_lines(&mut out, path, records)?,
             BagFormat::Csv => {
                 let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
@@ -453,6 +468,19 @@ impl Printer {
 }
 
 pub fn run(a: BagArgs) -> Result<()> {
+    let reduces = a.count
+        || a.take.is_some()
+        || a.topk.is_some()
+        || [&a.sum, &a.mean, &a.min, &a.max, &a.std, &a.var]
+            .iter()
+            .any(|p| p.is_some());
+    if a.format == BagFormat::Parquet && (a.out.is_none() || reduces) {
+        return Err(Error::plan(
+            "--format parquet",
+            "writes a dataset of records (objects): give --out DIR, and no reduction \
+             (--count, --sum, --take, ...)",
+        ));
+    }
     let session = a.run.session()?;
     let mut reader = if a.text {
         session.read_text(&a.glob)
@@ -489,67 +517,81 @@ pub fn run(a: BagArgs) -> Result<()> {
         format: a.format,
         header: Mutex::new(None),
     };
-    let scalar = |v: J, stats: Option<&BagStats>| -> Result<()> {
-        if let Some(s) = stats {
-            a.run.report(&s.run);
-        }
-        report_skipped(&read);
-        printer.write(&[v])
-    };
-    // Reductions to one value print it and return.
-    let reduced: Option<(J, Option<BagStats>)> = if a.count {
-        let (n, stats) = bag.count_with_stats()?;
-        Some((J::from(n), Some(stats)))
-    } else if let Some(p) = &a.sum {
-        Some((fnum(values_bag(&bag, p)?.sum()?), None))
-    } else if let Some(p) = &a.mean {
-        Some((fnum(values_bag(&bag, p)?.mean()?), None))
-    } else if let Some(p) = &a.min {
-        Some((values_bag(&bag, p)?.min()?, None))
-    } else if let Some(p) = &a.max {
-        Some((values_bag(&bag, p)?.max()?, None))
-    } else if let Some(p) = &a.std {
-        Some((fnum(values_bag(&bag, p)?.std(a.ddof)?), None))
-    } else if let Some(p) = &a.var {
-        Some((fnum(values_bag(&bag, p)?.var(a.ddof)?), None))
-    } else if let Some(n) = a.take {
-        let rows = bag.take(n)?;
-        report_skipped(&read);
-        printer.write(&rows)?;
-        return Ok(());
-    } else if let Some(k) = a.topk {
-        let key = a.by.as_deref().map(key_path).transpose()?;
-        let rows = bag.topk(k, key)?;
-        report_skipped(&read);
-        printer.write(&rows)?;
-        return Ok(());
-    } else {
-        None
-    };
-    if let Some((v, stats)) = reduced {
-        return scalar(v, stats.as_ref());
-    }
-    let result = if a.frequencies {
-        bag.frequencies().map(|pair| match pair {
-            J::Array(mut kv) if kv.len() == 2 => {
-                let n = kv.pop().unwrap_or(J::Null);
-                let mut o = serde_json::Map::new();
-                o.insert("value".into(), kv.pop().unwrap_or(J::Null));
-                o.insert("count".into(), n);
-                Ok(J::Object(o))
+    if a.take.is_some() || a.topk.is_some() {
+        let rows = match (a.take, a.topk) {
+            (Some(n), None) if questions(&a, &bag)?.is_empty() => bag.take(n)?,
+            (None, Some(k)) if questions(&a, &bag)?.is_empty() => {
+                let key = a.by.as_deref().map(key_path).transpose()?;
+                bag.topk(k, key)?
             }
-            other => Ok(other),
-        })
-    } else if a.distinct {
-        bag.distinct()
-    } else if let Some(key) = &a.groupby {
-        match &a.agg {
-            Some(spec) => groupby_agg(&bag, key, parse_bag_aggs(spec)?)?,
-            None => bag.groupby(key_path(key)?),
+            _ => return Err(Error::plan(
+                "bag",
+                "--take and --topk give records, not one result among several: ask for them alone",
+            )),
+        };
+        report_skipped(&read);
+        printer.write(&rows)?;
+        return Ok(());
+    }
+    let mut asked = questions(&a, &bag)?;
+    if asked.len() > 1 {
+        if a.out.is_some() {
+            return Err(Error::plan(
+                "bag",
+                "--out writes one bag: ask for one result (or none) with it",
+            ));
         }
-    } else {
-        bag
+        // One graph, the files read once; each result printed under its name.
+        let bags: Vec<&Bag> = asked.iter().map(|q| &q.bag).collect();
+        let (results, stats) = outcore::bag::compute_all(&bags)?;
+        a.run.report(&stats.run);
+        report_skipped(&read);
+        let stdout = std::io::stdout();
+        for (q, records) in asked.iter().zip(results) {
+            {
+                let mut out = stdout.lock();
+                writeln!(out, "# {}", q.name)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+            }
+            let section = Printer {
+                format: a.format,
+                header: Mutex::new(None),
+            };
+            section.write(&records)?;
+        }
+        return Ok(());
+    }
+    let result = match asked.pop() {
+        Some(q) if q.scalar => {
+            let (got, stats) = q.bag.compute_with_stats()?;
+            a.run.report(&stats.run);
+            report_skipped(&read);
+            return printer.write(&got);
+        }
+        Some(q) => q.bag,
+        None => bag,
     };
+    if a.format == BagFormat::Parquet {
+        // Records (objects) as a frame, written as the frame commands write it.
+        let Some(dir) = &a.out else {
+            return Err(Error::plan(
+                "--format parquet",
+                "writes a dataset folder: give --out DIR",
+            ));
+        };
+        let stats = result.to_dataframe(None)?.to_parquet(
+            dir,
+            &outcore::frame::parquet::WriteOptions {
+                overwrite: a.overwrite,
+                query: Some(super::grammar::command_line()),
+            },
+        )?;
+        a.run.report(&stats);
+        report_skipped(&read);
+        eprintln!("wrote {}", dir.display());
+        return Ok(());
+    }
     if let Some(dir) = &a.out {
         let (dir, stats) = result.to_textfiles(dir, a.overwrite)?;
         a.run.report(&stats.run);
@@ -561,6 +603,121 @@ pub fn run(a: BagArgs) -> Result<()> {
     a.run.report(&stats.run);
     report_skipped(&read);
     Ok(())
+}
+
+/// One result a command asks for: its name (the `# NAME` line when there are
+/// several), the bag that answers it, and whether that is one value.
+struct Question {
+    name: String,
+    bag: Bag,
+    scalar: bool,
+}
+
+/// The results asked for, in a fixed order: count, sum, mean, min, max, std, var,
+/// frequencies, distinct, groupby.
+fn questions(a: &BagArgs, bag: &Bag) -> Result<Vec<Question>> {
+    let mut out = Vec::new();
+    let one = |name: String, bag: Bag| Question {
+        name,
+        bag,
+        scalar: true,
+    };
+    let many = |name: String, bag: Bag| Question {
+        name,
+        bag,
+        scalar: false,
+    };
+    if a.count {
+        out.push(one("count".into(), bag.count_bag()));
+    }
+    // With --by (and not --topk), sums, means and extremes are per key.
+    let by = a.by.as_deref().filter(|_| a.topk.is_none());
+    for (func, path) in [
+        ("sum", &a.sum),
+        ("mean", &a.mean),
+        ("min", &a.min),
+        ("max", &a.max),
+    ] {
+        let Some(p) = path else { continue };
+        let name = format!("{func}({p})");
+        out.push(match by {
+            Some(key) => {
+                let agg = BagAgg {
+                    func: func.to_string(),
+                    path: Some(FieldPath::parse(p)?),
+                    name: name.clone(),
+                };
+                many(
+                    format!("{name} by {key}"),
+                    groupby_agg(bag, key, vec![agg])?,
+                )
+            }
+            None => {
+                let values = values_bag(bag, p)?;
+                let lazy = match func {
+                    "sum" => values.sum_bag(),
+                    "mean" => values.mean_bag(),
+                    "min" => values.min_bag(),
+                    _ => values.max_bag(),
+                };
+                one(name, lazy)
+            }
+        });
+    }
+    for (func, path) in [("std", &a.std), ("var", &a.var)] {
+        let Some(p) = path else { continue };
+        if by.is_some() {
+            return Err(Error::plan(
+                "bag",
+                format!("--{func} has no --by; --by keys --sum, --mean, --min and --max"),
+            ));
+        }
+        let values = values_bag(bag, p)?;
+        let lazy = match func {
+            "std" => values.std_bag(a.ddof),
+            _ => values.var_bag(a.ddof),
+        };
+        out.push(one(format!("{func}({p})"), lazy));
+    }
+    if by.is_some()
+        && ![&a.sum, &a.mean, &a.min, &a.max]
+            .iter()
+            .any(|p| p.is_some())
+    {
+        return Err(Error::plan(
+            "bag",
+            "--by needs --topk, --sum, --mean, --min or --max",
+        ));
+    }
+    if let Some(path) = &a.frequencies {
+        let (name, values) = if path.is_empty() {
+            ("frequencies".to_string(), bag.clone())
+        } else {
+            (format!("frequencies({path})"), bag.pluck_or(path, J::Null)?)
+        };
+        let freq = values.frequencies().map(|pair| match pair {
+            J::Array(mut kv) if kv.len() == 2 => {
+                let n = kv.pop().unwrap_or(J::Null);
+                let mut o = serde_json::Map::new();
+                o.insert("value".into(), kv.pop().unwrap_or(J::Null));
+                o.insert("count".into(), n);
+                Ok(J::Object(o))
+            }
+            other => Ok(other),
+        });
+        out.push(many(name, freq));
+    }
+    if a.distinct {
+        out.push(many("distinct".into(), bag.distinct()));
+    }
+    if let Some(key) = &a.groupby {
+        let g = match &a.agg {
+            Some(spec) => groupby_agg(bag, key, parse_bag_aggs(spec)?)?,
+            None => bag.groupby(key_path(key)?),
+        };
+        out.push(many(format!("groupby({key})"), g));
+    }
+    Ok(out)
 }
 
 fn report_skipped(read: &Bag) {

@@ -3,9 +3,12 @@
 mod bag;
 mod datasets;
 mod demo;
+mod grammar;
 mod output;
+mod progress;
 mod query;
 mod timeseries;
+mod visualize;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +72,10 @@ pub struct RunArgs {
     /// the peak memory reserved and the largest consumers at that moment.
     #[arg(long)]
     stats: bool,
+    /// No progress bar (it is drawn on stderr only when stderr is a terminal and
+    /// the run takes more than about a second).
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 /// How CSV inputs are read (every command that reads CSV takes these).
@@ -137,6 +144,11 @@ impl RunArgs {
         if let Some(d) = &self.spill_dir {
             b = b.with_spill_dir(d);
         }
+        if !self.quiet {
+            if let Some(bar) = progress::Bar::for_stderr() {
+                b = b.with_progress(bar);
+            }
+        }
         b.with_cancel_flag(interrupt_flag()?).build()
     }
 
@@ -159,7 +171,27 @@ pub fn format_stats(s: &RunStats) -> String {
         String::new()
     };
     let radix = if s.radix_parts > 0 {
-        format!("; radix parts {}", s.radix_parts)
+        if s.radix_splits > 0 {
+            format!(
+                "; radix parts {} ({} merged in sub-parts)",
+                s.radix_parts, s.radix_splits
+            )
+        } else {
+            format!("; radix parts {}", s.radix_parts)
+        }
+    } else {
+        String::new()
+    };
+    let join = if s.join_buckets_spilled + s.join_build_chunks > 0 {
+        format!(
+            "; join buckets spilled {}, build chunks {}",
+            s.join_buckets_spilled, s.join_build_chunks
+        )
+    } else {
+        String::new()
+    };
+    let runs = if s.sort_runs_spilled > 0 {
+        format!("; sort runs spilled {}", s.sort_runs_spilled)
     } else {
         String::new()
     };
@@ -171,7 +203,7 @@ pub fn format_stats(s: &RunStats) -> String {
         .join(", ");
     format!(
         "stats: read {}; peak reserved {} of {} ({}); spilled {} ({} values), read back {}; \
-         shuffled {} ({} on disk); {} tasks; reads held back {} times{row_groups}{radix}",
+         shuffled {} ({} on disk); {} tasks; reads held back {} times{row_groups}{radix}{join}{runs}",
         human_bytes(s.bytes_read),
         human_bytes(s.peak_reserved),
         human_bytes(s.memory_limit),
@@ -268,6 +300,54 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         return Err(format!("size {s:?} must be at least 1 byte"));
     }
     Ok(bytes as u64)
+}
+
+/// Runs this process again (same pid, same arguments, `exec`) with glibc's malloc
+/// tuned for the memory limit given, when it wants tuning
+/// ([`outcore::scheduler::malloc_tunables`]): glibc reads its settings only at
+/// start, from `GLIBC_TUNABLES`, and setting them from inside would take
+/// `unsafe`. Nothing happens when the variable is already set (by the user, or
+/// by the first run), on other platforms, or when the exec fails (the run goes
+/// on untuned).
+pub fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+            return;
+        }
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let Some(tunables) = outcore::scheduler::malloc_tunables(memory_limit_arg(&args)) else {
+            return;
+        };
+        let mut again = std::process::Command::new("/proc/self/exe");
+        again
+            .args(args.iter().skip(1))
+            .env("GLIBC_TUNABLES", tunables);
+        if let Some(argv0) = args.first() {
+            again.arg0(argv0);
+        }
+        // Returns only if the exec failed.
+        let _ = again.exec();
+    }
+}
+
+/// The value of `--memory-limit` among `args`, if given and valid (clap reports
+/// a bad one later).
+fn memory_limit_arg(args: &[std::ffi::OsString]) -> Option<u64> {
+    let mut it = args.iter().filter_map(|a| a.to_str());
+    while let Some(a) = it.next() {
+        if a == "--" {
+            return None;
+        }
+        if a == "--memory-limit" {
+            return it.next().and_then(|v| parse_size(v).ok());
+        }
+        if let Some(v) = a.strip_prefix("--memory-limit=") {
+            return parse_size(v).ok();
+        }
+    }
+    None
 }
 
 /// Parses the arguments and runs the subcommand.

@@ -21,6 +21,8 @@ pub enum Format {
     Csv,
     /// One JSON object per row.
     Json,
+    /// A Parquet dataset (one file per partition and a manifest); needs `--out`.
+    Parquet,
 }
 
 fn arrow_write_err(path: &Path, e: arrow::error::ArrowError) -> Error {
@@ -29,6 +31,9 @@ fn arrow_write_err(path: &Path, e: arrow::error::ArrowError) -> Error {
         other => Error::Arrow(other),
     }
 }
+
+/// Rows of a batch formatted as CSV in one piece (see [`write_batch`]).
+const CSV_SLICE_ROWS: usize = 16 * 1024;
 
 /// Writes `batch` to `out` in `format`; `header` says whether CSV gets its header.
 fn write_batch(
@@ -46,18 +51,43 @@ fn write_batch(
         Format::Csv => {
             // Formatted into memory first: arrow's CSV writer reports a closed pipe
             // as text, which would hide the BrokenPipe that `| head` should exit 0 on.
-            let mut text = Vec::with_capacity(batch.get_array_memory_size());
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(header)
-                .build(&mut text);
-            w.write(batch).map_err(|e| arrow_write_err(path, e))?;
-            drop(w);
-            out.write_all(&text).map_err(|e| Error::io(path, e))?;
+            // Slices of a large batch are formatted on the session's threads (when
+            // called in one of its workers: answers are handed over in order, one at
+            // a time, so formatting on the one thread would be the run's tail).
+            let rows = batch.num_rows();
+            let slices = rows.div_ceil(CSV_SLICE_ROWS).max(1);
+            let format = |i: usize| -> Result<Vec<u8>> {
+                let start = i * CSV_SLICE_ROWS;
+                let slice = batch.slice(start, CSV_SLICE_ROWS.min(rows - start));
+                let mut text = Vec::with_capacity(slice.get_array_memory_size());
+                outcore::io::csv_write::write_csv(&mut text, &slice, header && i == 0)?;
+                Ok(text)
+            };
+            if slices > 1 && rayon::current_thread_index().is_some() {
+                use rayon::prelude::*;
+                let texts = (0..slices)
+                    .into_par_iter()
+                    .map(format)
+                    .collect::<Result<Vec<_>>>()?;
+                for text in texts {
+                    out.write_all(&text).map_err(|e| Error::io(path, e))?;
+                }
+            } else {
+                for i in 0..slices {
+                    out.write_all(&format(i)?).map_err(|e| Error::io(path, e))?;
+                }
+            }
         }
         Format::Json => {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
             w.write(batch).map_err(|e| arrow_write_err(path, e))?;
             w.finish().map_err(|e| arrow_write_err(path, e))?;
+        }
+        Format::Parquet => {
+            return Err(Error::plan(
+                "--format parquet",
+                "writes a dataset folder: give --out DIR",
+            ))
         }
     }
     Ok(())
@@ -77,11 +107,19 @@ pub enum PartitionWriter {
     },
     /// `part-00000.csv`, ... in a temporary folder beside the target, moved into
     /// place by [`PartitionWriter::finish`]; dropped unfinished, the folder goes.
+    /// Empty partitions (a groupby's slots past its parts) get no file; the files
+    /// are numbered in partition order, and an answer with no rows at all is one
+    /// file with the header.
     Folder {
         /// Output format (a table is written as CSV).
         format: Format,
         /// The folder being written.
         staged: StagedFolder,
+        /// File number of each partition written (a query run again after a
+        /// column widened writes the same files again).
+        files: Mutex<std::collections::BTreeMap<usize, usize>>,
+        /// The first empty partition, written at the end if no other was.
+        empty: Mutex<Option<RecordBatch>>,
     },
 }
 
@@ -101,6 +139,8 @@ impl PartitionWriter {
         Ok(PartitionWriter::Folder {
             format,
             staged: StagedFolder::new("query", dir, overwrite)?,
+            files: Mutex::default(),
+            empty: Mutex::default(),
         })
     }
 
@@ -121,34 +161,75 @@ impl PartitionWriter {
                 if *format == Format::Table && batch.num_rows() == 0 && !header {
                     return Ok(());
                 }
-                let stdout = std::io::stdout();
-                let mut out = BufWriter::new(stdout.lock());
-                let path = Path::new("<stdout>");
-                write_batch(&mut out, path, batch, *format, header)?;
-                out.flush().map_err(|e| Error::io(path, e))
+                // A progress bar on the terminal is cleared while rows print.
+                super::progress::suspend(|| {
+                    let stdout = std::io::stdout();
+                    let mut out = BufWriter::new(stdout.lock());
+                    let path = Path::new("<stdout>");
+                    write_batch(&mut out, path, batch, *format, header)?;
+                    out.flush().map_err(|e| Error::io(path, e))
+                })
             }
-            PartitionWriter::Folder { format, staged } => {
-                let (format, ext) = match format {
-                    Format::Json => (Format::Json, "json"),
-                    _ => (Format::Csv, "csv"),
+            PartitionWriter::Folder {
+                format,
+                staged,
+                files,
+                empty,
+            } => {
+                if batch.num_rows() == 0 {
+                    empty
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(|| batch.clone());
+                    return Ok(());
+                }
+                let number = {
+                    let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
+                    let next = files.len();
+                    *files.entry(index).or_insert(next)
                 };
-                let path = staged.path().join(format!("part-{index:05}.{ext}"));
-                let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-                let mut out = BufWriter::new(file);
-                write_batch(&mut out, &path, batch, format, true)?;
-                let file = out
-                    .into_inner()
-                    .map_err(|e| Error::io(&path, e.into_error()))?;
-                file.sync_data().map_err(|e| Error::io(&path, e))
+                Self::write_file(staged, *format, number, batch)
             }
         }
+    }
+
+    fn write_file(
+        staged: &StagedFolder,
+        format: Format,
+        number: usize,
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        let (format, ext) = match format {
+            Format::Json => (Format::Json, "json"),
+            _ => (Format::Csv, "csv"),
+        };
+        let path = staged.path().join(format!("part-{number:05}.{ext}"));
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut out = BufWriter::new(file);
+        write_batch(&mut out, &path, batch, format, true)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(&path, e.into_error()))?;
+        file.sync_data().map_err(|e| Error::io(&path, e))
     }
 
     /// Moves the finished folder into place (replacing the old one when allowed).
     pub fn finish(self) -> Result<Option<PathBuf>> {
         match self {
             PartitionWriter::Stdout { .. } => Ok(None),
-            PartitionWriter::Folder { staged, .. } => Ok(Some(staged.finish()?)),
+            PartitionWriter::Folder {
+                staged,
+                format,
+                files,
+                empty,
+            } => {
+                let none = files.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+                let empty = empty.into_inner().unwrap_or_else(|p| p.into_inner());
+                if let (true, Some(batch)) = (none, empty) {
+                    Self::write_file(&staged, format, 0, &batch)?;
+                }
+                Ok(Some(staged.finish()?))
+            }
         }
     }
 

@@ -7,32 +7,42 @@
 //!   partition `i` of one meets only partition `i` of the other; nothing moves.
 //! - **broadcast**: one side is small (one partition, or an estimated size under a
 //!   sixteenth of the memory limit): it is gathered once and every partition of the
-//!   other side joins against it. Its hash table is built once per computation.
+//!   other side joins against it. Its hash table is built once per computation,
+//!   reserved from the memory account, and freed after the last probe.
 //! - **shuffle**: both sides are hash-partitioned on the key through the shuffle
 //!   store into the same partition numbers, and partition `i` of one joins
-//!   partition `i` of the other.
+//!   partition `i` of the other; as a grace hash join ([`grace`]) when the
+//!   account refuses its build side.
 //!
 //! The kernel hashes the key columns in Arrow's row format (one byte string per
 //! row, whatever the key types), chains equal keys of the build side, and
 //! materialises the answer with `take` over index arrays, nulls standing for the
-//! missing side of an outer row.
+//! missing side of an outer row, in batches of at most [`JOIN_BATCH_ROWS`] rows.
+//! Join operators are streaming sources (`Operator::run_stream`): the scheduler
+//! hands each batch through the maps after the join to the fold that consumes it,
+//! so a key with many matches never exists as one batch.
+
+mod grace;
+mod table;
+
+pub use table::{BuildTable, Layout};
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt32Builder};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::row::{RowConverter, Rows, SortField};
-use hashbrown::HashTable;
+use arrow::row::{RowConverter, Rows};
 
 use super::plan::Plan;
 use super::DataFrame;
 use crate::error::{Error, Result};
 use crate::expr::col;
-use crate::graph::{Operator, Value};
-use crate::scheduler::RunContext;
+use crate::graph::{Operator, Streaming, Value};
+use crate::scheduler::{MemoryReservation, RunContext};
 
 /// Which rows a merge keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +106,17 @@ pub struct MergeOptions {
     how: How,
     suffixes: (String, String),
     strategy: Option<JoinStrategy>,
+    limits: JoinLimits,
+}
+
+/// Knobs that force a join's rare paths in tests: hidden, never needed by users.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinLimits {
+    /// The most bytes a build side (or a chunk of one) may hold, whatever the memory
+    /// account grants.
+    pub max_build_bytes: Option<u64>,
+    /// Spill writes of a grace join fail after this many bytes (a full disk).
+    pub fail_spill_after: Option<u64>,
 }
 
 impl MergeOptions {
@@ -113,6 +134,7 @@ impl MergeOptions {
             how: How::Inner,
             suffixes: ("_x".into(), "_y".into()),
             strategy: None,
+            limits: JoinLimits::default(),
         }
     }
 
@@ -132,6 +154,22 @@ impl MergeOptions {
     /// choice is an error.
     pub fn strategy(mut self, strategy: JoinStrategy) -> Self {
         self.strategy = Some(strategy);
+        self
+    }
+
+    /// Tests: caps a build side (or chunk) at `bytes`, so that a shuffle join
+    /// partitions into spilled buckets and takes a hot key's build rows in chunks
+    /// on a few rows.
+    #[doc(hidden)]
+    pub fn max_build_bytes(mut self, bytes: u64) -> Self {
+        self.limits.max_build_bytes = Some(bytes);
+        self
+    }
+
+    /// Tests: a grace join's spill writes fail after `bytes` (as on a full disk).
+    #[doc(hidden)]
+    pub fn fail_spill_writes_after(mut self, bytes: u64) -> Self {
+        self.limits.fail_spill_after = Some(bytes);
         self
     }
 }
@@ -160,6 +198,7 @@ pub struct JoinSpec {
     right_schema: SchemaRef,
     /// The answer's schema.
     pub output: SchemaRef,
+    limits: JoinLimits,
 }
 
 /// The type both keys convert to, or `None` when they cannot meet.
@@ -196,6 +235,7 @@ impl DataFrame {
             how,
             suffixes,
             strategy,
+            limits,
         } = options;
         if left_on.is_empty() || left_on.len() != right_on.len() {
             return Err(Error::plan(
@@ -224,14 +264,16 @@ impl DataFrame {
                 right = right.with_column(rk, col(rk).cast(t))?;
             }
         }
-        let spec = Arc::new(JoinSpec::new(
+        let mut spec = JoinSpec::new(
             left.schema(),
             right.schema(),
             &left_on,
             &right_on,
             how,
             &suffixes,
-        )?);
+        )?;
+        spec.limits = limits;
+        let spec = Arc::new(spec);
         let strategy = choose_strategy(&left, &right, &left_on, &right_on, how, strategy)?;
         let npartitions = match strategy {
             JoinStrategy::PartitionWise | JoinStrategy::BroadcastRight => left.npartitions(),
@@ -408,6 +450,7 @@ impl JoinSpec {
             left_schema,
             right_schema,
             output: Arc::new(Schema::new(fields)),
+            limits: JoinLimits::default(),
         })
     }
 
@@ -445,41 +488,195 @@ impl JoinSpec {
         (left, right)
     }
 
+    /// Positions of the left side's key columns.
+    pub fn left_keys(&self) -> &[usize] {
+        &self.left_keys
+    }
+
+    /// Positions of the right side's key columns.
+    pub fn right_keys(&self) -> &[usize] {
+        &self.right_keys
+    }
+
+    /// The test caps.
+    pub fn limits(&self) -> JoinLimits {
+        self.limits
+    }
+
     /// The same merge over inputs that give fewer columns.
     pub fn over(&self, left: SchemaRef, right: SchemaRef) -> Result<JoinSpec> {
-        JoinSpec::new(
+        let mut spec = JoinSpec::new(
             left,
             right,
             &self.left_on,
             &self.right_on,
             self.how,
             &self.suffixes,
-        )
+        )?;
+        spec.limits = self.limits;
+        Ok(spec)
     }
 
     /// Joins one left batch with one right batch, building the hash table on the
     /// right.
     pub fn join(&self, left: &RecordBatch, right: &RecordBatch) -> Result<RecordBatch> {
         let table = BuildTable::new(right, &self.right_keys)?;
-        self.probe(left, &table)
+        self.collect(|emit| self.probe_whole(left, &table, emit))
     }
 
-    /// Joins `left` against a built right side. Unmatched right rows are added for
-    /// right and outer joins, so the table must hold the whole right side of this
-    /// partition.
-    pub fn probe(&self, left: &RecordBatch, table: &BuildTable) -> Result<RecordBatch> {
-        let keep_left = matches!(self.how, How::Left | How::Outer);
-        let keep_right = matches!(self.how, How::Right | How::Outer);
-        let (l, r) = table.matches(left, &self.left_keys, keep_left, keep_right)?;
-        self.materialize(left, &table.batch, &l, &r)
+    /// Gathers a stream of output batches into one batch.
+    fn collect(
+        &self,
+        stream: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()>,
+    ) -> Result<RecordBatch> {
+        let mut batches = Vec::new();
+        stream(&mut |b| {
+            batches.push(b);
+            Ok(())
+        })?;
+        Ok(arrow::compute::concat_batches(&self.output, &batches)?)
     }
 
-    /// Joins a built left side against `right` (a broadcast left side): the table
-    /// is probed with the right rows, so the answer follows the right's order.
-    pub fn probe_from_right(&self, table: &BuildTable, right: &RecordBatch) -> Result<RecordBatch> {
-        let keep_right = matches!(self.how, How::Right | How::Outer);
-        let (r, l) = table.matches(right, &self.right_keys, keep_right, false)?;
-        self.materialize(&table.batch, right, &l, &r)
+    /// Joins `left` against a built right side that holds the whole right side of
+    /// this partition: unmatched right rows are added at the end for right and
+    /// outer joins. Output in batches of at most [`JOIN_BATCH_ROWS`] rows.
+    pub fn probe_whole(
+        &self,
+        left: &RecordBatch,
+        table: &BuildTable,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let mut matched = self.keeps_right().then(|| vec![false; table.num_rows()]);
+        self.probe_batch(
+            table,
+            left,
+            ProbeSide::Left,
+            self.keeps_left(),
+            matched.as_deref_mut(),
+            None,
+            emit,
+        )?;
+        if let Some(m) = matched {
+            self.emit_unmatched_build(table, &m, emit)?;
+        }
+        Ok(())
+    }
+
+    /// Whether every left row is kept (left and outer joins).
+    fn keeps_left(&self) -> bool {
+        matches!(self.how, How::Left | How::Outer)
+    }
+
+    /// Whether every right row is kept (right and outer joins).
+    fn keeps_right(&self) -> bool {
+        matches!(self.how, How::Right | How::Outer)
+    }
+
+    /// Probes `probe` (rows of `side`) against `table` (the other side), emitting
+    /// matches in probe order in batches of at most [`JOIN_BATCH_ROWS`] rows. With
+    /// `keep_probe`, unmatched probe rows come out paired with nulls where they
+    /// fall; `build_matched` and `probe_matched` (when given) get the rows that
+    /// matched marked, for unmatched rows emitted later.
+    #[allow(clippy::too_many_arguments)]
+    fn probe_batch(
+        &self,
+        table: &BuildTable,
+        probe: &RecordBatch,
+        side: ProbeSide,
+        keep_probe: bool,
+        mut build_matched: Option<&mut [bool]>,
+        mut probe_matched: Option<&mut [bool]>,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let keys = match side {
+            ProbeSide::Left => &self.left_keys,
+            ProbeSide::Right => &self.right_keys,
+        };
+        let entries = table.lookup(probe, keys)?;
+        let mut pairs = Pairs::new(probe.num_rows().min(JOIN_BATCH_ROWS));
+        for (i, &entry) in entries.iter().enumerate() {
+            if entry == table::NONE {
+                if keep_probe {
+                    pairs.push(i as u32, table::NONE);
+                    if pairs.len() >= JOIN_BATCH_ROWS {
+                        self.emit_pairs(probe, table.batch(), side, &mut pairs, emit)?;
+                    }
+                }
+                continue;
+            }
+            if let Some(m) = probe_matched.as_deref_mut() {
+                m[i] = true;
+            }
+            for j in table.chain(entry) {
+                pairs.push(i as u32, j);
+                if let Some(m) = build_matched.as_deref_mut() {
+                    m[j as usize] = true;
+                }
+                if pairs.len() >= JOIN_BATCH_ROWS {
+                    self.emit_pairs(probe, table.batch(), side, &mut pairs, emit)?;
+                }
+            }
+        }
+        if pairs.len() > 0 {
+            self.emit_pairs(probe, table.batch(), side, &mut pairs, emit)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the build rows of `table` (the right side) not marked in `matched`,
+    /// paired with nulls, in batches.
+    fn emit_unmatched_build(
+        &self,
+        table: &BuildTable,
+        matched: &[bool],
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let empty = RecordBatch::new_empty(self.left_schema.clone());
+        self.emit_unmatched(table.batch(), matched, &empty, ProbeSide::Right, emit)
+    }
+
+    /// Emits the rows of `rows` (of side `side`) not marked in `matched`, with the
+    /// other side's columns null (`other` is any batch of the other side's
+    /// schema), in batches.
+    fn emit_unmatched(
+        &self,
+        rows: &RecordBatch,
+        matched: &[bool],
+        other: &RecordBatch,
+        side: ProbeSide,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let mut pairs = Pairs::new(JOIN_BATCH_ROWS.min(rows.num_rows()));
+        for (j, m) in matched.iter().enumerate().take(rows.num_rows()) {
+            if !m {
+                pairs.push(j as u32, table::NONE);
+                if pairs.len() >= JOIN_BATCH_ROWS {
+                    self.emit_pairs(rows, other, side, &mut pairs, emit)?;
+                }
+            }
+        }
+        if pairs.len() > 0 {
+            self.emit_pairs(rows, other, side, &mut pairs, emit)?;
+        }
+        Ok(())
+    }
+
+    /// Emits one batch: `rows` (of side `side`) taken at the pairs' first rows,
+    /// beside `other` (the other side) taken at their second rows (nulls where
+    /// there is none), and empties `pairs`.
+    fn emit_pairs(
+        &self,
+        rows: &RecordBatch,
+        other: &RecordBatch,
+        side: ProbeSide,
+        pairs: &mut Pairs,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let (i, n) = pairs.finish();
+        emit(match side {
+            ProbeSide::Left => self.materialize(rows, other, &i, &n)?,
+            ProbeSide::Right => self.materialize(other, rows, &n, &i)?,
+        })
     }
 
     fn materialize(
@@ -518,16 +715,62 @@ impl JoinSpec {
     }
 }
 
-/// One side of a join, its key rows hashed: equal keys chained together.
-pub struct BuildTable {
-    batch: RecordBatch,
-    converter: RowConverter,
-    rows: Rows,
-    /// (hash, first row) per distinct key.
-    heads: HashTable<(u64, u32)>,
-    /// The next row with the same key, or `u32::MAX`.
-    next: Vec<u32>,
-    hasher: foldhash::fast::FixedState,
+/// Row pairs of an output batch being gathered: a row of one side, and the row of
+/// the other it meets ([`table::NONE`] for none, a null in the answer).
+struct Pairs {
+    rows: Vec<u32>,
+    others: Vec<u32>,
+    /// Whether any of `others` is [`table::NONE`].
+    any_none: bool,
+}
+
+impl Pairs {
+    fn new(capacity: usize) -> Pairs {
+        Pairs {
+            rows: Vec::with_capacity(capacity),
+            others: Vec::with_capacity(capacity),
+            any_none: false,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, row: u32, other: u32) {
+        self.rows.push(row);
+        self.others.push(other);
+        self.any_none |= other == table::NONE;
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The two index arrays, nulls in the second for [`table::NONE`]; empties
+    /// `self` (keeping its capacity).
+    fn finish(&mut self) -> (UInt32Array, UInt32Array) {
+        let capacity = self.rows.capacity();
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(capacity));
+        let others = std::mem::replace(&mut self.others, Vec::with_capacity(capacity));
+        let others = if std::mem::take(&mut self.any_none) {
+            others
+                .into_iter()
+                .map(|o| (o != table::NONE).then_some(o))
+                .collect()
+        } else {
+            UInt32Array::from(others)
+        };
+        (UInt32Array::from(rows), others)
+    }
+}
+
+/// Most rows in one batch of a join's output: a key with many matches comes out
+/// in several batches, never as one batch of the whole key.
+pub const JOIN_BATCH_ROWS: usize = 64 * 1024;
+
+/// Which side the probe rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeSide {
+    Left,
+    Right,
 }
 
 fn key_rows(converter: &RowConverter, batch: &RecordBatch, keys: &[usize]) -> Result<Rows> {
@@ -535,119 +778,129 @@ fn key_rows(converter: &RowConverter, batch: &RecordBatch, keys: &[usize]) -> Re
     Ok(converter.convert_columns(&columns)?)
 }
 
-impl BuildTable {
-    /// Hashes `batch`'s `keys` columns.
-    pub fn new(batch: &RecordBatch, keys: &[usize]) -> Result<BuildTable> {
-        use std::hash::BuildHasher;
-        let fields = keys
-            .iter()
-            .map(|&k| SortField::new(batch.column(k).data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(fields)?;
-        let rows = key_rows(&converter, batch, keys)?;
-        let hasher = foldhash::fast::FixedState::with_seed(0x101);
-        let n = batch.num_rows();
-        if n >= u32::MAX as usize {
-            return Err(Error::plan(
-                "merge",
-                format!("one side of a join partition has {n} rows; use more partitions"),
-            ));
+/// A broadcast side's hash table, built by the first join task to run while the
+/// others wait for it (they all need it), so it is built and held once. Its bytes
+/// are reserved from the memory account while it is held, and it is let go when
+/// the last of the tasks that probe it is done. When the account refuses it (the
+/// side measured bigger than planned), every probe task joins its partition
+/// against the side's rows in chunks that fit instead.
+pub struct SharedTable {
+    slot: Mutex<Option<Built>>,
+    /// Probe tasks still to finish.
+    users: AtomicUsize,
+}
+
+enum Built {
+    Table {
+        table: Arc<BuildTable>,
+        /// Held (never read) so the table's bytes stay reserved while it lives.
+        _held: Option<MemoryReservation>,
+    },
+    /// The account refused the table.
+    TooBig,
+}
+
+impl SharedTable {
+    /// A table that `users` tasks probe.
+    pub fn new(users: usize) -> SharedTable {
+        SharedTable {
+            slot: Mutex::new(None),
+            users: AtomicUsize::new(users),
         }
-        let mut heads: HashTable<(u64, u32)> = HashTable::with_capacity(n);
-        let mut next = vec![u32::MAX; n];
-        // Walk backwards so each chain lists rows in order.
-        for i in (0..n).rev() {
-            let row = rows.row(i);
-            let h = hasher.hash_one(row.as_ref());
-            match heads.find_mut(h, |&(hh, j)| hh == h && rows.row(j as usize) == row) {
-                Some(head) => {
-                    next[i] = head.1;
-                    head.1 = i as u32;
-                }
-                None => {
-                    heads.insert_unique(h, (h, i as u32), |&(hh, _)| hh);
-                }
-            }
-        }
-        Ok(BuildTable {
-            batch: batch.clone(),
-            converter,
-            rows,
-            heads,
-            next,
-            hasher,
-        })
     }
 
-    /// Index pairs (probe row, build row) of every match, in probe order; with
-    /// `keep_probe`, unmatched probe rows paired with null; with `keep_build`,
-    /// unmatched build rows paired with null at the end.
-    fn matches(
+    /// The table, or `None` when the account refuses it (or it is over the test
+    /// cap).
+    fn get_or_build(
         &self,
-        probe: &RecordBatch,
+        batch: &RecordBatch,
         keys: &[usize],
-        keep_probe: bool,
-        keep_build: bool,
-    ) -> Result<(UInt32Array, UInt32Array)> {
-        use std::hash::BuildHasher;
-        let rows = key_rows(&self.converter, probe, keys)?;
-        let mut p = UInt32Builder::with_capacity(probe.num_rows());
-        let mut b = UInt32Builder::with_capacity(probe.num_rows());
-        let mut matched = if keep_build {
-            vec![false; self.batch.num_rows()]
+        limits: &JoinLimits,
+    ) -> Result<Option<Arc<BuildTable>>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(Built::Table { table, .. }) => return Ok(Some(table.clone())),
+            Some(Built::TooBig) => return Ok(None),
+            None => {}
+        }
+        let bytes = BuildTable::estimated_bytes(batch, keys) + batch.get_array_memory_size() as u64;
+        let granted = if limits.max_build_bytes.is_some_and(|cap| bytes > cap) {
+            None
         } else {
-            Vec::new()
+            crate::scheduler::try_reserve_shared("broadcast hash table", bytes)?
         };
-        for i in 0..probe.num_rows() {
-            let row = rows.row(i);
-            let h = self.hasher.hash_one(row.as_ref());
-            match self
-                .heads
-                .find(h, |&(hh, j)| hh == h && self.rows.row(j as usize) == row)
-            {
-                Some(&(_, first)) => {
-                    let mut j = first;
-                    while j != u32::MAX {
-                        p.append_value(i as u32);
-                        b.append_value(j);
-                        if keep_build {
-                            matched[j as usize] = true;
-                        }
-                        j = self.next[j as usize];
-                    }
-                }
-                None if keep_probe => {
-                    p.append_value(i as u32);
-                    b.append_null();
-                }
-                None => {}
-            }
+        let Some(reservation) = granted else {
+            *slot = Some(Built::TooBig);
+            return Ok(None);
+        };
+        let t = Arc::new(BuildTable::new(batch, keys)?);
+        *slot = Some(Built::Table {
+            table: t.clone(),
+            _held: reservation,
+        });
+        Ok(Some(t))
+    }
+
+    /// One probe task is done; the last one frees the table and its reservation.
+    fn done(&self) {
+        if self.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
-        for (j, m) in matched.iter().enumerate() {
-            if !m {
-                p.append_null();
-                b.append_value(j as u32);
-            }
-        }
-        Ok((p.finish(), b.finish()))
     }
 }
 
-/// A broadcast side's hash table, built by the first join task to run while the
-/// others wait for it (they all need it), so it is built and held once.
-#[derive(Default)]
-pub struct SharedTable(Mutex<Option<Arc<BuildTable>>>);
+/// Gathers a broadcast side and builds its table, once, before any probe task
+/// runs: on several threads (the table's parts), while no probe task waits on a
+/// lock for it. Its value is an empty batch when the table was built (the table
+/// holds the rows, under its own reservation), or the whole side when the account
+/// refused the table, for the probe tasks to join in chunks.
+pub struct BroadcastBuild {
+    /// The table the probe tasks share.
+    pub table: Arc<SharedTable>,
+    /// The side's schema.
+    pub schema: SchemaRef,
+    /// Its key columns.
+    pub keys: Vec<usize>,
+    /// The merge's test caps.
+    pub limits: JoinLimits,
+}
 
-impl SharedTable {
-    fn get_or_build(&self, batch: &RecordBatch, keys: &[usize]) -> Result<Arc<BuildTable>> {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = slot.as_ref() {
-            return Ok(t.clone());
-        }
-        let t = Arc::new(BuildTable::new(batch, keys)?);
-        *slot = Some(t.clone());
-        Ok(t)
+impl Operator for BroadcastBuild {
+    fn name(&self) -> &str {
+        "broadcast-gather"
     }
+    fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        let batches = inputs
+            .iter()
+            .map(|v| v.as_batch().cloned())
+            .collect::<Result<Vec<_>>>()?;
+        let all = arrow::compute::concat_batches(&self.schema, &batches)?;
+        drop(batches);
+        Ok(Value::Batch(
+            match self.table.get_or_build(&all, &self.keys, &self.limits)? {
+                Some(_) => RecordBatch::new_empty(self.schema.clone()),
+                None => all,
+            },
+        ))
+    }
+}
+
+/// Emits at least one batch (an empty one of `schema` when `stream` emits none),
+/// as a streaming operator must.
+fn at_least_one(
+    schema: &SchemaRef,
+    emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    stream: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    let mut any = false;
+    stream(&mut |b| {
+        any = true;
+        emit(b)
+    })?;
+    if !any {
+        emit(RecordBatch::new_empty(schema.clone()))?;
+    }
+    Ok(())
 }
 
 /// Joins one partition of each side (partition-wise), or a partition of the left
@@ -655,8 +908,10 @@ impl SharedTable {
 pub struct JoinPartitions {
     /// The merge.
     pub spec: Arc<JoinSpec>,
-    /// For a broadcast, the right side's table.
-    pub broadcast: Option<SharedTable>,
+    /// For a broadcast, the right side's table (built by its [`BroadcastBuild`]).
+    pub broadcast: Option<Arc<SharedTable>>,
+    /// The computation (its spill folder and counters).
+    pub ctx: Arc<RunContext>,
 }
 
 impl Operator for JoinPartitions {
@@ -664,17 +919,67 @@ impl Operator for JoinPartitions {
         "join"
     }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        Ok(Value::Batch(
+            self.spec.collect(|emit| self.run_stream(inputs, emit))?,
+        ))
+    }
+    fn streaming(&self) -> Streaming {
+        Streaming::Source
+    }
+    fn run_stream(
+        &self,
+        inputs: &[Arc<Value>],
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let [left, right] = inputs else {
             return Err(Error::Internal("a join task takes two inputs".into()));
         };
         let (left, right) = (left.as_batch()?, right.as_batch()?);
-        Ok(Value::Batch(match &self.broadcast {
-            None => self.spec.join(left, right)?,
-            Some(shared) => {
-                let table = shared.get_or_build(right, &self.spec.right_keys)?;
-                self.spec.probe(left, &table)?
+        let spec = &self.spec;
+        let table = match &self.broadcast {
+            None => {
+                let bytes = BuildTable::estimated_bytes(right, &spec.right_keys);
+                let fits = spec.limits.max_build_bytes.is_none_or(|cap| bytes <= cap)
+                    && crate::scheduler::try_reserve(bytes)?;
+                if !fits {
+                    // Partition-wise, the build side refused: a grace join of the pair.
+                    return at_least_one(&spec.output, emit, |emit| {
+                        grace::join(
+                            spec,
+                            &self.ctx,
+                            &grace::Side::Batches(std::slice::from_ref(right)),
+                            &grace::Side::Batches(std::slice::from_ref(left)),
+                            emit,
+                        )
+                    });
+                }
+                Arc::new(BuildTable::new(right, &spec.right_keys)?)
             }
-        }))
+            Some(shared) => match shared.get_or_build(right, &spec.right_keys, &spec.limits)? {
+                Some(table) => table,
+                None => {
+                    let out = at_least_one(&spec.output, emit, |emit| {
+                        grace::chunked(
+                            spec,
+                            &self.ctx,
+                            &grace::Side::Batches(std::slice::from_ref(right)),
+                            &grace::Side::Batches(std::slice::from_ref(left)),
+                            emit,
+                        )
+                    });
+                    shared.done();
+                    return out;
+                }
+            },
+        };
+        let out = at_least_one(&spec.output, emit, |emit| {
+            spec.probe_whole(left, &table, emit)
+        });
+        drop(table);
+        if let Some(shared) = &self.broadcast {
+            shared.done();
+        }
+        out
     }
 }
 
@@ -682,8 +987,10 @@ impl Operator for JoinPartitions {
 pub struct JoinBroadcastLeft {
     /// The merge.
     pub spec: Arc<JoinSpec>,
-    /// The left side's table.
-    pub table: SharedTable,
+    /// The left side's table (built by its [`BroadcastBuild`]).
+    pub table: Arc<SharedTable>,
+    /// The computation (its spill folder and counters).
+    pub ctx: Arc<RunContext>,
 }
 
 impl Operator for JoinBroadcastLeft {
@@ -691,17 +998,63 @@ impl Operator for JoinBroadcastLeft {
         "join"
     }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        Ok(Value::Batch(
+            self.spec.collect(|emit| self.run_stream(inputs, emit))?,
+        ))
+    }
+    fn streaming(&self) -> Streaming {
+        Streaming::Source
+    }
+    fn run_stream(
+        &self,
+        inputs: &[Arc<Value>],
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let [left, right] = inputs else {
             return Err(Error::Internal("a join task takes two inputs".into()));
         };
         let (left, right) = (left.as_batch()?, right.as_batch()?);
-        let table = self.table.get_or_build(left, &self.spec.left_keys)?;
-        Ok(Value::Batch(self.spec.probe_from_right(&table, right)?))
+        let spec = &self.spec;
+        let Some(table) = self
+            .table
+            .get_or_build(left, &spec.left_keys, &spec.limits)?
+        else {
+            // Too big to hold as a table: a hash join of this right partition
+            // (in chunks that fit) probed by the left side's rows.
+            let out = at_least_one(&spec.output, emit, |emit| {
+                grace::chunked(
+                    spec,
+                    &self.ctx,
+                    &grace::Side::Batches(std::slice::from_ref(right)),
+                    &grace::Side::Batches(std::slice::from_ref(left)),
+                    emit,
+                )
+            });
+            self.table.done();
+            return out;
+        };
+        // Probed with the right rows, so the answer follows the right's order; a
+        // broadcast left side runs only inner and right joins.
+        let out = at_least_one(&spec.output, emit, |emit| {
+            spec.probe_batch(
+                &table,
+                right,
+                ProbeSide::Right,
+                spec.keeps_right(),
+                None,
+                None,
+                emit,
+            )
+        });
+        drop(table);
+        self.table.done();
+        out
     }
 }
 
-/// Reads partition `i` of both sides of a shuffle join and joins them, then frees
-/// their disk.
+/// Reads partition `i` of both sides of a shuffle join and joins them (as a grace
+/// hash join when the right side does not fit, see [`grace`]), then frees their
+/// disk.
 pub struct ShuffleJoin {
     /// The computation whose shuffle store to read.
     pub ctx: Arc<RunContext>,
@@ -715,22 +1068,34 @@ impl Operator for ShuffleJoin {
     fn name(&self) -> &str {
         "shuffle-join"
     }
-    fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
-        let gather = |partition: usize, schema: &SchemaRef| -> Result<RecordBatch> {
-            let shuffle = self.ctx.shuffle()?;
-            let mut batches = Vec::new();
-            for bytes in super::ops::get_reserved(&shuffle, partition)? {
-                batches.extend(outcore_storage::codec::decode_batches(&bytes)?.1);
-            }
-            let all = arrow::compute::concat_batches(schema, &batches)?;
-            shuffle.drop_partition(partition)?;
-            Ok(all)
-        };
-        let right = gather(self.partitions.1, &self.spec.right_schema)?;
-        let left = gather(self.partitions.0, &self.spec.left_schema)?;
-        // The hash table over the build side: about its size again.
-        crate::scheduler::reserve("join build side", right.get_array_memory_size() as u64)?;
-        Ok(Value::Batch(self.spec.join(&left, &right)?))
+    fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        Ok(Value::Batch(
+            self.spec.collect(|emit| self.run_stream(inputs, emit))?,
+        ))
+    }
+    fn streaming(&self) -> Streaming {
+        Streaming::Source
+    }
+    fn run_stream(
+        &self,
+        _inputs: &[Arc<Value>],
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let shuffle = self.ctx.shuffle()?;
+        // Both sides stay in the store and are read a piece at a time on each pass:
+        // the build side's table is what the grace join reserves, not the pieces.
+        at_least_one(&self.spec.output, emit, |emit| {
+            grace::join(
+                &self.spec,
+                &self.ctx,
+                &grace::Side::Shuffled(&shuffle, self.partitions.1),
+                &grace::Side::Shuffled(&shuffle, self.partitions.0),
+                emit,
+            )
+        })?;
+        shuffle.drop_partition(self.partitions.1)?;
+        shuffle.drop_partition(self.partitions.0)?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,8 @@
 //! Nothing is read until `compute`, `head`, `count` and friends run the plan.
 
 pub mod distinct;
+pub mod explain;
+pub mod grouped;
 pub mod join;
 pub mod ops;
 pub mod ordering;
@@ -16,6 +18,7 @@ pub mod read;
 pub mod repartition;
 pub mod resample;
 pub mod rolling;
+pub mod sorter;
 pub mod timerule;
 
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, SortOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+pub use grouped::{GroupedResampler, GroupedRolling};
 pub use join::{How, JoinStrategy, MergeOptions};
 pub use ordering::SetIndexOptions;
 pub use plan::{Index, PartitionFn, Plan, PlanNode, ReduceFn};
@@ -373,6 +377,7 @@ impl DataFrame {
         let mut stats = self
             .session
             .executor()
+            .with_run_context(ctx.clone())
             .run_streaming(&exec, &|i, v| match v.as_ref() {
                 Value::Batch(b) => sink(start + i, b),
                 other => Err(Error::Internal(format!(
@@ -386,6 +391,9 @@ impl DataFrame {
         stats.shuffled_bytes = shuffled.bytes_shuffled;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         stats.radix_parts = ctx.radix_parts() as u64;
+        (stats.join_buckets_spilled, stats.join_build_chunks) = ctx.join_spills();
+        stats.sort_runs_spilled = ctx.sort_runs();
+        stats.radix_splits = ctx.radix_splits();
         Ok(stats)
     }
 
@@ -397,13 +405,46 @@ impl DataFrame {
     /// [`compute`](Self::compute), and what the run did.
     pub fn compute_with_stats(&self) -> Result<(RecordBatch, RunStats)> {
         let (parts, stats) = self.compute_partitions()?;
-        Ok((concat_batches(&self.schema, &parts)?, stats))
+        Ok((self.gather(parts)?, stats))
+    }
+
+    /// Partitions → one batch: concatenated, or merged by key when each is a sorted
+    /// part of a groupby's answer ([`Plan::sorted_partitions_by`]).
+    fn gather(&self, parts: Vec<RecordBatch>) -> Result<RecordBatch> {
+        let mut parts: Vec<RecordBatch> = parts.into_iter().filter(|p| p.num_rows() > 0).collect();
+        let keys = self.plan.sorted_partitions_by();
+        match (parts.len(), keys) {
+            (0, _) => Ok(RecordBatch::new_empty(self.schema.clone())),
+            (1, _) => Ok(parts.pop().expect("one part")),
+            (_, Some(keys)) => {
+                let by = keys
+                    .iter()
+                    .map(|k| {
+                        let i = self.schema.index_of(k)?;
+                        Ok((
+                            i,
+                            SortOptions {
+                                descending: false,
+                                nulls_first: false,
+                            },
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                crate::sort::merge_sorted(&parts, &by)
+            }
+            (_, None) => Ok(concat_batches(&self.schema, &parts)?),
+        }
     }
 
     /// The first `n` rows. Computes the first partition, then more (doubling) while
     /// the rows are too few, so a short or empty first partition still gives `n`
     /// rows when the frame has them (Dask's `head` looks at the first only).
     pub fn head(&self, n: usize) -> Result<RecordBatch> {
+        if self.plan.sorted_partitions_by().is_some() {
+            // A groupby's first keys may be in any of its partitions.
+            let all = self.compute()?;
+            return Ok(all.slice(0, n.min(all.num_rows())));
+        }
         let total = self.npartitions();
         let (mut got, mut rows, mut next, mut step) = (Vec::new(), 0usize, 0usize, 1usize);
         while rows < n && next < total {

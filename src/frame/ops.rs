@@ -14,7 +14,7 @@ use super::plan::PartitionFn;
 use crate::agg::AggregatePlan;
 use crate::error::{Error, Result};
 use crate::expr::{evaluate, evaluate_predicate, Expr};
-use crate::graph::{Operator, Value};
+use crate::graph::{Operator, Streaming, Value};
 use crate::io::CsvSource;
 use crate::scheduler::RunContext;
 
@@ -66,6 +66,9 @@ impl Operator for FilterOp {
     fn name(&self) -> &str {
         "filter"
     }
+    fn streaming(&self) -> Streaming {
+        Streaming::Map
+    }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         let batch = single(inputs)?;
         let mask = evaluate_predicate(&self.predicate, batch)?;
@@ -84,6 +87,9 @@ pub struct ProjectOp {
 impl Operator for ProjectOp {
     fn name(&self) -> &str {
         "project"
+    }
+    fn streaming(&self) -> Streaming {
+        Streaming::Map
     }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         let batch = single(inputs)?;
@@ -150,6 +156,16 @@ impl Operator for AggChunk {
     fn name(&self) -> &str {
         "agg-chunk"
     }
+    fn streaming(&self) -> Streaming {
+        Streaming::Fold
+    }
+    fn merge(&self, values: Vec<Value>) -> Result<Value> {
+        let partials = values
+            .iter()
+            .map(Value::as_batch)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Value::Batch(self.plan.combine(&partials)?))
+    }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         Ok(Value::Batch(self.plan.chunk(single(inputs)?)?))
     }
@@ -185,6 +201,10 @@ impl Operator for AggFinalize {
     }
 }
 
+/// The most rows (by Arrow's in-memory size) one shuffle piece holds: a larger
+/// piece is appended as several.
+pub const MAX_PIECE_BYTES: usize = 256 << 10;
+
 /// Splits its input by a [`Partitioner`] and appends each piece to the
 /// computation's shuffle store (partitions `offset .. offset + n`); its value is an
 /// empty marker, so the scheduler holds nothing for it.
@@ -205,6 +225,12 @@ impl Operator for ShuffleWrite {
     fn name(&self) -> &str {
         "shuffle-write"
     }
+    fn streaming(&self) -> Streaming {
+        Streaming::Fold
+    }
+    fn merge(&self, _values: Vec<Value>) -> Result<Value> {
+        Ok(Value::Pieces(Vec::new()))
+    }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         let batch = single(inputs)?;
         let shuffle = self.ctx.shuffle()?;
@@ -217,9 +243,18 @@ impl Operator for ShuffleWrite {
             if piece.num_rows() == 0 {
                 continue;
             }
-            let mut bytes = Vec::with_capacity(piece.get_array_memory_size() / 2 + 256);
-            encode_batches(&piece.schema(), std::slice::from_ref(&piece), &mut bytes)?;
-            shuffle.append(self.offset + p, self.writer, &bytes)?;
+            // Pieces of bounded size, so a reader (a sort) can hold back or spill
+            // at that grain.
+            let size = piece.get_array_memory_size().max(1);
+            let rows = piece.num_rows();
+            let step = (rows * MAX_PIECE_BYTES / size).max(1);
+            let mut bytes = Vec::new();
+            for start in (0..rows).step_by(step) {
+                let part = piece.slice(start, step.min(rows - start));
+                bytes.clear();
+                encode_batches(&part.schema(), std::slice::from_ref(&part), &mut bytes)?;
+                shuffle.append(self.offset + p, self.writer, &bytes)?;
+            }
         }
         Ok(Value::Pieces(Vec::new()))
     }
@@ -237,18 +272,10 @@ pub(crate) fn get_reserved(
     Ok(pieces)
 }
 
-/// Decodes every piece of one shuffle partition, in (writer, append) order.
-fn read_shuffled(ctx: &RunContext, partition: usize) -> Result<Vec<RecordBatch>> {
-    let shuffle = ctx.shuffle()?;
-    let mut out = Vec::new();
-    for bytes in get_reserved(&shuffle, partition)? {
-        out.extend(decode_batches(&bytes)?.1);
-    }
-    Ok(out)
-}
-
 /// Reads one output partition of a shuffle into one batch, sorted by `sort` when
-/// given, then frees the partition's disk.
+/// given, then frees the partition's disk. Pieces are read one at a time; a sort
+/// whose partition does not fit its reservation goes through sorted runs
+/// ([`super::sorter`]).
 pub struct ShuffleGather {
     /// The computation whose shuffle store to read.
     pub ctx: Arc<RunContext>,
@@ -258,6 +285,8 @@ pub struct ShuffleGather {
     pub schema: SchemaRef,
     /// Sort keys, as column positions and options; none keeps arrival order.
     pub sort: Vec<(usize, arrow::compute::SortOptions)>,
+    /// The shuffle partition this task's sorted runs go to, if it sorts.
+    pub runs: Option<usize>,
 }
 
 impl Operator for ShuffleGather {
@@ -265,17 +294,44 @@ impl Operator for ShuffleGather {
         "shuffle-gather"
     }
     fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
-        let pieces = read_shuffled(&self.ctx, self.partition)?;
-        let all = arrow::compute::concat_batches(&self.schema, &pieces)?;
-        drop(pieces);
-        self.ctx.shuffle()?.drop_partition(self.partition)?;
-        if !self.sort.is_empty() {
-            // The sorted copy beside the gathered rows.
-            crate::scheduler::reserve("sort buffer", all.get_array_memory_size() as u64)?;
-        }
-        Ok(Value::Batch(crate::sort::sort_by_columns(
-            &all, &self.sort,
-        )?))
+        let shuffle = self.ctx.shuffle()?;
+        let out = match self.runs.filter(|_| !self.sort.is_empty()) {
+            Some(runs) => super::sorter::sort_pieces(
+                shuffle
+                    .pieces(self.partition)?
+                    .map(|p| p.map_err(Error::from)),
+                &self.schema,
+                &self.sort,
+                &super::sorter::RunSpace {
+                    ctx: &self.ctx,
+                    store: &shuffle,
+                    partition: runs,
+                },
+            )?,
+            None => {
+                let mut batches = Vec::new();
+                for piece in shuffle.pieces(self.partition)? {
+                    let piece = piece?;
+                    let (_, decoded) = decode_batches(&piece)?;
+                    drop(piece);
+                    let bytes: u64 = decoded
+                        .iter()
+                        .map(|b| b.get_array_memory_size() as u64)
+                        .sum();
+                    // The decoded rows and their share of the concatenation.
+                    crate::scheduler::reserve("shuffle read buffers", 2 * bytes)?;
+                    batches.extend(decoded);
+                }
+                let all = arrow::compute::concat_batches(&self.schema, &batches)?;
+                drop(batches);
+                if !self.sort.is_empty() {
+                    crate::scheduler::reserve("sort buffer", all.get_array_memory_size() as u64)?;
+                }
+                crate::sort::sort_by_columns(&all, &self.sort)?
+            }
+        };
+        shuffle.drop_partition(self.partition)?;
+        Ok(Value::Batch(out))
     }
 }
 

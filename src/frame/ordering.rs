@@ -16,7 +16,9 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::DataType;
 use datafusion_common::ScalarValue;
 
-use super::partitioning::{choose_divisions, sample_column, ColumnSample, Partitioner};
+use super::partitioning::{
+    choose_divisions, sample_column, ColumnSample, Partitioner, RangeDivisions,
+};
 use super::plan::{Index, Plan};
 use super::DataFrame;
 use crate::error::{Error, Result};
@@ -66,8 +68,11 @@ const ASCENDING: SortOptions = SortOptions {
 
 impl DataFrame {
     /// The frame indexed by `column`: rows range-partitioned and sorted by it, with
-    /// known divisions. Rows whose value is null go last, in the last partition
-    /// (after its largest value), as pandas' `sort_values` puts NaN.
+    /// known divisions. Rows whose value is null go last, as pandas' `sort_values`
+    /// puts NaN: in partitions of their own after the values, as many as their
+    /// share of the rows asks for (their divisions repeat the last value). A value
+    /// too frequent for one partition is spread over several, whose divisions
+    /// repeat it (Dask allows that).
     pub fn set_index(&self, column: &str) -> Result<DataFrame> {
         self.set_index_with(column, SetIndexOptions::default())
     }
@@ -90,9 +95,12 @@ impl DataFrame {
             divisions: divisions.map(Into::into),
         };
         if let Some(divisions) = options.divisions {
-            let divisions = check_divisions(divisions, &t)?;
+            let divisions = RangeDivisions {
+                divisions: check_divisions(divisions, &t)?,
+                null_partitions: 0,
+            };
             let shuffled = self.range_shuffle(column, ASCENDING, &divisions, &[(column, true)])?;
-            return Ok(shuffled.with_index(index(Some(divisions))));
+            return Ok(shuffled.with_index(index(Some(divisions.divisions))));
         }
         if options.sorted {
             let samples = self.sample(column, ASCENDING, 0)?;
@@ -107,13 +115,14 @@ impl DataFrame {
             "ask for fewer",
         )?;
         let samples = self.sample(column, ASCENDING, SAMPLES_PER_PARTITION)?;
-        match choose_divisions(&samples, &t, ASCENDING, n)? {
+        // One key: equal values may be spread over several partitions.
+        match choose_divisions(&samples, &t, ASCENDING, n, true)? {
             // No values at all: nothing to order by.
             None => Ok(self.with_index(index(None))),
             Some(divisions) => {
                 let shuffled =
                     self.range_shuffle(column, ASCENDING, &divisions, &[(column, true)])?;
-                Ok(shuffled.with_index(index(Some(divisions))))
+                Ok(shuffled.with_index(index(Some(divisions.index_divisions()))))
             }
         }
     }
@@ -134,8 +143,20 @@ impl DataFrame {
             nulls_first: false,
         };
         let samples = self.sample(first, options, SAMPLES_PER_PARTITION)?;
-        match choose_divisions(&samples, &t, options, self.npartitions().max(1))? {
-            None => self.range_shuffle(first, options, &[], by),
+        // Rows equal in the first column are ordered by the next: they must stay
+        // together, so only a sort on one column spreads hot values and nulls.
+        let spread = by.len() == 1;
+        let n = self.npartitions().max(1);
+        match choose_divisions(&samples, &t, options, n, spread)? {
+            None => self.range_shuffle(
+                first,
+                options,
+                &RangeDivisions {
+                    divisions: Vec::new(),
+                    null_partitions: 0,
+                },
+                by,
+            ),
             Some(divisions) => self.range_shuffle(first, options, &divisions, by),
         }
     }
@@ -192,13 +213,18 @@ impl DataFrame {
         let hi = hi.map(|v| cast_scalar(v, &t, "loc")).transpose()?;
         let n = divisions.len() - 1;
         let below = |a: &ScalarValue, b: &ScalarValue| a.partial_cmp(b).is_some_and(|o| o.is_lt());
+        let last = &divisions[n];
         let keep: Vec<usize> = (0..n)
             .filter(|&i| {
                 let (start, end) = (&divisions[i], &divisions[i + 1]);
-                // Partition i holds [start, end), the last [start, end] (and nulls).
+                // Partition i holds [start, end); [start, end] when it ends at the
+                // last division or starts where it ends (a value spread over
+                // several partitions repeats as a division; the partitions of
+                // nulls repeat the last).
+                let end_included = end == last || start == end;
                 let ends_before_lo = lo
                     .as_ref()
-                    .is_some_and(|lo| below(end, lo) || (i + 1 < n && end == lo));
+                    .is_some_and(|lo| below(end, lo) || (!end_included && end == lo));
                 let starts_after_hi = hi.as_ref().is_some_and(|hi| below(hi, start));
                 !ends_before_lo && !starts_after_hi
             })
@@ -250,21 +276,16 @@ impl DataFrame {
         &self,
         column: &str,
         options: SortOptions,
-        divisions: &[ScalarValue],
+        divisions: &RangeDivisions,
         by: &[(&str, bool)],
     ) -> Result<DataFrame> {
-        let npartitions = divisions.len().saturating_sub(1).max(1);
+        let npartitions = divisions.npartitions().max(1);
         crate::graph::check_partitions(
             "set_index",
-            &format!("{} divisions", divisions.len()),
+            &format!("{} divisions", divisions.divisions.len()),
             npartitions,
             "ask for fewer partitions",
         )?;
-        let bounds: Arc<[ScalarValue]> = if divisions.len() > 2 {
-            divisions[1..divisions.len() - 1].to_vec().into()
-        } else {
-            Arc::new([])
-        };
         let sort = by
             .iter()
             .map(|(c, asc)| {
@@ -282,7 +303,9 @@ impl DataFrame {
             by: Partitioner::Range {
                 column: column.to_string(),
                 options,
-                bounds,
+                divisions: divisions.divisions.clone().into(),
+                spread: by.len() == 1,
+                null_partitions: divisions.null_partitions,
             },
             npartitions,
             sort,

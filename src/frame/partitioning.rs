@@ -28,16 +28,26 @@ pub enum Partitioner {
         /// Key columns.
         keys: Vec<String>,
     },
-    /// By the value of one column against `n - 1` inner boundaries, sorted in the
-    /// order `options` gives: output `p` holds values from boundary `p - 1`
-    /// (included) up to boundary `p` (excluded); nulls go to the last output.
+    /// By the value of one column against divisions sorted in the order `options`
+    /// gives: with `m + 1` divisions `d`, value output `p < m` holds values from
+    /// `d[p]` (included) up to `d[p + 1]` (excluded; included for the last, and for
+    /// `d[p] == d[p + 1]`). Values below `d[0]` go to the first output, above the
+    /// last division to the last value output. With `spread`, a value that repeats
+    /// as a division (a hot value) is spread over every output whose range holds
+    /// it; nulls are spread over `null_partitions` outputs after the `m` value
+    /// outputs (with none, they go to the last value output).
     Range {
         /// The column.
         column: String,
         /// The order (descending, nulls last).
         options: SortOptions,
-        /// The inner boundaries, `n - 1` of them.
-        bounds: Arc<[ScalarValue]>,
+        /// The divisions of the value outputs, `m + 1` of them (none: one output).
+        divisions: Arc<[ScalarValue]>,
+        /// Spread a repeated division's value (and the nulls) over several outputs,
+        /// rather than keep equal values together (a sort on several columns must).
+        spread: bool,
+        /// Outputs that hold only nulls, after the value outputs.
+        null_partitions: usize,
     },
 }
 
@@ -61,8 +71,16 @@ impl Partitioner {
             Partitioner::Range {
                 column,
                 options,
-                bounds,
-            } => range_targets(column_of(batch, column)?, *options, bounds)?,
+                divisions,
+                spread,
+                null_partitions,
+            } => range_targets(
+                column_of(batch, column)?,
+                *options,
+                divisions,
+                *spread,
+                *null_partitions,
+            )?,
         };
         let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(batch.num_rows() / n + 1); n];
         for (row, p) in targets.into_iter().enumerate() {
@@ -95,32 +113,169 @@ fn hash_targets(batch: &RecordBatch, keys: &[String], n: usize) -> Result<Vec<us
         .collect())
 }
 
+/// A well-mixed number for row `i` (splitmix64), to spread equal values over
+/// several outputs evenly whatever their positions.
+fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `mix(i)` mapped onto `0..m` by its high bits.
+fn spread_over(i: usize, m: usize) -> usize {
+    ((u128::from(mix(i as u64)) * m as u128) >> 64) as usize
+}
+
 fn range_targets(
     column: &ArrayRef,
     options: SortOptions,
-    bounds: &[ScalarValue],
+    divisions: &[ScalarValue],
+    spread: bool,
+    null_partitions: usize,
+) -> Result<Vec<usize>> {
+    let division_array = if divisions.is_empty() {
+        None
+    } else {
+        let d = ScalarValue::iter_to_array(divisions.iter().cloned())?;
+        Some(cast_to(&d, column.data_type())?)
+    };
+    // Numbers compare as integers that order as their row format does: no row
+    // conversion, no byte comparisons.
+    if division_array.as_ref().is_none_or(|d| d.null_count() == 0) {
+        if let Some(keys) = order_keys(column, options)? {
+            let bounds = match &division_array {
+                Some(d) => order_keys(d, options)?.expect("the column's type"),
+                None => Vec::new(),
+            };
+            return Ok(targets(
+                column,
+                |i| keys[i],
+                &bounds,
+                spread,
+                null_partitions,
+            ));
+        }
+    }
+    row_targets(column, options, division_array, spread, null_partitions)
+}
+
+/// [`range_targets`] for any type: values and divisions compared in the row format.
+fn row_targets(
+    column: &ArrayRef,
+    options: SortOptions,
+    division_array: Option<ArrayRef>,
+    spread: bool,
+    null_partitions: usize,
 ) -> Result<Vec<usize>> {
     let converter = row_converter(column.data_type(), options)?;
     let rows = converter.convert_columns(std::slice::from_ref(column))?;
-    let bound_rows = if bounds.is_empty() {
-        converter.empty_rows(0, 0)
-    } else {
-        let b = ScalarValue::iter_to_array(bounds.iter().cloned())?;
-        let b = cast_to(&b, column.data_type())?;
-        converter.convert_columns(&[b])?
+    let division_rows = match division_array {
+        None => converter.empty_rows(0, 0),
+        Some(d) => converter.convert_columns(&[d])?,
     };
-    let bound_rows: Vec<_> = bound_rows.iter().collect();
-    let last = bound_rows.len();
-    Ok((0..column.len())
+    let division_rows: Vec<_> = division_rows.iter().collect();
+    Ok(targets(
+        column,
+        |i| rows.row(i),
+        &division_rows,
+        spread,
+        null_partitions,
+    ))
+}
+
+/// Each value of a numeric `column` as a `u64` that orders as Arrow's row format
+/// orders it under `options` (nulls aside: their slots hold any number); `None`
+/// for other types.
+fn order_keys(column: &ArrayRef, options: SortOptions) -> Result<Option<Vec<u64>>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+    use DataType::*;
+    const SIGN: u64 = 1 << 63;
+    let mut keys: Vec<u64> = match column.data_type() {
+        UInt8 | UInt16 | UInt32 | UInt64 => cast_to(column, &UInt64)?
+            .as_primitive::<UInt64Type>()
+            .values()
+            .to_vec(),
+        Int8 | Int16 | Int32 | Int64 | Date64 | Timestamp(..) | Time64(_) | Duration(_) => {
+            cast_to(column, &Int64)?
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(|&v| v as u64 ^ SIGN)
+                .collect()
+        }
+        Date32 | Time32(_) => cast_to(&cast_to(column, &Int32)?, &Int64)?
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .map(|&v| v as u64 ^ SIGN)
+            .collect(),
+        // Total order, as the row format (and `f64::total_cmp`): -NaN < -inf < -0 < 0.
+        Float16 | Float32 | Float64 => cast_to(column, &Float64)?
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .map(|&v| {
+                let b = v.to_bits();
+                if b & SIGN != 0 {
+                    !b
+                } else {
+                    b | SIGN
+                }
+            })
+            .collect(),
+        _ => return Ok(None),
+    };
+    if options.descending {
+        keys.iter_mut().for_each(|k| *k = !*k);
+    }
+    Ok(Some(keys))
+}
+
+/// The output of each row of `column`, its value `value(i)` placed among
+/// `divisions` (see [`Partitioner::Range`]).
+fn targets<T: Ord + Copy>(
+    column: &ArrayRef,
+    value: impl Fn(usize) -> T,
+    divisions: &[T],
+    spread: bool,
+    null_partitions: usize,
+) -> Vec<usize> {
+    // The inner boundaries: value output p ends at inner[p].
+    let (first, inner) = match divisions {
+        [] | [_] => (None, &[][..]),
+        [first, rest @ ..] => (Some(*first), &rest[..rest.len() - 1]),
+    };
+    let values = inner.len() + 1;
+    let nulls = column.null_count() > 0;
+    (0..column.len())
         .map(|i| {
-            if column.is_null(i) {
-                last
-            } else {
-                let r = rows.row(i);
-                bound_rows.partition_point(|b| *b <= r)
+            if nulls && column.is_null(i) {
+                return match null_partitions {
+                    0 => values - 1,
+                    k => values + spread_over(i, k),
+                };
             }
+            let r = value(i);
+            let hi = inner.partition_point(|b| *b <= r);
+            if !spread {
+                return hi;
+            }
+            let lo = inner.partition_point(|b| *b < r);
+            if lo == hi {
+                return hi;
+            }
+            // `r` is a division: every output from the first whose range holds it
+            // (the one it ends, only when it starts there too) up to `hi` holds it.
+            let start = if lo == 0 && first == Some(r) {
+                0
+            } else {
+                lo + 1
+            };
+            start + spread_over(i, hi - start + 1)
         })
-        .collect())
+        .collect()
 }
 
 fn row_converter(t: &DataType, options: SortOptions) -> Result<RowConverter> {
@@ -229,22 +384,58 @@ pub fn sample_column(
     })
 }
 
+/// Divisions chosen from samples, for a [`Partitioner::Range`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeDivisions {
+    /// Divisions of the value outputs (`m + 1`; with `spread`, a hot value repeats).
+    pub divisions: Vec<ScalarValue>,
+    /// Outputs after the value outputs that hold only the nulls.
+    pub null_partitions: usize,
+}
+
+impl RangeDivisions {
+    /// Output partitions: the value outputs and the null outputs.
+    pub fn npartitions(&self) -> usize {
+        self.divisions.len().saturating_sub(1) + self.null_partitions
+    }
+
+    /// Divisions for the index of all outputs: the null outputs repeat the last
+    /// division (they sort after every value, and hold none).
+    pub fn index_divisions(&self) -> Vec<ScalarValue> {
+        let mut d = self.divisions.clone();
+        let last = d.last().expect("at least two divisions").clone();
+        d.extend(std::iter::repeat_n(last, self.null_partitions));
+        d
+    }
+}
+
 /// Chooses divisions for `n` output partitions from the partitions' samples: the
-/// overall min, the `n - 1` weighted quantiles of the samples (each sampled value
-/// stands for `count / sample size` rows of its partition), and the overall max, in
-/// `options`' order. Repeated boundaries are merged, so fewer partitions may result
-/// (as Dask does when a column has few distinct values). `None` when no partition has
-/// a value.
+/// overall min, the weighted quantiles of the samples (each sampled value stands
+/// for `count / sample size` rows of its partition), and the overall max, in
+/// `options`' order.
+///
+/// Nulls get outputs of their own in proportion to their share of the rows (at
+/// least one when there are nulls and `n > 1`; with `spread`, as many as their
+/// share asks for, so that a column that is 90 % null does not pile its nulls into
+/// one partition). With `spread`, a value heavy enough to be several quantiles
+/// stays a repeated division (Dask allows that), so its rows are spread over as
+/// many outputs; without, repeated boundaries are merged and fewer partitions may
+/// result (as Dask does when a column has few distinct values). `None` when no
+/// partition has a value.
 pub fn choose_divisions(
     samples: &[ColumnSample],
     data_type: &DataType,
     options: SortOptions,
     n: usize,
-) -> Result<Option<Vec<ScalarValue>>> {
+    spread: bool,
+) -> Result<Option<RangeDivisions>> {
     let converter = row_converter(data_type, options)?;
     let mut weighted: Vec<(OwnedRow, f64)> = Vec::new();
     let mut ends: Vec<OwnedRow> = Vec::new();
+    let (mut count, mut nulls) = (0usize, 0usize);
     for s in samples {
+        count += s.count;
+        nulls += s.nulls;
         let (Some(sample), Some(min), Some(max)) = (&s.sample, &s.min, &s.max) else {
             continue;
         };
@@ -262,6 +453,15 @@ pub fn choose_divisions(
     if ends.is_empty() {
         return Ok(None);
     }
+    let null_partitions = if nulls == 0 || n < 2 {
+        0
+    } else if spread {
+        let share = nulls as f64 / (nulls + count) as f64;
+        ((n as f64 * share).round() as usize).clamp(1, n - 1)
+    } else {
+        1
+    };
+    let n = n - null_partitions;
     weighted.sort_by(|a, b| a.0.cmp(&b.0));
     let lo = ends.iter().min().expect("not empty").clone();
     let hi = ends.iter().max().expect("not empty").clone();
@@ -277,15 +477,87 @@ pub fn choose_divisions(
         }
     }
     chosen.push(hi);
-    chosen.dedup();
+    if !spread {
+        chosen.dedup();
+    }
     if chosen.len() == 1 {
         // One distinct value: one partition, [v, v].
         chosen.push(chosen[0].clone());
     }
     let array = converter.convert_rows(chosen.iter().map(|r| r.row()))?;
     let array = &array[0];
-    (0..array.len())
+    let divisions = (0..array.len())
         .map(|i| ScalarValue::try_from_array(array, i).map_err(Error::from))
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(RangeDivisions {
+        divisions,
+        null_partitions,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int32Array, TimestampNanosecondArray, UInt64Array};
+    use rand::{Rng, SeedableRng};
+
+    /// Numbers placed by their order keys land where the row format puts them: every
+    /// numeric kind, both directions, repeated divisions, with and without spreading.
+    #[test]
+    fn numbers_go_where_the_row_format_sends_them() {
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(3);
+        let n = 2000;
+        let specials = [
+            0.0,
+            -0.0,
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1.5,
+            -1.5,
+        ];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from_iter((0..n).map(|_| {
+                (!rng.random_bool(0.05)).then(|| rng.random_range(-40..40))
+            }))),
+            Arc::new(UInt64Array::from_iter_values((0..n).map(|_| {
+                [0, 1, u64::MAX, 1 << 63, (1 << 63) - 1][rng.random_range(0..5)]
+            }))),
+            Arc::new(Float64Array::from_iter((0..n).map(|_| {
+                (!rng.random_bool(0.05)).then(|| specials[rng.random_range(0..specials.len())])
+            }))),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                (0..n).map(|_| rng.random_range(-1_000_000i64..1_000_000)),
+            )),
+        ];
+        for column in &columns {
+            for descending in [false, true] {
+                let options = SortOptions {
+                    descending,
+                    nulls_first: false,
+                };
+                // Divisions: values of the column, sorted in the requested order.
+                let mut picks: Vec<usize> = (0..6)
+                    .map(|_| rng.random_range(0..n))
+                    .filter(|&i| column.is_valid(i))
+                    .collect();
+                picks.extend_from_slice(&picks.clone()[..1]);
+                let idx = UInt32Array::from(picks.iter().map(|&i| i as u32).collect::<Vec<_>>());
+                let d = arrow::compute::take(column, &idx, None).unwrap();
+                let order = arrow::compute::sort_to_indices(&d, Some(options), None).unwrap();
+                let d = arrow::compute::take(&d, &order, None).unwrap();
+                for spread in [false, true] {
+                    for nulls in [0, 2] {
+                        let keys = order_keys(column, options).unwrap().unwrap();
+                        let bounds = order_keys(&d, options).unwrap().unwrap();
+                        let typed = targets(column, |i| keys[i], &bounds, spread, nulls);
+                        let rows =
+                            row_targets(column, options, Some(d.clone()), spread, nulls).unwrap();
+                        assert_eq!(typed, rows, "{} {options:?}", column.data_type());
+                    }
+                }
+            }
+        }
+    }
 }

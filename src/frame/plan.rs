@@ -18,7 +18,8 @@ use arrow::datatypes::SchemaRef;
 use datafusion_common::ScalarValue;
 
 use super::join::{
-    key_partitioners, JoinBroadcastLeft, JoinPartitions, JoinSpec, JoinStrategy, ShuffleJoin,
+    key_partitioners, BroadcastBuild, JoinBroadcastLeft, JoinPartitions, JoinSpec, JoinStrategy,
+    SharedTable, ShuffleJoin,
 };
 use super::ops::{
     AggChunk, AggCombine, AggFinalize, FilterOp, MapOp, ProjectOp, ReadCsvBlock,
@@ -87,9 +88,11 @@ pub enum Plan {
         /// Output schema the function promises.
         schema: SchemaRef,
     },
-    /// A groupby-aggregate into one partition, the strategy chosen at run time from
-    /// the measured partials ([`crate::agg::radix`]: one merge for few groups,
-    /// radix-partitioned for many); or, when `split_out` is given (an override),
+    /// A groupby-aggregate, the strategy chosen at run time from the measured
+    /// partials ([`crate::agg::radix`]: one merge for few groups, radix-partitioned
+    /// for many, into one partition per slot: a small answer sorted whole in the
+    /// last, a large one a sorted partition per part); or, when `split_out` is
+    /// given (an override),
     /// by tree reduction (`Some(1)`) or by hash-partitioning the partials through
     /// the shuffle store into `split_out` partitions.
     Aggregate {
@@ -177,6 +180,11 @@ pub enum Plan {
 pub trait PlanNode: Send + Sync {
     /// A short name (`resample`, `persisted`).
     fn name(&self) -> &str;
+    /// One line for `explain()`: the name and what the node was given (a source's
+    /// pushed-down filter, say). Default: the name.
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
     /// The output schema, given the inputs' (pruned) schemas.
     fn schema(&self, inputs: &[SchemaRef]) -> SchemaRef;
     /// Number of output partitions, given the inputs'.
@@ -242,6 +250,13 @@ impl Plan {
             | Plan::Project { input, .. }
             | Plan::MapPartitions { input, .. }
             | Plan::WithIndex { input, .. } => input.npartitions(),
+            Plan::Aggregate {
+                split_out: None,
+                plan,
+                sizing,
+                input,
+                ..
+            } if !plan.keys.is_empty() => sizing.slots(input.npartitions()),
             Plan::Aggregate { split_out, .. } => split_out.unwrap_or(1),
             Plan::Shuffle { npartitions, .. } => *npartitions,
             Plan::SelectPartitions { partitions, .. } => partitions.len(),
@@ -255,6 +270,28 @@ impl Plan {
 }
 
 impl Plan {
+    /// The key columns by which each partition of this plan is sorted, when it is
+    /// a radix groupby's answer (or a selection over it that keeps the keys), whose
+    /// partitions are each sorted but not ordered among themselves: gathering it
+    /// whole ([`DataFrame::compute`](super::DataFrame::compute)) merges them.
+    pub fn sorted_partitions_by(&self) -> Option<Vec<String>> {
+        match self {
+            Plan::Aggregate {
+                plan,
+                split_out: None,
+                ..
+            } if plan.sort && !plan.keys.is_empty() => Some(plan.keys.clone()),
+            Plan::Filter { input, .. } | Plan::Project { input, .. } => {
+                let keys = input.sorted_partitions_by()?;
+                let schema = self.schema();
+                keys.iter()
+                    .all(|k| schema.index_of(k).is_ok())
+                    .then_some(keys)
+            }
+            _ => None,
+        }
+    }
+
     /// The plans this one reads.
     pub fn inputs(&self) -> Vec<&Arc<Plan>> {
         match self {
@@ -632,8 +669,8 @@ pub(crate) fn lower_readers(
     task_layer(graph, op, vec![vec![barrier.clone()]; n], make)
 }
 
-/// One task gathering `inputs` into one batch of `schema` (a broadcast side).
-fn lower_gather(graph: &mut Graph, inputs: Vec<Key>, schema: SchemaRef) -> Key {
+/// One task gathering `inputs` (a broadcast side) and building its table.
+fn lower_broadcast(graph: &mut Graph, inputs: Vec<Key>, op: BroadcastBuild) -> Key {
     let name = layer_name("broadcast-gather");
     let key = Key::new(&name, 0);
     graph.add_layer(Layer {
@@ -641,15 +678,7 @@ fn lower_gather(graph: &mut Graph, inputs: Vec<Key>, schema: SchemaRef) -> Key {
         tasks: vec![Task {
             key: key.clone(),
             deps: inputs,
-            op: FnOperator::new("broadcast-gather", move |inputs| {
-                let batches = inputs
-                    .iter()
-                    .map(|v| v.as_batch().cloned())
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Value::Batch(arrow::compute::concat_batches(
-                    &schema, &batches,
-                )?))
-            }),
+            op: Arc::new(op),
         }],
     });
     key
@@ -666,14 +695,33 @@ fn lower_join(
 ) -> Vec<Key> {
     let left_keys = lower(left, graph, ctx);
     let right_keys = lower(right, graph, ctx);
+    // A broadcast side's table is built by the task that gathers it.
+    let probes = match strategy {
+        JoinStrategy::BroadcastRight => left_keys.len(),
+        JoinStrategy::BroadcastLeft => right_keys.len(),
+        _ => 0,
+    };
+    let table = Arc::new(SharedTable::new(probes));
+    let mut gather = |keys: Vec<Key>, side: &Plan, key_columns: &[usize]| {
+        lower_broadcast(
+            graph,
+            keys,
+            BroadcastBuild {
+                table: table.clone(),
+                schema: side.schema(),
+                keys: key_columns.to_vec(),
+                limits: spec.limits(),
+            },
+        )
+    };
     let pairs: Vec<(Key, Key)> = match strategy {
         JoinStrategy::PartitionWise => left_keys.into_iter().zip(right_keys).collect(),
         JoinStrategy::BroadcastRight => {
-            let all = lower_gather(graph, right_keys, right.schema());
+            let all = gather(right_keys, right, spec.right_keys());
             left_keys.into_iter().map(|k| (k, all.clone())).collect()
         }
         JoinStrategy::BroadcastLeft => {
-            let all = lower_gather(graph, left_keys, left.schema());
+            let all = gather(left_keys, left, spec.left_keys());
             right_keys.into_iter().map(|k| (all.clone(), k)).collect()
         }
         JoinStrategy::Shuffle => {
@@ -696,15 +744,18 @@ fn lower_join(
     let op: Arc<dyn Operator> = match strategy {
         JoinStrategy::BroadcastLeft => Arc::new(JoinBroadcastLeft {
             spec: spec.clone(),
-            table: Default::default(),
+            table,
+            ctx: ctx.clone(),
         }),
         JoinStrategy::BroadcastRight => Arc::new(JoinPartitions {
             spec: spec.clone(),
-            broadcast: Some(Default::default()),
+            broadcast: Some(table),
+            ctx: ctx.clone(),
         }),
         _ => Arc::new(JoinPartitions {
             spec: spec.clone(),
             broadcast: None,
+            ctx: ctx.clone(),
         }),
     };
     let deps = pairs.into_iter().map(|(l, r)| vec![l, r]).collect();
@@ -793,12 +844,15 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
                 .iter()
                 .map(|(c, o)| (schema.index_of(c).expect("sort keys are checked"), *o))
                 .collect();
+            // A sort's output partitions each get a partition for their sorted runs.
+            let runs = (!sort.is_empty()).then(|| ctx.reserve_shuffle_partitions(*npartitions));
             lower_readers(graph, "shuffle-gather", *npartitions, &barrier, &|p| {
                 Arc::new(ShuffleGather {
                     ctx: ctx.clone(),
                     partition: offsets[0] + p,
                     schema: schema.clone(),
                     sort: sort.clone(),
+                    runs: runs.map(|r| r + p),
                 })
             })
         }
@@ -860,16 +914,7 @@ pub fn lower(plan: &Plan, graph: &mut Graph, ctx: &Arc<RunContext>) -> Vec<Key> 
             sizing,
         } if !agg.keys.is_empty() => {
             let inputs = lower(input, graph, ctx);
-            let parts = radix::lower(graph, &inputs, agg.clone(), *sizing, ctx);
-            let gather = agg.clone();
-            let op: Arc<dyn Operator> = FnOperator::new("agg-radix-gather", move |inputs| {
-                let parts = inputs
-                    .iter()
-                    .map(|v| v.as_batch().cloned())
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Value::Batch(gather.gather(parts)?))
-            });
-            task_layer(graph, "agg-radix-gather", vec![parts], &|_| op.clone())
+            radix::lower(graph, &inputs, agg.clone(), *sizing, ctx)
         }
         Plan::Aggregate {
             input,

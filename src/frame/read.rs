@@ -21,6 +21,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
 use super::plan::{layer_name, Index, PlanNode};
@@ -300,6 +301,69 @@ impl ReadBuilder {
         Ok(())
     }
 
+    /// JSON lines: the `parse_dates` columns that hold text, parsed as ISO-8601
+    /// timestamps (JSON has no timestamp type, so they arrive as strings).
+    fn parse_json_dates(&self, df: DataFrame) -> Result<DataFrame> {
+        let schema = df.schema();
+        let text: Vec<usize> = self
+            .parse_dates
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .filter(|&i| {
+                matches!(
+                    schema.field(i).data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8
+                )
+            })
+            .collect();
+        if text.is_empty() {
+            return Ok(df);
+        }
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None);
+        let fields: Vec<arrow::datatypes::Field> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let f = f.as_ref().clone();
+                if text.contains(&i) {
+                    f.with_data_type(ts.clone())
+                } else {
+                    f
+                }
+            })
+            .collect();
+        let out = Arc::new(arrow::datatypes::Schema::new(fields));
+        let pattern = self.pattern.clone();
+        let names: Vec<String> = text
+            .iter()
+            .map(|&i| schema.field(i).name().clone())
+            .collect();
+        let strict = arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        Ok(df.map_partitions(out.clone(), move |batch| {
+            let mut columns = batch.columns().to_vec();
+            for name in &names {
+                let Ok(i) = batch.schema().index_of(name) else {
+                    continue;
+                };
+                columns[i] =
+                    arrow::compute::cast_with_options(&columns[i], &ts, &strict).map_err(|e| {
+                        Error::plan(
+                            "read",
+                            format!(
+                                "{pattern}: column {name:?}: expected ISO-8601 timestamps \
+                                 (--parse-dates): {e}"
+                            ),
+                        )
+                    })?;
+            }
+            Ok(RecordBatch::try_new(out.clone(), columns)?)
+        }))
+    }
+
     /// Detects the format (unless given) and opens the data: reads headers,
     /// footers and type samples, no rows.
     pub fn load(self) -> Result<DataFrame> {
@@ -345,6 +409,7 @@ impl ReadBuilder {
                     r = r.with_sample_lines(n);
                 }
                 let df = r.load()?;
+                let df = self.parse_json_dates(df)?;
                 self.check_dates(&df.schema(), "JSON")?;
                 Ok(df)
             }
@@ -431,6 +496,13 @@ pub struct ParquetScan {
 impl PlanNode for ParquetScan {
     fn name(&self) -> &str {
         "read-parquet"
+    }
+    fn describe(&self) -> String {
+        let mut s = format!("read-parquet ({} files)", self.source.files.len());
+        if let Some((p, _)) = &self.predicate {
+            s += &format!(", row groups pruned by statistics of {p}");
+        }
+        s
     }
     fn schema(&self, _inputs: &[SchemaRef]) -> SchemaRef {
         match &self.projection {

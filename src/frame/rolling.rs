@@ -61,6 +61,11 @@ pub struct Rolling {
     frame: DataFrame,
     kind: Kind,
     min_periods: Option<usize>,
+    /// Group keys (`groupby(keys).rolling(..)`): windows never reach across a
+    /// change of key; the frame is sorted by the keys, then `ordered_by`.
+    keys: Vec<String>,
+    /// The column that orders rows within a group (the index), when grouped.
+    ordered_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,26 +79,62 @@ impl DataFrame {
     /// A moving window over the rows in order; finish with [`Rolling::agg`]. Time
     /// windows need a timestamp index with known divisions.
     pub fn rolling(&self, window: Window) -> Result<Rolling> {
-        let kind = match window {
-            Window::Rows(0) => return Err(Error::plan(OP, "the window must be at least 1 row")),
-            Window::Rows(n) => Kind::Rows(n),
-            Window::Time(span) => {
-                let ns = Rule::parse(&span)?.fixed_ns().ok_or_else(|| {
-                    Error::plan(
-                        OP,
-                        format!("a time window is a fixed span (s, min, h, D), not {span:?}"),
-                    )
-                })?;
-                time_index(self, OP)?;
-                Kind::Time(ns)
-            }
-        };
+        let kind = kind_of(window)?;
+        if let Kind::Time(_) = kind {
+            time_index(self, OP)?;
+        }
         Ok(Rolling {
             frame: self.clone(),
             kind,
             min_periods: None,
+            keys: Vec::new(),
+            ordered_by: None,
         })
     }
+}
+
+/// `window` as a [`Kind`], checking that a time window is a fixed span.
+fn kind_of(window: Window) -> Result<Kind> {
+    match window {
+        Window::Rows(0) => Err(Error::plan(OP, "the window must be at least 1 row")),
+        Window::Rows(n) => Ok(Kind::Rows(n)),
+        Window::Time(span) => {
+            let ns = Rule::parse(&span)?.fixed_ns().ok_or_else(|| {
+                Error::plan(
+                    OP,
+                    format!("a time window is a fixed span (s, min, h, D), not {span:?}"),
+                )
+            })?;
+            Ok(Kind::Time(ns))
+        }
+    }
+}
+
+/// Windows per group over `sorted`, whose rows are in order of `keys`, then of
+/// `ordered_by` (see [`super::grouped`]).
+pub(crate) fn grouped(
+    sorted: DataFrame,
+    window: Window,
+    keys: Vec<String>,
+    ordered_by: String,
+) -> Result<Rolling> {
+    let kind = kind_of(window)?;
+    if let Kind::Time(_) = kind {
+        let t = crate::expr::column_type(&sorted.schema(), &ordered_by)?;
+        if !matches!(t, DataType::Timestamp(..) | DataType::Date32) {
+            return Err(Error::plan(
+                OP,
+                format!("a time window needs a datetime index, but {ordered_by:?} is {t}"),
+            ));
+        }
+    }
+    Ok(Rolling {
+        frame: sorted,
+        kind,
+        min_periods: None,
+        keys,
+        ordered_by: Some(ordered_by),
+    })
 }
 
 impl Rolling {
@@ -159,7 +200,14 @@ impl Rolling {
                 data_type: out_t,
             });
         }
-        let index = self.frame.plan.index();
+        let index = match &self.ordered_by {
+            Some(_) => None,
+            None => self.frame.plan.index(),
+        };
+        let time_column = match &self.ordered_by {
+            Some(c) => Some(c.clone()),
+            None => index.as_ref().map(|ix| ix.column.clone()),
+        };
         let min_periods = self.min_periods.unwrap_or(match self.kind {
             Kind::Rows(n) => n,
             Kind::Time(_) => 1,
@@ -168,7 +216,8 @@ impl Rolling {
             inner: Arc::new(Inner {
                 kind: self.kind,
                 min_periods,
-                index: index.as_ref().map(|ix| ix.column.clone()),
+                index: time_column,
+                keys: self.keys.clone(),
                 value_cols,
                 outs,
             }),
@@ -189,6 +238,8 @@ struct Inner {
     kind: Kind,
     min_periods: usize,
     index: Option<String>,
+    /// Group keys: windows stop at a change of key.
+    keys: Vec<String>,
     value_cols: Vec<String>,
     outs: Vec<OutCol>,
 }
@@ -199,15 +250,39 @@ struct RollingNode {
 }
 
 impl Inner {
-    /// The columns tails keep, in this order: the index (time windows), then the
-    /// value columns.
+    /// The columns tails keep, in this order: the index (time windows), the group
+    /// keys, then the value columns.
     fn tail_columns(&self) -> Vec<String> {
         let mut c = Vec::new();
         if let (Kind::Time(_), Some(ix)) = (self.kind, &self.index) {
             c.push(ix.clone());
         }
+        c.extend(self.keys.iter().cloned());
         c.extend(self.value_cols.iter().cloned());
         c
+    }
+
+    /// Position of the first key column in a projected batch.
+    fn key_offset(&self) -> usize {
+        usize::from(matches!(self.kind, Kind::Time(_)) && self.index.is_some())
+    }
+
+    /// For each row of a projected batch, the first row of its group (all 0
+    /// without keys).
+    fn group_starts(&self, batch: &RecordBatch) -> Result<Vec<usize>> {
+        let n = batch.num_rows();
+        if self.keys.is_empty() || n == 0 {
+            return Ok(vec![0; n]);
+        }
+        let off = self.key_offset();
+        let keys: Vec<ArrayRef> = (off..off + self.keys.len())
+            .map(|i| batch.column(i).clone())
+            .collect();
+        let mut starts = Vec::with_capacity(n);
+        for r in arrow::compute::partition(&keys)?.ranges() {
+            starts.extend(std::iter::repeat_n(r.start, r.len()));
+        }
+        Ok(starts)
     }
 
     fn project(&self, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -224,7 +299,7 @@ impl Inner {
         Ok(batch.project(&idx)?)
     }
 
-    fn times(&self, batch: &RecordBatch, j: usize) -> Result<Option<Vec<i64>>> {
+    fn times(&self, batch: &RecordBatch, j: usize, groups: &[usize]) -> Result<Option<Vec<i64>>> {
         let (Kind::Time(_), Some(ix)) = (self.kind, &self.index) else {
             return Ok(None);
         };
@@ -243,7 +318,8 @@ impl Inner {
             ));
         }
         let v = a.values().to_vec();
-        if let Some(w) = v.windows(2).position(|w| w[1] < w[0]) {
+        let unsorted = (1..v.len()).find(|&r| v[r] < v[r - 1] && groups[r] != r);
+        if let Some(w) = unsorted.map(|r| r - 1) {
             return Err(Error::plan(
                 OP,
                 format!(
@@ -269,13 +345,16 @@ impl Inner {
             None => part,
         };
         let n = both.num_rows();
+        let groups = self.group_starts(&both)?;
+        // Only the last group's rows can be in a later window.
+        let g = groups.last().copied().unwrap_or(0);
         let keep = match self.kind {
-            Kind::Rows(w) => (w - 1).min(n),
+            Kind::Rows(w) => (w - 1).min(n - g),
             Kind::Time(span) => {
-                let t = self.times(&both, j)?.expect("time window");
+                let t = self.times(&both, j, &groups)?.expect("time window");
                 match t.last() {
                     None => 0,
-                    Some(&last) => n - t.partition_point(|&x| x <= last - span),
+                    Some(&last) => n - g - t[g..].partition_point(|&x| x <= last - span),
                 }
             }
         };
@@ -296,14 +375,19 @@ impl Inner {
             None => own,
         };
         let n = both.num_rows();
-        // Window start of each row.
+        let groups = self.group_starts(&both)?;
+        // Window start of each row, never before its group's first row.
         let starts: Vec<usize> = match self.kind {
-            Kind::Rows(w) => (0..n).map(|r| (r + 1).saturating_sub(w)).collect(),
+            Kind::Rows(w) => (0..n)
+                .map(|r| (r + 1).saturating_sub(w).max(groups[r]))
+                .collect(),
             Kind::Time(span) => {
-                let t = self.times(&both, j)?.expect("time window");
+                let t = self.times(&both, j, &groups)?.expect("time window");
                 let mut s = 0;
                 t.iter()
-                    .map(|&x| {
+                    .enumerate()
+                    .map(|(r, &x)| {
+                        s = s.max(groups[r]);
                         while t[s] <= x - span {
                             s += 1;
                         }
@@ -312,7 +396,7 @@ impl Inner {
                     .collect()
             }
         };
-        let offset = usize::from(matches!(self.kind, Kind::Time(_)) && self.index.is_some());
+        let offset = self.key_offset() + self.keys.len();
         let values: Vec<ArrayRef> = (0..self.value_cols.len())
             .map(|c| cast(both.column(offset + c), &DataType::Float64))
             .collect::<Result<_, _>>()?;

@@ -140,6 +140,22 @@ fn json_size(v: &serde_json::Value) -> usize {
     }
 }
 
+/// How an operator takes part in a stream of batches, so that a value too big to
+/// hold (a join's output) never exists whole: the scheduler runs a fused chain
+/// `Source → Map* → Fold` batch by batch (see `run_chain` in the scheduler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streaming {
+    /// Needs its input whole (the default).
+    No,
+    /// Can give its value as batches through [`Operator::run_stream`] (a join).
+    Source,
+    /// Maps each batch on its own (filter, project): `run` once per batch.
+    Map,
+    /// Folds batches: `run` once per batch, then [`Operator::merge`] over the values
+    /// (an aggregation's chunk step, a shuffle write).
+    Fold,
+}
+
 /// What a task does. Implementations are typed Rust operators over Arrow data.
 ///
 /// `run` is called once per task, on any worker thread, with the results of the
@@ -150,6 +166,29 @@ pub trait Operator: Send + Sync {
     fn name(&self) -> &str;
     /// Computes the task's value.
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value>;
+    /// How the operator streams (default: it does not).
+    fn streaming(&self) -> Streaming {
+        Streaming::No
+    }
+    /// For a [`Streaming::Source`]: the value `run` would give, as a sequence of at
+    /// least one batch handed to `emit` in order (their concatenation is `run`'s
+    /// batch). An error from `emit` stops the stream and is returned.
+    fn run_stream(
+        &self,
+        inputs: &[Arc<Value>],
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        emit(self.run(inputs)?.as_batch()?.clone())
+    }
+    /// For a [`Streaming::Fold`]: one value from the values `run` gave for the
+    /// batches of one stream (at least one, in order); must be associative.
+    fn merge(&self, values: Vec<Value>) -> Result<Value> {
+        let _ = values;
+        Err(Error::Internal(format!(
+            "operator {} cannot merge streamed values",
+            self.name()
+        )))
+    }
 }
 
 /// An operator from a closure, for tests and one-off tasks.

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Array, Float64Array, Int64Array, RecordBatch,
-    RecordBatchOptions, StringBuilder, TimestampNanosecondArray,
+    RecordBatchOptions, TimestampNanosecondArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -276,6 +276,170 @@ impl CsvSource {
         if file.compression != Compression::None {
             return self.read_compressed(file, projection);
         }
+        if let Some(batch) = self.read_streamed(block, projection, PIECE_BYTES) {
+            return Ok(batch);
+        }
+        self.read_whole(block, projection)
+    }
+
+    /// Reads block `block` in pieces of about `piece` bytes through one buffer,
+    /// tokenising and decoding each piece while it is in the core's cache (reading the
+    /// whole block first costs a copy into fresh memory and a second trip through
+    /// memory for the tokenizer). Only for the common block: uncompressed, no quote
+    /// character, rows of the header's width without blank lines, values that fit
+    /// their types. Anything else, errors included, gives `None`, and the caller reads
+    /// the block whole ([`CsvSource::read_whole`]), which handles every case and says
+    /// what is wrong with file, line and column.
+    fn read_streamed(
+        &self,
+        block: usize,
+        projection: &[usize],
+        piece: usize,
+    ) -> Option<RecordBatch> {
+        use std::io::{Read, Seek, SeekFrom};
+        let b = self.blocks[block];
+        let file = &self.files[b.file];
+        if file.compression != Compression::None || b.end <= b.start {
+            return None;
+        }
+        let mut columns = projection
+            .iter()
+            .map(|&c| {
+                let by_format = self.date_formats.iter().any(|(i, _)| *i == c);
+                let to = self.schema.field(c).data_type();
+                (!by_format).then(|| StreamedColumn::new(to)).flatten()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let ncols = self.schema.fields().len();
+        let mut slot_of = vec![None; ncols];
+        for (slot, &c) in projection.iter().enumerate() {
+            slot_of[c] = Some(slot);
+        }
+        let mut f = file.stamp.open(&file.path).ok()?;
+        // One byte before `start` tells whether a record begins exactly at `start`.
+        let begin = if b.start > file.data_start {
+            b.start - 1
+        } else {
+            b.start
+        };
+        f.seek(SeekFrom::Start(begin)).ok()?;
+        let piece = piece.max(1);
+        let mut buf = vec![0u8; piece];
+        let (mut len, mut pos) = (0usize, begin);
+        // Until the first line end: the record the previous block owns.
+        let mut skipping = begin < b.start;
+        let mut fields = Fields::empty(projection.len());
+        let mut rows = 0usize;
+        let has_quote = |bytes: &[u8]| memchr::memchr(QUOTE, bytes).is_some();
+        loop {
+            if len == buf.len() {
+                if len as u64 > self.max_line_bytes.saturating_add(piece as u64) {
+                    return None;
+                }
+                buf.resize(2 * len, 0);
+            }
+            let n = f.read(&mut buf[len..]).ok()?;
+            len += n;
+            let eof = n == 0;
+            if eof && pos + (len as u64) < file.stamp.size {
+                // A short read: the whole read says so.
+                return None;
+            }
+            let mut off = 0;
+            if skipping {
+                match memchr::memchr(b'\n', &buf[..len]) {
+                    Some(i) => {
+                        if has_quote(&buf[..i]) {
+                            return None;
+                        }
+                        if pos + i as u64 + 1 >= b.end {
+                            // No record starts in the block.
+                            break;
+                        }
+                        skipping = false;
+                        off = i + 1;
+                    }
+                    None if eof => break,
+                    None => {
+                        if has_quote(&buf[..len]) {
+                            return None;
+                        }
+                        pos += len as u64;
+                        len = 0;
+                        continue;
+                    }
+                }
+            }
+            // `buf[off..len]` starts at a record start. The block's last record is
+            // the one that holds byte `end - 1`.
+            let last = (b.end - 1).saturating_sub(pos) as usize;
+            let stop = if last < len {
+                memchr::memchr(b'\n', &buf[last.max(off)..len]).map(|i| last.max(off) + i + 1)
+            } else {
+                None
+            };
+            let seg_end = match stop {
+                Some(e) => e,
+                None if eof => len,
+                None => memchr::memrchr(b'\n', &buf[off..len]).map_or(off, |i| off + i + 1),
+            };
+            if seg_end > off {
+                let seg = &buf[off..seg_end];
+                if has_quote(seg)
+                    || !super::tokenize::tokenize_regular(
+                        seg,
+                        self.delimiter,
+                        &slot_of,
+                        self.max_line_bytes,
+                        &mut fields,
+                    )
+                {
+                    return None;
+                }
+                if rows == 0 {
+                    // Size the columns once, from the first piece's rows per byte.
+                    let expect = (b.end - b.start) as usize / seg.len().max(1) + 1;
+                    for (slot, col) in columns.iter_mut().enumerate() {
+                        col.reserve(&fields.ranges[slot], seg, expect);
+                    }
+                }
+                for (slot, col) in columns.iter_mut().enumerate() {
+                    if !col.push(&fields.ranges[slot], seg) {
+                        return None;
+                    }
+                }
+                rows += fields.rows();
+            }
+            if stop.is_some() || eof {
+                break;
+            }
+            if (len - seg_end) as u64 > self.max_line_bytes.saturating_add(1) {
+                return None;
+            }
+            buf.copy_within(seg_end..len, 0);
+            pos += seg_end as u64;
+            len -= seg_end;
+        }
+        file.stamp.check(&file.path, &f).ok()?;
+        // Every byte of the block's range was looked at: it holds no quote.
+        let _ = self.quote_parity[block].set(false);
+        if self.starts_inside_quotes(block).ok()? {
+            return None;
+        }
+        let arrays = columns
+            .into_iter()
+            .map(|c| c.finish())
+            .collect::<Option<Vec<_>>>()?;
+        let schema = Arc::new(self.schema.project(projection).ok()?);
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(schema, arrays, &options).ok()
+    }
+
+    /// Reads block `block` whole, then decodes it: every case (quotes, blank lines,
+    /// errors); see [`CsvSource::read_block`].
+    fn read_whole(&self, block: usize, projection: &[usize]) -> Result<RecordBatch> {
+        let b = self.blocks[block];
+        let file = &self.files[b.file];
         // Guess that the block starts outside quotes, then check (see the module doc).
         let mut inside = false;
         loop {
@@ -936,19 +1100,19 @@ fn decode_column(
     let decode_as = decoder_type(to).expect("types were checked when the source was opened");
     let array: ArrayRef = match decode_as {
         DataType::Int64 => {
-            let (values, nulls) = typed(ranges, value, parse_i64).map_err(bad)?;
+            let (values, nulls) = typed(ranges, data, parse_i64).map_err(bad)?;
             Arc::new(Int64Array::new(values.into(), nulls))
         }
         DataType::Float64 => {
-            let (values, nulls) = typed(ranges, value, parse_f64).map_err(bad)?;
+            let (values, nulls) = typed(ranges, data, parse_f64).map_err(bad)?;
             Arc::new(Float64Array::new(values.into(), nulls))
         }
         DataType::Timestamp(..) => {
-            let (values, nulls) = typed(ranges, value, parse_timestamp_ns).map_err(bad)?;
+            let (values, nulls) = typed(ranges, data, parse_timestamp_ns).map_err(bad)?;
             Arc::new(TimestampNanosecondArray::new(values.into(), nulls))
         }
         DataType::Date32 => {
-            let (values, nulls) = typed(ranges, value, parse_date32).map_err(bad)?;
+            let (values, nulls) = typed(ranges, data, parse_date32).map_err(bad)?;
             Arc::new(Date32Array::new(values.into(), nulls))
         }
         DataType::Boolean => {
@@ -966,25 +1130,15 @@ fn decode_column(
             }
             Arc::new(b.finish())
         }
-        DataType::Utf8 => {
-            let total: usize = ranges.iter().map(|r| (r.1 - r.0) as usize).sum();
-            let mut b = StringBuilder::with_capacity(ranges.len(), total);
-            for (row, r) in ranges.iter().enumerate() {
-                let v = value(r);
-                if v.is_empty() {
-                    b.append_null();
-                } else {
-                    let s = std::str::from_utf8(v).map_err(|_| BadValue {
-                        row,
-                        not_utf8: true,
-                    })?;
-                    b.append_value(s);
-                }
-            }
-            Arc::new(b.finish())
-        }
+        DataType::Utf8 => Arc::new(decode_utf8(ranges, data)?),
         other => unreachable!("decoder_type gave {other}"),
     };
+    to_declared(array, to)
+}
+
+/// `array`, as decoded, cast to the column's declared type (a narrower integer or
+/// float, a dictionary, ...); a value that does not fit is a [`BadValue`].
+fn to_declared(array: ArrayRef, to: &DataType) -> Result<ArrayRef, BadValue> {
     if array.data_type() == to {
         Ok(array)
     } else {
@@ -1011,16 +1165,73 @@ fn decode_column(
 
 use arrow::array::Array;
 
+/// A text column: the fields' bytes copied into one values buffer, validated as
+/// UTF-8 once for the whole column (Arrow checks the buffer and that every offset
+/// falls on a character boundary, which together mean every field is valid), not
+/// once per field. Empty fields are null.
+fn decode_utf8(ranges: &[(u32, u32)], data: &[u8]) -> Result<arrow::array::StringArray, BadValue> {
+    let total: usize = ranges.iter().map(|r| (r.1 - r.0) as usize).sum();
+    let too_big = || BadValue {
+        row: 0,
+        not_utf8: false,
+    };
+    i32::try_from(total).map_err(|_| too_big())?;
+    let mut values = Vec::with_capacity(total);
+    let mut offsets = Vec::with_capacity(ranges.len() + 1);
+    offsets.push(0i32);
+    let mut nulls = NullBufferBuilder::new(ranges.len());
+    for r in ranges {
+        let v = &data[r.0 as usize..r.1 as usize];
+        values.extend_from_slice(v);
+        offsets.push(values.len() as i32);
+        if v.is_empty() {
+            nulls.append_null();
+        } else {
+            nulls.append_non_null();
+        }
+    }
+    arrow::array::StringArray::try_new(
+        arrow::buffer::OffsetBuffer::new(offsets.into()),
+        values.into(),
+        nulls.finish(),
+    )
+    .map_err(|_| {
+        // Only now look for the field at fault.
+        let row = ranges
+            .iter()
+            .position(|r| std::str::from_utf8(&data[r.0 as usize..r.1 as usize]).is_err())
+            .unwrap_or(0);
+        BadValue {
+            row,
+            not_utf8: true,
+        }
+    })
+}
+
 /// One typed loop: parse every field, nulls for empty and NA fields.
-fn typed<'a, T: Default + Copy>(
-    ranges: &'a [(u32, u32)],
-    value: impl Fn(&'a (u32, u32)) -> &'a [u8],
+fn typed<T: Default + Copy>(
+    ranges: &[(u32, u32)],
+    data: &[u8],
     parse: fn(&[u8]) -> Option<T>,
 ) -> Result<(Vec<T>, Option<arrow::buffer::NullBuffer>), usize> {
     let mut values = Vec::with_capacity(ranges.len());
     let mut nulls = NullBufferBuilder::new(ranges.len());
+    typed_into(ranges, data, parse, &mut values, &mut nulls)?;
+    Ok((values, nulls.finish()))
+}
+
+/// [`typed`], appending to `values` and `nulls`; `Err(row)` names the field (by its
+/// index in `ranges`) that did not parse.
+fn typed_into<T: Default + Copy>(
+    ranges: &[(u32, u32)],
+    data: &[u8],
+    parse: fn(&[u8]) -> Option<T>,
+    values: &mut Vec<T>,
+    nulls: &mut NullBufferBuilder,
+) -> Result<(), usize> {
+    values.reserve(ranges.len());
     for (row, r) in ranges.iter().enumerate() {
-        let v = value(r);
+        let v = &data[r.0 as usize..r.1 as usize];
         match parse(v) {
             Some(x) => {
                 values.push(x);
@@ -1033,7 +1244,117 @@ fn typed<'a, T: Default + Copy>(
             None => return Err(row),
         }
     }
-    Ok((values, nulls.finish()))
+    Ok(())
+}
+
+/// Bytes read at a time by [`CsvSource::read_streamed`]: a piece, its fields and
+/// its decoded values stay in a core's cache.
+const PIECE_BYTES: usize = 256 << 10;
+
+/// The values of one projected column decoded so far, piece by piece.
+enum Sink {
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+    Timestamp(Vec<i64>),
+    Date(Vec<i32>),
+    Utf8 { values: Vec<u8>, offsets: Vec<i32> },
+}
+
+/// One projected column of a streamed read: its values, nulls and declared type.
+struct StreamedColumn {
+    sink: Sink,
+    nulls: NullBufferBuilder,
+    to: DataType,
+}
+
+impl StreamedColumn {
+    /// `None` for the types only the whole-block read decodes (booleans).
+    fn new(to: &DataType) -> Option<StreamedColumn> {
+        let sink = match decoder_type(to)? {
+            DataType::Int64 => Sink::I64(Vec::new()),
+            DataType::Float64 => Sink::F64(Vec::new()),
+            DataType::Timestamp(..) => Sink::Timestamp(Vec::new()),
+            DataType::Date32 => Sink::Date(Vec::new()),
+            DataType::Utf8 => Sink::Utf8 {
+                values: Vec::new(),
+                offsets: vec![0],
+            },
+            _ => return None,
+        };
+        Some(StreamedColumn {
+            sink,
+            nulls: NullBufferBuilder::new(0),
+            to: to.clone(),
+        })
+    }
+
+    /// Makes room for `times` as many fields as `ranges` (of `data`) holds.
+    fn reserve(&mut self, ranges: &[(u32, u32)], data: &[u8], times: usize) {
+        let n = ranges.len().saturating_mul(times);
+        match &mut self.sink {
+            Sink::I64(v) | Sink::Timestamp(v) => v.reserve(n),
+            Sink::F64(v) => v.reserve(n),
+            Sink::Date(v) => v.reserve(n),
+            Sink::Utf8 { values, offsets } => {
+                let bytes: usize = ranges.iter().map(|r| (r.1 - r.0) as usize).sum();
+                values.reserve(
+                    bytes
+                        .saturating_mul(times)
+                        .min(data.len().saturating_mul(times)),
+                );
+                offsets.reserve(n);
+            }
+        }
+    }
+
+    /// Appends the fields `ranges` of `data`; false when one does not fit.
+    fn push(&mut self, ranges: &[(u32, u32)], data: &[u8]) -> bool {
+        let nulls = &mut self.nulls;
+        match &mut self.sink {
+            Sink::I64(v) => typed_into(ranges, data, parse_i64, v, nulls).is_ok(),
+            Sink::F64(v) => typed_into(ranges, data, parse_f64, v, nulls).is_ok(),
+            Sink::Timestamp(v) => typed_into(ranges, data, parse_timestamp_ns, v, nulls).is_ok(),
+            Sink::Date(v) => typed_into(ranges, data, parse_date32, v, nulls).is_ok(),
+            Sink::Utf8 { values, offsets } => {
+                offsets.reserve(ranges.len());
+                for r in ranges {
+                    let v = &data[r.0 as usize..r.1 as usize];
+                    values.extend_from_slice(v);
+                    let Ok(end) = i32::try_from(values.len()) else {
+                        return false;
+                    };
+                    offsets.push(end);
+                    if v.is_empty() {
+                        nulls.append_null();
+                    } else {
+                        nulls.append_non_null();
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// The column, as its declared type; `None` when a value does not fit it (or a
+    /// text column is not UTF-8).
+    fn finish(mut self) -> Option<ArrayRef> {
+        let nulls = self.nulls.finish();
+        let array: ArrayRef = match self.sink {
+            Sink::I64(v) => Arc::new(Int64Array::new(v.into(), nulls)),
+            Sink::F64(v) => Arc::new(Float64Array::new(v.into(), nulls)),
+            Sink::Timestamp(v) => Arc::new(TimestampNanosecondArray::new(v.into(), nulls)),
+            Sink::Date(v) => Arc::new(Date32Array::new(v.into(), nulls)),
+            Sink::Utf8 { values, offsets } => Arc::new(
+                arrow::array::StringArray::try_new(
+                    arrow::buffer::OffsetBuffer::new(offsets.into()),
+                    values.into(),
+                    nulls,
+                )
+                .ok()?,
+            ),
+        };
+        to_declared(array, &self.to).ok()
+    }
 }
 
 /// True for the NA spellings pandas reads as missing.
@@ -1059,11 +1380,79 @@ pub fn is_na(v: &[u8]) -> bool {
 
 /// A whole number in 64 bits.
 pub fn parse_i64(v: &[u8]) -> Option<i64> {
+    // The common shape, `-?[0-9]{1,18}`, in one loop (it cannot overflow); the rest
+    // (a `+`, more digits, anything odd) as lexical reads it.
+    let (negative, digits) = match v.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, v),
+    };
+    if !digits.is_empty() && digits.len() <= 18 {
+        let mut x = 0i64;
+        for &b in digits {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return lexical_core::parse::<i64>(v).ok();
+            }
+            x = x * 10 + i64::from(d);
+        }
+        return Some(if negative { -x } else { x });
+    }
     lexical_core::parse::<i64>(v).ok()
+}
+
+/// The common decimal shape `-?[0-9]+(\.[0-9]+)?` with at most 15 digits, exactly:
+/// the digits make an integer below 2^53 and the power of ten is exact, so one
+/// division rounds correctly, to the value a full parser gives. `None` for any
+/// other shape.
+fn parse_short_decimal(v: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, s) = match v.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, v),
+    };
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        m = m * 10 + u64::from(s[i] - b'0');
+        i += 1;
+    }
+    let int_digits = i;
+    if int_digits == 0 {
+        return None;
+    }
+    let mut frac = 0;
+    if i < s.len() {
+        if s[i] != b'.' {
+            return None;
+        }
+        i += 1;
+        let from = i;
+        while i < s.len() && s[i].is_ascii_digit() {
+            m = m * 10 + u64::from(s[i] - b'0');
+            i += 1;
+        }
+        frac = i - from;
+        if frac == 0 || i != s.len() {
+            return None;
+        }
+    }
+    if int_digits + frac > 15 {
+        return None;
+    }
+    let x = m as f64 / POW10[frac];
+    Some(if negative { -x } else { x })
 }
 
 /// A number; `inf`, `-Infinity` and friends too. NaN spellings are NA (null), not NaN.
 pub fn parse_f64(v: &[u8]) -> Option<f64> {
+    if let Some(x) = parse_short_decimal(v) {
+        return Some(x);
+    }
     match lexical_core::parse::<f64>(v) {
         Ok(x) if !x.is_nan() => Some(x),
         Ok(_) => None,
@@ -1224,6 +1613,138 @@ mod tests {
         assert_eq!(parse_timestamp_ns(b"2000-02-30"), None);
         assert_eq!(parse_timestamp_ns(b"yesterday"), None);
         assert_eq!(parse_date32(b"2000-03-01"), Some(11017));
+    }
+
+    /// The streamed read gives what the whole-block read gives, for any piece size
+    /// (lines and the block's ends straddling pieces), block size and projection;
+    /// and it gives way (`None`) to the whole read for quotes, blank lines, short
+    /// rows and values that do not fit, which the whole read then handles.
+    #[test]
+    fn streamed_blocks_read_as_whole_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("k,i,f,s\n");
+        for r in 0..300u64 {
+            let i = (r * 7919 % 1000) as i64 - 500;
+            let f = format!("{}.{}", r % 97, r * 31 % 1000);
+            let s = "x".repeat((r % 13) as usize);
+            let eol = if r % 5 == 0 { "\r\n" } else { "\n" };
+            text.push_str(&format!("id{:03},{i},{f},{s}{eol}", r % 17));
+        }
+        text.push_str("id999,1,2.5,last");
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, &text).unwrap();
+        let glob = path.to_str().unwrap().to_string();
+        let mut streamed_blocks = 0;
+        for blocksize in [7u64, 40, 333, 4096, 1 << 20] {
+            let opts = CsvOptions {
+                blocksize,
+                ..Default::default()
+            };
+            let src = CsvSource::open(&glob, &opts).unwrap();
+            for projection in [vec![0, 1, 2, 3], vec![3, 1], vec![2], vec![]] {
+                for block in 0..src.blocks.len() {
+                    let whole = src.read_whole(block, &projection).unwrap();
+                    for piece in [1, 7, 64, 1000, 1 << 20] {
+                        let streamed = src.read_streamed(block, &projection, piece);
+                        let streamed = streamed.expect("a plain block streams");
+                        assert_eq!(
+                            streamed, whole,
+                            "bs {blocksize} block {block} piece {piece}"
+                        );
+                        streamed_blocks += 1;
+                    }
+                }
+            }
+        }
+        assert!(streamed_blocks > 1000, "{streamed_blocks}");
+        // Blocks the streamed read gives way on; the whole read still reads them.
+        let ints = "1,x\n".repeat(1000);
+        for (name, body) in [
+            ("q.csv", "a,b\n1,\"x\"\n2,y\n".to_string()),
+            ("blank.csv", "a,b\n1,x\n\n2,y\n".to_string()),
+            ("short.csv", format!("a,b\n{ints}2\n")),
+            ("widen.csv", format!("a,b\n{ints}2.5,y\n")),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            let opts = CsvOptions {
+                dtypes: if name == "widen.csv" {
+                    vec![]
+                } else {
+                    vec![("a".into(), DataType::Int64)]
+                },
+                sample_bytes: 64,
+                ..Default::default()
+            };
+            let src = CsvSource::open(path.to_str().unwrap(), &opts).unwrap();
+            assert!(src.read_streamed(0, &[0, 1], 4).is_none(), "{name}");
+            let whole = src.read_block(0, &[0, 1]);
+            match name {
+                "q.csv" | "blank.csv" => assert_eq!(whole.unwrap().num_rows(), 2),
+                "short.csv" => {
+                    let e = whole.unwrap_err().to_string();
+                    assert!(
+                        e.contains(":1002") && e.contains("expected 2 fields"),
+                        "{e}"
+                    );
+                }
+                _ => assert!(matches!(whole.unwrap_err(), Error::Widen(_))),
+            }
+        }
+    }
+
+    #[test]
+    fn short_decimals_parse_as_lexical_does() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 16) as usize + 1;
+            let point = (x >> 8) as usize % (digits + 1);
+            let mut s = String::new();
+            if x >> 20 & 1 == 1 {
+                s.push('-');
+            }
+            for d in 0..digits {
+                if d == point && d > 0 {
+                    s.push('.');
+                }
+                s.push((b'0' + ((x >> (24 + 2 * d)) % 10) as u8) as char);
+            }
+            let want = lexical_core::parse::<f64>(s.as_bytes()).unwrap();
+            let got = parse_f64(s.as_bytes()).unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{s}");
+            let int = &s[..s.find('.').unwrap_or(s.len())];
+            assert_eq!(
+                parse_i64(int.as_bytes()),
+                lexical_core::parse::<i64>(int.as_bytes()).ok(),
+                "{int}"
+            );
+        }
+        for odd in [
+            "",
+            "-",
+            ".5",
+            "5.",
+            "1e3",
+            "+7",
+            " 1",
+            "1 ",
+            "0x1",
+            "-.5",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                parse_i64(odd.as_bytes()),
+                lexical_core::parse::<i64>(odd.as_bytes()).ok(),
+                "{odd:?}"
+            );
+        }
+        assert_eq!(
+            parse_f64(b"-0.0").map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod blocks;
 pub mod compressed;
 pub mod csv;
+pub mod csv_write;
 pub mod glob;
 pub mod infer;
 pub mod json;

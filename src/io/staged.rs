@@ -41,15 +41,18 @@ impl StagedFolder {
         let name = dir
             .file_name()
             .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-        let staging = tempfile::Builder::new()
-            .prefix(&format!(".{name}.partial-"))
-            .tempdir_in(&parent)
-            .map_err(|e| Error::io(&parent, e))?;
+        let (tracked, staging) = outcore_storage::workdir::Tracked::create(|| {
+            let staging = tempfile::Builder::new()
+                .prefix(&format!(".{name}.partial-"))
+                .tempdir_in(&parent)
+                .map_err(|e| Error::io(&parent, e))?;
+            Ok::<_, Error>((staging.path().to_path_buf(), staging))
+        })?;
         Ok(StagedFolder {
             op,
             dir: dir.to_path_buf(),
             overwrite,
-            _tracked: outcore_storage::workdir::Tracked::new(staging.path()),
+            _tracked: tracked,
             staging,
         })
     }

@@ -31,16 +31,24 @@
 //! it are done, then freed, so an answer larger than memory streams out. The first
 //! failing task (or an interrupt) stops new dispatches; the error names the task; a
 //! panic inside a task is reported the same way.
+//!
+//! An observer given with [`Executor::with_progress`] is told when a run starts (its
+//! task count and a way to read its byte counters), each time a task finishes, and
+//! when the run ends (see `progress.rs`); the command line draws its progress bar
+//! from it.
 
 mod context;
 mod memory;
+mod progress;
 
 pub use context::{RunContext, ShuffleTotals};
 pub use memory::{
-    release, reserve, task_reserved, total_memory, try_reserve, HeldCache, MemoryPeak,
+    allocated, gathered_answer_bytes, malloc_tunables, release, reservable, reserve, task_reserved,
+    total_memory, try_reserve, try_reserve_shared, unmeasured_bytes, HeldCache, MemoryPeak,
     MemoryPolicy, MemoryPool, MemoryReservation, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE,
-    MIN_MEMORY_LIMIT,
+    MIN_MEMORY_LIMIT, UNMEASURED,
 };
+pub use progress::{CounterFn, Progress, ProgressCounters};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -52,6 +60,7 @@ use outcore_storage::spill::SpillCache;
 
 use crate::error::{Error, Result};
 use crate::graph::{ExecGraph, Operator, Value};
+use arrow::array::RecordBatch;
 
 /// How tasks are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,7 +98,7 @@ pub struct RunStats {
     pub read_back_bytes: u64,
     /// Bytes appended to the shuffle store.
     pub shuffled_bytes: u64,
-    /// The shuffle store's size on disk at the end.
+    /// The most the shuffle store held on disk at once.
     pub shuffle_disk_bytes: u64,
     /// Times a read task was held back because memory was short.
     pub reads_held_back: u64,
@@ -101,6 +110,18 @@ pub struct RunStats {
     /// The most parts a radix-partitioned aggregation split its partials into (0
     /// when none ran; 1 when they were few enough for one merge).
     pub radix_parts: u64,
+    /// Buckets a grace hash join wrote to disk because a build side did not fit
+    /// (0 when every build side fit).
+    pub join_buckets_spilled: u64,
+    /// Chunks of build rows a join probed against one at a time, because a key's
+    /// build rows did not fit even after partitioning (a hot key).
+    pub join_build_chunks: u64,
+    /// Sorted runs written to the shuffle store by sorts whose partition did not
+    /// fit their reservation (0: every sort ran in memory).
+    pub sort_runs_spilled: u64,
+    /// Radix finalize tasks whose part did not fit the memory account and was
+    /// merged in sub-parts, one at a time.
+    pub radix_splits: u64,
 }
 
 /// Where tasks run, how many at once, and under which memory limit.
@@ -115,6 +136,9 @@ pub struct Executor<'a> {
     blocksize: u64,
     cancel: Option<Arc<AtomicBool>>,
     spill_write_allowance: Option<u64>,
+    progress: Option<Arc<dyn Progress>>,
+    /// The computation's counters (bytes read, shuffled), for `progress`.
+    context: Option<Arc<RunContext>>,
 }
 
 impl<'a> Executor<'a> {
@@ -130,7 +154,22 @@ impl<'a> Executor<'a> {
             blocksize: 0,
             cancel: None,
             spill_write_allowance: None,
+            progress: None,
+            context: None,
         }
+    }
+
+    /// Tells `progress` how each run goes (tasks done of total, bytes).
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The computation's context, whose counters (bytes read and shuffled) the
+    /// progress observer sees.
+    pub fn with_run_context(mut self, context: Arc<RunContext>) -> Self {
+        self.context = Some(context);
+        self
     }
 
     /// Runs under `memory` (an account of its own), keeping at most `results_budget`
@@ -212,9 +251,24 @@ impl<'a> Executor<'a> {
         drop(held);
         self.account.rebalance()?;
         self.account.reset_peak();
+        if let Some(p) = &self.progress {
+            let (cache, context) = (cache.clone(), self.context.clone());
+            p.start(
+                graph.len(),
+                Arc::new(move || ProgressCounters {
+                    bytes_read: context.as_ref().map_or(0, |c| c.bytes_read()),
+                    bytes_spilled: cache.stats().spilled_bytes,
+                    bytes_shuffled: context
+                        .as_ref()
+                        .map_or(0, |c| c.shuffle_totals().bytes_shuffled),
+                }),
+            );
+        }
+        let _finish = FinishProgress(self.progress.as_deref());
         let shared = Shared {
             graph,
             cache,
+            progress: self.progress.as_deref(),
             account: self.account.clone(),
             blocksize: self.blocksize,
             limit: self.memory.limit,
@@ -275,6 +329,17 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// Calls the observer's `finish` when a run ends, however it ends.
+struct FinishProgress<'p>(Option<&'p dyn Progress>);
+
+impl Drop for FinishProgress<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            p.finish();
+        }
+    }
+}
+
 /// What every worker of one run shares.
 struct Shared<'g> {
     graph: &'g ExecGraph,
@@ -285,6 +350,7 @@ struct Shared<'g> {
     budget: u64,
     cancel: Option<Arc<AtomicBool>>,
     threads: usize,
+    progress: Option<&'g dyn Progress>,
     state: Mutex<State>,
     /// Held by the one worker handing outputs to the sink, so they go in order.
     delivering: Mutex<()>,
@@ -411,9 +477,15 @@ impl State {
         estimate: u64,
         others_running: usize,
     ) -> Option<MemoryReservation> {
+        // Its inputs stay resident while it runs: the account leaves room for them.
+        let inputs: u64 = shared.graph.tasks[id]
+            .deps
+            .iter()
+            .map(|&d| self.sizes[d])
+            .sum();
         let mut r = shared
             .account
-            .task_reservation(layer_name(&shared.graph.tasks[id].key));
+            .task_reservation(layer_name(&shared.graph.tasks[id].key), inputs);
         match r.try_grow(estimate) {
             Ok(()) => Some(r),
             Err(_) if others_running > 0 => None,
@@ -587,7 +659,7 @@ impl Shared<'_> {
             )),
         };
         let mut released = Vec::new();
-        {
+        let done = {
             let mut st = self.lock();
             match stored {
                 Ok(size) if st.failure.is_none() => {
@@ -596,6 +668,10 @@ impl Shared<'_> {
                 Ok(_) => {}
                 Err(e) => st.fail(e),
             }
+            st.stats.tasks_run
+        };
+        if let Some(p) = self.progress {
+            p.advance(done);
         }
         for r in released {
             self.cache.remove(r as u64);
@@ -690,18 +766,74 @@ impl Shared<'_> {
 }
 
 /// Runs a fused chain; an error comes with the index of the operator that failed.
+/// A chain that starts with a streaming source, then maps, then a fold (join →
+/// filter → aggregation chunk or shuffle write) runs batch by batch, so the
+/// source's whole output never exists at once.
 fn run_chain(ops: &[Arc<dyn Operator>], inputs: Vec<Arc<Value>>) -> Result<Value, (usize, Error)> {
     let (first, rest) = ops
         .split_first()
         .ok_or_else(|| (0, Error::Internal("a task with no operator".into())))?;
-    let mut value = first.run(&inputs).map_err(|e| (0, e))?;
+    let (mut value, next) = match streamed_fold(ops) {
+        Some(fold) => (run_streamed(ops, fold, &inputs)?, fold + 1),
+        None => (first.run(&inputs).map_err(|e| (0, e))?, 1),
+    };
     drop(inputs);
     Shared::measured(&value);
-    for (i, op) in rest.iter().enumerate() {
+    for (i, op) in rest.iter().enumerate().skip(next - 1) {
         value = op.run(&[Arc::new(value)]).map_err(|e| (i + 1, e))?;
         Shared::measured(&value);
     }
     Ok(value)
+}
+
+/// The position of the fold ending a `Source → Map* → Fold` prefix of `ops`.
+fn streamed_fold(ops: &[Arc<dyn Operator>]) -> Option<usize> {
+    use crate::graph::Streaming;
+    if ops.first()?.streaming() != Streaming::Source {
+        return None;
+    }
+    let fold = 1 + ops[1..]
+        .iter()
+        .position(|op| op.streaming() != Streaming::Map)?;
+    (ops[fold].streaming() == Streaming::Fold).then_some(fold)
+}
+
+/// Folded values merged at a time: bounds what a fold holds between merges.
+const FOLD_MERGE_EVERY: usize = 16;
+
+/// Runs `ops[..=fold]` over the batches `ops[0]` streams.
+fn run_streamed(
+    ops: &[Arc<dyn Operator>],
+    fold: usize,
+    inputs: &[Arc<Value>],
+) -> Result<Value, (usize, Error)> {
+    let mut folded: Vec<Value> = Vec::new();
+    let mut failed_at = 0;
+    let mut each = |batch: RecordBatch| -> Result<()> {
+        let mut value = Value::Batch(batch);
+        for (i, op) in ops.iter().enumerate().take(fold + 1).skip(1) {
+            Shared::measured(&value);
+            failed_at = i;
+            value = op.run(&[Arc::new(value)])?;
+        }
+        folded.push(value);
+        if folded.len() >= FOLD_MERGE_EVERY {
+            let merged = ops[fold].merge(std::mem::take(&mut folded))?;
+            folded.push(merged);
+        }
+        failed_at = 0;
+        Ok(())
+    };
+    let streamed = ops[0].run_stream(inputs, &mut each);
+    streamed.map_err(|e| (failed_at, e))?;
+    match folded.len() {
+        0 => Err((
+            0,
+            Error::Internal(format!("{} streamed no batch", ops[0].name())),
+        )),
+        1 => Ok(folded.pop().expect("one value")),
+        _ => ops[fold].merge(folded).map_err(|e| (fold, e)),
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

@@ -6,8 +6,8 @@
 //!   task results ──► spill::SpillCache ──over budget──► <dir>/<key>-<id>.spill
 //!                      (LRU, one mutex)                  (magic, length, CRC32)
 //!
-//!   shuffle writes ─► shuffle::ShuffleService ──over budget──► sled (one tree)
-//!   shuffle reads ◄─  (a buffer per output partition)  ◄── prefix scan
+//!   shuffle writes ─► shuffle::ShuffleService ──over budget──► a file per partition
+//!   shuffle reads ◄─  (a buffer per output partition)  ◄── one piece at a time
 //!
 //!   RecordBatch ⇄ bytes: codec (Arrow IPC stream, LZ4-framed bodies)
 //! ```
@@ -17,7 +17,8 @@
 //! - [`spill`]: the spill cache, which keeps task results under a byte budget and
 //!   pages the least recently used to checksummed files.
 //! - [`shuffle`]: the shuffle store, which collects pieces of bytes per output
-//!   partition from many writers under a byte budget, flushing to sled.
+//!   partition from many writers under a byte budget, flushing to a file per
+//!   partition, and reads them back one piece at a time.
 //!
 //! - [`catalog`]: the manifest of a persisted dataset (schema, index,
 //!   divisions, the query that made it), shared by readers without a lock.

@@ -1,44 +1,56 @@
 //! The shuffle store (Dask's partd contract): during a shuffle every input
 //! partition appends pieces of bytes to output partitions; afterwards each output
-//! partition reads all of its pieces back. Pieces are buffered in memory per output
-//! partition under one byte budget and flushed to a sled database on disk.
+//! partition reads its pieces back, one at a time ([`ShuffleService::pieces`]) or
+//! all at once ([`ShuffleService::get`]). Pieces are buffered in memory per output
+//! partition under one byte budget and flushed to that partition's append-only
+//! file; the partition lists the extents of its flushes.
 //!
 //! ```text
-//!   append(p, writer, bytes) ──► buffer p (one Mutex each) ──over budget──► sled
-//!                                  │  the appender flushes the largest buffer,  │
-//!                                  │  outside that buffer's lock                │
-//!   get(p) ◄── buffer p + flushes in flight + flushes of p (by key) ◄───────────┘
-//!              sorted by (writer, sequence), duplicates dropped
+//!   append(p, writer, bytes) ──► buffer p (one Mutex each) ──over budget──► p<p>-<epoch>.dat
+//!                                  │  the appender flushes the largest buffer,   (write_at an
+//!                                  │  outside that buffer's lock                  extent it took)
+//!   pieces(p) ◄── extents of p's flushes + flushes in flight + buffer p
+//!                 ordered by (writer, sequence); each piece read when asked for
 //! ```
 //!
-//! A flush is one atomic sled batch of 4 KiB values (see `SLED_VALUE_BYTES` for
-//! why small ones) keyed (partition, writer that flushed, flush sequence, chunk).
+//! Why files and not sled: sled 0.34 keeps about the bytes written through it in
+//! memory during a write burst, whatever its cache size (it accounts a value by
+//! its size in the log, and a large value by a pointer), does not reclaim space
+//! until it compacts, and costs ~23 MiB of RSS as soon as it opens. Measured with
+//! `storage/examples/shuffle_rss.rs` (debug build, 8 MiB buffers, 64 KiB pieces,
+//! peak RSS): sled holding 600 MiB in 4 KiB values, 78 MiB after appending and
+//! 327 MiB after reading it back; sled opened with 1 MiB in it, 27 MiB. These
+//! files: 40 MiB for 600 MiB, of which 8 MiB are the buffers; the page cache
+//! holds the files, not us, and `drop_partition` deletes them at once. The index
+//! of a partition's flushes is a list in memory (32 bytes a flush), so sled is
+//! not opened at all.
 //!
 //! Invariants:
 //! - Every piece lives in exactly one of: its partition's buffer, a flush in flight
-//!   (visible to `get` until sled has it), a flush in sled that the partition
-//!   lists. `get` snapshots all three under the partition's lock and then reads the
-//!   listed keys, so a concurrent flush can only make it see a piece twice, and
-//!   every piece has a unique sequence number, which drops the duplicate.
-//! - Flushes are found by the keys each partition lists, not by a prefix scan:
-//!   with sled 0.34 we saw a `scan_prefix` running beside inserts miss values whose
-//!   insert had returned before the scan began (test
-//!   `get_during_appends_misses_nothing_and_sees_nothing_twice`); point reads do
-//!   not. The keys still start with the partition number, so a scan lists a
-//!   partition when nothing writes.
-//! - `get` returns pieces ordered by (writer, append order), whatever the flush
-//!   timing.
+//!   (visible to readers until its write returns), a flush listed by the partition
+//!   (its extent written). Readers snapshot the three under the
+//!   partition's lock, so they see every piece appended before they started, once.
+//!   Pieces carry a unique sequence number, and readers drop a duplicate anyway.
+//! - Each flush takes its extent of the file (offset, length) under the partition's
+//!   lock and writes it outside; extents never overlap and are never rewritten. A
+//!   failed write leaves an unlisted extent (never read) and puts its bytes back in
+//!   the buffer.
+//! - A partition's file is named by its epoch, which `drop_partition` bumps: a flush
+//!   that started before a drop writes to the old epoch's file and deletes it when
+//!   it finds the epoch changed, so nothing of a dropped partition outlives it.
+//! - Readers return pieces ordered by (writer, append order), whatever the flush
+//!   timing; every piece's CRC32 is checked when it is read.
 //! - Buffered bytes (including flushes in flight) stay under
 //!   `budget_bytes + threads appending at once × (largest piece + 28 bytes)`: each
 //!   appender adds one piece, then does not return until the total is back under
 //!   the budget, so at most one piece per appending thread is above it.
 //!
-//! Sled is used as a temporary store: no fsync, a small page cache (its default
-//! cache of 1 GiB would blow our memory limit), and a folder deleted on drop. Sled
-//! is log-structured and does not reclaim space during a write burst: expect its
-//! files to take about 1.7–2.6 bytes per byte appended ([`ShuffleStats::size_on_disk`]).
+//! Nothing is fsynced: a shuffle is never read after a crash, and the folder is
+//! deleted on drop.
 
-use std::path::Path;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -52,11 +64,8 @@ pub struct ShuffleOptions {
     pub budget_bytes: usize,
     /// Once an appender starts flushing, it keeps flushing the largest buffers until
     /// it has written at least this many bytes (default 1 MiB), so that with many
-    /// small buffers the store does not write one tiny sled value per append.
+    /// small buffers the store does not write one tiny extent per append.
     pub min_flush_bytes: usize,
-    /// Sled's page cache (default 8 MiB). Sled's memory goes past it (see
-    /// `SLED_VALUE_BYTES`), so keep it small and count it in the memory limit.
-    pub sled_cache_bytes: u64,
 }
 
 impl Default for ShuffleOptions {
@@ -64,7 +73,6 @@ impl Default for ShuffleOptions {
         ShuffleOptions {
             budget_bytes: 64 << 20,
             min_flush_bytes: 1 << 20,
-            sled_cache_bytes: 8 << 20,
         }
     }
 }
@@ -76,61 +84,33 @@ pub struct ShuffleStats {
     pub bytes_appended: u64,
     /// Pieces appended.
     pub pieces_appended: u64,
-    /// Bytes written to sled as values (pieces with their 28-byte frames).
+    /// Bytes written to the partitions' files (pieces with their 28-byte frames).
     pub bytes_flushed: u64,
-    /// Flushes written to sled (each one atomic batch of values).
+    /// Flushes written (each one extent of a partition's file).
     pub flushes: u64,
-    /// Bytes of flushes read back from sled by `get`.
+    /// Bytes of pieces read back from the files.
     pub bytes_read: u64,
     /// The most bytes the buffers (and flushes in flight) have held at once.
     pub peak_buffered_bytes: u64,
-    /// Sled's own estimate of its files' size.
+    /// Bytes of the partitions' files not yet dropped.
     pub size_on_disk: u64,
+    /// The most bytes the files held at once (partitions are dropped as they are
+    /// read, so this is the disk a shuffle needed).
+    pub peak_size_on_disk: u64,
 }
 
-/// Each piece in a buffer or sled value is framed as writer, sequence, length
-/// (u64 LE each), the CRC32 of its bytes (u32 LE), then its bytes. The checksum is
-/// the piece's own: sled checks its log, but not that what we read back is what
-/// this piece was.
+/// Each piece in a buffer or file is framed as writer, sequence, length (u64 LE
+/// each), the CRC32 of its bytes (u32 LE), then its bytes. The checksum is the
+/// piece's own, checked whenever the piece is read back.
 const FRAME_LEN: usize = 28;
-/// The writer named in the sled key of a flush made by [`ShuffleService::flush`].
-const FLUSH_ALL: u64 = u64::MAX;
 
-/// The bytes of one flush are stored as sled values of at most this size. Sled
-/// 0.34.7 does not keep its memory within `cache_capacity`: it accounts for a
-/// value by its size in the log, which for a value over ~128 KiB (stored as a blob
-/// file) is a small pointer, so big values stay in memory for good. Measured on 1
-/// GiB inserted then read back and removed, with an 8 MiB cache: 1 MiB values grew
-/// the process by 1 GiB; 64 KiB values by 457 MiB; 16 KiB by 120 MiB; 8 KiB by 81
-/// MiB; 4 KiB by 71 MiB, at 176 MiB/s insert and 429 MiB/s read (16 KiB: 114 and
-/// 1,043 MiB/s). Small values keep sled's memory flat whatever the data size.
-const SLED_VALUE_BYTES: usize = 4 << 10;
-
-/// Names one flush in sled: partition (u32 BE), writer that flushed (u64 BE), flush
-/// sequence (u64 BE); each chunk's key appends its index (u32 BE). Big endian, so
-/// one partition's values, and one flush's chunks, are contiguous and in order.
-#[derive(Clone, Copy)]
-struct FlushKey {
-    prefix: [u8; 20],
-    chunks: u32,
-}
-
-impl FlushKey {
-    fn chunk(&self, index: u32) -> [u8; 24] {
-        let mut key = [0u8; 24];
-        key[..20].copy_from_slice(&self.prefix);
-        key[20..].copy_from_slice(&index.to_be_bytes());
-        key
-    }
-
-    /// A batch that removes every chunk.
-    fn remove_batch(&self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for i in 0..self.chunks {
-            batch.remove(&self.chunk(i)[..]);
-        }
-        batch
-    }
+/// Where a flush's bytes are: `len` bytes from `offset` of the partition's file of
+/// `epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Extent {
+    epoch: u64,
+    offset: u64,
+    len: u64,
 }
 
 /// One output partition's buffered pieces.
@@ -138,13 +118,15 @@ impl FlushKey {
 struct Buffer {
     /// Framed pieces not yet taken for a flush.
     bytes: Vec<u8>,
-    /// Buffers taken for a flush that sled does not have yet, by flush sequence.
+    /// Buffers taken for a flush whose write has not returned yet, by flush sequence.
     in_flight: Vec<(u64, Arc<Vec<u8>>)>,
-    /// This partition's flushes in sled, added once their write returned.
-    flushed: Vec<FlushKey>,
-    /// Bumped by `drop_partition`: a flush that started under an older epoch
-    /// deletes what it wrote instead of resurrecting the partition.
+    /// This partition's flushes, written.
+    flushed: Vec<Extent>,
+    /// Bumped by `drop_partition`: names the partition's file, and a flush that
+    /// started under an older epoch deletes what it wrote.
     epoch: u64,
+    /// The end of the extents taken in this epoch's file.
+    file_end: u64,
 }
 
 struct Partition {
@@ -167,15 +149,22 @@ struct Counters {
     flushes: AtomicU64,
     bytes_read: AtomicU64,
     peak_buffered_bytes: AtomicUsize,
+    /// Extents taken in files not yet deleted.
+    file_bytes: AtomicU64,
+    peak_file_bytes: AtomicU64,
 }
 
 /// A store of byte pieces per output partition, buffered under a budget and spilled
-/// to sled. Shared by the shuffle's tasks through `&self`.
+/// to one append-only file per partition. Shared by the shuffle's tasks through
+/// `&self`.
 pub struct ShuffleService {
     partitions: Box<[Partition]>,
     options: ShuffleOptions,
     /// Bytes held by all buffers plus flushes in flight.
     buffered: AtomicUsize,
+    /// What the buffers may hold: `options.budget_bytes` until
+    /// [`set_budget`](ShuffleService::set_budget) changes it.
+    budget: AtomicUsize,
     /// Sequence numbers for pieces and flushes, unique within the store.
     seq: AtomicU64,
     /// Appenders that found every buffered byte already being flushed wait here for
@@ -183,21 +172,17 @@ pub struct ShuffleService {
     room: Condvar,
     room_lock: Mutex<()>,
     counters: Counters,
-    /// Bytes sled writes may still write before they fail (fault injection);
+    /// Bytes file writes may still write before they fail (fault injection);
     /// `u64::MAX` means no limit.
     write_allowance: AtomicU64,
-    /// Declared before `dir`, so it is dropped (its files closed) before the folder
-    /// is removed.
-    db: sled::Db,
-    /// Holds sled's files (in `sled/`) and a lock file naming this process, so a
-    /// later run removes the folder if we are killed.
+    /// Holds the partitions' files and a lock file naming this process, so a later
+    /// run removes the folder if we are killed.
     dir: WorkDir,
 }
 
 impl ShuffleService {
-    /// Opens one sled database in a fresh folder `outcore-shuffle-XXXXXX` under
-    /// `parent` (created if missing); the folder is deleted on drop. Errors name the
-    /// path.
+    /// Opens a store in a fresh folder `outcore-shuffle-XXXXXX` under `parent`
+    /// (created if missing); the folder is deleted on drop. Errors name the path.
     pub fn new(parent: &Path, npartitions: usize, options: ShuffleOptions) -> Result<Self> {
         if u32::try_from(npartitions).is_err() {
             return Err(Error::Invalid(format!(
@@ -206,32 +191,23 @@ impl ShuffleService {
             )));
         }
         let dir = WorkDir::new(parent, "outcore-shuffle-")?;
-        // `temporary`: sled skips fsync (we never read a shuffle after a crash) and
-        // removes its files on drop.
-        let db = sled::Config::new()
-            .path(dir.path().join("sled"))
-            .temporary(true)
-            .cache_capacity(options.sled_cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| Error::io(dir.path(), e.into()))?;
         let partitions = (0..npartitions)
             .map(|_| Partition {
                 buffer: Mutex::new(Buffer::default()),
                 len: AtomicUsize::new(0),
             })
             .collect();
+        let budget_bytes = options.budget_bytes;
         Ok(ShuffleService {
             partitions,
             options,
             buffered: AtomicUsize::new(0),
+            budget: AtomicUsize::new(budget_bytes),
             seq: AtomicU64::new(0),
             room: Condvar::new(),
             room_lock: Mutex::new(()),
             counters: Counters::default(),
             write_allowance: AtomicU64::new(u64::MAX),
-            db,
             dir,
         })
     }
@@ -241,7 +217,7 @@ impl ShuffleService {
         self.partitions.len()
     }
 
-    /// The store's folder (sled's files).
+    /// The store's folder (the partitions' files).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -249,12 +225,12 @@ impl ShuffleService {
     /// Adds one piece for `partition` from `writer` (e.g. the input partition's
     /// number). Safe from many threads at once with no store-wide lock. When the
     /// buffers of all partitions exceed the budget, the caller flushes the largest
-    /// ones to sled before returning (or waits for other threads' flushes), which is
-    /// how appenders feel back-pressure.
+    /// ones to their files before returning (or waits for other threads' flushes),
+    /// which is how appenders feel back-pressure.
     ///
     /// Pieces from one writer keep their order if that writer appends from one
-    /// thread at a time. On `Err` (sled failed; the error names the store's folder)
-    /// no piece is lost: the buffer that failed to flush is kept in memory.
+    /// thread at a time. On `Err` (a write failed; the error names the store's
+    /// folder) no piece is lost: the buffer that failed to flush is kept in memory.
     pub fn append(&self, partition: usize, writer: u64, bytes: &[u8]) -> Result<()> {
         let part = self.partition(partition, "append")?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -281,32 +257,80 @@ impl ShuffleService {
         c.bytes_appended
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         c.pieces_appended.fetch_add(1, Ordering::Relaxed);
-        if now > self.options.budget_bytes {
-            self.make_room(writer)?;
+        if now > self.budget.load(Ordering::Relaxed) {
+            self.make_room()?;
         }
         Ok(())
     }
 
-    /// Writes every buffer to sled (e.g. at the end of the write phase), so the
+    /// Writes every buffer to its file (e.g. at the end of the write phase), so the
     /// memory is free for the read phase.
     pub fn flush(&self) -> Result<()> {
         for index in 0..self.partitions.len() {
-            self.flush_partition(index, FLUSH_ALL)?;
+            self.flush_buffer(index)?;
         }
         Ok(())
     }
 
+    /// Bytes the buffers hold now (with flushes in flight).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::SeqCst)
+    }
+
+    /// Changes what the buffers may hold (a memory account that needs the room
+    /// back, or gives more), flushing the largest buffers now until they fit.
+    pub fn set_budget(&self, bytes: usize) -> Result<()> {
+        self.budget.store(bytes, Ordering::Relaxed);
+        if self.buffered_bytes() > bytes {
+            self.make_room()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `partition`'s buffer to its file now (e.g. a sorted run, which is read
+    /// back only later), so its memory is free.
+    pub fn flush_partition(&self, partition: usize) -> Result<()> {
+        self.partition(partition, "flush_partition")?;
+        self.flush_buffer(partition).map(|_| ())
+    }
+
     /// Every piece appended for `partition` so far, ordered by writer and, within a
-    /// writer, by order of append, whatever the flush timing.
+    /// writer, by order of append, whatever the flush timing. Holds them all: a
+    /// reader that can take them one at a time uses [`pieces`](Self::pieces).
     pub fn get(&self, partition: usize) -> Result<Vec<Vec<u8>>> {
-        let part = self.partition(partition, "get")?;
-        // One snapshot of where the pieces are; a piece flushed after it is seen
-        // twice (and deduplicated by sequence), never missed.
+        self.pieces(partition)?.collect()
+    }
+
+    /// The pieces appended for `partition` so far, in the order of
+    /// [`get`](Self::get), read one at a time as the iterator is advanced, so a
+    /// reader never holds more than the piece it is on. First writes the
+    /// partition's buffer to its file (freeing that memory for the reader).
+    ///
+    /// A piece whose checksum fails, or a flush cut short in its file, is an
+    /// [`Error::CorruptShuffle`] naming the store and partition
+    /// (the iterator's item, or this call's error); its bytes are never returned.
+    pub fn pieces(&self, partition: usize) -> Result<Pieces<'_>> {
+        self.pieces_where(partition, None)
+    }
+
+    /// The pieces `writer` appended for `partition`, as [`pieces`](Self::pieces)
+    /// reads them: several readers of one partition, one per writer, can advance
+    /// side by side (the k-way merge of sorted runs written as one writer each).
+    pub fn pieces_of(&self, partition: usize, writer: u64) -> Result<Pieces<'_>> {
+        self.pieces_where(partition, Some(writer))
+    }
+
+    fn pieces_where(&self, partition: usize, writer: Option<u64>) -> Result<Pieces<'_>> {
+        let part = self.partition(partition, "pieces")?;
+        // A failed write keeps the bytes in the buffer, where the snapshot finds
+        // them: the read does not depend on it, and the next flush reports it.
+        let _ = self.flush_buffer(partition);
+        // One snapshot of where the pieces are.
         let (buffered, in_flight, keys, epoch) = {
             let buffer = part.lock();
             let in_flight: Vec<_> = buffer.in_flight.iter().map(|(_, b)| b.clone()).collect();
             (
-                buffer.bytes.clone(),
+                Arc::new(buffer.bytes.clone()),
                 in_flight,
                 buffer.flushed.clone(),
                 buffer.epoch,
@@ -317,64 +341,67 @@ impl ShuffleService {
             partition,
             reason,
         };
-        let mut pieces = Vec::new();
-        let mut split = |bytes: &[u8]| split_frames(bytes, &mut pieces).map_err(corrupt);
-        split(&buffered)?;
-        drop(buffered);
-        for bytes in in_flight {
-            split(&bytes)?;
+        let mut refs: Vec<PieceRef> = Vec::new();
+        for bytes in in_flight.into_iter().chain([buffered]) {
+            frames_in(&bytes, &mut refs, |at, len| Source::Memory {
+                bytes: bytes.clone(),
+                at,
+                len,
+            })
+            .map_err(corrupt)?;
         }
-        let mut flush = Vec::new();
-        'flushes: for key in keys {
-            flush.clear();
-            for i in 0..key.chunks {
-                match self.db.get(key.chunk(i)).map_err(|e| self.sled_error(e))? {
-                    Some(value) => flush.extend_from_slice(&value),
-                    // A concurrent drop_partition deleted it: not ours to show.
-                    None if part.lock().epoch != epoch => continue 'flushes,
-                    None => {
-                        return Err(corrupt(format!(
-                            "chunk {i} of {} of a flush is missing from the store",
-                            key.chunks
-                        )))
-                    }
+        let path = self.file_path(partition, epoch);
+        let mut file = None;
+        for extent in keys {
+            if file.is_none() {
+                match File::open(&path) {
+                    Ok(f) => file = Some(f),
+                    Err(_) if part.lock().epoch != epoch => return Ok(Pieces::empty(self)),
+                    Err(e) => return Err(Error::io(&path, e)),
                 }
             }
-            self.counters
-                .bytes_read
-                .fetch_add(flush.len() as u64, Ordering::Relaxed);
-            split(&flush)?;
+            let f = file.as_ref().expect("opened above");
+            walk_extent(f, &extent, &mut refs).map_err(|e| match e {
+                Walk::Io(e) => Error::io(&path, e),
+                Walk::Corrupt(reason) => corrupt(reason),
+            })?;
         }
-        pieces.sort_unstable_by_key(|&(writer, seq, _)| (writer, seq));
-        pieces.dedup_by_key(|&mut (_, seq, _)| seq);
-        Ok(pieces.into_iter().map(|(_, _, p)| p).collect())
+        if let Some(w) = writer {
+            refs.retain(|r| r.writer == w);
+        }
+        refs.sort_unstable_by_key(|r| (r.writer, r.seq));
+        refs.dedup_by_key(|r| r.seq);
+        Ok(Pieces {
+            store: self,
+            partition,
+            path,
+            file,
+            refs: refs.into_iter(),
+        })
     }
 
-    /// Forgets `partition`: frees its buffer and deletes its sled values. Pieces
-    /// appended afterwards start a new, empty partition.
+    /// Forgets `partition`: frees its buffer, deletes its file.
+    /// Pieces appended afterwards start a new, empty partition.
     pub fn drop_partition(&self, partition: usize) -> Result<()> {
         let part = self.partition(partition, "drop_partition")?;
-        let (freed, keys) = {
+        let (freed, epoch, file_bytes) = {
             let mut buffer = part.lock();
+            let epoch = buffer.epoch;
             buffer.epoch += 1;
             // Flushes in flight still hold their memory (and count it until they
             // finish, then delete what they wrote); we only stop showing their pieces.
             buffer.in_flight.clear();
             part.len.store(0, Ordering::Relaxed);
-            let keys = std::mem::take(&mut buffer.flushed);
-            (std::mem::take(&mut buffer.bytes).len(), keys)
+            buffer.flushed.clear();
+            let file_bytes = std::mem::take(&mut buffer.file_end);
+            (std::mem::take(&mut buffer.bytes).len(), epoch, file_bytes)
         };
         self.buffered.fetch_sub(freed, Ordering::SeqCst);
         self.notify_room();
-        for key in keys {
-            self.db
-                .apply_batch(key.remove_batch())
-                .map_err(|e| self.sled_error(e))?;
-        }
-        Ok(())
+        self.remove_file(partition, epoch, file_bytes)
     }
 
-    /// Counters, and sled's size on disk.
+    /// Counters, and the size of the files on disk.
     pub fn stats(&self) -> ShuffleStats {
         let c = &self.counters;
         ShuffleStats {
@@ -385,11 +412,12 @@ impl ShuffleService {
             bytes_read: c.bytes_read.load(Ordering::Relaxed),
             peak_buffered_bytes: c.peak_buffered_bytes.load(Ordering::Relaxed) as u64,
             // Only an estimate for the stats; an error here is not worth failing for.
-            size_on_disk: self.db.size_on_disk().unwrap_or(0),
+            size_on_disk: c.file_bytes.load(Ordering::Relaxed),
+            peak_size_on_disk: c.peak_file_bytes.load(Ordering::Relaxed),
         }
     }
 
-    /// Fault injection for tests: sled writes beyond `bytes` more bytes fail with
+    /// Fault injection for tests: file writes beyond `bytes` more bytes fail with
     /// [`Error::Io`] naming the store's folder; `u64::MAX` lifts the limit.
     #[doc(hidden)]
     pub fn fail_writes_after(&self, bytes: u64) {
@@ -405,18 +433,38 @@ impl ShuffleService {
         })
     }
 
+    fn file_path(&self, partition: usize, epoch: u64) -> PathBuf {
+        self.dir().join(format!("p{partition}-{epoch}.dat"))
+    }
+
+    /// Deletes the file of `partition` in `epoch` (gone already is fine), and takes
+    /// `bytes` off the count of bytes on disk.
+    fn remove_file(&self, partition: usize, epoch: u64, bytes: u64) -> Result<()> {
+        let path = self.file_path(partition, epoch);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.counters.file_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.counters.file_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
     /// Flushes the largest buffers while the total is over budget (and, once
     /// started, until `min_flush_bytes` are written); waits if everything buffered
     /// is already being flushed by others.
-    fn make_room(&self, writer: u64) -> Result<()> {
-        let budget = self.options.budget_bytes;
+    fn make_room(&self) -> Result<()> {
+        let budget = self.budget.load(Ordering::Relaxed);
         let mut flushed = 0;
         loop {
             let over = self.buffered.load(Ordering::SeqCst) > budget;
             if !over && (flushed == 0 || flushed >= self.options.min_flush_bytes) {
                 return Ok(());
             }
-            match self.flush_largest(writer)? {
+            match self.flush_largest()? {
                 Some(n) => flushed += n,
                 None if !over => return Ok(()),
                 None => {
@@ -450,23 +498,23 @@ impl ShuffleService {
     }
 
     /// Flushes the largest buffer; `None` if every buffer is empty.
-    fn flush_largest(&self, writer: u64) -> Result<Option<usize>> {
+    fn flush_largest(&self) -> Result<Option<usize>> {
         while let Some(index) = self.largest() {
             // Another thread may have taken it since we looked; then look again.
-            if let Some(n) = self.flush_partition(index, writer)? {
+            if let Some(n) = self.flush_buffer(index)? {
                 return Ok(Some(n));
             }
         }
         Ok(None)
     }
 
-    /// Takes partition `index`'s buffer and writes it to sled (as one atomic batch of
-    /// `SLED_VALUE_BYTES` values), outside the buffer's lock; returns the bytes
-    /// written, or `None` if it was empty. On failure the bytes go back into the
-    /// buffer.
-    fn flush_partition(&self, index: usize, writer: u64) -> Result<Option<usize>> {
+    /// Takes partition `index`'s buffer and writes it to the partition's file (an
+    /// extent taken under the lock), outside the buffer's lock, then lists it;
+    /// returns the bytes written, or `None` if it was empty. On failure the bytes
+    /// go back into the buffer.
+    fn flush_buffer(&self, index: usize) -> Result<Option<usize>> {
         let part = &self.partitions[index];
-        let (data, epoch, flush_seq) = {
+        let (data, extent, flush_seq) = {
             let mut buffer = part.lock();
             if buffer.bytes.is_empty() {
                 return Ok(None);
@@ -475,29 +523,34 @@ impl ShuffleService {
             part.len.store(0, Ordering::Relaxed);
             let flush_seq = self.seq.fetch_add(1, Ordering::Relaxed);
             buffer.in_flight.push((flush_seq, data.clone()));
-            (data, buffer.epoch, flush_seq)
+            let extent = Extent {
+                epoch: buffer.epoch,
+                offset: buffer.file_end,
+                len: data.len() as u64,
+            };
+            buffer.file_end += extent.len;
+            (data, extent, flush_seq)
         };
-        let mut prefix = [0u8; 20];
-        prefix[..4].copy_from_slice(&(index as u32).to_be_bytes());
-        prefix[4..12].copy_from_slice(&writer.to_be_bytes());
-        prefix[12..].copy_from_slice(&flush_seq.to_be_bytes());
-        let key = FlushKey {
-            prefix,
-            // A flush is at most the budget plus a few pieces, far below 16 TiB.
-            chunks: u32::try_from(data.len().div_ceil(SLED_VALUE_BYTES)).unwrap_or(u32::MAX),
-        };
-        let written = self.write(&key, &data);
+        let on_disk = self
+            .counters
+            .file_bytes
+            .fetch_add(extent.len, Ordering::Relaxed)
+            + extent.len;
+        self.counters
+            .peak_file_bytes
+            .fetch_max(on_disk, Ordering::Relaxed);
+        let written = self.write(index, &extent, &data);
 
         let (dropped, kept) = {
             let mut buffer = part.lock();
             buffer.in_flight.retain(|(s, _)| *s != flush_seq);
-            let dropped = buffer.epoch != epoch;
+            let dropped = buffer.epoch != extent.epoch;
             let kept = written.is_err() && !dropped;
             if written.is_ok() && !dropped {
-                buffer.flushed.push(key);
+                buffer.flushed.push(extent);
             }
             if kept {
-                // Order inside a buffer does not matter: `get` sorts by sequence.
+                // Order inside a buffer does not matter: readers sort by sequence.
                 buffer.bytes.extend_from_slice(&data);
                 part.len.store(buffer.bytes.len(), Ordering::Relaxed);
             }
@@ -513,17 +566,17 @@ impl ShuffleService {
         c.bytes_flushed
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         if dropped {
-            // The partition was dropped while we wrote, before our key was listed.
-            self.db
-                .apply_batch(key.remove_batch())
-                .map_err(|e| self.sled_error(e))?;
+            // The partition was dropped while we wrote, before our extent was
+            // listed: the old epoch's file is ours to delete (its bytes left the
+            // count when the drop took the epoch's extents).
+            self.remove_file(index, extent.epoch, 0)?;
         }
         Ok(Some(data.len()))
     }
 
-    /// Writes one flush's chunks as one atomic sled batch (so a failure leaves
-    /// nothing behind), honouring the fault-injection allowance.
-    fn write(&self, key: &FlushKey, data: &[u8]) -> Result<()> {
+    /// Writes one flush at its extent, honouring the fault-injection allowance. A
+    /// failure leaves the extent unlisted.
+    fn write(&self, partition: usize, extent: &Extent, data: &[u8]) -> Result<()> {
         let want = data.len() as u64;
         let allowed = self
             .write_allowance
@@ -541,15 +594,15 @@ impl ShuffleService {
                 std::io::Error::other("injected write failure"),
             ));
         }
-        let mut batch = sled::Batch::default();
-        for (i, chunk) in (0..).zip(data.chunks(SLED_VALUE_BYTES)) {
-            batch.insert(&key.chunk(i)[..], chunk);
-        }
-        self.db.apply_batch(batch).map_err(|e| self.sled_error(e))
-    }
-
-    fn sled_error(&self, e: sled::Error) -> Error {
-        Error::io(self.dir(), e.into())
+        let path = self.file_path(partition, extent.epoch);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.write_all_at(data, extent.offset)
+            .map_err(|e| Error::io(&path, e))
     }
 
     fn notify_room(&self) {
@@ -561,37 +614,184 @@ impl ShuffleService {
     }
 }
 
-/// Splits framed pieces into (writer, sequence, bytes), copying each piece out and
-/// checking its checksum; `Err` says which frame is bad and how.
-fn split_frames(mut chunk: &[u8], out: &mut Vec<(u64, u64, Vec<u8>)>) -> Result<(), String> {
-    let total = chunk.len();
-    let word = |b: &[u8]| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(b);
-        u64::from_le_bytes(w)
-    };
-    while !chunk.is_empty() {
-        let at = total - chunk.len();
+/// Where a piece's bytes are.
+enum Source {
+    /// In a buffer snapshot: `len` bytes at `at`.
+    Memory {
+        bytes: Arc<Vec<u8>>,
+        at: usize,
+        len: usize,
+    },
+    /// In the partition's file: `len` bytes at `offset`.
+    File { offset: u64, len: usize },
+}
+
+/// One piece found by a reader, not read yet.
+struct PieceRef {
+    writer: u64,
+    seq: u64,
+    crc: u32,
+    source: Source,
+}
+
+/// A frame header: writer, sequence, length, CRC32.
+fn parse_header(h: &[u8]) -> (u64, u64, u64, u32) {
+    let word = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(h[24..28].try_into().expect("4 bytes"));
+    (word(0), word(8), word(16), crc)
+}
+
+/// Lists the framed pieces of an in-memory buffer; `Err` says which frame is cut.
+fn frames_in(
+    bytes: &[u8],
+    out: &mut Vec<PieceRef>,
+    source: impl Fn(usize, usize) -> Source,
+) -> Result<(), String> {
+    let mut at = 0;
+    while at < bytes.len() {
         let cut = || format!("the piece framed at byte {at} is cut short");
-        let Some((header, rest)) = chunk.split_at_checked(FRAME_LEN) else {
+        let header = bytes.get(at..at + FRAME_LEN).ok_or_else(cut)?;
+        let (writer, seq, len, crc) = parse_header(header);
+        let len = usize::try_from(len).map_err(|_| cut())?;
+        let start = at + FRAME_LEN;
+        if bytes.len() - start < len {
             return Err(cut());
-        };
-        let len = usize::try_from(word(&header[16..24])).map_err(|_| cut())?;
-        let Some((piece, rest)) = rest.split_at_checked(len) else {
-            return Err(cut());
-        };
-        let (writer, seq) = (word(&header[..8]), word(&header[8..16]));
-        let mut crc = [0u8; 4];
-        crc.copy_from_slice(&header[24..28]);
-        if crc32fast::hash(piece) != u32::from_le_bytes(crc) {
-            return Err(format!(
-                "the piece from writer {writer} (sequence {seq}, {len} bytes) is corrupt: checksum mismatch"
-            ));
         }
-        out.push((writer, seq, piece.to_vec()));
-        chunk = rest;
+        out.push(PieceRef {
+            writer,
+            seq,
+            crc,
+            source: source(start, len),
+        });
+        at = start + len;
     }
     Ok(())
+}
+
+enum Walk {
+    Io(std::io::Error),
+    Corrupt(String),
+}
+
+/// Lists the framed pieces of one extent of a file by reading their headers only.
+fn walk_extent(file: &File, extent: &Extent, out: &mut Vec<PieceRef>) -> Result<(), Walk> {
+    let end = extent.offset + extent.len;
+    let mut at = extent.offset;
+    let mut header = [0u8; FRAME_LEN];
+    while at < end {
+        let cut = || {
+            Walk::Corrupt(format!(
+                "the piece framed at byte {at} of its file is cut short"
+            ))
+        };
+        if end - at < FRAME_LEN as u64 {
+            return Err(cut());
+        }
+        file.read_exact_at(&mut header, at)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => cut(),
+                _ => Walk::Io(e),
+            })?;
+        let (writer, seq, len, crc) = parse_header(&header);
+        let start = at + FRAME_LEN as u64;
+        if end - start < len {
+            return Err(cut());
+        }
+        out.push(PieceRef {
+            writer,
+            seq,
+            crc,
+            source: Source::File {
+                offset: start,
+                len: usize::try_from(len).map_err(|_| cut())?,
+            },
+        });
+        at = start + len;
+    }
+    Ok(())
+}
+
+/// The pieces of one partition, read one at a time ([`ShuffleService::pieces`]).
+pub struct Pieces<'a> {
+    store: &'a ShuffleService,
+    partition: usize,
+    path: PathBuf,
+    file: Option<File>,
+    refs: std::vec::IntoIter<PieceRef>,
+}
+
+impl<'a> Pieces<'a> {
+    fn empty(store: &'a ShuffleService) -> Pieces<'a> {
+        Pieces {
+            store,
+            partition: 0,
+            path: PathBuf::new(),
+            file: None,
+            refs: Vec::new().into_iter(),
+        }
+    }
+
+    /// Pieces not yet returned.
+    pub fn remaining(&self) -> usize {
+        self.refs.len()
+    }
+
+    fn read(&self, r: PieceRef) -> Result<Vec<u8>> {
+        let bytes = match r.source {
+            Source::Memory { bytes, at, len } => bytes[at..at + len].to_vec(),
+            Source::File { offset, len } => {
+                let file = self
+                    .file
+                    .as_ref()
+                    .expect("file pieces come with their file");
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, offset).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        self.corrupt(format!(
+                            "the piece at byte {offset} of its file is cut short"
+                        ))
+                    } else {
+                        Error::io(&self.path, e)
+                    }
+                })?;
+                self.store
+                    .counters
+                    .bytes_read
+                    .fetch_add(len as u64, Ordering::Relaxed);
+                buf
+            }
+        };
+        if crc32fast::hash(&bytes) != r.crc {
+            return Err(self.corrupt(format!(
+                "the piece from writer {} (sequence {}, {} bytes) is corrupt: checksum mismatch",
+                r.writer,
+                r.seq,
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn corrupt(&self, reason: String) -> Error {
+        Error::CorruptShuffle {
+            dir: self.store.dir().to_path_buf(),
+            partition: self.partition,
+            reason,
+        }
+    }
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.refs.next()?;
+        Some(self.read(r))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.refs.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -604,7 +804,6 @@ mod tests {
         ShuffleOptions {
             budget_bytes,
             min_flush_bytes: 256,
-            sled_cache_bytes: 1 << 20,
         }
     }
 
@@ -631,7 +830,7 @@ mod tests {
     }
 
     /// Random append/get/drop/flush sequences against a map of pieces, with a 2 KiB
-    /// budget, so most pieces are read back from sled.
+    /// budget, so most pieces are read back from the files.
     #[test]
     fn shuffle_matches_model() {
         const BUDGET: usize = 2 << 10;
@@ -852,8 +1051,13 @@ mod tests {
         });
         store.drop_partition(0).unwrap();
         assert!(store.get(0).unwrap().is_empty());
-        // Nothing writes now, so a scan is exact.
-        assert_eq!(store.db.scan_prefix(0u32.to_be_bytes()).count(), 0);
+        // Nothing writes now: no file of partition 0 remains.
+        let files: Vec<String> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("p0-"))
+            .collect();
+        assert!(files.is_empty(), "{files:?}");
         let expect: Vec<Vec<u8>> = (0..2u64)
             .flat_map(|_| {
                 (0..1500u64)
@@ -900,7 +1104,7 @@ mod tests {
     fn issue_14_a_corrupt_or_missing_piece_is_an_error_naming_shuffle_and_partition() {
         let parent = tempfile::tempdir().unwrap();
         let store = ShuffleService::new(parent.path(), 2, tiny(1 << 20)).unwrap();
-        let piece = vec![7u8; 3 * SLED_VALUE_BYTES];
+        let piece = vec![7u8; 3 * 4096];
         store.append(1, 0, &piece).unwrap();
         store.append(1, 0, b"second").unwrap();
         store.flush().unwrap();
@@ -908,14 +1112,13 @@ mod tests {
             store.get(1).unwrap(),
             vec![piece.clone(), b"second".to_vec()]
         );
-        let key = store.partitions[1].lock().flushed[0];
-        assert_eq!(key.chunks, 4);
         let dir = store.dir().display().to_string();
+        let file = store.file_path(1, 0);
 
         // One bit flipped inside the first piece's bytes.
-        let mut chunk = store.db.get(key.chunk(1)).unwrap().unwrap().to_vec();
-        chunk[100] ^= 0x10;
-        store.db.insert(key.chunk(1), chunk).unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[FRAME_LEN + 100] ^= 0x10;
+        std::fs::write(&file, &bytes).unwrap();
         let err = store.get(1).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -925,20 +1128,103 @@ mod tests {
             )
         );
         assert!(matches!(err, Error::CorruptShuffle { partition: 1, .. }));
+        // Streaming, the bad piece is the first item's error.
+        let mut pieces = store.pieces(1).unwrap();
+        assert!(matches!(
+            pieces.next().unwrap(),
+            Err(Error::CorruptShuffle { partition: 1, .. })
+        ));
 
-        // A chunk gone from the store.
-        store.db.remove(key.chunk(2)).unwrap();
+        // The file cut short (the flip undone).
+        bytes[FRAME_LEN + 100] ^= 0x10;
+        std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
         let err = store.get(1).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            format!(
-                "{dir}: shuffle partition 1: chunk 2 of 4 of a flush is missing from the store"
-            )
+        assert!(
+            err.starts_with(&format!("{dir}: shuffle partition 1: the piece")),
+            "{err}"
         );
+        assert!(err.ends_with("is cut short"), "{err}");
+
+        // The file gone while the partition lists it.
+        std::fs::remove_file(&file).unwrap();
+        let err = store.get(1).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}", file.display())), "{err}");
         // The other partition is unaffected, and a dropped partition reads empty.
         assert!(store.get(0).unwrap().is_empty());
         store.drop_partition(1).unwrap();
         assert!(store.get(1).unwrap().is_empty());
+        assert!(!file.exists());
+    }
+
+    /// `pieces` streams: pieces come one at a time in `get`'s order, and a drop
+    /// frees the file's bytes on disk.
+    #[test]
+    fn pieces_stream_in_order_and_drop_frees_the_disk() {
+        let parent = tempfile::tempdir().unwrap();
+        let store = ShuffleService::new(parent.path(), 3, tiny(300)).unwrap();
+        for i in 0..200u64 {
+            store
+                .append((i % 3) as usize, i % 4, &i.to_le_bytes())
+                .unwrap();
+        }
+        let mut pieces = store.pieces(2).unwrap();
+        assert_eq!(pieces.remaining(), 66);
+        let first = pieces.next().unwrap().unwrap();
+        let mut all = vec![first];
+        all.extend(pieces.map(Result::unwrap));
+        assert_eq!(all, store.get(2).unwrap());
+        let mut expected: Vec<u64> = (0..200).filter(|i| i % 3 == 2).collect();
+        expected.sort_by_key(|i| (i % 4, *i));
+        let got: Vec<u64> = all
+            .iter()
+            .map(|b| u64::from_le_bytes(b[..].try_into().unwrap()))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(store.stats().bytes_read > 0);
+        let file = store.file_path(2, 0);
+        assert!(file.exists());
+        store.drop_partition(2).unwrap();
+        assert!(!file.exists());
+        assert!(store.get(2).unwrap().is_empty());
+        assert_eq!(store.get(1).unwrap().len(), 67);
+        // One writer's pieces, side by side with another's.
+        let (mut w1, mut w2) = (
+            store.pieces_of(0, 1).unwrap(),
+            store.pieces_of(0, 2).unwrap(),
+        );
+        let mut seen = Vec::new();
+        while let (Some(a), Some(b)) = (w1.next(), w2.next()) {
+            seen.push(u64::from_le_bytes(a.unwrap()[..].try_into().unwrap()));
+            seen.push(u64::from_le_bytes(b.unwrap()[..].try_into().unwrap()));
+        }
+        let expected: Vec<u64> = (0..200u64)
+            .filter(|i| i % 3 == 0 && i % 4 == 1)
+            .zip((0..200u64).filter(|i| i % 3 == 0 && i % 4 == 2))
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        assert_eq!(seen, expected);
+    }
+
+    /// A smaller budget flushes at once; appends then keep to it.
+    #[test]
+    fn set_budget_flushes_down_to_it() {
+        let parent = tempfile::tempdir().unwrap();
+        let store = ShuffleService::new(parent.path(), 4, tiny(1 << 20)).unwrap();
+        for i in 0..100u8 {
+            store.append(usize::from(i % 4), 0, &[i; 1000]).unwrap();
+        }
+        assert!(store.buffered_bytes() > 90_000);
+        store.set_budget(10_000).unwrap();
+        assert!(
+            store.buffered_bytes() <= 10_000,
+            "{}",
+            store.buffered_bytes()
+        );
+        for i in 0..100u8 {
+            store.append(usize::from(i % 4), 1, &[i; 1000]).unwrap();
+            assert!(store.buffered_bytes() <= 10_000 + 1028);
+        }
+        assert_eq!(store.get(3).unwrap().len(), 50);
     }
 
     #[test]
@@ -950,12 +1236,18 @@ mod tests {
         }
         framed.extend_from_slice(&crc32fast::hash(b"hello").to_le_bytes());
         framed.extend_from_slice(b"hello");
+        let at = |at, len| Source::File {
+            offset: at as u64,
+            len,
+        };
         assert_eq!(
-            split_frames(&framed[..framed.len() - 1], &mut out).unwrap_err(),
+            frames_in(&framed[..framed.len() - 1], &mut out, at).unwrap_err(),
             "the piece framed at byte 0 is cut short"
         );
-        split_frames(&framed, &mut out).unwrap();
-        assert_eq!(out, vec![(1, 2, b"hello".to_vec())]);
+        frames_in(&framed, &mut out, at).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].writer, out[0].seq), (1, 2));
+        assert!(matches!(out[0].source, Source::File { offset: 28, len: 5 }));
     }
 
     #[test]

@@ -91,13 +91,14 @@ struct Entry<V> {
     value: Option<Arc<V>>,
     file: FileState,
     /// LRU position. The entry is in `State::lru` under this tick iff it is
-    /// resident and not being written.
+    /// resident, not being written, and of some bytes: paging out a value of none
+    /// (an empty part, a marker) would free nothing for a write and a read.
     tick: u64,
 }
 
 impl<V> Entry<V> {
     fn in_lru(&self) -> bool {
-        self.value.is_some() && self.file != FileState::Writing
+        self.value.is_some() && self.file != FileState::Writing && self.mem_bytes > 0
     }
 }
 
@@ -227,7 +228,9 @@ impl<V: Spillable> SpillCache<V> {
                 },
             );
             let old_file = old.and_then(|old| self.forget(&mut st, key, old));
-            st.lru.insert(tick, key);
+            if mem_bytes > 0 {
+                st.lru.insert(tick, key);
+            }
             st.resident_bytes += mem_bytes;
             st.stats.peak_resident_bytes = st.stats.peak_resident_bytes.max(st.resident_bytes);
             (old_file, self.pick_victims(&mut st))

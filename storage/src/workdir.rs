@@ -41,11 +41,16 @@ fn live() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
 pub struct Tracked(PathBuf);
 
 impl Tracked {
-    /// Lists `path` until the returned guard is dropped.
-    pub fn new(path: impl Into<PathBuf>) -> Tracked {
-        let path = path.into();
-        live().insert(path.clone());
-        Tracked(path)
+    /// Runs `make`, which creates a folder and returns its path, and lists the path,
+    /// as one step: [`remove_all`] sees the folder whole or the folder is never made
+    /// (a thread creating a folder while the process is exiting waits for the exit).
+    pub fn create<T, E>(
+        make: impl FnOnce() -> std::result::Result<(PathBuf, T), E>,
+    ) -> std::result::Result<(Tracked, T), E> {
+        let mut live = live();
+        let (path, made) = make()?;
+        live.insert(path.clone());
+        Ok((Tracked(path), made))
     }
 }
 
@@ -59,51 +64,89 @@ impl Drop for Tracked {
 /// process; removed on drop (and by [`remove_all`]).
 #[derive(Debug)]
 pub struct WorkDir {
-    // Declared first: unlisted before the folder goes.
-    _tracked: Tracked,
-    dir: tempfile::TempDir,
+    tracked: Option<Tracked>,
+    path: PathBuf,
 }
+
+/// Staging folders are named as work folders with this in front: a folder is made
+/// under the staging name, gets its lock file, and is renamed into place, so a work
+/// folder never exists without its lock file.
+const STAGING: &str = ".";
+
+/// A staging folder with no lock file (its process was killed between making it and
+/// writing the lock) is removed by [`sweep`] once it is this old.
+const ORPHAN_STAGING_SECS: u64 = 60;
 
 impl WorkDir {
     /// Creates `parent` if missing and a fresh folder in it whose name starts with
-    /// `prefix` (one of [`PREFIXES`]), holding [`LOCK_FILE`]. Errors name the path.
+    /// `prefix` (one of [`PREFIXES`]), holding [`LOCK_FILE`] from the moment the
+    /// folder appears under that name. Errors name the path.
     pub fn new(parent: &Path, prefix: &str) -> Result<WorkDir> {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
-        let tracked = Tracked::new(dir.path());
-        let lock = dir.path().join(LOCK_FILE);
-        let me = std::process::id();
-        let owner = format!("{me} {}\n", start_time(me).unwrap_or(0));
-        std::fs::write(&lock, owner).map_err(|e| Error::io(&lock, e))?;
+        let (tracked, ()) = Tracked::create(|| {
+            let staging = tempfile::Builder::new()
+                .prefix(&format!("{STAGING}{prefix}"))
+                .tempdir_in(parent)
+                .map_err(|e| Error::io(parent, e))?;
+            let lock = staging.path().join(LOCK_FILE);
+            let me = std::process::id();
+            let owner = format!("{me} {}\n", start_time(me).unwrap_or(0));
+            std::fs::write(&lock, owner).map_err(|e| Error::io(&lock, e))?;
+            let name = staging
+                .path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(STAGING))
+                .ok_or_else(|| Error::io(staging.path(), std::io::ErrorKind::InvalidInput.into()))?
+                .to_string();
+            let path = parent.join(name);
+            std::fs::rename(staging.path(), &path).map_err(|e| Error::io(&path, e))?;
+            // The staging name is gone: nothing for the guard to remove.
+            let _ = staging.keep();
+            Ok((path, ()))
+        })?;
+        let path = tracked.0.clone();
         Ok(WorkDir {
-            _tracked: tracked,
-            dir,
+            tracked: Some(tracked),
+            path,
         })
     }
 
     /// The folder.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        // Listed until the folder is gone: a signal arriving mid-removal (a second
+        // Ctrl-C while the first one's cleanup runs) must still see it, since the
+        // exit that follows stops this removal wherever it is.
+        let _ = std::fs::remove_dir_all(&self.path);
+        drop(self.tracked.take());
     }
 }
 
 /// Removes every folder this process still lists (work folders and [`Tracked`]
 /// paths). For signal handlers that are about to exit without running drops.
 pub fn remove_all() {
-    let paths: Vec<PathBuf> = live().iter().cloned().collect();
-    for p in paths {
+    // The list stays locked until the process exits: no folder is made after this
+    // (see [`Tracked::create`]), and none made before is missed.
+    let live = live();
+    for p in live.iter() {
         // Workers may still be writing into it: a second pass catches files
         // created during the first.
-        for _ in 0..3 {
-            match std::fs::remove_dir_all(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => continue,
-                _ => break,
+        // (A worker removing the same folder makes an attempt fail part-way: what
+        // counts is that the folder is gone.)
+        for _ in 0..5 {
+            let _ = std::fs::remove_dir_all(p);
+            if std::fs::symlink_metadata(p).is_err() {
+                break;
             }
         }
     }
+    std::mem::forget(live);
 }
 
 /// Removes the work folders directly under `parent` whose lock file names a process
@@ -121,11 +164,23 @@ pub fn sweep(parent: &Path) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !PREFIXES.iter().any(|p| name.starts_with(p)) {
+        let staging = name.strip_prefix(STAGING);
+        let work = staging.unwrap_or(&name);
+        if !PREFIXES.iter().any(|p| work.starts_with(p)) {
             continue;
         }
         let path = entry.path();
         let Ok(owner) = std::fs::read_to_string(path.join(LOCK_FILE)) else {
+            // A staging folder whose process died before writing its lock file.
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() >= ORPHAN_STAGING_SECS);
+            if staging.is_some() && old && std::fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
             continue;
         };
         let mut words = owner.split_whitespace().map(str::parse::<u64>);
@@ -213,5 +268,36 @@ mod tests {
         assert_eq!(removed, vec![gone.clone(), reused.clone()]);
         assert!(mine.exists() && no_lock.exists() && other.exists());
         assert!(!gone.exists() && !reused.exists());
+
+        // Staging folders: one killed before its lock was written (removed once old),
+        // one just being made (left alone), one with a dead owner's lock (removed).
+        let orphan = mk(".outcore-spill-orphan", None);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::open(&orphan)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let fresh = mk(".outcore-shuffle-fresh", None);
+        let dead = mk(
+            ".outcore-shuffle-dead",
+            Some(format!("{} 5\n", u32::MAX - 7)),
+        );
+        let mut removed = sweep(parent.path());
+        removed.sort();
+        assert_eq!(removed, vec![dead.clone(), orphan.clone()]);
+        assert!(fresh.exists() && mine.exists() && no_lock.exists());
+    }
+
+    #[test]
+    fn a_work_dir_appears_with_its_lock_file() {
+        let parent = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(parent.path(), "outcore-shuffle-").unwrap();
+        let names: Vec<String> = std::fs::read_dir(parent.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "no staging folder is left: {names:?}");
+        assert!(names[0].starts_with("outcore-shuffle-"), "{names:?}");
+        assert!(w.path().join(LOCK_FILE).exists());
     }
 }

@@ -936,3 +936,182 @@ fn cli_bag_matches_the_reference() {
     let o = outcore(&["bag", &g, "--groupby", "name", "--agg", "median(age)"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("use count, sum, mean, min or max"));
 }
+
+/// Issue 16: several questions in one computation (`compute_all`, Dask's
+/// `dask.compute(a, b, c)`) give what each gives alone and what the naive reference
+/// gives, and read the files once: the bytes read are those of one question alone.
+/// Under a tiny limit the shared read's parts page out and the answers hold.
+#[test]
+fn compute_all_answers_as_each_alone_and_reads_once() {
+    let (dir, rs) = fixture(700, 16);
+    let spill = tempfile::tempdir().unwrap();
+    let plain = session_split(2, Mode::Parallel, 1800, 3);
+    let tiny = Session::builder()
+        .with_threads(2)
+        .with_blocksize(1800)
+        .tiny_memory_limit(64 * 1024)
+        .with_spill_dir(spill.path())
+        .build()
+        .unwrap();
+    let am = amounts(&rs);
+    let older = rs
+        .iter()
+        .filter(|r| r["age"].as_f64().is_some_and(|a| a > 30.0))
+        .count();
+    let occupations: Vec<J> = rs.iter().map(|r| r["occupation"].clone()).collect();
+    for s in [plain, tiny] {
+        let bag = load(&s, dir.path());
+        let count = bag.query("age > 30").unwrap().count_bag();
+        let freq = bag.pluck_or("occupation", J::Null).unwrap().frequencies();
+        let mean = bag
+            .pluck("transactions")
+            .unwrap()
+            .flatten()
+            .pluck("amount")
+            .unwrap()
+            .mean_bag();
+        let by_name = sum_by_name(&bag);
+        let (all, stats) = outcore::bag::compute_all(&[&count, &freq, &mean, &by_name]).unwrap();
+        assert_eq!(all.len(), 4);
+        // Each alone.
+        let (alone, alone_stats) = count.compute_with_stats().unwrap();
+        assert_eq!(all[0], alone);
+        assert_eq!(sorted(all[1].clone()), sorted(freq.compute().unwrap()));
+        assert_eq!(all[2], mean.compute().unwrap());
+        assert_eq!(sorted(all[3].clone()), sorted(by_name.compute().unwrap()));
+        // The naive reference.
+        assert_eq!(all[0], vec![json!(older)]);
+        assert_eq!(
+            sorted(all[1].clone()),
+            sorted(naive_frequencies(&occupations))
+        );
+        assert!(close(
+            all[2][0].as_f64().unwrap(),
+            am.iter().sum::<f64>() / am.len() as f64
+        ));
+        check_sum_by_name(all[3].clone(), &rs);
+        // One read for four questions.
+        assert!(alone_stats.run.bytes_read > 0);
+        assert_eq!(
+            stats.run.bytes_read, alone_stats.run.bytes_read,
+            "{stats:?}"
+        );
+        // The eager reductions are the lazy ones computed.
+        assert_eq!(
+            bag.query("age > 30").unwrap().count().unwrap(),
+            older as u64
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(spill.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `compute_all` of bags that share nothing, and of one bag twice, still answers
+/// each; errors of a step name the record's file and line as a lone read does.
+#[test]
+fn compute_all_of_unrelated_bags_and_step_errors() {
+    let (dir, rs) = fixture(300, 17);
+    let s = session_split(2, Mode::Parallel, 2500, 3);
+    let bag = load(&s, dir.path());
+    let seq = s
+        .from_sequence(vec![json!(1), json!(2), json!(3)], 2)
+        .unwrap();
+    let n = bag.count_bag();
+    let (all, _) = outcore::bag::compute_all(&[&n, &seq, &n]).unwrap();
+    assert_eq!(all[0], vec![json!(rs.len())]);
+    assert_eq!(all[1], vec![json!(1), json!(2), json!(3)]);
+    assert_eq!(all[2], all[0]);
+    // A pluck without a default fails on a record without the path, naming it.
+    let strict = bag.pluck("age").unwrap().frequencies();
+    let err_text = |r: outcore::Result<()>| r.err().expect("an error").to_string();
+    let lone = err_text(strict.compute().map(|_| ()));
+    let shared = err_text(outcore::bag::compute_all(&[&n, &strict]).map(|_| ()));
+    assert!(lone.contains("\"age\""), "{lone}");
+    assert!(
+        shared.contains("\"age\"") && shared.contains(".json"),
+        "{shared}"
+    );
+}
+
+/// Issue 16: one command, several results (`--count --frequencies PATH --mean PATH
+/// --by KEY`), each under a `# NAME` line and each as the command asking for it
+/// alone prints it.
+#[test]
+fn cli_bag_answers_several_questions_in_one_command() {
+    let (dir, rs) = fixture(400, 18);
+    let g = glob(dir.path());
+    let run = |args: &[&str]| {
+        let mut all = vec!["bag", &g, "--blocksize", "2000"];
+        all.extend_from_slice(args);
+        ok(&all)
+    };
+    let lines_sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    for format in ["json", "csv"] {
+        let both = run(&[
+            "--count",
+            "--frequencies",
+            "occupation",
+            "--mean",
+            "transactions[].amount",
+            "--by",
+            "name",
+            "--format",
+            format,
+        ]);
+        // Sections in a fixed order: count, sums/means/extremes, frequencies.
+        let mut sections: Vec<(String, String)> = Vec::new();
+        for line in both.lines() {
+            match line.strip_prefix("# ") {
+                Some(name) => sections.push((name.to_string(), String::new())),
+                None => {
+                    let body = &mut sections.last_mut().expect("a header first").1;
+                    body.push_str(line);
+                    body.push('\n');
+                }
+            }
+        }
+        let names: Vec<&str> = sections.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "count",
+                "mean(transactions[].amount) by name",
+                "frequencies(occupation)"
+            ]
+        );
+        assert_eq!(sections[0].1, run(&["--count", "--format", format]));
+        assert_eq!(sections[0].1.lines().last().unwrap(), rs.len().to_string());
+        assert_eq!(
+            lines_sorted(&sections[1].1),
+            lines_sorted(&run(&[
+                "--groupby",
+                "name",
+                "--agg",
+                "mean(transactions[].amount)",
+                "--format",
+                format
+            ]))
+        );
+        assert_eq!(
+            lines_sorted(&sections[2].1),
+            lines_sorted(&run(&[
+                "--pluck",
+                "occupation",
+                "--frequencies",
+                "--format",
+                format
+            ]))
+        );
+    }
+    // A lone result prints no header; --take does not combine.
+    assert!(!run(&["--frequencies", "occupation"]).contains('#'));
+    let o = outcore(&["bag", &g, "--count", "--take", "3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--take"));
+    let o = outcore(&["bag", &g, "--count", "--by", "name"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--by needs"));
+}

@@ -673,21 +673,21 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(
-        files,
-        [
-            "part-00000.csv",
-            "part-00001.csv",
-            "part-00002.csv",
-            "part-00003.csv"
-        ]
-    );
+    // Empty partitions (a hash partition no name fell into) get no file; the files
+    // are numbered from 0 without gaps.
+    assert!((1..=4).contains(&files.len()), "{files:?}");
+    let numbered: Vec<String> = (0..files.len())
+        .map(|i| format!("part-{i:05}.csv"))
+        .collect();
+    assert_eq!(files, numbered);
     let mut rows = Vec::new();
     for f in &files {
         let (header, r) = parse_csv(&std::fs::read_to_string(target.join(f)).unwrap());
         assert_eq!(header, ["name", "sum(x)", "count(x)"]);
+        assert!(!r.is_empty(), "{f} holds only a header");
         rows.extend(r);
     }
+    let written = files.len();
     rows.sort();
     assert_rows(&rows, &expected, "split-out 4 into a folder");
 
@@ -697,12 +697,13 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
         err.contains("already exists") && err.contains("--overwrite"),
         "{err}"
     );
-    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 4);
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), written);
     let mut again = args.to_vec();
     again[7] = "2";
     again.push("--overwrite");
     ok(&again);
-    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 2);
+    let again_files = std::fs::read_dir(&target).unwrap().count();
+    assert!((1..=2).contains(&again_files), "{again_files} files");
 
     // A failing query leaves no folder and no partial files behind.
     let broken = dir.path().join("broken");

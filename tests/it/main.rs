@@ -7,6 +7,7 @@ mod common;
 mod faults;
 mod frame_ops;
 mod fuzz;
+mod grammar;
 mod groupby;
 mod join;
 mod memory;

@@ -4,11 +4,13 @@
 //! limit plus the binary's baseline (the peak RSS of a trivial run). `--stats`
 //! figures explain; this is the proof.
 //!
-//! Shapes in [`HOLDS`] are asserted. The others are measured and reported on
-//! stderr with their figures (a line starting `NOT YET`), because the work that
-//! bounds them (radix groupby; a shuffle store whose memory does not grow with
-//! the bytes shuffled, as sled 0.34's does) is under way; a shape
-//! that starts to hold says so (`NOW HOLDS`), so the list can grow.
+//! Every shape but [`NOT_ASSERTED`] is asserted; each one's figures (peak RSS, the ratio, `--stats`)
+//! go to stderr. Measured on a debug build with 2 threads (2026-12-03), peak RSS
+//! above the baseline over the limit: groupby-few 0.25–0.30, groupby-many
+//! 1.14–1.15, median 0.95–0.96, join-many 0.70, hot-key 0.38, set-index
+//! 0.83–0.90, sort 0.86–0.88, set-index-nulls 0.92–1.01, bag-groupby 0.26. The
+//! binary's code pages a run touches beyond the trivial baseline run's are
+//! about 4 MiB of that in a debug build.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,8 +18,11 @@ use std::process::{Command, Stdio};
 /// The limit the matrix runs under.
 const LIMIT_MB: u64 = 16;
 
-/// Shapes whose peak RSS is asserted today.
-const HOLDS: &[&str] = &["groupby-few", "join-many"];
+/// Shapes measured and reported (`NOT ASSERTED` on stderr) but not asserted: a
+/// groupby with one group per row measured 1.11–1.23 × with five runs of this
+/// test at once (its radix finalize counts sub-part answers after making them,
+/// so the account goes past the limit), too close to 1.25 for CI.
+const NOT_ASSERTED: &[&str] = &["groupby-many"];
 
 fn outcore_bin() -> &'static str {
     env!("CARGO_BIN_EXE_outcore")
@@ -98,6 +103,30 @@ fn generate(dir: &Path) {
         }
     }
     std::fs::write(dir.join("right.csv"), right).unwrap();
+    // Issue 13's hot key: one key value with 30,000 rows on the left and 1,000 on
+    // the right, 3e7 joined rows (about 700 MB were they held at once).
+    let mut hot_left = String::from("k,v\n");
+    for i in 0..30_000 {
+        hot_left.push_str(&format!("1,{i}\n"));
+    }
+    let mut hot_right = String::from("k,w\n");
+    for j in 0..1_000 {
+        hot_right.push_str(&format!("1,{j}\n"));
+    }
+    std::fs::write(dir.join("hot_left.csv"), hot_left).unwrap();
+    std::fs::write(dir.join("hot_right.csv"), hot_right).unwrap();
+    // Issue 13's 90 %-null index: 2e6 rows (35 MB), `k` set one row in ten.
+    let mut nulls = String::with_capacity(36 << 20);
+    nulls.push_str("id,k,v\n");
+    for i in 0u64..2_000_000 {
+        let mixed = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        if mixed % 10 == 0 {
+            nulls.push_str(&format!("{i},{},{}\n", mixed % 1_000_000, mixed % 997));
+        } else {
+            nulls.push_str(&format!("{i},,{}\n", mixed % 997));
+        }
+    }
+    std::fs::write(dir.join("nulls.csv"), nulls).unwrap();
     std::fs::write(dir.join("tiny.csv"), "a,b\n1,2\n").unwrap();
 }
 
@@ -132,6 +161,9 @@ fn peak_rss_stays_within_the_limit_across_query_shapes() {
     );
     let right = d.join("right.csv").display().to_string();
     let tiny = d.join("tiny.csv").display().to_string();
+    let nulls = d.join("nulls.csv").display().to_string();
+    let hot_left = d.join("hot_left.csv").display().to_string();
+    let hot_right = d.join("hot_right.csv").display().to_string();
     let (baseline, ok, err) = peak_rss_kib(&time, d, &["query", &tiny]);
     assert!(ok, "{err}");
     let limit_arg = format!("{LIMIT_MB}MB");
@@ -190,12 +222,29 @@ fn peak_rss_stays_within_the_limit_across_query_shapes() {
             ],
         ),
         (
+            "hot-key",
+            vec![
+                "query",
+                &hot_left,
+                "--join",
+                &hot_right,
+                "--on",
+                "k",
+                "--agg",
+                "size() as n, sum(v) as v, sum(w) as w",
+            ],
+        ),
+        (
             "set-index",
             vec!["query", &g1, "--set-index", "v3", "--format", "csv"],
         ),
         (
             "sort",
             vec!["query", &g1, "--sort", "v3", "--format", "csv"],
+        ),
+        (
+            "set-index-nulls",
+            vec!["query", &nulls, "--set-index", "k", "--format", "csv"],
         ),
         (
             "bag-groupby",
@@ -224,21 +273,13 @@ fn peak_rss_stays_within_the_limit_across_query_shapes() {
             "{name}: peak RSS {kib} KiB ({ratio:.2} × limit above baseline), {}; {stats}",
             if ok { "answered" } else { "failed" }
         );
-        let holds = ok && kib <= bound;
-        match (HOLDS.contains(&name), holds) {
-            (true, true) => eprintln!("holds: {line}"),
-            (true, false) => {
-                eprintln!("FAILS: {line}\n{err}");
-                failures.push(line);
-            }
-            (false, true) => eprintln!("NOW HOLDS (add it to HOLDS): {line}"),
-            (false, false) => {
-                let why = match name {
-                    "set-index" | "sort" => "sled holds about the shuffled bytes in memory",
-                    _ => "radix groupby; unreserved hash tables and holistic buffers",
-                };
-                eprintln!("NOT YET (issue 12: {why}): {line}")
-            }
+        if ok && kib <= bound {
+            eprintln!("holds: {line}");
+        } else if ok && NOT_ASSERTED.contains(&name) {
+            eprintln!("NOT ASSERTED: {line}");
+        } else {
+            eprintln!("FAILS: {line}\n{err}");
+            failures.push(line);
         }
     }
     assert!(

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use arrow::array::RecordBatch;
 use datafusion_common::ScalarValue;
+use outcore::frame::repartition::Repartition;
 use outcore::frame::SetIndexOptions;
 use outcore::scheduler::Mode;
 use outcore::{DataFrame, Session};
@@ -33,9 +34,10 @@ fn all_rows(parts: &[RecordBatch]) -> Vec<Vec<Cell>> {
 }
 
 /// Checks a set_index answer: the same rows as `t`; each partition sorted by
-/// `column` with nulls only at the end of the last; every value inside its
-/// partition's divisions; the index column, read across partitions, equal to the
-/// naive sort.
+/// `column`, nulls only after every value (in the last partitions); every value
+/// inside its partition's divisions (`[start, end)`, `[start, end]` for the last
+/// division or a repeated one); the index column, read across partitions, equal
+/// to the naive sort.
 fn check_indexed(df: &DataFrame, column: &str, t: &Table, what: &str) {
     assert_eq!(df.index_column().as_deref(), Some(column), "{what}");
     let divisions = df.divisions().expect("known divisions");
@@ -51,25 +53,26 @@ fn check_indexed(df: &DataFrame, column: &str, t: &Table, what: &str) {
         "{what}: rows"
     );
     let n = parts.len();
+    let cell =
+        |d: &ScalarValue| array_cells(&ScalarValue::iter_to_array([d.clone()]).unwrap())[0].clone();
+    let last = cell(&divisions[n]);
     for (p, part) in parts.iter().enumerate() {
         let values = cells(part, column);
-        let lo =
-            array_cells(&ScalarValue::iter_to_array([divisions[p].clone()]).unwrap())[0].clone();
-        let hi = array_cells(&ScalarValue::iter_to_array([divisions[p + 1].clone()]).unwrap())[0]
-            .clone();
+        let (lo, hi) = (cell(&divisions[p]), cell(&divisions[p + 1]));
         for v in &values {
             if v.is_null() {
-                assert_eq!(p, n - 1, "{what}: a null outside the last partition");
                 continue;
             }
             assert!(*v >= lo, "{what}: {v} below partition {p}'s start {lo}");
-            if p + 1 < n {
-                assert!(*v < hi, "{what}: {v} not below partition {p}'s end {hi}");
+            if hi == last || lo == hi {
+                assert!(*v <= hi, "{what}: {v} above partition {p}'s end {hi}");
             } else {
-                assert!(*v <= hi, "{what}: {v} above the last division {hi}");
+                assert!(*v < hi, "{what}: {v} not below partition {p}'s end {hi}");
             }
         }
     }
+    // Read across partitions, the column is the naive sort (nulls last), which
+    // also says no null comes before a value.
     let got: Vec<Cell> = parts.iter().flat_map(|b| cells(b, column)).collect();
     let mut expected = t.column(column);
     expected.sort(); // Cell orders nulls last.
@@ -125,7 +128,7 @@ fn set_index_npartitions_and_given_divisions() {
 }
 
 #[test]
-fn set_index_under_a_tiny_memory_limit_goes_through_sled() {
+fn set_index_under_a_tiny_memory_limit_goes_through_the_disk() {
     let (dir, t) = fixture(13, 6000, 3);
     let spill = tempfile::tempdir().unwrap();
     let s = Session::builder()
@@ -377,4 +380,219 @@ proptest! {
         let g = Table { columns: GEN_COLUMNS.iter().map(|s| s.to_string()).collect(), rows: got };
         prop_assert_eq!(key_cells(&g.rows, &g, &by), key_cells(&expected, &t, &by));
     }
+}
+
+/// Rows `i` (row number), `k` (90 % null, else a value in 0..500), `h` (60 % the
+/// hot value 7, else a value in 0..1000): nulls and a hot value.
+fn skewed(seed: u64, rows: usize, files: usize) -> (tempfile::TempDir, Table) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+    let mut t = Table::new(&["i", "k", "h"]);
+    for i in 0..rows {
+        let k = if rng.random_bool(0.9) {
+            Cell::Null
+        } else {
+            Cell::Int(rng.random_range(0..500))
+        };
+        let h = if rng.random_bool(0.6) {
+            Cell::Int(7)
+        } else {
+            Cell::Int(rng.random_range(0..1000))
+        };
+        t.rows.push(vec![Cell::Int(i as i64), k, h]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    t.write_files(dir.path(), files);
+    (dir, t)
+}
+
+/// Issue 13: set_index of a column that is 90 % null put every null in the last
+/// partition (a quarter of a 64 MB limit's data in one task). The nulls now have
+/// partitions of their own, as many as their share asks for.
+#[test]
+fn issue_13_nulls_are_spread_over_several_partitions() {
+    let (dir, t) = skewed(31, 4000, 4);
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel)] {
+        let s = session(threads, mode, 4096);
+        let df = s.read_csv(glob_of(dir.path())).load().unwrap();
+        let indexed = df
+            .set_index_with("k", SetIndexOptions::default().npartitions(10))
+            .unwrap();
+        assert_eq!(indexed.npartitions(), 10);
+        check_indexed(&indexed, "k", &t, "90 % null");
+        let (parts, _) = indexed.compute_partitions().unwrap();
+        let nulls: Vec<usize> = parts
+            .iter()
+            .map(|b| b.column_by_name("k").unwrap().null_count())
+            .collect();
+        let holding = nulls.iter().filter(|&&n| n > 0).count();
+        assert!(holding >= 7, "nulls per partition: {nulls:?}");
+        let largest = parts.iter().map(|b| b.num_rows()).max().unwrap();
+        assert!(
+            largest < 4000 / 4,
+            "largest partition {largest} rows: {nulls:?}"
+        );
+    }
+}
+
+/// A value that is 60 % of the rows is spread over several partitions whose
+/// divisions repeat it; the order holds across partitions, and `loc` finds every
+/// row of it (and of its neighbours) against a plain filter.
+#[test]
+fn hot_values_repeat_as_divisions_and_loc_still_finds_them() {
+    let (dir, t) = skewed(32, 5000, 3);
+    let s = session(2, Mode::Parallel, 4096);
+    let df = s.read_csv(glob_of(dir.path())).load().unwrap();
+    let indexed = df
+        .set_index_with("h", SetIndexOptions::default().npartitions(8))
+        .unwrap();
+    check_indexed(&indexed, "h", &t, "hot value");
+    let d = indexed.divisions().unwrap();
+    let sevens = d
+        .iter()
+        .filter(|v| **v == ScalarValue::Int64(Some(7)))
+        .count();
+    assert!(sevens >= 3, "the hot value is not repeated: {d:?}");
+    let (parts, _) = indexed.compute_partitions().unwrap();
+    let with_seven = parts
+        .iter()
+        .filter(|b| cells(b, "h").contains(&Cell::Int(7)))
+        .count();
+    assert!(with_seven >= 3, "7 in {with_seven} partitions");
+    for (lo, hi) in [(7, 7), (0, 7), (7, 8), (6, 6), (8, 999), (0, 6)] {
+        let got = indexed
+            .loc(
+                Some(ScalarValue::Int64(Some(lo))),
+                Some(ScalarValue::Int64(Some(hi))),
+            )
+            .unwrap()
+            .compute()
+            .unwrap();
+        let mut got = cells(&got, "i");
+        got.sort();
+        let mut expected: Vec<Cell> = t
+            .rows
+            .iter()
+            .filter(|r| matches!(r[2], Cell::Int(h) if lo <= h && h <= hi))
+            .map(|r| r[0].clone())
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected, "loc {lo}..{hi}");
+    }
+    // Given divisions may repeat too.
+    let given: Vec<ScalarValue> = [0i64, 7, 7, 7, 1000]
+        .into_iter()
+        .map(|v| ScalarValue::Int64(Some(v)))
+        .collect();
+    let indexed = df
+        .set_index_with("h", SetIndexOptions::default().divisions(given))
+        .unwrap();
+    check_indexed(&indexed, "h", &t, "given repeated divisions");
+}
+
+/// One sort column: hot values and nulls are spread too, and the rows still come
+/// out in the order of a plain sort, both directions.
+#[test]
+fn sort_values_on_one_skewed_column_matches_a_plain_sort() {
+    let (dir, t) = skewed(33, 3000, 3);
+    let s = session(2, Mode::Parallel, 2048);
+    let df = s.read_csv(glob_of(dir.path())).load().unwrap();
+    for column in ["k", "h"] {
+        for asc in [true, false] {
+            let by = [(column, asc)];
+            let sorted = df.sort_values(&by).unwrap();
+            let got = batch_rows(&sorted.compute().unwrap());
+            let expected = naive_sorted(&t, &by);
+            assert_eq!(
+                key_cells(&got, &t, &by),
+                key_cells(&expected, &t, &by),
+                "{column} {asc}"
+            );
+            assert_eq!(row_multiset(got), row_multiset(t.rows.clone()));
+        }
+    }
+}
+
+/// Under a limit far below one output partition, each partition is sorted as runs
+/// written to the shuffle store and merged: the rows come out as a plain sort's,
+/// for set_index (spread) and a sort on two columns (equal keys kept together).
+#[test]
+fn partitions_larger_than_their_reservation_are_sorted_as_merged_runs() {
+    let (dir, t) = fixture(34, 20_000, 3);
+    for mode in [Mode::Sync, Mode::Parallel] {
+        let spill = tempfile::tempdir().unwrap();
+        let s = Session::builder()
+            .with_threads(2)
+            .with_scheduler(mode)
+            .with_blocksize(32 * 1024)
+            .tiny_memory_limit(1536 * 1024)
+            .with_spill_dir(spill.path())
+            .build()
+            .unwrap();
+        let df = load_gen(&s, dir.path());
+        let indexed = df
+            .set_index_with("x", SetIndexOptions::default().npartitions(1))
+            .unwrap();
+        let (_, stats) = indexed.compute_partitions().unwrap();
+        assert!(stats.sort_runs_spilled > 2, "{stats:?}");
+        check_indexed(&indexed, "x", &t, "runs");
+
+        let by = [("name", true), ("v", false)];
+        let sorted = df
+            .repartition(Repartition::NPartitions(1))
+            .unwrap()
+            .sort_values(&by)
+            .unwrap();
+        let (parts, stats) = sorted.compute_partitions().unwrap();
+        assert!(stats.sort_runs_spilled > 2, "{stats:?}");
+        let got: Vec<Vec<Cell>> = parts.iter().flat_map(batch_rows).collect();
+        let expected = naive_sorted(&t, &by);
+        assert_eq!(key_cells(&got, &t, &by), key_cells(&expected, &t, &by));
+        assert_eq!(row_multiset(got), row_multiset(t.rows.clone()));
+        drop(s);
+        assert!(
+            std::fs::read_dir(spill.path()).unwrap().next().is_none(),
+            "files left in the spill folder"
+        );
+    }
+}
+
+/// A full disk while a sort writes its runs: the error names the shuffle folder
+/// under the spill folder, and nothing is left there.
+#[test]
+fn a_full_disk_while_writing_sorted_runs_names_the_folder_and_leaves_nothing() {
+    let (dir, _) = fixture(35, 20_000, 3);
+    let spill = tempfile::tempdir().unwrap();
+    let s = Session::builder()
+        .with_threads(2)
+        .with_blocksize(32 * 1024)
+        .tiny_memory_limit(1536 * 1024)
+        .with_spill_dir(spill.path())
+        .with_sort_run_write_failure_after(100_000)
+        .build()
+        .unwrap();
+    let indexed = load_gen(&s, dir.path())
+        .set_index_with("x", SetIndexOptions::default().npartitions(1))
+        .unwrap();
+    let err = error_chain(&indexed.compute_partitions().unwrap_err());
+    let shuffle_dir = format!("{}/outcore-shuffle-", spill.path().display());
+    assert!(err.contains(&shuffle_dir), "{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    drop(indexed);
+    drop(s);
+    assert!(
+        std::fs::read_dir(spill.path()).unwrap().next().is_none(),
+        "files left in the spill folder"
+    );
+}
+
+/// The error and its sources, one per line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!("\n{s}"));
+        source = s.source();
+    }
+    out
 }

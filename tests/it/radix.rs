@@ -252,3 +252,141 @@ fn the_strategy_follows_the_measured_groups() {
     );
     assert!(stats.radix_parts >= 4, "many groups: {stats:?}");
 }
+
+/// Parts too large for the account: two chunks and one thread cap the parts at
+/// two (the slots), so each part holds about one chunk's partial (about 100 to
+/// 180 KiB here), and under a 192 KiB limit the account refuses a finalize task's
+/// table and answer (twice its part): each part is merged in sub-parts by more
+/// hash bits, one at a time. The answer equals the reference (sorted by key, nulls
+/// last) for integer and several keys, with plain and holistic aggregations, and
+/// the split path ran. Fixed seeds and sizes (not a property test): the sizes must
+/// stay between half the limit and the limit for the path to run.
+#[test]
+fn a_part_the_account_refuses_is_merged_in_sub_parts() {
+    for (seed, rows, sync, keep_null_keys) in [
+        (1u64, 2800usize, true, false),
+        (2, 2800, false, true),
+        (3, 2600, true, true),
+        (4, 3000, false, false),
+    ] {
+        let threads = 1;
+        let (dir, t) = fixture(seed, rows, 1 << 40, 2);
+        let spill = tempfile::tempdir().unwrap();
+        let mode = if sync { Mode::Sync } else { Mode::Parallel };
+        let s = session_with(threads, mode, 1 << 20, Some(192 << 10), spill.path());
+        let df = load_gen(&s, dir.path());
+        let aggs: Vec<Agg> = vec![
+            ("size", None),
+            ("sum", Some("v")),
+            ("mean", Some("x")),
+            ("first", Some("s")),
+        ];
+        let ctx = format!("seed {seed}, rows {rows}, {mode:?}, keep_null_keys {keep_null_keys}");
+        for keys in [&["i"][..], &["id", "name"]] {
+            let g = df.groupby(keys).unwrap();
+            let g = if keep_null_keys {
+                g.keep_null_keys()
+            } else {
+                g
+            };
+            let mut specs = specs(&aggs);
+            specs.push(median("x"));
+            let (got, stats) = g.agg(&specs).unwrap().compute_with_stats().unwrap();
+            check_groupby(
+                &got,
+                &t,
+                keys,
+                &aggs,
+                keep_null_keys,
+                &format!("{keys:?}, {ctx}"),
+            );
+            let med = reference_medians(&t, keys, keep_null_keys);
+            assert_cells(
+                &cells(&got, "median(x)"),
+                &med,
+                &format!("median by {keys:?}, {ctx}"),
+            );
+            assert!(stats.radix_parts >= 2, "{keys:?}, {ctx}: {stats:?}");
+            assert!(
+                stats.radix_splits > 0,
+                "{keys:?}, {ctx}: no part was merged in sub-parts: {stats:?}"
+            );
+        }
+        assert!(
+            std::fs::read_dir(spill.path()).unwrap().next().is_none(),
+            "spill files left behind"
+        );
+    }
+}
+
+/// The median of `x` in each of the reference's groups (null keys kept when asked).
+fn reference_medians(t: &Table, keys: &[&str], keep_null_keys: bool) -> Vec<Cell> {
+    ref_groups(t, keys, keep_null_keys)
+        .values()
+        .map(|r| ref_quantile(nums(t, r, "x"), 0.5))
+        .collect()
+}
+
+/// A large answer (partials past a quarter of the limit) is one partition per part,
+/// each sorted by key, so it is never held whole; gathering the frame merges them
+/// in key order. A small answer is merged whole into the last partition, the others
+/// empty. Either way the frame has the partitions it says.
+#[test]
+fn a_large_answer_is_a_sorted_partition_per_part_and_a_small_one_is_gathered() {
+    let (dir, t) = fixture(14, 3000, 1 << 40, 2);
+    let spill = tempfile::tempdir().unwrap();
+    let s = session_with(2, Mode::Parallel, 8000, Some(256 << 10), spill.path());
+    let df = load_gen(&s, dir.path());
+    let aggs: Vec<Agg> = vec![("size", None), ("sum", Some("v"))];
+    let many = df.groupby(&["i"]).unwrap().agg(&specs(&aggs)).unwrap();
+    let (parts, stats) = many.compute_partitions().unwrap();
+    assert_eq!(parts.len(), many.npartitions());
+    let full: Vec<&arrow::array::RecordBatch> = parts.iter().filter(|p| p.num_rows() > 0).collect();
+    assert!(
+        full.len() >= 2,
+        "one partition for a large answer: {stats:?}"
+    );
+    for p in &full {
+        assert_eq!(
+            sort_batch(p, &[("i", true)]).unwrap(),
+            (*p).clone(),
+            "a part is not sorted by key"
+        );
+    }
+    let rows: usize = full.iter().map(|p| p.num_rows()).sum();
+    assert_eq!(rows, 3000);
+    check_groupby(
+        &many.compute().unwrap(),
+        &t,
+        &["i"],
+        &aggs,
+        false,
+        "many groups, gathered",
+    );
+    let head = many.head(5).unwrap();
+    assert_eq!(
+        head,
+        many.compute().unwrap().slice(0, 5),
+        "head of a partitioned answer"
+    );
+
+    let few = df.groupby(&["name"]).unwrap().agg(&specs(&aggs)).unwrap();
+    let (parts, _) = few.compute_partitions().unwrap();
+    assert_eq!(parts.len(), few.npartitions());
+    let nonempty: Vec<usize> = (0..parts.len())
+        .filter(|&i| parts[i].num_rows() > 0)
+        .collect();
+    assert_eq!(
+        nonempty,
+        vec![parts.len() - 1],
+        "a small answer is gathered into the last partition"
+    );
+    check_groupby(
+        &parts[parts.len() - 1],
+        &t,
+        &["name"],
+        &aggs,
+        false,
+        "few groups",
+    );
+}

@@ -164,6 +164,60 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Issue 16: the tokenizer classifies 64 bytes at a time (delimiters and line
+    /// ends as bit masks). Unquoted rows whose fields and lines straddle those
+    /// chunks anywhere, blank lines, CRLF, a last line without its end, a projection
+    /// of some columns and non-ASCII text read as the `csv` crate reads the file.
+    #[test]
+    fn issue_16_unquoted_rows_across_64_byte_chunks_read_as_the_csv_crate(
+        rows in proptest::collection::vec(
+            proptest::collection::vec("[a-z0-9é]{0,70}", 4), 0..60),
+        blanks in proptest::collection::vec(any::<bool>(), 60),
+        crlf in any::<bool>(),
+        trailing_newline in any::<bool>(),
+        bs in blocksize(),
+        parallel in any::<bool>(),
+    ) {
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut text = String::from("a,b,c,d");
+        for (i, r) in rows.iter().enumerate() {
+            text.push_str(eol);
+            if blanks[i] {
+                text.push_str(eol);
+            }
+            text.push_str(&r.join(","));
+        }
+        if trailing_newline {
+            text.push_str(eol);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "p.csv", &text);
+        let (header, expected) = reference(text.as_bytes());
+        let mode = if parallel { Mode::Parallel } else { Mode::Sync };
+        let s = session(2, mode, bs);
+        let got = read_as_text(&s, &glob_of(dir.path()), &header).unwrap();
+        prop_assert_eq!(&got, &expected, "blocksize {}", bs);
+        // Only some columns: the others are skipped, not copied.
+        let frame = s
+            .read_csv(glob_of(dir.path()))
+            .with_dtype("d", DataType::Utf8)
+            .with_dtype("b", DataType::Utf8)
+            .load()
+            .unwrap();
+        let batch = frame.select(&["d", "b"]).unwrap().compute().unwrap();
+        let col = |i: usize| {
+            let a = batch.column(i).as_any().downcast_ref::<StringArray>().unwrap();
+            (0..a.len()).map(|r| a.is_valid(r).then(|| a.value(r).to_string())).collect::<Vec<_>>()
+        };
+        let want = |c: usize| expected.iter().map(|r| r[c].clone()).collect::<Vec<_>>();
+        prop_assert_eq!(col(0), want(3));
+        prop_assert_eq!(col(1), want(1));
+    }
+}
+
 /// A quoted field larger than many blocks (so whole blocks lie inside it, with no
 /// quote of their own) and a 400 KB file whose quoted fields hold line breaks (the
 /// issue's case: inference failed even with a 1 GB block).

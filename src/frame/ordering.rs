@@ -107,7 +107,10 @@ impl DataFrame {
             let divisions = self.sorted_divisions(column, &samples)?;
             return Ok(self.with_index(index(divisions)));
         }
-        let n = options.npartitions.unwrap_or(self.npartitions()).max(1);
+        let n = options
+            .npartitions
+            .unwrap_or_else(|| self.sorted_npartitions())
+            .max(1);
         crate::graph::check_partitions(
             "set_index",
             &format!("npartitions {n}"),
@@ -131,6 +134,21 @@ impl DataFrame {
     /// last, across partitions: partition `i`'s rows all come before partition
     /// `i + 1`'s. Rows move through the shuffle store by ranges of the first column.
     pub fn sort_values(&self, by: &[(&str, bool)]) -> Result<DataFrame> {
+        self.sort_values_into(by, None)
+    }
+
+    /// [`sort_values`](Self::sort_values) into `npartitions` output partitions, as
+    /// Dask's `sort_values(npartitions=…)`; by default as many as the input has, or
+    /// more when its partitions would be large for the memory limit.
+    pub fn sort_values_with(&self, by: &[(&str, bool)], npartitions: usize) -> Result<DataFrame> {
+        self.sort_values_into(by, Some(npartitions))
+    }
+
+    fn sort_values_into(
+        &self,
+        by: &[(&str, bool)],
+        npartitions: Option<usize>,
+    ) -> Result<DataFrame> {
         let Some(&(first, ascending)) = by.first() else {
             return Err(Error::plan("sort_values", "give at least one column"));
         };
@@ -146,7 +164,15 @@ impl DataFrame {
         // Rows equal in the first column are ordered by the next: they must stay
         // together, so only a sort on one column spreads hot values and nulls.
         let spread = by.len() == 1;
-        let n = self.npartitions().max(1);
+        let n = npartitions
+            .unwrap_or_else(|| self.sorted_npartitions())
+            .max(1);
+        crate::graph::check_partitions(
+            "sort_values",
+            &format!("npartitions {n}"),
+            n,
+            "ask for fewer",
+        )?;
         match choose_divisions(&samples, &t, options, n, spread)? {
             None => self.range_shuffle(
                 first,
@@ -310,6 +336,24 @@ impl DataFrame {
             npartitions,
             sort,
         }))
+    }
+
+    /// Output partitions of a sort or set_index when none are asked for: as many as
+    /// the input has, or more when the estimated rows would make partitions larger
+    /// than [`MemoryPolicy::sorted_partition_bytes`](crate::scheduler::MemoryPolicy::sorted_partition_bytes)
+    /// (an Arrow copy is taken as twice the bytes read), so that a sort under a
+    /// small limit never needs one partition's rows beyond its share of the limit.
+    fn sorted_npartitions(&self) -> usize {
+        let n = self.npartitions().max(1);
+        let Some(bytes) = self.plan.estimated_bytes() else {
+            return n;
+        };
+        let session = self.session();
+        let per = session
+            .memory_policy()
+            .sorted_partition_bytes(session.threads());
+        let wanted = (bytes.saturating_mul(2)).div_ceil(per);
+        n.max(wanted.min(crate::graph::MAX_PARTITIONS as u64 / 4) as usize)
     }
 
     /// The sampling pass: reads only `column` and samples every partition.

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use arrow::array::RecordBatch;
 use datafusion_common::ScalarValue;
-use outcore::frame::repartition::Repartition;
 use outcore::frame::SetIndexOptions;
 use outcore::scheduler::Mode;
 use outcore::{DataFrame, Session};
@@ -538,11 +537,7 @@ fn partitions_larger_than_their_reservation_are_sorted_as_merged_runs() {
         check_indexed(&indexed, "x", &t, "runs");
 
         let by = [("name", true), ("v", false)];
-        let sorted = df
-            .repartition(Repartition::NPartitions(1))
-            .unwrap()
-            .sort_values(&by)
-            .unwrap();
+        let sorted = df.sort_values_with(&by, 1).unwrap();
         let (parts, stats) = sorted.compute_partitions().unwrap();
         assert!(stats.sort_runs_spilled > 2, "{stats:?}");
         let got: Vec<Vec<Cell>> = parts.iter().flat_map(batch_rows).collect();
@@ -595,4 +590,57 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Issue 13: with no partition count asked for, a sort under a small limit makes
+/// more output partitions than its input has, so that two threads sorting at once
+/// each hold a small share of the limit (a 90 %-null index of 4e6 rows at 64 MB
+/// was refused with two partitions in flight). One input partition of 20,000 rows
+/// at a 1.5 MiB limit: no runs needed, and the answer is the plain sort's.
+#[test]
+fn issue_13_under_a_small_limit_sorts_make_partitions_that_fit() {
+    let (dir, t) = fixture(36, 20_000, 1);
+    let limit = 1536 * 1024;
+    for mode in [Mode::Sync, Mode::Parallel] {
+        let s = Session::builder()
+            .with_threads(2)
+            .with_scheduler(mode)
+            .with_blocksize(64 << 20)
+            .tiny_memory_limit(limit)
+            .build()
+            .unwrap();
+        let df = load_gen(&s, dir.path());
+        assert_eq!(df.npartitions(), 1);
+        let indexed = df.set_index("x").unwrap();
+        assert!(
+            indexed.npartitions() >= 4,
+            "{} partitions",
+            indexed.npartitions()
+        );
+        check_indexed(&indexed, "x", &t, "partitions for the limit");
+        let (parts, stats) = indexed.compute_partitions().unwrap();
+        assert_eq!(stats.sort_runs_spilled, 0, "{stats:?}");
+        let largest = parts
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .max()
+            .unwrap();
+        assert!(
+            largest < limit as usize / 2,
+            "largest partition {largest} bytes"
+        );
+
+        let by = [("name", true), ("v", false)];
+        let sorted = df.sort_values(&by).unwrap();
+        assert!(
+            sorted.npartitions() >= 4,
+            "{} partitions",
+            sorted.npartitions()
+        );
+        let (parts, _) = sorted.compute_partitions().unwrap();
+        let got: Vec<Vec<Cell>> = parts.iter().flat_map(batch_rows).collect();
+        let expected = naive_sorted(&t, &by);
+        assert_eq!(key_cells(&got, &t, &by), key_cells(&expected, &t, &by));
+        assert_eq!(row_multiset(got), row_multiset(t.rows.clone()));
+    }
 }

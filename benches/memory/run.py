@@ -28,6 +28,7 @@ Shapes (G1 = the db-benchmark groupby table, J1 = the join tables, records = JSO
   j5      J1 x joined with big on id3 (N x N rows, unique keys), aggregated
   setidx  set_index(id6): every row out, sorted by id6
   sort    every row out, sorted by v3
+  nulls   set_index(k) of 4e6 rows where k is 90 % null: every row out, nulls last
   bag     sum of transactions[].amount by name over JSON records (a bag groupby)
 
 Engines run from benches/peers/.venv (made by benches/peers/run.py, or here when missing).
@@ -73,6 +74,8 @@ SHAPES = {
            "FROM t JOIN y USING (id3)"),
     "setidx": ("g1", ["query", "{glob}", "--set-index", "id6"], "SELECT * FROM t ORDER BY id6"),
     "sort": ("g1", ["query", "{glob}", "--sort", "v3"], "SELECT * FROM t ORDER BY v3"),
+    "nulls": ("nulls", ["query", "{glob}", "--set-index", "k"],
+              "SELECT * FROM t ORDER BY k NULLS LAST"),
     "bag": ("rec", ["bag", "{json}", "--groupby", "name", "--agg", "sum(transactions[].amount)"],
             "SELECT name, sum(u.amount) AS amount FROM "
             "(SELECT name, unnest(transactions) AS u FROM records) GROUP BY name"),
@@ -80,6 +83,27 @@ SHAPES = {
 HOT_ROWS_PER_KEY = 3
 
 PEER_SCRIPT = HERE / "q_peer.py"
+NULL_ROWS = 4_000_000
+
+
+def nulls_table(data):
+    """NULL_ROWS rows in 4 CSV files (about 90 MB): `i` the row number, `k` set on
+    one row in ten (an integer below 1e6), `x` a float, `s` one of 1000 strings."""
+    folder = data / "nulls_4e6"
+    if not folder.is_dir():
+        import random
+        rng = random.Random(7)
+        tmp = data / (folder.name + ".partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        per = NULL_ROWS // 4
+        for f in range(4):
+            lines = ["i,k,x,s\n"]
+            for i in range(f * per, (f + 1) * per):
+                k = str(rng.randrange(1_000_000)) if rng.random() < 0.1 else ""
+                lines.append(f"{i},{k},{rng.random():.6f},k{rng.randrange(1000)}\n")
+            (tmp / f"part-{f}.csv").write_text("".join(lines))
+        tmp.rename(folder)
+    return folder
 
 
 def parse_args():
@@ -144,7 +168,7 @@ def command(engine, shape, sets, answer, limit, spill):
         args = [x.format(**fill) for x in argv]
         return [str(BIN), *args, "--memory-limit", limit, "--spill-dir", str(spill),
                 "--format", "csv", "--output-to", str(answer)]
-    tables = {"g1": {"t": f"{folder}"}, "g1k": {"t": f"{folder}"},
+    tables = {"g1": {"t": f"{folder}"}, "g1k": {"t": f"{folder}"}, "nulls": {"t": f"{folder}"},
               "j1": {"t": f"{folder}/x", "y": f"{folder}/big"},
               "rec": {"records": f"{folder}"}}[key]
     if shape == "hotjoin":
@@ -173,7 +197,9 @@ def main():
     tmp = tempfile.TemporaryDirectory(prefix="outcore-memory-")
     data = Path(tmp.name) / "data" if a.smoke else Path(a.data).resolve()
     keys = {SHAPES[s][0] for s in a.shapes}
-    sets = peers.make_data(data, a.rows, "1", a.records, keys)
+    sets = peers.make_data(data, a.rows, "1", a.records, keys - {"nulls"})
+    if "nulls" in keys:
+        sets["nulls"] = nulls_table(data)
     if "hotjoin" in a.shapes:
         sets["hot"] = hot_table(data)
     answers = Path(tmp.name) / "answers"

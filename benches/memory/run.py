@@ -37,6 +37,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -167,7 +168,7 @@ def command(engine, shape, sets, answer, limit, spill):
         }
         args = [x.format(**fill) for x in argv]
         return [str(BIN), *args, "--memory-limit", limit, "--spill-dir", str(spill),
-                "--format", "csv", "--output-to", str(answer)]
+                "--stats", "--format", "csv", "--output-to", str(answer)]
     tables = {"g1": {"t": f"{folder}"}, "g1k": {"t": f"{folder}"}, "nulls": {"t": f"{folder}"},
               "j1": {"t": f"{folder}/x", "y": f"{folder}/big"},
               "rec": {"records": f"{folder}"}}[key]
@@ -176,6 +177,15 @@ def command(engine, shape, sets, answer, limit, spill):
     spec = json.dumps({"sql": sql, "tables": tables, "limit": parse_bytes(limit),
                        "threads": os.cpu_count(), "spill": str(spill)})
     return [str(peers.VPY), str(PEER_SCRIPT), engine, spec, str(answer)]
+
+
+def peak_reserved_mib(err):
+    """outcore's own peak of the memory account, from its `--stats` line (MiB)."""
+    m = re.search(r"peak reserved ([0-9.]+) (B|KiB|MiB|GiB)", err or "")
+    if not m:
+        return None
+    scale = {"B": 1 / 1048576, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[m.group(2)]
+    return float(m.group(1)) * scale
 
 
 def first_error_line(err):
@@ -224,12 +234,13 @@ def main():
                     ok = rc == 0 and t is not None and answer.exists()
                     sums = peers.checksum(answer) if ok else None
                     res = {"secs": t, "rss": m, "ok": ok, "checksum": sums,
+                           "reserved": peak_reserved_mib(err) if engine == "outcore" else None,
                            "error": None if ok else (first_error_line(err) or f"exit {rc}")}
                     results[limit, shape, engine] = res
                     rec = {"date": today, "host": host, "commit": commit, "cores": os.cpu_count(),
                            "smoke": a.smoke, "shape": shape, "limit": limit, "engine": engine,
                            "data": str(sets[SHAPES[shape][0]]), "seconds": t,
-                           "rss_mb": m and round(m, 1), "rc": rc, "ok": ok, "checksum": sums,
+                           "rss_mb": m and round(m, 1), "reserved_mib": res["reserved"] and round(res["reserved"], 1), "rc": rc, "ok": ok, "checksum": sums,
                            "argv": [str(x) for x in argv], "stderr": None if ok else err[-2000:]}
                     jl.write(json.dumps(rec) + "\n")
                     jl.flush()
@@ -269,6 +280,14 @@ def main():
                 r = results[limit, shape, e]
                 if r["ok"]:
                     print(f"  {limit:>6} {shape:8} {e:10} {r['checksum']}")
+    if "outcore" in a.engines:
+        print("\noutcore's account against the process: peak reserved (--stats) / peak RSS")
+        for limit in a.limits:
+            for shape in a.shapes:
+                r = results[limit, shape, "outcore"]
+                if r["ok"] and r["reserved"] and r["rss"]:
+                    print(f"  {limit:>6} {shape:8} reserved {r['reserved']:.1f} MiB, "
+                          f"RSS {r['rss']:.1f} MiB: {r['reserved'] / r['rss']:.2f}")
     print(f"\nraw runs appended to {jsonl.relative_to(ROOT)}")
     tmp.cleanup()
     if a.smoke:

@@ -495,3 +495,31 @@ fn a_full_disk_while_spilling_names_the_spill_folder_and_leaves_nothing() {
         );
     }
 }
+
+/// The compiled graph is counted: 20,000 leaves make a graph of a few MB, which the
+/// account reserves as "task graph" for the run (its largest consumer here, since
+/// each leaf's value is a few bytes), so the caches get that much less.
+#[test]
+fn the_task_graph_is_reserved_while_it_runs() {
+    let spill = tempfile::tempdir().unwrap();
+    let (n, rows) = (20_000, 1);
+    let (g, key) = leaves_then_total(n, rows, 0);
+    let graph_bytes = g
+        .compile(std::slice::from_ref(&key))
+        .unwrap()
+        .approx_bytes();
+    assert!(graph_bytes >= 20_000 * 64, "{graph_bytes} bytes");
+    let (total, stats) =
+        run_total(&g, &key, Mode::Parallel, 256 << 20, spill.path(), None).unwrap();
+    assert_eq!(total, expected_total(n, rows));
+    let reserved = stats
+        .peak_consumers
+        .iter()
+        .find(|(name, _)| name == "task graph")
+        .map(|(_, b)| *b);
+    assert!(
+        reserved.is_some_and(|b| b >= graph_bytes),
+        "graph of {graph_bytes} bytes; peak consumers {:?}",
+        stats.peak_consumers
+    );
+}

@@ -284,37 +284,9 @@ impl GroupedResampler {
         let mut needed: Vec<String> = self.keys.clone();
         needed.push(self.index.clone());
         for a in aggs {
-            if !matches!(
-                a.func,
-                AggFunc::Sum
-                    | AggFunc::Count
-                    | AggFunc::Size
-                    | AggFunc::Mean
-                    | AggFunc::Min
-                    | AggFunc::Max
-                    | AggFunc::Std
-                    | AggFunc::Var
-                    | AggFunc::First
-                    | AggFunc::Last
-            ) {
-                return Err(Error::plan(
-                    OP,
-                    format!(
-                        "{} is not a resample aggregation; use sum, mean, count, size, min, max, std, var, first, last or ohlc",
-                        a.func.name()
-                    ),
-                ));
-            }
-            if let Some(c) = &a.column {
-                let t = crate::expr::column_type(&schema, c)?;
-                if !t.is_numeric() {
-                    return Err(Error::plan(
-                        OP,
-                        format!("{}({c}): column {c:?} is {t}, not a number", a.func.name()),
-                    ));
-                }
-                if !needed.contains(c) {
-                    needed.push(c.clone());
+            if let Some((c, _)) = super::resample::resample_column_type(OP, &schema, a)? {
+                if !needed.iter().any(|n| n == c) {
+                    needed.push(c.to_string());
                 }
             }
             if self.keys.contains(&a.alias) || a.alias == self.index {

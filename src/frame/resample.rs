@@ -133,6 +133,49 @@ impl DataFrame {
     }
 }
 
+/// Checks that `a` is an aggregation resample computes per bin (sum, count, size,
+/// mean, min, max, std, var, first, last; `ohlc` expands to those) over a numeric
+/// column, for `op`; returns the column and its type (`None` for `size()`). Both
+/// [`Resampler::agg`] and the grouped resampler's check through it.
+pub(super) fn resample_column_type<'a>(
+    op: &'static str,
+    schema: &arrow::datatypes::Schema,
+    a: &'a AggSpec,
+) -> Result<Option<(&'a str, DataType)>> {
+    if !matches!(
+        a.func,
+        AggFunc::Sum
+            | AggFunc::Count
+            | AggFunc::Size
+            | AggFunc::Mean
+            | AggFunc::Min
+            | AggFunc::Max
+            | AggFunc::Std
+            | AggFunc::Var
+            | AggFunc::First
+            | AggFunc::Last
+    ) {
+        return Err(Error::plan(
+            op,
+            format!(
+                "{} is not a resample aggregation; use sum, mean, count, size, min, max, std, var, first, last or ohlc",
+                a.func.name()
+            ),
+        ));
+    }
+    let Some(c) = &a.column else {
+        return Ok(None);
+    };
+    let t = crate::expr::column_type(schema, c)?;
+    if !t.is_numeric() {
+        return Err(Error::plan(
+            op,
+            format!("{}({c}): column {c:?} is {t}, not a number", a.func.name()),
+        ));
+    }
+    Ok(Some((c.as_str(), t)))
+}
+
 impl Resampler {
     /// Which side of each bin is closed (pandas' default: right for `W` and `ME`,
     /// left otherwise).
@@ -161,36 +204,13 @@ impl Resampler {
             false,
         )];
         for a in aggs {
-            if matches!(
-                a.func,
-                AggFunc::Nunique
-                    | AggFunc::Median
-                    | AggFunc::Quantile(_)
-                    | AggFunc::Corr
-                    | AggFunc::Nlargest(_)
-            ) {
-                return Err(Error::plan(
-                    OP,
-                    format!(
-                        "{} is not a resample aggregation; use sum, mean, count, size, min, max, std, var, first, last or ohlc",
-                        a.func.name()
-                    ),
-                ));
-            }
-            let (slot, t) = match &a.column {
+            let (slot, t) = match resample_column_type(OP, &schema, a)? {
                 None => (usize::MAX, DataType::Int64),
-                Some(c) => {
-                    let t = crate::expr::column_type(&schema, c)?;
-                    if !(t.is_numeric()) {
-                        return Err(Error::plan(
-                            OP,
-                            format!("{}({c}): column {c:?} is {t}, not a number", a.func.name()),
-                        ));
-                    }
+                Some((c, t)) => {
                     let slot = match value_cols.iter().position(|v| v == c) {
                         Some(s) => s,
                         None => {
-                            value_cols.push(c.clone());
+                            value_cols.push(c.to_string());
                             value_cols.len() - 1
                         }
                     };

@@ -82,6 +82,8 @@ pub struct SessionBuilder {
     /// Fault injection: sorted-run writes fail after this many bytes.
     sort_run_write_allowance: Option<u64>,
     progress: Option<Arc<dyn Progress>>,
+    /// See [`SessionBuilder::watch_process_memory`].
+    watch_process: bool,
 }
 
 impl std::fmt::Debug for SessionBuilder {
@@ -109,6 +111,7 @@ impl Default for SessionBuilder {
             cancel: None,
             sort_run_write_allowance: None,
             progress: None,
+            watch_process: false,
         }
     }
 }
@@ -138,6 +141,17 @@ impl SessionBuilder {
     /// Past it, read tasks are held back and finished results are spilled to disk.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Counts in the memory account what the process holds beyond what its
+    /// consumers reserve (the allocator's unreturned free pages, bookkeeping),
+    /// measured every few milliseconds, so that the process stays near the limit
+    /// as measured from outside (see [`MemoryPool::watch_process`]). For a
+    /// session that has its process to itself, as the command line's does; off
+    /// by default, since sessions sharing a process would count each other.
+    pub fn watch_process_memory(mut self, on: bool) -> Self {
+        self.watch_process = on;
         self
     }
 
@@ -223,13 +237,15 @@ impl SessionBuilder {
             .thread_name(|i| format!("outcore-worker-{i}"))
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the thread pool: {e}")))?;
+        let account = MemoryPool::new(memory.limit);
+        account.watch_process(self.watch_process);
         Ok(Session {
             inner: Arc::new(SessionInner {
                 threads,
                 mode: self.mode,
                 blocksize,
                 split_every: self.split_every,
-                account: MemoryPool::new(memory.limit),
+                account,
                 memory,
                 cancel: self.cancel.unwrap_or_default(),
                 pool,

@@ -141,6 +141,9 @@ impl RunArgs {
         if let Some(m) = self.memory_limit {
             b = b.memory_limit(m);
         }
+        // One computation has this process to itself: the account can count what
+        // the process holds beyond its consumers' reservations.
+        b = b.watch_process_memory(true);
         if let Some(d) = &self.spill_dir {
             b = b.with_spill_dir(d);
         }

@@ -26,6 +26,13 @@
 //! [`reserve`] (a no-op outside a scheduled task), and the scheduler measures each
 //! result. No other module divides the limit: the fractions live here.
 //!
+//! What no consumer measures (the allocator's free pages it keeps, the binary's
+//! code, bookkeeping) has a reservation of its own, [`UNMEASURED`]. On the command
+//! line it follows the process: every few milliseconds it becomes the resident
+//! memory less everything else reserved ([`MemoryPool::watch_process`]), so the
+//! limit holds for the process as measured from outside, not only for the sum of
+//! the estimates.
+//!
 //! Invariants: explicit reservations plus the results running tasks hold as
 //! inputs (which no cache can page out) ≤ limit, except a task admitted alone
 //! whose estimate is clamped to what is free; a cache's budget is the limit less
@@ -35,7 +42,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outcore_storage::spill::SpillCache;
 
@@ -185,6 +192,36 @@ pub fn unmeasured_bytes(limit: u64) -> u64 {
     (limit / 8).max(4 << 20).min(limit / 4).min(256 << 20)
 }
 
+/// The most of a limit the [`UNMEASURED`] reservation grows to when the pool
+/// watches the process ([`MemoryPool::watch_process`]): a third. Past it the
+/// caches would have almost nothing left, and an operator running alone could be
+/// refused what it needs, so beyond this the limit is exceeded rather than the
+/// computation failed.
+fn max_unmeasured_bytes(limit: u64) -> u64 {
+    unmeasured_bytes(limit).max(limit / 3)
+}
+
+/// How often a watching pool reads the process's resident memory: reading
+/// `/proc/self/status` costs tens of microseconds, a radix groupby starts
+/// thousands of tasks a second.
+const WATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The process's resident bytes (heap, stacks and the pages of the binary's code
+/// it has touched: what is measured from outside), from `/proc/self/status`;
+/// `None` where there is no such file.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// A consumer that holds values it can page out: a spill cache. The account asks
 /// it for its resident bytes and sets its budget.
 pub trait HeldCache: Send + Sync {
@@ -247,6 +284,10 @@ struct PoolState {
     /// Tasks holding a reservation, and how many of them wait inside [`reserve`].
     tasks: usize,
     waiting: usize,
+    /// Whether the [`UNMEASURED`] reservation follows the process's resident
+    /// memory ([`MemoryPool::watch_process`]), and when it last looked.
+    watch: bool,
+    watched_at: Option<Instant>,
 }
 
 /// The memory account of a session: the limit, the named reservations, the caches.
@@ -298,6 +339,52 @@ impl MemoryPool {
     /// The limit.
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Makes the [`UNMEASURED`] reservation follow what the process really holds:
+    /// every few milliseconds, when the account rebalances, it becomes the
+    /// process's anonymous resident memory less everything reserved by name and
+    /// held by the caches (at least a quarter of its starting size, room for
+    /// what grows between two looks; at most a third of the limit). Memory no consumer counts (the allocator's free pages it has not
+    /// returned, after many small results were freed out of order; bookkeeping)
+    /// then squeezes the caches as a reservation would, so the process stays
+    /// near the limit measured from outside, and `--stats` says how much it was.
+    ///
+    /// Only for a pool that has the process to itself (the command line): with
+    /// two computations in one process each would count the other's memory.
+    pub fn watch_process(&self, on: bool) {
+        self.lock().watch = on;
+    }
+
+    /// Re-measures the [`UNMEASURED`] reservation if the pool watches the process
+    /// and it has not looked for [`WATCH_INTERVAL`].
+    fn watch(&self) {
+        {
+            let mut st = self.lock();
+            if !st.watch || st.watched_at.is_some_and(|t| t.elapsed() < WATCH_INTERVAL) {
+                return;
+            }
+            st.watched_at = Some(Instant::now());
+        }
+        let Some(rss) = resident_bytes() else {
+            return;
+        };
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let held = Self::held(st);
+        let Some(c) = st.consumers.get_mut(&0).filter(|c| &*c.name == UNMEASURED) else {
+            return;
+        };
+        let others = st.explicit - c.bytes + held;
+        // Measured, it needs less room kept for what it has not seen yet: only
+        // for what grows between two looks.
+        let floor = unmeasured_bytes(self.limit) / 4;
+        let want = rss
+            .saturating_sub(others)
+            .clamp(floor, max_unmeasured_bytes(self.limit).max(floor));
+        let old = c.bytes;
+        c.bytes = want;
+        st.explicit = st.explicit - old + want;
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -506,6 +593,7 @@ impl MemoryPool {
     /// paging out now what no longer fits. Call it outside other locks: it writes
     /// files. Errors name the spill folder (a full disk, say).
     pub fn rebalance(&self) -> Result<()> {
+        self.watch();
         let budgets: Vec<(Arc<dyn HeldCache>, u64)> = {
             let st = self.lock();
             let caches: Vec<(Arc<dyn HeldCache>, u64, u64)> = st
@@ -859,6 +947,30 @@ mod tests {
             pool.peak().consumers[0],
             (UNMEASURED.to_string(), unmeasured)
         );
+    }
+
+    #[test]
+    fn a_watching_pool_counts_what_the_process_holds_beyond_its_reservations() {
+        let limit = 64 << 20;
+        let blind = MemoryPool::new(limit);
+        let watching = MemoryPool::new(limit);
+        watching.watch_process(true);
+        // 48 MiB that no consumer reserved, touched so that they are resident.
+        let unreserved = std::hint::black_box(vec![1u8; 48 << 20]);
+        assert!(resident_bytes().unwrap() >= 48 << 20);
+        blind.rebalance().unwrap();
+        watching.rebalance().unwrap();
+        assert_eq!(blind.reserved(), unmeasured_bytes(limit));
+        // The unmeasured reservation grew to its cap (the process holds more than
+        // a third of the limit that nobody reserved), and grants shrink with it.
+        assert_eq!(watching.reserved(), limit / 3);
+        assert_eq!(watching.unreserved(), limit - limit / 3);
+        watching.note_peak();
+        assert_eq!(
+            watching.peak().consumers[0],
+            (UNMEASURED.to_string(), limit / 3)
+        );
+        drop(unreserved);
     }
 
     #[test]

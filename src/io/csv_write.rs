@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 /// How one column's values are written.
 enum Column<'a> {
     Int(Box<dyn Fn(usize, &mut Vec<u8>) + 'a>),
-    Float(Box<dyn Fn(usize, &mut ryu::Buffer) -> &str + 'a>),
+    Float(Box<dyn Fn(usize, &mut ryu::Buffer, &mut Vec<u8>) + 'a>),
     Text(Box<dyn Fn(usize) -> &'a [u8] + 'a>),
     Other(ArrayFormatter<'a>),
 }
@@ -38,7 +38,66 @@ where
     T::Native: ryu::Float,
 {
     let values = a.as_primitive::<T>().values();
-    Column::Float(Box::new(move |i, buffer| buffer.format(values[i])))
+    Column::Float(Box::new(move |i, buffer, out| {
+        out.extend_from_slice(buffer.format(values[i]).as_bytes())
+    }))
+}
+
+fn doubles(a: &ArrayRef) -> Column<'_> {
+    let values = a.as_primitive::<Float64Type>().values();
+    Column::Float(Box::new(move |i, buffer, out| {
+        let v = values[i];
+        if !push_short_decimal(v, out) {
+            out.extend_from_slice(buffer.format(v).as_bytes());
+        }
+    }))
+}
+
+/// Appends `v` as `ryu` would write it (its shortest decimal that reads back as
+/// `v`) when `v` is a decimal of at most six places between 1e-4 and 1e9, as
+/// most data read from text is, and returns true; else appends nothing and returns
+/// false. About three times faster than `ryu` there, which was an eighth of the
+/// time of writing a sorted 2.6-million-row timeseries back out.
+///
+/// Why it is the shortest: if `m / 1e6` (`m` a whole number below 1e15, so the
+/// division is correctly rounded, as reading the text `m`·10⁻⁶ is) equals `v`,
+/// then that decimal, trailing zeros dropped, has at most 15 significant digits
+/// and reads back as `v`; and no two decimals of at most 15 significant digits
+/// read back as the same double, so no shorter one does. Between 1e-4 and 1e16
+/// `ryu` writes plain decimals (`0.0001`, `12.5`, `3.0`), as here.
+#[inline]
+fn push_short_decimal(v: f64, out: &mut Vec<u8>) -> bool {
+    let a = v.abs();
+    if !(1e-4..1e9).contains(&a) {
+        return false;
+    }
+    let m = (a * 1e6).round();
+    if m / 1e6 != a {
+        return false;
+    }
+    let m = m as u64;
+    let (whole, mut frac) = (m / 1_000_000, (m % 1_000_000) as u32);
+    if v < 0.0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
+    out.push(b'.');
+    if frac == 0 {
+        out.push(b'0');
+        return true;
+    }
+    let mut digits = 6;
+    while frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    let mut buf = [b'0'; 6];
+    for d in buf[..digits].iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    out.extend_from_slice(&buf[..digits]);
+    true
 }
 
 fn column<'a>(a: &'a ArrayRef, options: &FormatOptions<'a>) -> Result<Column<'a>> {
@@ -52,7 +111,7 @@ fn column<'a>(a: &'a ArrayRef, options: &FormatOptions<'a>) -> Result<Column<'a>
         DataType::UInt32 => ints::<UInt32Type>(a),
         DataType::UInt64 => ints::<UInt64Type>(a),
         DataType::Float32 => floats::<Float32Type>(a),
-        DataType::Float64 => floats::<Float64Type>(a),
+        DataType::Float64 => doubles(a),
         DataType::Utf8 => {
             let s = a.as_string::<i32>();
             Column::Text(Box::new(move |i| s.value(i).as_bytes()))
@@ -138,7 +197,7 @@ pub fn write_csv(out: &mut Vec<u8>, batch: &RecordBatch, header: bool) -> Result
             }
             match column {
                 Column::Int(f) => f(row, out),
-                Column::Float(f) => out.extend_from_slice(f(row, &mut float).as_bytes()),
+                Column::Float(f) => f(row, &mut float, out),
                 Column::Text(f) => push_field(out, f(row)),
                 Column::Other(f) => {
                     use std::fmt::Write;
@@ -289,5 +348,55 @@ mod tests {
         ]);
         // No rows.
         same_as_arrow(vec![("e", Arc::new(Int32Array::from(Vec::<i32>::new())))]);
+    }
+
+    fn ryu_or_fast(v: f64) -> (String, bool) {
+        let mut out = Vec::new();
+        let fast = push_short_decimal(v, &mut out);
+        if !fast {
+            out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+        }
+        (String::from_utf8(out).unwrap(), fast)
+    }
+
+    /// The short-decimal path writes exactly what `ryu` writes, and takes the
+    /// values it is for.
+    #[test]
+    fn short_decimals_are_written_as_ryu_writes_them() {
+        for (v, fast) in [
+            (0.288129, true),
+            (-0.549187, true),
+            (1.0, true),
+            (-12.5, true),
+            (0.0001, true),
+            (0.001200, true),
+            (999_999_999.999999, true),
+            (0.1 + 0.2, false),
+            (0.00001, false),
+            (1e9, false),
+            (-0.0, false),
+            (f64::NAN, false),
+            (f64::INFINITY, false),
+            (1.0 / 3.0, false),
+        ] {
+            let (text, took) = ryu_or_fast(v);
+            assert_eq!(text, ryu::Buffer::new().format(v), "{v:e}");
+            assert_eq!(took, fast, "{v:e} -> {text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_double_is_written_as_ryu_writes_it(
+            bits in proptest::prelude::any::<u64>(),
+            digits in 0u64..1_000_000_000_000_000,
+            places in 0i32..10,
+            negative in proptest::prelude::any::<bool>(),
+        ) {
+            let decimal = digits as f64 / 10f64.powi(places) * if negative { -1.0 } else { 1.0 };
+            for v in [f64::from_bits(bits), decimal, (decimal * 1e6).round() / 1e6] {
+                proptest::prop_assert_eq!(ryu_or_fast(v).0, ryu::Buffer::new().format(v).to_string());
+            }
+        }
     }
 }

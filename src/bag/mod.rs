@@ -545,6 +545,8 @@ impl Bag {
         let shuffled = ctx.run.shuffle_totals();
         stats.bytes_read = ctx.run.bytes_read();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
+    stats.shuffle_held_bytes = shuffled.bytes_held;
+        stats.shuffle_held_bytes = shuffled.bytes_held;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         stats.radix_parts = ctx.run.radix_parts() as u64;
         stats.sort_runs_spilled = ctx.run.sort_runs();
@@ -646,6 +648,7 @@ pub fn compute_all(bags: &[&Bag]) -> Result<(Vec<Vec<J>>, BagStats)> {
     let shuffled = ctx.run.shuffle_totals();
     stats.bytes_read = ctx.run.bytes_read();
     stats.shuffled_bytes = shuffled.bytes_shuffled;
+    stats.shuffle_held_bytes = shuffled.bytes_held;
     stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
     stats.radix_parts = ctx.run.radix_parts() as u64;
     let out = got

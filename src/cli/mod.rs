@@ -206,7 +206,7 @@ pub fn format_stats(s: &RunStats) -> String {
         .join(", ");
     format!(
         "stats: read {}; peak reserved {} of {} ({}); spilled {} ({} values), read back {}; \
-         shuffled {} ({} on disk); {} tasks; reads held back {} times{row_groups}{radix}{join}{runs}",
+         shuffled {} ({} held in memory, {} on disk); {} tasks; reads held back {} times{row_groups}{radix}{join}{runs}",
         human_bytes(s.bytes_read),
         human_bytes(s.peak_reserved),
         human_bytes(s.memory_limit),
@@ -219,6 +219,7 @@ pub fn format_stats(s: &RunStats) -> String {
         s.spilled_values,
         human_bytes(s.read_back_bytes),
         human_bytes(s.shuffled_bytes),
+        human_bytes(s.shuffle_held_bytes),
         human_bytes(s.shuffle_disk_bytes),
         s.tasks_run,
         s.reads_held_back,

@@ -1088,13 +1088,13 @@ impl Operator for ShuffleJoin {
             grace::join(
                 &self.spec,
                 &self.ctx,
-                &grace::Side::Shuffled(&shuffle, self.partitions.1),
-                &grace::Side::Shuffled(&shuffle, self.partitions.0),
+                &grace::Side::Shuffled(&self.ctx, &shuffle, self.partitions.1),
+                &grace::Side::Shuffled(&self.ctx, &shuffle, self.partitions.0),
                 emit,
             )
         })?;
-        shuffle.drop_partition(self.partitions.1)?;
-        shuffle.drop_partition(self.partitions.0)?;
+        self.ctx.drop_shuffle_partition(&shuffle, self.partitions.1)?;
+        self.ctx.drop_shuffle_partition(&shuffle, self.partitions.0)?;
         Ok(())
     }
 }

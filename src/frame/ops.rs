@@ -7,7 +7,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
-use outcore_storage::codec::{decode_batches, encode_batches};
 
 use super::partitioning::Partitioner;
 use super::plan::PartitionFn;
@@ -201,10 +200,6 @@ impl Operator for AggFinalize {
     }
 }
 
-/// The most rows (by Arrow's in-memory size) one shuffle piece holds: a larger
-/// piece is appended as several.
-pub const MAX_PIECE_BYTES: usize = 256 << 10;
-
 /// Splits its input by a [`Partitioner`] and appends each piece to the
 /// computation's shuffle store (partitions `offset .. offset + n`); its value is an
 /// empty marker, so the scheduler holds nothing for it.
@@ -233,43 +228,10 @@ impl Operator for ShuffleWrite {
     }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         let batch = single(inputs)?;
-        let shuffle = self.ctx.shuffle()?;
-        for (p, piece) in self
-            .partitioner
-            .split(batch, self.n)?
-            .into_iter()
-            .enumerate()
-        {
-            if piece.num_rows() == 0 {
-                continue;
-            }
-            // Pieces of bounded size, so a reader (a sort) can hold back or spill
-            // at that grain.
-            let size = piece.get_array_memory_size().max(1);
-            let rows = piece.num_rows();
-            let step = (rows * MAX_PIECE_BYTES / size).max(1);
-            let mut bytes = Vec::new();
-            for start in (0..rows).step_by(step) {
-                let part = piece.slice(start, step.min(rows - start));
-                bytes.clear();
-                encode_batches(&part.schema(), std::slice::from_ref(&part), &mut bytes)?;
-                shuffle.append(self.offset + p, self.writer, &bytes)?;
-            }
-        }
+        let pieces = self.partitioner.split(batch, self.n)?;
+        self.ctx.shuffle_append(self.offset, self.writer, pieces)?;
         Ok(Value::Pieces(Vec::new()))
     }
-}
-
-/// The pieces of one shuffle partition, reserved in the running task's account
-/// with room to decode them (the read buffers and the batches they become).
-pub(crate) fn get_reserved(
-    shuffle: &outcore_storage::shuffle::ShuffleService,
-    partition: usize,
-) -> Result<Vec<Vec<u8>>> {
-    let pieces = shuffle.get(partition)?;
-    let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-    crate::scheduler::reserve("shuffle read buffers", 2 * bytes)?;
-    Ok(pieces)
 }
 
 /// Reads one output partition of a shuffle into one batch, sorted by `sort` when
@@ -295,11 +257,10 @@ impl Operator for ShuffleGather {
     }
     fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
         let shuffle = self.ctx.shuffle()?;
+        let batches = self.ctx.shuffle_batches(&shuffle, self.partition, true)?;
         let out = match self.runs.filter(|_| !self.sort.is_empty()) {
             Some(runs) => super::sorter::sort_pieces(
-                shuffle
-                    .pieces(self.partition)?
-                    .map(|p| p.map_err(Error::from)),
+                batches,
                 &self.schema,
                 &self.sort,
                 &super::sorter::RunSpace {
@@ -309,28 +270,23 @@ impl Operator for ShuffleGather {
                 },
             )?,
             None => {
-                let mut batches = Vec::new();
-                for piece in shuffle.pieces(self.partition)? {
-                    let piece = piece?;
-                    let (_, decoded) = decode_batches(&piece)?;
-                    drop(piece);
-                    let bytes: u64 = decoded
-                        .iter()
-                        .map(|b| b.get_array_memory_size() as u64)
-                        .sum();
-                    // The decoded rows and their share of the concatenation.
+                let mut kept = Vec::new();
+                for batch in batches {
+                    let batch = batch?;
+                    // The rows and their share of the concatenation.
+                    let bytes = batch.get_array_memory_size() as u64;
                     crate::scheduler::reserve("shuffle read buffers", 2 * bytes)?;
-                    batches.extend(decoded);
+                    kept.push(batch);
                 }
-                let all = arrow::compute::concat_batches(&self.schema, &batches)?;
-                drop(batches);
+                let all = arrow::compute::concat_batches(&self.schema, &kept)?;
+                drop(kept);
                 if !self.sort.is_empty() {
                     crate::scheduler::reserve("sort buffer", all.get_array_memory_size() as u64)?;
                 }
                 crate::sort::sort_by_columns(&all, &self.sort)?
             }
         };
-        shuffle.drop_partition(self.partition)?;
+        self.ctx.drop_shuffle_partition(&shuffle, self.partition)?;
         Ok(Value::Batch(out))
     }
 }
@@ -352,14 +308,9 @@ impl Operator for ShuffleAggFinalize {
     }
     fn run(&self, _inputs: &[Arc<Value>]) -> Result<Value> {
         let shuffle = self.ctx.shuffle()?;
-        let pieces = get_reserved(&shuffle, self.partition)?;
-        let partials = pieces.iter().flat_map(|bytes| match decode_batches(bytes) {
-            Ok((_, batches)) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(Error::from(e))],
-        });
+        let partials = self.ctx.shuffle_batches(&shuffle, self.partition, true)?;
         let out = self.plan.finalize_each(partials)?;
-        drop(pieces);
-        shuffle.drop_partition(self.partition)?;
+        self.ctx.drop_shuffle_partition(&shuffle, self.partition)?;
         Ok(Value::Batch(out))
     }
 }

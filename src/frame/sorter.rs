@@ -51,11 +51,10 @@ pub struct RunSpace<'a> {
     pub partition: usize,
 }
 
-/// Sorts the rows of `pieces` (each Arrow IPC bytes of `schema`) by `keys`, as
-/// the module says: in memory while the account grants the buffer, through runs
-/// in `runs` otherwise.
+/// Sorts the rows of `batches` (of `schema`) by `keys`, as the module says: in
+/// memory while the account grants the buffer, through runs in `runs` otherwise.
 pub fn sort_pieces(
-    pieces: impl Iterator<Item = Result<Vec<u8>>>,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
     schema: &SchemaRef,
     keys: &[(usize, SortOptions)],
     runs: &RunSpace<'_>,
@@ -74,11 +73,9 @@ pub fn sort_pieces(
     let mut nruns = 0u64;
     // The largest chunk any run was written in.
     let mut chunk_bytes = 0usize;
-    for piece in pieces {
-        let bytes = piece?;
-        let (_, batches) = decode_batches(&bytes)?;
-        drop(bytes);
-        for batch in batches {
+    for batch in batches {
+        let batch = batch?;
+        {
             let need = 2 * batch.get_array_memory_size() as u64;
             if !try_reserve(need)? {
                 if !buffer.is_empty() {

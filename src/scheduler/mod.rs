@@ -96,8 +96,10 @@ pub struct RunStats {
     pub spilled_bytes: u64,
     /// Bytes of spill files read back.
     pub read_back_bytes: u64,
-    /// Bytes appended to the shuffle store.
+    /// Bytes shuffled (appended to the shuffle store or held in memory).
     pub shuffled_bytes: u64,
+    /// Of those, bytes held in memory as batches, never encoded.
+    pub shuffle_held_bytes: u64,
     /// The most the shuffle store held on disk at once.
     pub shuffle_disk_bytes: u64,
     /// Times a read task was held back because memory was short.

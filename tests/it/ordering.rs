@@ -644,3 +644,42 @@ fn issue_13_under_a_small_limit_sorts_make_partitions_that_fit() {
         assert_eq!(row_multiset(got), row_multiset(t.rows.clone()));
     }
 }
+
+/// A shuffle whose pieces the account grants is held in memory as batches (never
+/// encoded or written); under a limit that grants part of it, some writers hold
+/// and the rest go to the store; under a tiny one, all go to the store. Each
+/// answer is the naive sort's (keys in order, the same rows).
+#[test]
+fn shuffles_are_held_in_memory_while_the_account_grants_them() {
+    let (dir, t) = fixture(37, 6_000, 6);
+    let by = [("name", true)];
+    let expected = naive_sorted(&t, &by);
+    let run = |limit: Option<u64>| {
+        let mut b = Session::builder()
+            .with_threads(2)
+            .with_scheduler(Mode::Parallel)
+            .with_blocksize(16 << 10);
+        if let Some(limit) = limit {
+            b = b.tiny_memory_limit(limit);
+        }
+        let s = b.build().unwrap();
+        let sorted = load_gen(&s, dir.path()).sort_values_with(&by, 32).unwrap();
+        let (parts, stats) = sorted.compute_partitions().unwrap();
+        let got: Vec<Vec<Cell>> = parts.iter().flat_map(batch_rows).collect();
+        assert_eq!(
+            key_cells(&got, &t, &by),
+            key_cells(&expected, &t, &by),
+            "limit {limit:?}"
+        );
+        assert_eq!(row_multiset(got), row_multiset(t.rows.clone()));
+        assert!(stats.shuffled_bytes > 0, "{stats:?}");
+        (stats.shuffle_held_bytes, stats.shuffled_bytes)
+    };
+    let (held, all) = run(None);
+    assert_eq!(held, all, "a roomy limit holds every piece");
+    // Room for a quarter of the pieces held (a quarter of twice their size).
+    let (held, all) = run(Some(2 * all));
+    assert!(held > 0 && held < all, "some held: {held} of {all}");
+    let (held, all) = run(Some(all / 8));
+    assert!(held < all / 4, "mostly stored: {held} of {all}");
+}

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::row::{RowConverter, SortField};
-use outcore_storage::codec::decode_batches;
 use outcore_storage::shuffle::ShuffleService;
 use outcore_storage::spill::SpillCache;
 
@@ -50,8 +49,9 @@ const SMALL_BUCKET_FLUSH_BYTES: usize = 16 << 10;
 
 /// One side's rows, readable more than once, batch by batch.
 pub(super) enum Side<'a> {
-    /// A shuffle partition, read a piece at a time on each pass (never held whole).
-    Shuffled(&'a ShuffleService, usize),
+    /// A shuffle partition, read a piece at a time on each pass (never held whole
+    /// unless the shuffle held it in memory).
+    Shuffled(&'a RunContext, &'a ShuffleService, usize),
     /// Batches in a grace join's bucket folder, by key, in order.
     Spilled(&'a SpillCache<Value>, Vec<u64>),
     /// Batches in memory (a task's inputs).
@@ -62,12 +62,10 @@ impl Side<'_> {
     /// Hands each batch to `f`, in order, until it answers false.
     fn each(&self, f: &mut dyn FnMut(RecordBatch) -> Result<bool>) -> Result<()> {
         match self {
-            Side::Shuffled(store, partition) => {
-                for piece in store.pieces(*partition)? {
-                    for batch in decode_batches(&piece?)?.1 {
-                        if !f(batch)? {
-                            return Ok(());
-                        }
+            Side::Shuffled(ctx, store, partition) => {
+                for batch in ctx.shuffle_batches(store, *partition, false)? {
+                    if !f(batch?)? {
+                        return Ok(());
                     }
                 }
             }
@@ -99,9 +97,9 @@ impl Side<'_> {
 
     fn is_empty(&self) -> bool {
         match self {
-            Side::Shuffled(store, partition) => store
-                .pieces(*partition)
-                .map_or(false, |pieces| pieces.remaining() == 0),
+            Side::Shuffled(ctx, store, partition) => {
+                ctx.shuffle_partition_is_empty(store, *partition)
+            }
             Side::Spilled(_, keys) => keys.is_empty(),
             Side::Batches(batches) => batches.is_empty(),
         }

@@ -545,7 +545,7 @@ impl Bag {
         let shuffled = ctx.run.shuffle_totals();
         stats.bytes_read = ctx.run.bytes_read();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
-    stats.shuffle_held_bytes = shuffled.bytes_held;
+        stats.shuffle_held_bytes = shuffled.bytes_held;
         stats.shuffle_held_bytes = shuffled.bytes_held;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         stats.radix_parts = ctx.run.radix_parts() as u64;

@@ -1093,8 +1093,10 @@ impl Operator for ShuffleJoin {
                 emit,
             )
         })?;
-        self.ctx.drop_shuffle_partition(&shuffle, self.partitions.1)?;
-        self.ctx.drop_shuffle_partition(&shuffle, self.partitions.0)?;
+        self.ctx
+            .drop_shuffle_partition(&shuffle, self.partitions.1)?;
+        self.ctx
+            .drop_shuffle_partition(&shuffle, self.partitions.0)?;
         Ok(())
     }
 }

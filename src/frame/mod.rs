@@ -389,7 +389,7 @@ impl DataFrame {
         stats.bytes_read = ctx.bytes_read();
         (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
-    stats.shuffle_held_bytes = shuffled.bytes_held;
+        stats.shuffle_held_bytes = shuffled.bytes_held;
         stats.shuffle_held_bytes = shuffled.bytes_held;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         stats.radix_parts = ctx.radix_parts() as u64;

@@ -378,7 +378,12 @@ impl RunContext {
     /// largest held partitions when the account needs the room, are encoded into
     /// the shuffle store, in pieces of at most [`MAX_PIECE_BYTES`]; a writer that
     /// stored a partition's pieces stores the rest of them, keeping their order.
-    pub fn shuffle_append(&self, offset: usize, writer: u64, pieces: Vec<RecordBatch>) -> Result<()> {
+    pub fn shuffle_append(
+        &self,
+        offset: usize,
+        writer: u64,
+        pieces: Vec<RecordBatch>,
+    ) -> Result<()> {
         let held = self.held()?;
         let sizes: Vec<u64> = pieces
             .iter()

@@ -546,7 +546,6 @@ impl Bag {
         stats.bytes_read = ctx.run.bytes_read();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
         stats.shuffle_held_bytes = shuffled.bytes_held;
-        stats.shuffle_held_bytes = shuffled.bytes_held;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         stats.radix_parts = ctx.run.radix_parts() as u64;
         stats.sort_runs_spilled = ctx.run.sort_runs();

@@ -390,7 +390,6 @@ impl DataFrame {
         (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
         stats.shuffled_bytes = shuffled.bytes_shuffled;
         stats.shuffle_held_bytes = shuffled.bytes_held;
-        stats.shuffle_held_bytes = shuffled.bytes_held;
         stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
         stats.radix_parts = ctx.radix_parts() as u64;
         (stats.join_buckets_spilled, stats.join_build_chunks) = ctx.join_spills();

@@ -75,23 +75,21 @@ pub fn sort_pieces(
     let mut chunk_bytes = 0usize;
     for batch in batches {
         let batch = batch?;
-        {
-            let need = 2 * batch.get_array_memory_size() as u64;
-            if !try_reserve(need)? {
-                if !buffer.is_empty() {
-                    let c = write_run(std::mem::take(&mut buffer), schema, keys, runs, nruns)?;
-                    chunk_bytes = chunk_bytes.max(c);
-                    nruns += 1;
-                    release(reserved);
-                    reserved = 0;
-                }
-                if !try_reserve(need)? {
-                    reserve("sort buffer", need)?;
-                }
+        let need = 2 * batch.get_array_memory_size() as u64;
+        if !try_reserve(need)? {
+            if !buffer.is_empty() {
+                let c = write_run(std::mem::take(&mut buffer), schema, keys, runs, nruns)?;
+                chunk_bytes = chunk_bytes.max(c);
+                nruns += 1;
+                release(reserved);
+                reserved = 0;
             }
-            reserved += need;
-            buffer.push(batch);
+            if !try_reserve(need)? {
+                reserve("sort buffer", need)?;
+            }
         }
+        reserved += need;
+        buffer.push(batch);
     }
     if nruns == 0 {
         let all = arrow::compute::concat_batches(schema, &buffer)?;

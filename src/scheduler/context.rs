@@ -372,9 +372,9 @@ impl RunContext {
 
     /// Appends one writer's pieces of a shuffle (`pieces[p]` goes to shuffle
     /// partition `offset + p`). They are held as Arrow batches, never encoded, as
-    /// a held cache of the account (at most [`held_pieces_cap`]): a shuffle that fits in memory costs no
-    /// encoding, compression or copy (a sort of 2.6e6 rows spent a sixth of its
-    /// time there). Pieces that do not fit what is free now, and later the
+    /// a held cache of the account (at most [`held_pieces_cap`]): a shuffle that
+    /// fits in memory costs no encoding, compression or copy (a sort of 2.6e6
+    /// rows spent a sixth of its time there). Pieces that do not fit what is free now, and later the
     /// largest held partitions when the account needs the room, are encoded into
     /// the shuffle store, in pieces of at most [`MAX_PIECE_BYTES`]; a writer that
     /// stored a partition's pieces stores the rest of them, keeping their order.
@@ -389,12 +389,15 @@ impl RunContext {
             .iter()
             .map(|b| b.get_array_memory_size() as u64)
             .collect();
+        let size: u64 = sizes.iter().sum();
         // Held only if they fit now: under a tight limit they would be paged out
         // at once, an encoding later and a churn of memory for nothing.
-        let fits = held.bytes.load(Ordering::Relaxed) + sizes.iter().sum::<u64>()
+        let fits = held.bytes.load(Ordering::Relaxed) + size
             <= held_pieces_cap(self.account.limit())
-            && sizes.iter().sum::<u64>() <= self.account.free_now();
+            && size <= self.account.free_now();
         let mut total = 0;
+        // Encoded after the lock is let go: no file I/O under it.
+        let mut to_store = Vec::new();
         {
             let mut all = held.lock();
             for (p, (piece, bytes)) in pieces.into_iter().zip(sizes).enumerate() {
@@ -407,13 +410,16 @@ impl RunContext {
                 }
                 if h.stored.contains(&writer) {
                     // Keep this writer's order: after its stored pieces.
-                    held.store(offset + p, writer, std::slice::from_ref(&piece))?;
+                    to_store.push((offset + p, piece));
                     continue;
                 }
                 h.bytes += bytes;
                 h.by_writer.entry(writer).or_default().push(piece);
                 total += bytes;
             }
+        }
+        for (partition, piece) in to_store {
+            held.store(partition, writer, std::slice::from_ref(&piece))?;
         }
         held.bytes.fetch_add(total, Ordering::Relaxed);
         held.total.fetch_add(total, Ordering::Relaxed);

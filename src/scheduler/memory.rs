@@ -161,14 +161,22 @@ pub fn malloc_tunables(limit: Option<u64>) -> Option<String> {
 
 /// The machine's RAM in bytes, from `/proc/meminfo` (8 GiB when it cannot be read).
 pub fn total_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(8 << 30, |kib| kib * 1024)
+    proc_bytes("/proc/meminfo", "MemTotal:").unwrap_or(8 << 30)
+}
+
+/// The value of line `key` (`"MemTotal:"`) of a `/proc` file that counts in kB,
+/// in bytes; `None` if the file or the line cannot be read.
+fn proc_bytes(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The name of the reservation every pool starts with (see [`unmeasured_bytes`]).
@@ -210,16 +218,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// it has touched: what is measured from outside), from `/proc/self/status`;
 /// `None` where there is no such file.
 pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kib * 1024)
+    proc_bytes("/proc/self/status", "VmRSS:")
 }
 
 /// A consumer that holds values it can page out: a spill cache. The account asks
@@ -381,7 +380,7 @@ impl MemoryPool {
         let floor = unmeasured_bytes(self.limit) / 4;
         let want = rss
             .saturating_sub(others)
-            .clamp(floor, max_unmeasured_bytes(self.limit).max(floor));
+            .clamp(floor, max_unmeasured_bytes(self.limit));
         let old = c.bytes;
         c.bytes = want;
         st.explicit = st.explicit - old + want;

@@ -256,8 +256,10 @@ impl Accumulator for Count {
 }
 
 /// `mean`, `var` and `std`: count, mean and the sum of squared deviations per
-/// group, combined with Chan's formula, so the answer is stable for large values
-/// and exact whatever the partitioning.
+/// group, updated row by row with Welford's formula and combined with Chan's, so
+/// the answer is stable for large values whatever the partitioning. For `mean`,
+/// `mean` holds each group's sum (its state is the sum and the count, as pandas
+/// divides).
 struct Moments {
     func: AggFunc,
     count: Vec<i64>,
@@ -303,33 +305,27 @@ impl Moments {
 }
 
 impl Accumulator for Moments {
+    /// Welford's update, row by row: each row touches its own group only, so a
+    /// batch costs its rows whatever the groups held (a running table folded
+    /// across chunks holds millions).
     fn update(&mut self, values: &ArrayRef, groups: &[u32], ngroups: usize) -> Result<()> {
         self.resize(ngroups);
         let a = to_f64(values)?;
         let a = a.as_primitive::<Float64Type>();
-        // Two passes over this batch (sums, then squared deviations from the batch's
-        // group means), then one Chan combine per group into the running state.
-        let mut n = vec![0i64; ngroups];
-        let mut sum = vec![0f64; ngroups];
-        for_each_valid(a.values(), a.nulls(), groups, |g, v| {
-            n[g] += 1;
-            sum[g] += v;
-        });
-        let mean: Vec<f64> = sum
-            .iter()
-            .zip(&n)
-            .map(|(s, &c)| if c > 0 { s / c as f64 } else { 0.0 })
-            .collect();
-        let mut m2 = vec![0f64; ngroups];
-        if self.func != AggFunc::Mean {
+        let (count, mean, m2) = (&mut self.count, &mut self.mean, &mut self.m2);
+        if self.func == AggFunc::Mean {
             for_each_valid(a.values(), a.nulls(), groups, |g, v| {
-                let d = v - mean[g];
-                m2[g] += d * d;
+                count[g] += 1;
+                mean[g] += v;
             });
+            return Ok(());
         }
-        for g in 0..ngroups {
-            self.combine(g, n[g], mean[g], m2[g]);
-        }
+        for_each_valid(a.values(), a.nulls(), groups, |g, v| {
+            count[g] += 1;
+            let delta = v - mean[g];
+            mean[g] += delta / count[g] as f64;
+            m2[g] += delta * (v - mean[g]);
+        });
         Ok(())
     }
 
@@ -339,10 +335,8 @@ impl Accumulator for Moments {
             let sum = states[0].as_primitive::<Float64Type>().values();
             let count = states[1].as_primitive::<Int64Type>().values();
             for (i, &g) in groups.iter().enumerate() {
-                let c = count[i];
-                if c > 0 {
-                    self.combine(g as usize, c, sum[i] / c as f64, 0.0);
-                }
+                self.count[g as usize] += count[i];
+                self.mean[g as usize] += sum[i];
             }
         } else {
             let count = states[0].as_primitive::<Int64Type>().values();
@@ -361,14 +355,8 @@ impl Accumulator for Moments {
         let mean = std::mem::take(&mut self.mean);
         let m2 = std::mem::take(&mut self.m2);
         if self.func == AggFunc::Mean {
-            // The sum is carried as mean × count so that merging stays one formula.
-            let sum: Vec<f64> = mean
-                .iter()
-                .zip(&count)
-                .map(|(m, &c)| m * c as f64)
-                .collect();
             return Ok(vec![
-                Arc::new(Float64Array::from(sum)),
+                Arc::new(Float64Array::from(mean)),
                 Arc::new(Int64Array::from(count)),
             ]);
         }
@@ -385,7 +373,7 @@ impl Accumulator for Moments {
             .map(|g| {
                 let n = self.count[g];
                 match self.func {
-                    AggFunc::Mean => (n > 0).then(|| self.mean[g]),
+                    AggFunc::Mean => (n > 0).then(|| self.mean[g] / n as f64),
                     AggFunc::Var => (n > 1).then(|| self.m2[g] / (n - 1) as f64),
                     _ => (n > 1).then(|| (self.m2[g] / (n - 1) as f64).sqrt()),
                 }

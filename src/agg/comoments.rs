@@ -76,34 +76,21 @@ impl Accumulator for CoMoments {
         let both = arrow::buffer::NullBuffer::union(x.nulls(), y.nulls());
         let valid = |i: usize| both.as_ref().is_none_or(|n| n.is_valid(i));
         let (xv, yv) = (x.values(), y.values());
-        // Two passes over the batch (means, then deviations), then one merge per
-        // group, as `Moments` does: stable for large values.
-        let mut batch = vec![M::default(); ngroups];
+        // Welford's update row by row, as `Moments` does: stable for large
+        // values, and a batch costs its rows whatever the groups held.
         for (i, &g) in groups.iter().enumerate() {
             if valid(i) {
-                let m = &mut batch[g as usize];
+                let m = &mut self.groups[g as usize];
                 m.n += 1;
-                m.mx += xv[i];
-                m.my += yv[i];
-            }
-        }
-        for m in &mut batch {
-            if m.n > 0 {
-                m.mx /= m.n as f64;
-                m.my /= m.n as f64;
-            }
-        }
-        for (i, &g) in groups.iter().enumerate() {
-            if valid(i) {
-                let m = &mut batch[g as usize];
+                let inv = 1.0 / m.n as f64;
                 let (dx, dy) = (xv[i] - m.mx, yv[i] - m.my);
-                m.m2x += dx * dx;
-                m.m2y += dy * dy;
-                m.cxy += dx * dy;
+                m.mx += dx * inv;
+                m.my += dy * inv;
+                let (ex, ey) = (xv[i] - m.mx, yv[i] - m.my);
+                m.m2x += dx * ex;
+                m.m2y += dy * ey;
+                m.cxy += dx * ey;
             }
-        }
-        for (acc, b) in self.groups.iter_mut().zip(batch) {
-            acc.combine(b);
         }
         Ok(())
     }

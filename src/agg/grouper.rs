@@ -26,6 +26,7 @@ use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::HashMap;
 
 use crate::error::{Error, Result};
+use super::packed_table::PackedTable;
 
 /// Maps rows to group ids.
 pub trait Grouper: Send {
@@ -34,6 +35,9 @@ pub trait Grouper: Send {
     fn intern(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()>;
     /// Number of groups so far.
     fn ngroups(&self) -> usize;
+    /// Bytes the grouper holds (its table, keys and hashes, by capacity), for the
+    /// memory account of a table that lives across chunks.
+    fn size_bytes(&self) -> usize;
     /// The distinct keys, one array per key column, in group-id order.
     fn emit(&mut self) -> Result<Vec<ArrayRef>>;
     /// Makes room for about `groups` more groups (sized from measured partials, so
@@ -136,6 +140,9 @@ impl Grouper for GlobalGrouper {
     }
     fn ngroups(&self) -> usize {
         1
+    }
+    fn size_bytes(&self) -> usize {
+        0
     }
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
         Ok(Vec::new())
@@ -266,6 +273,12 @@ impl Grouper for IntGrouper {
 
     fn ngroups(&self) -> usize {
         self.keys.len()
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.keys.capacity() * 8
+            + self.dense.as_ref().map_or(0, |(_, t)| t.capacity() * 4)
+            + self.sparse.capacity() * (8 + 4 + 1)
     }
 
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
@@ -405,6 +418,13 @@ impl Grouper for PairGrouper {
         self.pairs.len()
     }
 
+    fn size_bytes(&self) -> usize {
+        self.columns.iter().map(|c| c.size_bytes()).sum::<usize>()
+            + self.pairs.capacity() * 8
+            + self.table.capacity() * (8 + 4 + 1)
+            + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
+    }
+
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
         let mut out = Vec::with_capacity(2);
         for (c, grouper) in self.columns.iter_mut().enumerate() {
@@ -470,9 +490,10 @@ pub struct BytesGrouper {
     /// Each group's slot holds where its key is in the arena, so a probe reads the
     /// slot and the key's bytes only (no look-up through `offsets`).
     table: HashTable<Slot>,
+    /// The string keys of at most 15 bytes (of a single string column), packed
+    /// by [`pack_short`]; longer ones, and rows of several columns, are in `table`.
+    short: PackedTable,
     hashes: Vec<u64>,
-    /// Per group: the key packed by [`pack_short`], or [`NOT_SHORT`].
-    packed: Vec<u128>,
     arena: Vec<u8>,
     offsets: Vec<usize>,
     null_group: Option<u32>,
@@ -483,8 +504,8 @@ impl BytesGrouper {
         BytesGrouper {
             kind,
             table: HashTable::new(),
+            short: PackedTable::new(hash_packed),
             hashes: Vec::new(),
-            packed: Vec::new(),
             arena: Vec::new(),
             offsets: vec![0],
             null_group: None,
@@ -501,6 +522,11 @@ impl BytesGrouper {
 
     #[inline]
     fn intern_hashed(&mut self, bytes: &[u8], hash: u64) -> u32 {
+        if matches!(self.kind, BytesKind::Utf8) {
+            if let Some(p) = pack_short(bytes) {
+                return self.intern_packed(p, hash_packed(p), bytes);
+            }
+        }
         let (arena, hashes) = (&self.arena, &self.hashes);
         let len = bytes.len();
         let entry = self.table.entry(
@@ -517,55 +543,78 @@ impl BytesGrouper {
                     len: len as u32,
                     group: g,
                 });
-                self.push_key(bytes, hash, pack_short(bytes).unwrap_or(NOT_SHORT));
+                self.push_key(bytes, hash);
                 g
             }
         }
     }
 
-    /// Stores a new group's key (its slot is in the table already).
+    /// Stores a new group's key (its entry is in a table already).
     #[inline]
-    fn push_key(&mut self, bytes: &[u8], hash: u64, packed: u128) {
+    fn push_key(&mut self, bytes: &[u8], hash: u64) {
         self.arena.extend_from_slice(bytes);
         self.offsets.push(self.arena.len());
         self.hashes.push(hash);
-        self.packed.push(packed);
     }
 
-    /// The group of a short string key, packed as [`pack_short`] does: one hash of
-    /// two words and one comparison of the packed numbers, no call to hash or
+    /// The group of a short string key, packed as [`pack_short`] does (`hash` is
+    /// its [`hash_packed`]): one probe of the packed table, no call to hash or
     /// compare bytes.
     #[inline]
-    fn intern_packed(&mut self, packed: u128, bytes: &[u8]) -> u32 {
-        let hash = hash_packed(packed);
-        let (packs, hashes) = (&self.packed, &self.hashes);
-        let entry = self.table.entry(
-            hash,
-            |s| packs[s.group as usize] == packed,
-            |s| hashes[s.group as usize],
-        );
-        match entry {
-            Entry::Occupied(e) => e.get().group,
-            Entry::Vacant(e) => {
-                let g = (self.offsets.len() - 1) as u32;
-                e.insert(Slot {
-                    start: self.arena.len(),
-                    len: bytes.len() as u32,
-                    group: g,
-                });
-                self.push_key(bytes, hash, packed);
-                g
-            }
+    fn intern_packed(&mut self, packed: u128, hash: u64, bytes: &[u8]) -> u32 {
+        let next = (self.offsets.len() - 1) as u32;
+        let (g, new) = self.short.find_or_insert(packed, hash, next);
+        if new {
+            self.push_key(bytes, hash);
         }
+        g
     }
 
-    /// The group of one string key: packed when short, else hashed as bytes.
-    #[inline]
-    fn intern_str(&mut self, values: &[u8], start: usize, end: usize) -> u32 {
-        let bytes = &values[start..end];
-        match pack_in(values, start, end) {
-            Some(p) => self.intern_packed(p, bytes),
-            None => self.intern_bytes(bytes),
+    /// The groups of string keys `values[offsets[i]..offsets[i + 1]]` (null where
+    /// `is_null(i)`), appended to `out`. Row `i + AHEAD` is packed and hashed, and
+    /// its entry prefetched, while row `i` probes: with many groups each probe
+    /// misses the cache, and this way the misses of the rows overlap.
+    fn intern_strings<O: arrow::array::OffsetSizeTrait>(
+        &mut self,
+        values: &[u8],
+        offsets: &[O],
+        is_null: impl Fn(usize) -> bool,
+        out: &mut Vec<u32>,
+    ) {
+        const AHEAD: usize = 16;
+        let n = offsets.len().saturating_sub(1);
+        let range = |i: usize| (offsets[i].as_usize(), offsets[i + 1].as_usize());
+        let prepare = |i: usize| -> (u128, u64) {
+            if is_null(i) {
+                return (NOT_SHORT, 0);
+            }
+            let (start, end) = range(i);
+            match pack_in(values, start, end) {
+                Some(p) => (p, hash_packed(p)),
+                None => (NOT_SHORT, 0),
+            }
+        };
+        let mut ring = [(NOT_SHORT, 0u64); AHEAD];
+        for (i, slot) in ring.iter_mut().enumerate().take(n) {
+            *slot = prepare(i);
+            self.short.prefetch(slot.1);
+        }
+        for i in 0..n {
+            let (packed, hash) = ring[i % AHEAD];
+            if i + AHEAD < n {
+                let next = prepare(i + AHEAD);
+                self.short.prefetch(next.1);
+                ring[i % AHEAD] = next;
+            }
+            let (start, end) = range(i);
+            let g = if packed != NOT_SHORT {
+                self.intern_packed(packed, hash, &values[start..end])
+            } else if is_null(i) {
+                self.null_group()
+            } else {
+                self.intern_bytes(&values[start..end])
+            };
+            out.push(g);
         }
     }
 
@@ -576,7 +625,6 @@ impl BytesGrouper {
         let g = (self.offsets.len() - 1) as u32;
         self.offsets.push(self.arena.len());
         self.hashes.push(0);
-        self.packed.push(NOT_SHORT);
         self.null_group = Some(g);
         g
     }
@@ -654,14 +702,7 @@ impl Grouper for BytesGrouper {
                 let has_nulls = a.null_count() > 0;
                 let values = a.value_data();
                 let offsets = a.value_offsets();
-                for i in 0..a.len() {
-                    let g = if has_nulls && a.is_null(i) {
-                        self.null_group()
-                    } else {
-                        self.intern_str(values, offsets[i] as usize, offsets[i + 1] as usize)
-                    };
-                    out.push(g);
-                }
+                self.intern_strings(values, offsets, |i| has_nulls && a.is_null(i), out);
             }
             BytesKind::Rows(converter) => {
                 let rows = converter.convert_columns(keys)?;
@@ -676,6 +717,14 @@ impl Grouper for BytesGrouper {
 
     fn ngroups(&self) -> usize {
         self.offsets.len() - 1
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+            + self.short.size_bytes()
+            + self.hashes.capacity() * 8
+            + self.arena.capacity()
+            + self.offsets.capacity() * 8
     }
 
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
@@ -734,10 +783,14 @@ impl Grouper for BytesGrouper {
     }
 
     fn reserve(&mut self, groups: usize) {
-        let hashes = &self.hashes;
-        self.table.reserve(groups, |s| hashes[s.group as usize]);
+        match self.kind {
+            BytesKind::Utf8 => self.short.reserve(groups),
+            BytesKind::Rows(_) => {
+                let hashes = &self.hashes;
+                self.table.reserve(groups, |s| hashes[s.group as usize]);
+            }
+        }
         self.hashes.reserve(groups);
-        self.packed.reserve(groups);
         self.offsets.reserve(groups);
     }
 
@@ -767,7 +820,7 @@ impl Grouper for BytesGrouper {
             nulls,
         )?;
         let hashes = std::mem::take(&mut self.hashes);
-        self.packed.clear();
+        self.short.clear();
         self.table.clear();
         self.offsets = vec![0];
         self.null_group = None;
@@ -783,6 +836,11 @@ impl Grouper for BytesGrouper {
         self.arena
             .reserve(a.value_offsets()[a.len()] as usize - first);
         let has_nulls = a.null_count() > 0;
+        if matches!(self.kind, BytesKind::Utf8) {
+            let (values, offsets) = (a.value_data(), a.value_offsets());
+            self.intern_strings(values, offsets, |i| has_nulls && a.is_null(i), out);
+            return Ok(());
+        }
         for (i, &h) in hashes.iter().enumerate().take(a.len()) {
             let g = if has_nulls && a.is_null(i) {
                 self.null_group()

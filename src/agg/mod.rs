@@ -21,6 +21,7 @@ pub mod exprs;
 pub mod grouper;
 pub mod holistic;
 pub mod radix;
+pub mod packed_table;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -31,7 +32,7 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
-use accumulator::{check_input, new_accumulator, state_fields};
+use accumulator::{check_input, new_accumulator, state_fields, Accumulator};
 use grouper::new_grouper;
 
 /// An aggregation function.
@@ -628,9 +629,34 @@ impl AggregatePlan {
 
     /// Each aggregation's partial state for rows grouped into `ids` (`n` groups).
     fn chunk_states(&self, batch: &RecordBatch, ids: &[u32], n: usize) -> Result<Vec<ArrayRef>> {
+        let mut accs = self.accumulators()?;
+        self.update(&mut accs, batch, ids, n)?;
         let mut columns = Vec::new();
-        for (a, t) in self.aggs.iter().zip(&self.input_types) {
-            let mut acc = new_accumulator(a.func, t)?;
+        for acc in &mut accs {
+            columns.extend(acc.state(n)?);
+        }
+        Ok(columns)
+    }
+
+    /// A fresh accumulator per aggregation.
+    fn accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        self.aggs
+            .iter()
+            .zip(&self.input_types)
+            .map(|(a, t)| new_accumulator(a.func, t))
+            .collect()
+    }
+
+    /// Adds the raw rows of `batch`, grouped into `ids` (`n` groups now), to each
+    /// aggregation's accumulator.
+    fn update(
+        &self,
+        accs: &mut [Box<dyn Accumulator>],
+        batch: &RecordBatch,
+        ids: &[u32],
+        n: usize,
+    ) -> Result<()> {
+        for ((a, t), acc) in self.aggs.iter().zip(&self.input_types).zip(accs) {
             let column = |c: &str| -> Result<ArrayRef> {
                 let v = batch
                     .column_by_name(c)
@@ -658,9 +684,44 @@ impl AggregatePlan {
                 (None, _) => Arc::new(arrow::array::NullArray::new(batch.num_rows())) as ArrayRef,
             };
             acc.update(&values, ids, n)?;
-            columns.extend(acc.state(n)?);
         }
-        Ok(columns)
+        Ok(())
+    }
+
+    /// Bytes of every aggregation's state per group when each is a fixed number
+    /// of bytes (sums, counts, moments, numeric extremes, co-moments), so that a
+    /// table folded across chunks grows with its groups, not its rows; `None` when
+    /// one is not (medians, quantiles, top-n, distinct sets, string extremes).
+    pub fn fixed_state_bytes(&self) -> Option<usize> {
+        let mut bytes = 0;
+        for (a, t) in self.aggs.iter().zip(&self.input_types) {
+            if a.func.is_multi_row() {
+                return None;
+            }
+            for f in state_fields(a.func, t, "") {
+                bytes += f.data_type().primitive_width()? + 1;
+            }
+        }
+        Some(bytes)
+    }
+
+    /// A table that folds raw rows of many chunks, for radix-partitioned
+    /// aggregation (see [`radix::Folder`]); `None` unless every state is of fixed
+    /// size ([`fixed_state_bytes`](Self::fixed_state_bytes)).
+    pub fn fold_table(self: &Arc<Self>) -> Result<Option<FoldTable>> {
+        let Some(state_bytes) = self.fixed_state_bytes() else {
+            return Ok(None);
+        };
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(FoldTable {
+            plan: self.clone(),
+            grouper: new_grouper(&self.key_types())?,
+            accs: self.accumulators()?,
+            ids: Vec::new(),
+            state_bytes,
+        }))
     }
 
     /// The combine step: partials (in partition order) → one partial.
@@ -745,12 +806,7 @@ impl AggregatePlan {
         }
         // Stored partials: hash and key, then the states; plain ones: the keys.
         let nkeys = if stored { 2 } else { self.keys.len() };
-        let mut accs = self
-            .aggs
-            .iter()
-            .zip(&self.input_types)
-            .map(|(a, t)| new_accumulator(a.func, t))
-            .collect::<Result<Vec<_>>>()?;
+        let mut accs = self.accumulators()?;
         let widths: Vec<usize> = self
             .aggs
             .iter()
@@ -811,6 +867,62 @@ impl AggregatePlan {
         Ok(RecordBatch::try_new_with_options(
             schema, columns, &options,
         )?)
+    }
+}
+
+/// Raw rows of many chunks folded into one grouper and one accumulator per
+/// aggregation: a worker's running table in radix-partitioned aggregation
+/// (DuckDB's thread-local pre-aggregation), taken out as a stored partial when it
+/// is full or the chunks are done.
+pub struct FoldTable {
+    plan: Arc<AggregatePlan>,
+    grouper: Box<dyn grouper::Grouper>,
+    accs: Vec<Box<dyn Accumulator>>,
+    /// Scratch: the group of each row of the batch being folded.
+    ids: Vec<u32>,
+    /// Bytes of the states per group.
+    state_bytes: usize,
+}
+
+impl FoldTable {
+    /// Adds `batch`'s rows; returns the groups they added.
+    pub fn fold(&mut self, batch: &RecordBatch) -> Result<usize> {
+        let before = self.grouper.ngroups();
+        let batch = self.plan.drop_null_keys(batch.clone())?;
+        self.ids.clear();
+        self.grouper
+            .intern(&self.plan.key_arrays(&batch)?, &mut self.ids)?;
+        let n = self.grouper.ngroups();
+        self.plan.update(&mut self.accs, &batch, &self.ids, n)?;
+        Ok(n - before)
+    }
+
+    /// Groups held.
+    pub fn groups(&self) -> usize {
+        self.grouper.ngroups()
+    }
+
+    /// Bytes held: the grouper's by capacity, the states' by group.
+    pub fn size_bytes(&self) -> usize {
+        self.grouper.size_bytes() + self.ids.capacity() * 4 + self.groups() * self.state_bytes
+    }
+
+    /// The groups as a stored partial (the form `chunk_stored` gives); the table
+    /// starts afresh.
+    pub fn take(&mut self) -> Result<RecordBatch> {
+        let plan = self.plan.clone();
+        let mut grouper = std::mem::replace(&mut self.grouper, new_grouper(&plan.key_types())?);
+        let mut accs = std::mem::replace(&mut self.accs, plan.accumulators()?);
+        self.ids = Vec::new();
+        let n = grouper.ngroups();
+        let (hashes, keys) = grouper.emit_stored()?;
+        drop(grouper);
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(arrow::array::UInt64Array::from(hashes)), keys];
+        for acc in &mut accs {
+            columns.extend(acc.state(n)?);
+        }
+        plan.batch(plan.stored_schema.clone(), columns, n)
     }
 }
 

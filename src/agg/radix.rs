@@ -29,15 +29,15 @@
 //! fewer groups than rows, which the first block shows as well as any. Later chunks
 //! size their hash tables from the groups per row measured so far.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arrow::array::RecordBatch;
 
 use super::AggregatePlan;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Key, Layer, Operator, Task, Value};
-use crate::scheduler::{self, RunContext};
+use crate::scheduler::{self, MemoryReservation, RunContext};
 
 /// The most slots (and so parts) one aggregation has.
 pub const MAX_SLOTS: usize = 256;
@@ -65,6 +65,14 @@ impl Sizing {
     /// answer: about four times the part), at most 32 MiB (smaller tables merge faster in cache).
     fn part_target_bytes(&self) -> u64 {
         (self.memory_limit / (8 * self.threads.max(1) as u64)).clamp(16 << 10, 32 << 20)
+    }
+
+    /// The most bytes one running table ([`Folder`]) holds before it is taken
+    /// out: a third of one thread's share of the limit, so that the tables of
+    /// every worker hold at most a third of it, between 1 MiB and 1 GiB (a
+    /// million groups of q3 take about 110 MB: they fit at a 1 GB limit).
+    fn fold_table_bytes(&self) -> u64 {
+        (self.memory_limit / (3 * self.threads.max(1) as u64)).clamp(1 << 20, 1 << 30)
     }
 
     /// Partials up to this many bytes in total are merged by one task.
@@ -102,11 +110,53 @@ pub struct Decision {
     /// Bytes of the partials measured so far, and of the inputs they came from.
     partial_bytes: AtomicU64,
     input_bytes: AtomicU64,
+    /// The running tables, when the aggregation folds chunks into them.
+    folding: Option<Folding>,
     ctx: Arc<RunContext>,
 }
 
+/// The running tables of one aggregation that no chunk task is folding into now,
+/// and what their folds measured (see [`Folder`]).
+struct Folding {
+    idle: Mutex<Vec<Running>>,
+    /// Tables made so far.
+    made: AtomicUsize,
+    /// Rows folded into tables that already held groups, and the groups they added.
+    rows: AtomicU64,
+    added: AtomicU64,
+    /// Set once folds add nearly a group per row: later chunks no longer fold.
+    off: AtomicBool,
+}
+
+/// One running table and its reservation in the memory account.
+struct Running {
+    table: Box<dyn Folder>,
+    reservation: Option<MemoryReservation>,
+    /// Chunks folded in, and their input bytes, since the table was last taken.
+    chunks: usize,
+    input_bytes: u64,
+}
+
+impl Folding {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a fold of `rows` rows that added `added` groups to a table that
+    /// held some: once folds have added nine groups in ten rows over a block's
+    /// worth of rows, folding is turned off (the chunks hold distinct keys, and a
+    /// table would only cost a second hash pass).
+    fn measure(&self, rows: usize, added: usize) {
+        let rows = self.rows.fetch_add(rows as u64, Ordering::Relaxed) + rows as u64;
+        let added = self.added.fetch_add(added as u64, Ordering::Relaxed) + added as u64;
+        if rows >= 1 << 16 && 10 * added >= 9 * rows {
+            self.off.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Decision {
-    fn new(sizing: Sizing, chunks: usize, ctx: Arc<RunContext>) -> Arc<Decision> {
+    fn new(sizing: Sizing, chunks: usize, folds: bool, ctx: Arc<RunContext>) -> Arc<Decision> {
         Arc::new(Decision {
             sizing,
             chunks,
@@ -116,8 +166,22 @@ impl Decision {
             rows_seen: AtomicU64::new(0),
             partial_bytes: AtomicU64::new(0),
             input_bytes: AtomicU64::new(0),
+            folding: folds.then(|| Folding {
+                idle: Mutex::new(Vec::new()),
+                made: AtomicUsize::new(0),
+                rows: AtomicU64::new(0),
+                added: AtomicU64::new(0),
+                off: AtomicBool::new(false),
+            }),
             ctx,
         })
+    }
+
+    /// The running tables, while chunks fold into them.
+    fn folding(&self) -> Option<&Folding> {
+        self.folding
+            .as_ref()
+            .filter(|f| !f.off.load(Ordering::Relaxed))
     }
 
     /// Groups a chunk of `rows` rows is expected to make, from the chunks measured
@@ -156,18 +220,50 @@ impl Decision {
     /// `input_bytes`) and returns the parts every chunk splits into: fixed by the
     /// first chunk to get here.
     fn record(&self, bytes: usize, groups: usize, rows: usize, input_bytes: usize) -> usize {
+        self.measure(groups, rows);
+        self.record_partial(bytes, input_bytes as u64, bytes as u64 * self.chunks as u64)
+    }
+
+    /// Records `groups` made from `rows` input rows.
+    fn measure(&self, groups: usize, rows: usize) {
         self.groups_seen.fetch_add(groups as u64, Ordering::Relaxed);
         self.rows_seen.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// Records a partial of `bytes` from inputs of `input_bytes`, and returns the
+    /// parts every partial splits into: fixed by the first partial, from
+    /// `total_estimate`, its guess of the bytes of every partial together.
+    fn record_partial(&self, bytes: usize, input_bytes: u64, total_estimate: u64) -> usize {
         self.partial_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.input_bytes
-            .fetch_add(input_bytes as u64, Ordering::Relaxed);
+        self.input_bytes.fetch_add(input_bytes, Ordering::Relaxed);
         *self.parts.get_or_init(|| {
-            let total = bytes as u64 * self.chunks as u64;
-            let p = self.sizing.parts(total, self.slots);
+            let p = self.sizing.parts(total_estimate, self.slots);
             self.ctx.record_radix_parts(p);
             p
         })
+    }
+
+    /// Takes `running`'s groups out as a partial split into the parts; the table
+    /// starts afresh (its reservation shrinks with it). `tables` is the number of
+    /// partials of this size expected in all, for the first partial's choice of
+    /// the parts.
+    fn take_parts(
+        &self,
+        agg: &dyn RadixAggregation,
+        running: &mut Running,
+        tables: u64,
+    ) -> Result<Value> {
+        let partial = running.table.take()?;
+        let bytes = partial.size_bytes();
+        scheduler::allocated(bytes as u64)?;
+        if let Some(r) = &mut running.reservation {
+            r.resize(running.table.size_bytes() as u64);
+        }
+        running.chunks = 0;
+        let input_bytes = std::mem::take(&mut running.input_bytes);
+        let parts = self.record_partial(bytes, input_bytes, bytes as u64 * tables.max(1));
+        Ok(Value::Pieces(agg.split(partial, parts)?))
     }
 
     /// Whether the answer is small enough to gather into one partition: the
@@ -187,6 +283,28 @@ pub struct Chunked {
     pub groups: usize,
     /// The input rows it came from.
     pub rows: usize,
+}
+
+/// A running table that folds the inputs of many chunk tasks, one after another
+/// (DuckDB's thread-local pre-aggregation): a chunk task takes an idle table,
+/// folds its input in and puts it back, so a worker keeps one table for all the
+/// chunks it runs. When the data has fewer groups than rows across chunks (1e6
+/// groups in 1e8 rows, where each block's 3e5 rows are nearly all distinct),
+/// every row merges into the table once and only the tables are split into parts,
+/// instead of every chunk's partial. A table is taken out early when it reaches
+/// its share of the limit or the account refuses it room, and at the end by drain
+/// tasks; folding is turned off for the rest of a run when folds add nearly a
+/// group per row.
+pub trait Folder: Send {
+    /// Adds an input partition's rows; returns the groups they added.
+    fn fold(&mut self, input: &Value) -> Result<usize>;
+    /// Groups held.
+    fn groups(&self) -> usize;
+    /// Bytes held.
+    fn size_bytes(&self) -> usize;
+    /// The groups as a partial, in the form [`RadixAggregation::split`] takes;
+    /// the table starts afresh.
+    fn take(&mut self) -> Result<Value>;
 }
 
 /// An aggregation that can run radix-partitioned: chunk, split by key hash,
@@ -216,6 +334,18 @@ pub trait RadixAggregation: Send + Sync {
     /// sorted by key as a whole); else each slot is a partition.
     fn gathers(&self) -> bool {
         false
+    }
+    /// Whether chunks fold into running tables ([`Folder`]: every state is of a
+    /// fixed size per group), rather than each make its own partial.
+    fn folds(&self) -> bool {
+        false
+    }
+    /// A fresh running table, when [`folds`](Self::folds).
+    fn folder(self: Arc<Self>) -> Result<Box<dyn Folder>> {
+        Err(Error::Internal(format!(
+            "{} has no running table",
+            self.name()
+        )))
     }
 }
 
@@ -258,6 +388,121 @@ impl Operator for ChunkOp {
     /// The parts of several streamed batches' partials: part `p` of each, side by
     /// side in one partial (`finalize` merges equal keys wherever they are).
     fn merge(&self, values: Vec<Value>) -> Result<Value> {
+        merge_parts(values)
+    }
+    fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
+        let [input] = inputs else {
+            return Err(Error::Internal(format!(
+                "a radix chunk got {} inputs",
+                inputs.len()
+            )));
+        };
+        if let Some(folding) = self.decision.folding() {
+            return self.fold(input, folding);
+        }
+        // The partial's table: about the input's size per row measured so far
+        // (the input itself when nothing is measured yet), reserved before it grows.
+        let table = self
+            .decision
+            .expected_partial_bytes(input.size_bytes() as u64);
+        scheduler::reserve(&format!("{} hash table", self.agg.name()), table)?;
+        let c = self.agg.chunk(input, &self.decision)?;
+        let parts =
+            self.decision
+                .record(c.partial.size_bytes(), c.groups, c.rows, input.size_bytes());
+        Ok(Value::Pieces(self.agg.split(c.partial, parts)?))
+    }
+}
+
+impl ChunkOp {
+    /// Folds `input` into an idle running table (a new one when every table is in
+    /// use). The table is first taken out, as this chunk's parts, when the rows'
+    /// possible new groups would take it past its share of the limit or the
+    /// account refuses them; else the chunk gives no parts.
+    fn fold(&self, input: &Value, folding: &Folding) -> Result<Value> {
+        let popped = folding.lock().pop();
+        let mut running = match popped {
+            Some(r) => r,
+            None => {
+                let table = self.agg.clone().folder()?;
+                folding.made.fetch_add(1, Ordering::Relaxed);
+                self.decision.ctx.record_fold_table();
+                Running {
+                    table,
+                    reservation: None,
+                    chunks: 0,
+                    input_bytes: 0,
+                }
+            }
+        };
+        let rows = input.num_rows();
+        let before = running.table.groups();
+        // Room for the groups the rows may add: a group's bytes so far (twice the
+        // input's bytes per row before any) times the rows, as a share of new
+        // groups per row measured so far.
+        let per_group = if before > 0 {
+            running.table.size_bytes() / before
+        } else {
+            2 * input.size_bytes() / rows.max(1)
+        };
+        let measured_rows = folding.rows.load(Ordering::Relaxed);
+        let new_rows = if measured_rows > 0 {
+            (rows as u128 * folding.added.load(Ordering::Relaxed) as u128
+                / measured_rows as u128) as usize
+        } else {
+            rows
+        };
+        let growth = (new_rows.max(rows / 16) * per_group) as u64;
+        let name = format!("{} running table", self.agg.name());
+        // Tables of this size to come in all, were every table taken out when
+        // this full: the chunks over those folded into this one, or the tables.
+        let tables = |folded: usize| {
+            ((self.decision.chunks / folded.max(1)) as u64)
+                .max(folding.made.load(Ordering::Relaxed) as u64)
+        };
+        let mut out = None;
+        if before > 0
+            && running.table.size_bytes() as u64 + growth > self.decision.sizing.fold_table_bytes()
+        {
+            let t = tables(running.chunks);
+            out = Some(self.decision.take_parts(self.agg.as_ref(), &mut running, t)?);
+            self.decision.ctx.record_fold_flush();
+        }
+        if !scheduler::try_reserve(growth)? {
+            if out.is_none() && running.table.groups() > 0 {
+                let t = tables(running.chunks);
+                out = Some(self.decision.take_parts(self.agg.as_ref(), &mut running, t)?);
+                self.decision.ctx.record_fold_flush();
+            }
+            scheduler::reserve(&name, growth)?;
+        }
+        let before = running.table.groups();
+        let added = running.table.fold(input)?;
+        running.chunks += 1;
+        running.input_bytes += input.size_bytes() as u64;
+        self.decision.measure(added, rows);
+        if before > 0 {
+            folding.measure(rows, added);
+        }
+        // The table's reservation follows its size; what the task reserved for it
+        // goes back.
+        let size = running.table.size_bytes() as u64;
+        if running.reservation.is_none() {
+            running.reservation = scheduler::outliving_reservation(&name);
+        }
+        if let Some(r) = &mut running.reservation {
+            r.resize(size);
+        }
+        scheduler::release(growth);
+        folding.lock().push(running);
+        Ok(out.unwrap_or_else(|| Value::Pieces(Vec::new())))
+    }
+}
+
+/// Concatenates part `p` of each of `values` (each the parts of one partial, or
+/// none) into one part `p`.
+fn merge_parts(values: Vec<Value>) -> Result<Value> {
+    {
         let mut slots: Vec<Vec<RecordBatch>> = Vec::new();
         for v in values {
             let Value::Pieces(parts) = v else {
@@ -285,24 +530,37 @@ impl Operator for ChunkOp {
             .collect::<Result<Vec<_>>>()?;
         Ok(Value::Pieces(parts))
     }
-    fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
-        let [input] = inputs else {
-            return Err(Error::Internal(format!(
-                "a radix chunk got {} inputs",
-                inputs.len()
-            )));
+}
+
+/// After every chunk: takes the idle running tables out as parts (each drain
+/// task takes tables until none is left, so the drains share them).
+struct DrainOp {
+    agg: Arc<dyn RadixAggregation>,
+    decision: Arc<Decision>,
+}
+
+impl Operator for DrainOp {
+    fn name(&self) -> &str {
+        "radix-drain"
+    }
+    fn run(&self, _: &[Arc<Value>]) -> Result<Value> {
+        let Some(folding) = &self.decision.folding else {
+            return Ok(empty());
         };
-        // The partial's table: about the input's size per row measured so far
-        // (the input itself when nothing is measured yet), reserved before it grows.
-        let table = self
-            .decision
-            .expected_partial_bytes(input.size_bytes() as u64);
-        scheduler::reserve(&format!("{} hash table", self.agg.name()), table)?;
-        let c = self.agg.chunk(input, &self.decision)?;
-        let parts =
-            self.decision
-                .record(c.partial.size_bytes(), c.groups, c.rows, input.size_bytes());
-        Ok(Value::Pieces(self.agg.split(c.partial, parts)?))
+        let mut values = Vec::new();
+        loop {
+            let popped = folding.lock().pop();
+            let Some(mut running) = popped else { break };
+            if running.table.groups() == 0 {
+                continue;
+            }
+            let tables = folding.made.load(Ordering::Relaxed) as u64;
+            values.push(
+                self.decision
+                    .take_parts(self.agg.as_ref(), &mut running, tables)?,
+            );
+        }
+        merge_parts(values)
     }
 }
 
@@ -522,7 +780,7 @@ pub fn lower(
     sizing: Sizing,
     ctx: &Arc<RunContext>,
 ) -> Vec<Key> {
-    let decision = Decision::new(sizing, inputs.len(), ctx.clone());
+    let decision = Decision::new(sizing, inputs.len(), agg.folds(), ctx.clone());
     let slots = decision.slots;
     let name = agg.name().to_string();
     let chunk_layer = layer(&format!("{name}-chunk"));
@@ -545,45 +803,32 @@ pub fn lower(
         name: chunk_layer,
         tasks: chunks,
     });
-    let part_layer = layer(&format!("{name}-part"));
-    let part_ops: Vec<Arc<dyn Operator>> = (0..slots)
-        .map(|slot| {
-            Arc::new(PartOp {
-                slot,
-                name: format!("{name}-radix-part"),
-            }) as Arc<dyn Operator>
-        })
-        .collect();
-    let mut parts = Vec::with_capacity(chunk_keys.len() * slots);
-    for (i, c) in chunk_keys.iter().enumerate() {
-        for (p, op) in part_ops.iter().enumerate() {
-            parts.push(Task {
-                key: Key::new(&part_layer, i * slots + p),
-                deps: vec![c.clone()],
-                op: op.clone(),
-            });
-        }
+    let (mut part_keys, mut done_keys) = add_parts(graph, &name, &chunk_keys, slots);
+    if decision.folding.is_some() {
+        // The running tables, taken out after every chunk (the drains wait on
+        // the chunks' no-ops, not on the chunks, so no chunk's parts are held
+        // for them), as `threads` more chunks' parts.
+        let drain_layer = layer(&format!("{name}-drain"));
+        let drain: Arc<dyn Operator> = Arc::new(DrainOp {
+            agg: agg.clone(),
+            decision: decision.clone(),
+        });
+        let drains: Vec<Task> = (0..sizing.threads.max(1))
+            .map(|d| Task {
+                key: Key::new(&drain_layer, d),
+                deps: done_keys.clone(),
+                op: drain.clone(),
+            })
+            .collect();
+        let drain_keys: Vec<Key> = drains.iter().map(|t| t.key.clone()).collect();
+        graph.add_layer(Layer {
+            name: drain_layer,
+            tasks: drains,
+        });
+        let (drain_parts, drain_dones) = add_parts(graph, &name, &drain_keys, slots);
+        part_keys.extend(drain_parts);
+        done_keys.extend(drain_dones);
     }
-    graph.add_layer(Layer {
-        name: part_layer.clone(),
-        tasks: parts,
-    });
-    let done_layer = layer(&format!("{name}-chunk-done"));
-    let done_op: Arc<dyn Operator> = Arc::new(ChunkDone);
-    let dones: Vec<Task> = (0..chunk_keys.len())
-        .map(|i| Task {
-            key: Key::new(&done_layer, i),
-            deps: (0..slots)
-                .map(|p| Key::new(&part_layer, i * slots + p))
-                .collect(),
-            op: done_op.clone(),
-        })
-        .collect();
-    let done_keys: Vec<Key> = dones.iter().map(|t| t.key.clone()).collect();
-    graph.add_layer(Layer {
-        name: done_layer,
-        tasks: dones,
-    });
     let finalize_layer = layer(&format!("{name}-finalize"));
     let finalize: Arc<dyn Operator> = Arc::new(FinalizeOp {
         agg: agg.clone(),
@@ -599,7 +844,7 @@ pub fn lower(
             } else {
                 Vec::new()
             };
-            deps.extend((0..chunk_keys.len()).map(|i| Key::new(&part_layer, i * slots + p)));
+            deps.extend(part_keys.iter().map(|parts| parts[p].clone()));
             Task {
                 key: Key::new(&finalize_layer, p),
                 deps,
@@ -664,6 +909,61 @@ pub fn lower(
     });
     out.push(gather_key);
     out
+}
+
+/// Adds a part task per slot after each of `producers` (chunks, or drains of
+/// the running tables), and a no-op after each producer's parts (see
+/// [`ChunkDone`]): returns each producer's part keys, by slot, and the no-ops.
+fn add_parts(
+    graph: &mut Graph,
+    name: &str,
+    producers: &[Key],
+    slots: usize,
+) -> (Vec<Vec<Key>>, Vec<Key>) {
+    let part_layer = layer(&format!("{name}-part"));
+    let part_ops: Vec<Arc<dyn Operator>> = (0..slots)
+        .map(|slot| {
+            Arc::new(PartOp {
+                slot,
+                name: format!("{name}-radix-part"),
+            }) as Arc<dyn Operator>
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(producers.len() * slots);
+    for (i, c) in producers.iter().enumerate() {
+        for (p, op) in part_ops.iter().enumerate() {
+            parts.push(Task {
+                key: Key::new(&part_layer, i * slots + p),
+                deps: vec![c.clone()],
+                op: op.clone(),
+            });
+        }
+    }
+    let part_keys: Vec<Vec<Key>> = parts
+        .chunks(slots)
+        .map(|c| c.iter().map(|t| t.key.clone()).collect())
+        .collect();
+    graph.add_layer(Layer {
+        name: part_layer,
+        tasks: parts,
+    });
+    let done_layer = layer(&format!("{name}-chunk-done"));
+    let done_op: Arc<dyn Operator> = Arc::new(ChunkDone);
+    let dones: Vec<Task> = part_keys
+        .iter()
+        .enumerate()
+        .map(|(i, keys)| Task {
+            key: Key::new(&done_layer, i),
+            deps: keys.clone(),
+            op: done_op.clone(),
+        })
+        .collect();
+    let done_keys: Vec<Key> = dones.iter().map(|t| t.key.clone()).collect();
+    graph.add_layer(Layer {
+        name: done_layer,
+        tasks: dones,
+    });
+    (part_keys, done_keys)
 }
 
 impl RadixAggregation for AggregatePlan {
@@ -746,6 +1046,34 @@ impl RadixAggregation for AggregatePlan {
 
     fn gathers(&self) -> bool {
         true
+    }
+
+    fn folds(&self) -> bool {
+        !self.keys.is_empty() && self.fixed_state_bytes().is_some()
+    }
+
+    fn folder(self: Arc<Self>) -> Result<Box<dyn Folder>> {
+        match self.fold_table()? {
+            Some(t) => Ok(Box::new(t)),
+            None => Err(Error::Internal(
+                "an aggregation without fixed-size states has no running table".into(),
+            )),
+        }
+    }
+}
+
+impl Folder for super::FoldTable {
+    fn fold(&mut self, input: &Value) -> Result<usize> {
+        super::FoldTable::fold(self, input.as_batch()?)
+    }
+    fn groups(&self) -> usize {
+        super::FoldTable::groups(self)
+    }
+    fn size_bytes(&self) -> usize {
+        super::FoldTable::size_bytes(self)
+    }
+    fn take(&mut self) -> Result<Value> {
+        Ok(Value::Batch(super::FoldTable::take(self)?))
     }
 }
 

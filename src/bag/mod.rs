@@ -550,6 +550,7 @@ impl Bag {
         stats.radix_parts = ctx.run.radix_parts() as u64;
         stats.sort_runs_spilled = ctx.run.sort_runs();
         stats.radix_splits = ctx.run.radix_splits();
+        (stats.fold_tables, stats.fold_flushes) = ctx.run.fold_tables();
         Ok(BagStats {
             run: stats,
             skipped_lines: ctx.skipped.load(Ordering::Relaxed),

@@ -174,13 +174,20 @@ pub fn format_stats(s: &RunStats) -> String {
         String::new()
     };
     let radix = if s.radix_parts > 0 {
+        let mut notes = Vec::new();
+        if s.fold_tables > 0 {
+            notes.push(format!(
+                "{} running tables, {} taken out when full",
+                s.fold_tables, s.fold_flushes
+            ));
+        }
         if s.radix_splits > 0 {
-            format!(
-                "; radix parts {} ({} merged in sub-parts)",
-                s.radix_parts, s.radix_splits
-            )
-        } else {
+            notes.push(format!("{} merged in sub-parts", s.radix_splits));
+        }
+        if notes.is_empty() {
             format!("; radix parts {}", s.radix_parts)
+        } else {
+            format!("; radix parts {} ({})", s.radix_parts, notes.join(", "))
         }
     } else {
         String::new()

@@ -395,6 +395,7 @@ impl DataFrame {
         (stats.join_buckets_spilled, stats.join_build_chunks) = ctx.join_spills();
         stats.sort_runs_spilled = ctx.sort_runs();
         stats.radix_splits = ctx.radix_splits();
+        (stats.fold_tables, stats.fold_flushes) = ctx.fold_tables();
         Ok(stats)
     }
 

@@ -105,6 +105,17 @@ impl Value {
         }
     }
 
+    /// Rows of a batch, records of a bag partition, one for a scalar; the sum
+    /// over pieces.
+    pub fn num_rows(&self) -> usize {
+        match self {
+            Value::Batch(b) => b.num_rows(),
+            Value::Records(r) => r.len(),
+            Value::Scalar(_) => 1,
+            Value::Pieces(p) => p.iter().map(Value::num_rows).sum(),
+        }
+    }
+
     /// The batch inside, or an internal error naming what was found instead.
     pub fn as_batch(&self) -> Result<&RecordBatch> {
         match self {

@@ -46,6 +46,10 @@ pub struct RunContext {
     run_write_allowance: AtomicU64,
     /// Radix finalize tasks that merged their part in sub-parts.
     radix_splits: AtomicU64,
+    /// Running tables of radix aggregations (folded across chunks), and how often
+    /// one was taken out early because it was full or the account refused it room.
+    fold_tables: AtomicU64,
+    fold_flushes: AtomicU64,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -198,6 +202,8 @@ impl RunContext {
             sort_runs: AtomicU64::new(0),
             run_write_allowance: AtomicU64::new(u64::MAX),
             radix_splits: AtomicU64::new(0),
+            fold_tables: AtomicU64::new(0),
+            fold_flushes: AtomicU64::new(0),
             held: Mutex::new(None),
         })
     }
@@ -306,6 +312,25 @@ impl RunContext {
     /// Radix finalize tasks that merged their part in sub-parts so far.
     pub fn radix_splits(&self) -> u64 {
         self.radix_splits.load(Ordering::Relaxed)
+    }
+
+    /// Counts a running table of a radix aggregation (see `agg::radix::Folder`).
+    pub fn record_fold_table(&self) {
+        self.fold_tables.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a running table taken out before its chunks were done (full, or
+    /// refused room by the account).
+    pub fn record_fold_flush(&self) {
+        self.fold_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Running tables made and taken out early so far.
+    pub fn fold_tables(&self) -> (u64, u64) {
+        (
+            self.fold_tables.load(Ordering::Relaxed),
+            self.fold_flushes.load(Ordering::Relaxed),
+        )
     }
 
     /// Reserves `n` shuffle partitions for one shuffle while the plan is lowered;

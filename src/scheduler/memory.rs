@@ -152,11 +152,33 @@ impl MemoryPolicy {
 /// mapping threshold do it. The cost is page faults: each large buffer is
 /// fresh pages (q3 on 486 MB: about 0.8 s more system time), which a spilling
 /// run can afford and a run at the default limit need not pay.
+///
+/// From a limit of 512 MB a block's buffers are a small share of the limit and
+/// the page faults cost more than the memory kept: the threshold is a 32nd of the
+/// limit (at most 32 MiB), so blocks are reused from the arena, and from 1 GB
+/// large buffers are backed by transparent huge pages where the kernel allows
+/// (fewer TLB misses in tables of millions of groups). q3 on 2.5e7 rows with 1e6
+/// groups at 1 GB: 5.95 s → 4.57 s (system time 2.7 → 1.3 s), peak RSS 399 →
+/// 441 MB.
 pub fn malloc_tunables(limit: Option<u64>) -> Option<String> {
     let limit = limit?;
     let default = MemoryPolicy::machine_default().limit;
-    (limit < default)
-        .then(|| "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=262144".to_string())
+    if limit >= default {
+        return None;
+    }
+    let threshold = if limit >= 512 << 20 {
+        (limit / 32).min(32 << 20)
+    } else {
+        256 << 10
+    };
+    let huge = if limit >= 1 << 30 {
+        ":glibc.malloc.hugetlb=1"
+    } else {
+        ""
+    };
+    Some(format!(
+        "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold={threshold}{huge}"
+    ))
 }
 
 /// The machine's RAM in bytes, from `/proc/meminfo` (8 GiB when it cannot be read).
@@ -819,6 +841,18 @@ pub fn try_reserve_shared(name: &str, bytes: u64) -> Result<Option<Option<Memory
     Ok(Some(Some(share(&pool, name, bytes))))
 }
 
+/// An empty reservation named `name` on the running task's account, for memory
+/// that outlives the task (a running table that later tasks fold into); `None`
+/// outside a scheduled task. It grows with [`MemoryReservation::resize`] once
+/// the memory is allocated, having been reserved by the task beforehand.
+pub fn outliving_reservation(name: &str) -> Option<MemoryReservation> {
+    TASKS.with(|t| {
+        t.borrow()
+            .last()
+            .map(|r| r.pool.reservation(name.to_string()))
+    })
+}
+
 /// Moves `bytes` the running task reserved to a new reservation named `name`.
 fn share(pool: &Arc<MemoryPool>, name: &str, bytes: u64) -> MemoryReservation {
     let mut held = pool.reservation(name.to_string());
@@ -979,6 +1013,13 @@ mod tests {
         assert_eq!(malloc_tunables(Some(default)), None);
         let tight = malloc_tunables(Some(64 << 20)).unwrap();
         assert!(tight.contains("glibc.malloc.arena_max=1"), "{tight}");
+        assert!(tight.contains("mmap_threshold=262144"), "{tight}");
+        assert!(!tight.contains("hugetlb"), "{tight}");
+        if default > 2 << 30 {
+            let roomy = malloc_tunables(Some(1 << 30)).unwrap();
+            assert!(roomy.contains("mmap_threshold=33554432"), "{roomy}");
+            assert!(roomy.contains("hugetlb=1"), "{roomy}");
+        }
     }
 
     #[test]

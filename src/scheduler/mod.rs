@@ -43,7 +43,7 @@ mod progress;
 
 pub use context::{RunContext, ShuffleTotals};
 pub use memory::{
-    allocated, gathered_answer_bytes, malloc_tunables, release, reservable, reserve, task_reserved,
+    allocated, gathered_answer_bytes, malloc_tunables, outliving_reservation, release, reservable, reserve, task_reserved,
     total_memory, try_reserve, try_reserve_shared, unmeasured_bytes, HeldCache, MemoryPeak,
     MemoryPolicy, MemoryPool, MemoryReservation, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE,
     MIN_MEMORY_LIMIT, UNMEASURED,
@@ -124,6 +124,12 @@ pub struct RunStats {
     /// Radix finalize tasks whose part did not fit the memory account and was
     /// merged in sub-parts, one at a time.
     pub radix_splits: u64,
+    /// Running tables radix aggregations folded chunks into (about one per
+    /// worker that ran a chunk).
+    pub fold_tables: u64,
+    /// Running tables taken out before their chunks were done, because they were
+    /// full or the account refused them room.
+    pub fold_flushes: u64,
 }
 
 /// Where tasks run, how many at once, and under which memory limit.

@@ -689,13 +689,15 @@ impl AggregatePlan {
     }
 
     /// Bytes of every aggregation's state per group when each is a fixed number
-    /// of bytes (sums, counts, moments, numeric extremes, co-moments), so that a
-    /// table folded across chunks grows with its groups, not its rows; `None` when
-    /// one is not (medians, quantiles, top-n, distinct sets, string extremes).
+    /// of bytes and does not depend on the order of the rows (sums, counts,
+    /// moments, numeric extremes, co-moments), so that a table folded across
+    /// chunks in any order grows with its groups, not its rows; `None` when one is
+    /// not (medians, quantiles, top-n, distinct sets, string extremes, and `first`
+    /// and `last`, which need the chunks in order).
     pub fn fixed_state_bytes(&self) -> Option<usize> {
         let mut bytes = 0;
         for (a, t) in self.aggs.iter().zip(&self.input_types) {
-            if a.func.is_multi_row() {
+            if a.func.is_multi_row() || matches!(a.func, AggFunc::First | AggFunc::Last) {
                 return None;
             }
             for f in state_fields(a.func, t, "") {

@@ -116,6 +116,95 @@ proptest! {
     }
 }
 
+/// Aggregations whose states are of a fixed size and do not depend on the order
+/// of the rows: chunks fold into running tables (one per worker) for these.
+fn foldable_aggs() -> Vec<Agg> {
+    vec![
+        ("size", None),
+        ("sum", Some("v")),
+        ("mean", Some("x")),
+        ("std", Some("x")),
+        ("max", Some("x")),
+        ("min", Some("v")),
+        ("count", Some("s")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(8) })]
+
+    /// Chunks folded into running tables, in whatever order the workers take
+    /// them, answer as the reference does, over few and many groups, the three
+    /// stored key forms, block sizes, threads, schedulers and a tiny limit; the
+    /// running tables were made, and under the tiny limit with many groups the
+    /// account refused them room, so they were taken out before the chunks were
+    /// done (a table per worker could not hold every group).
+    #[test]
+    fn chunks_folded_into_running_tables_answer_as_the_reference(
+        seed in any::<u64>(),
+        rows in 2000usize..6000,
+        nkeys in prop_oneof![Just(5i64), Just(3000), Just(1 << 40)],
+        nfiles in 1usize..=4,
+        blocksize in 2000u64..20000,
+        threads in 1usize..=3,
+        sync in any::<bool>(),
+        tiny in any::<bool>(),
+        keep_null_keys in any::<bool>(),
+    ) {
+        let (dir, t) = fixture(seed, rows, nkeys, nfiles);
+        let spill = tempfile::tempdir().unwrap();
+        let mode = if sync { Mode::Sync } else { Mode::Parallel };
+        let limit = tiny.then_some(256 << 10);
+        let s = session_with(threads, mode, blocksize, limit, spill.path());
+        let df = load_gen(&s, dir.path());
+        let aggs = foldable_aggs();
+        let ctx = format!(
+            "rows {rows}, nkeys {nkeys}, files {nfiles}, blocksize {blocksize}, threads {threads}, \
+             {mode:?}, limit {limit:?}, keep_null_keys {keep_null_keys}"
+        );
+        for keys in [&["id"][..], &["name"], &["i", "name"]] {
+            let g = df.groupby(keys).unwrap();
+            let g = if keep_null_keys { g.keep_null_keys() } else { g };
+            let (got, stats) = g.agg(&specs(&aggs)).unwrap().compute_with_stats().unwrap();
+            let by: Vec<(&str, bool)> = keys.iter().map(|k| (*k, true)).collect();
+            check_groupby(&sort_batch(&got, &by).unwrap(), &t, keys, &aggs, keep_null_keys, &format!("{keys:?}, {ctx}"));
+            prop_assert!(stats.fold_tables >= 1, "{keys:?}, {ctx}: no running table: {stats:?}");
+            prop_assert!(stats.fold_tables <= 4 * threads as u64, "{keys:?}, {ctx}: a table per chunk: {stats:?}");
+            if tiny && keys[0] == "i" {
+                // `i` is unique: thousands of groups, more than 256 KiB of tables.
+                prop_assert!(stats.fold_flushes > 0, "{keys:?}, {ctx}: no table taken out: {stats:?}");
+            }
+        }
+        prop_assert!(
+            std::fs::read_dir(spill.path()).unwrap().next().is_none(),
+            "spill files left behind"
+        );
+    }
+}
+
+/// `first` and `last` need the chunks in order, so they do not fold: each chunk
+/// makes its own partial, merged in chunk order, whatever the threads.
+#[test]
+fn first_and_last_keep_the_order_of_the_chunks() {
+    let (dir, t) = fixture(21, 5000, 40, 4);
+    let spill = tempfile::tempdir().unwrap();
+    for threads in [1, 3] {
+        let s = session_with(threads, Mode::Parallel, 4000, None, spill.path());
+        let df = load_gen(&s, dir.path());
+        let aggs: Vec<Agg> = vec![("first", Some("v")), ("last", Some("x")), ("sum", Some("v"))];
+        let (got, stats) = df
+            .groupby(&["id"])
+            .unwrap()
+            .agg(&specs(&aggs))
+            .unwrap()
+            .compute_with_stats()
+            .unwrap();
+        check_groupby(&got, &t, &["id"], &aggs, false, &format!("threads {threads}"));
+        assert!(stats.radix_parts >= 1, "{stats:?}");
+        assert_eq!(stats.fold_tables, 0, "first/last folded: {stats:?}");
+    }
+}
+
 /// Every key of the reference with its rows, for the holistic checks.
 fn holistic_expected(t: &Table, keys: &[&str]) -> (Vec<Cell>, Vec<Cell>, Vec<Cell>) {
     let groups = ref_groups(t, keys, false);

@@ -904,9 +904,16 @@ impl FoldTable {
         self.grouper.ngroups()
     }
 
-    /// Bytes held: the grouper's by capacity, the states' by group.
+    /// Bytes held: the grouper's by capacity, the states' by group, and the
+    /// scratch of group ids.
     pub fn size_bytes(&self) -> usize {
-        self.grouper.size_bytes() + self.ids.capacity() * 4 + self.groups() * self.state_bytes
+        self.group_bytes() + self.ids.capacity() * 4
+    }
+
+    /// Bytes held for the groups (the grouper's and the states'), without the
+    /// scratch: what a group costs, times the groups.
+    pub fn group_bytes(&self) -> usize {
+        self.grouper.size_bytes() + self.groups() * self.state_bytes
     }
 
     /// The groups as a stored partial (the form `chunk_stored` gives); the table

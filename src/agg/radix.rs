@@ -302,6 +302,8 @@ pub trait Folder: Send {
     fn groups(&self) -> usize;
     /// Bytes held.
     fn size_bytes(&self) -> usize;
+    /// Bytes held for the groups alone (no scratch), for the bytes per group.
+    fn group_bytes(&self) -> usize;
     /// The groups as a partial, in the form [`RadixAggregation::split`] takes;
     /// the table starts afresh.
     fn take(&mut self) -> Result<Value>;
@@ -438,12 +440,15 @@ impl ChunkOp {
         let rows = input.num_rows();
         let before = running.table.groups();
         // Room for the groups the rows may add: a group's bytes so far (twice the
-        // input's bytes per row before any) times the rows, as a share of new
-        // groups per row measured so far.
+        // input's bytes per row before any, and at most four times: a small
+        // table's fixed overhead over its few groups says nothing of the next)
+        // times the rows, as a share of new groups per row measured so far, and a
+        // group id per row of scratch.
+        let row_bytes = input.size_bytes() / rows.max(1);
         let per_group = if before > 0 {
-            running.table.size_bytes() / before
+            (running.table.group_bytes() / before).min(4 * row_bytes + 64)
         } else {
-            2 * input.size_bytes() / rows.max(1)
+            2 * row_bytes
         };
         let measured_rows = folding.rows.load(Ordering::Relaxed);
         let new_rows = if measured_rows > 0 {
@@ -452,7 +457,7 @@ impl ChunkOp {
         } else {
             rows
         };
-        let growth = (new_rows.max(rows / 16) * per_group) as u64;
+        let growth = (new_rows.max(rows / 16) * per_group + 4 * rows) as u64;
         let name = format!("{} running table", self.agg.name());
         // Tables of this size to come in all, were every table taken out when
         // this full: the chunks over those folded into this one, or the tables.
@@ -1071,6 +1076,9 @@ impl Folder for super::FoldTable {
     }
     fn size_bytes(&self) -> usize {
         super::FoldTable::size_bytes(self)
+    }
+    fn group_bytes(&self) -> usize {
+        super::FoldTable::group_bytes(self)
     }
     fn take(&mut self) -> Result<Value> {
         Ok(Value::Batch(super::FoldTable::take(self)?))

@@ -25,8 +25,8 @@ use arrow::row::{RowConverter, SortField};
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::HashMap;
 
-use crate::error::{Error, Result};
 use super::packed_table::PackedTable;
+use crate::error::{Error, Result};
 
 /// Maps rows to group ids.
 pub trait Grouper: Send {

@@ -20,8 +20,8 @@ pub mod comoments;
 pub mod exprs;
 pub mod grouper;
 pub mod holistic;
-pub mod radix;
 pub mod packed_table;
+pub mod radix;
 
 use std::borrow::Borrow;
 use std::fmt;

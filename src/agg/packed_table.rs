@@ -84,7 +84,11 @@ impl PackedTable {
         loop {
             let e = &mut self.entries[i];
             if e.group == EMPTY {
-                *e = Entry { lo, hi, group: next };
+                *e = Entry {
+                    lo,
+                    hi,
+                    group: next,
+                };
                 self.len += 1;
                 return (next, true);
             }

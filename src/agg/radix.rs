@@ -448,12 +448,12 @@ impl ChunkOp {
         let per_group = if before > 0 {
             (running.table.group_bytes() / before).min(4 * row_bytes + 64)
         } else {
-            2 * row_bytes
+            row_bytes
         };
         let measured_rows = folding.rows.load(Ordering::Relaxed);
         let new_rows = if measured_rows > 0 {
-            (rows as u128 * folding.added.load(Ordering::Relaxed) as u128
-                / measured_rows as u128) as usize
+            (rows as u128 * folding.added.load(Ordering::Relaxed) as u128 / measured_rows as u128)
+                as usize
         } else {
             rows
         };
@@ -470,16 +470,27 @@ impl ChunkOp {
             && running.table.size_bytes() as u64 + growth > self.decision.sizing.fold_table_bytes()
         {
             let t = tables(running.chunks);
-            out = Some(self.decision.take_parts(self.agg.as_ref(), &mut running, t)?);
+            out = Some(
+                self.decision
+                    .take_parts(self.agg.as_ref(), &mut running, t)?,
+            );
             self.decision.ctx.record_fold_flush();
         }
+        let mut reserved = growth;
         if !scheduler::try_reserve(growth)? {
             if out.is_none() && running.table.groups() > 0 {
                 let t = tables(running.chunks);
-                out = Some(self.decision.take_parts(self.agg.as_ref(), &mut running, t)?);
+                out = Some(
+                    self.decision
+                        .take_parts(self.agg.as_ref(), &mut running, t)?,
+                );
                 self.decision.ctx.record_fold_flush();
             }
-            scheduler::reserve(&name, growth)?;
+            // The growth is an upper bound (every row a new group): past what the
+            // account can grant, the table's measured size is counted after the
+            // fold instead.
+            reserved = growth.min(scheduler::reservable());
+            scheduler::reserve(&name, reserved)?;
         }
         let before = running.table.groups();
         let added = running.table.fold(input)?;
@@ -498,7 +509,7 @@ impl ChunkOp {
         if let Some(r) = &mut running.reservation {
             r.resize(size);
         }
-        scheduler::release(growth);
+        scheduler::release(reserved);
         folding.lock().push(running);
         Ok(out.unwrap_or_else(|| Value::Pieces(Vec::new())))
     }
@@ -1053,8 +1064,10 @@ impl RadixAggregation for AggregatePlan {
         true
     }
 
+    /// Not for an unsorted answer: its groups come in order of first appearance,
+    /// which needs the chunks merged in order.
     fn folds(&self) -> bool {
-        !self.keys.is_empty() && self.fixed_state_bytes().is_some()
+        self.sort && !self.keys.is_empty() && self.fixed_state_bytes().is_some()
     }
 
     fn folder(self: Arc<Self>) -> Result<Box<dyn Folder>> {

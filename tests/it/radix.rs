@@ -191,7 +191,11 @@ fn first_and_last_keep_the_order_of_the_chunks() {
     for threads in [1, 3] {
         let s = session_with(threads, Mode::Parallel, 4000, None, spill.path());
         let df = load_gen(&s, dir.path());
-        let aggs: Vec<Agg> = vec![("first", Some("v")), ("last", Some("x")), ("sum", Some("v"))];
+        let aggs: Vec<Agg> = vec![
+            ("first", Some("v")),
+            ("last", Some("x")),
+            ("sum", Some("v")),
+        ];
         let (got, stats) = df
             .groupby(&["id"])
             .unwrap()
@@ -199,7 +203,14 @@ fn first_and_last_keep_the_order_of_the_chunks() {
             .unwrap()
             .compute_with_stats()
             .unwrap();
-        check_groupby(&got, &t, &["id"], &aggs, false, &format!("threads {threads}"));
+        check_groupby(
+            &got,
+            &t,
+            &["id"],
+            &aggs,
+            false,
+            &format!("threads {threads}"),
+        );
         assert!(stats.radix_parts >= 1, "{stats:?}");
         assert_eq!(stats.fold_tables, 0, "first/last folded: {stats:?}");
     }

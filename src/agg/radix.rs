@@ -439,8 +439,8 @@ impl ChunkOp {
         };
         let rows = input.num_rows();
         let before = running.table.groups();
-        // Room for the groups the rows may add: a group's bytes so far (twice the
-        // input's bytes per row before any, and at most four times: a small
+        // Room for the groups the rows may add: a group's bytes so far (the
+        // input's bytes per row before any, and at most four times them: a small
         // table's fixed overhead over its few groups says nothing of the next)
         // times the rows, as a share of new groups per row measured so far, and a
         // group id per row of scratch.
@@ -465,26 +465,22 @@ impl ChunkOp {
             ((self.decision.chunks / folded.max(1)) as u64)
                 .max(folding.made.load(Ordering::Relaxed) as u64)
         };
+        // Takes the table out early, as this chunk's parts.
+        let flush = |running: &mut Running| -> Result<Value> {
+            self.decision.ctx.record_fold_flush();
+            let t = tables(running.chunks);
+            self.decision.take_parts(self.agg.as_ref(), running, t)
+        };
         let mut out = None;
         if before > 0
             && running.table.size_bytes() as u64 + growth > self.decision.sizing.fold_table_bytes()
         {
-            let t = tables(running.chunks);
-            out = Some(
-                self.decision
-                    .take_parts(self.agg.as_ref(), &mut running, t)?,
-            );
-            self.decision.ctx.record_fold_flush();
+            out = Some(flush(&mut running)?);
         }
         let mut reserved = growth;
         if !scheduler::try_reserve(growth)? {
             if out.is_none() && running.table.groups() > 0 {
-                let t = tables(running.chunks);
-                out = Some(
-                    self.decision
-                        .take_parts(self.agg.as_ref(), &mut running, t)?,
-                );
-                self.decision.ctx.record_fold_flush();
+                out = Some(flush(&mut running)?);
             }
             // The growth is an upper bound (every row a new group): past what the
             // account can grant, the table's measured size is counted after the
@@ -518,34 +514,32 @@ impl ChunkOp {
 /// Concatenates part `p` of each of `values` (each the parts of one partial, or
 /// none) into one part `p`.
 fn merge_parts(values: Vec<Value>) -> Result<Value> {
-    {
-        let mut slots: Vec<Vec<RecordBatch>> = Vec::new();
-        for v in values {
-            let Value::Pieces(parts) = v else {
-                return Err(Error::Internal(format!(
-                    "a radix chunk gave {}, not parts",
-                    v.kind()
-                )));
-            };
-            slots.resize_with(slots.len().max(parts.len()), Vec::new);
-            for (slot, part) in parts.into_iter().enumerate() {
-                if !is_empty(&part) {
-                    slots[slot].push(part.as_batch()?.clone());
-                }
+    let mut slots: Vec<Vec<RecordBatch>> = Vec::new();
+    for v in values {
+        let Value::Pieces(parts) = v else {
+            return Err(Error::Internal(format!(
+                "a radix chunk gave {}, not parts",
+                v.kind()
+            )));
+        };
+        slots.resize_with(slots.len().max(parts.len()), Vec::new);
+        for (slot, part) in parts.into_iter().enumerate() {
+            if !is_empty(&part) {
+                slots[slot].push(part.as_batch()?.clone());
             }
         }
-        let parts = slots
-            .into_iter()
-            .map(|batches| match batches.first() {
-                None => Ok(empty()),
-                Some(first) => Ok(Value::Batch(arrow::compute::concat_batches(
-                    &first.schema(),
-                    &batches,
-                )?)),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Value::Pieces(parts))
     }
+    let parts = slots
+        .into_iter()
+        .map(|batches| match batches.first() {
+            None => Ok(empty()),
+            Some(first) => Ok(Value::Batch(arrow::compute::concat_batches(
+                &first.schema(),
+                &batches,
+            )?)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Value::Pieces(parts))
 }
 
 /// After every chunk: takes the idle running tables out as parts (each drain

@@ -4,14 +4,17 @@
 # outside the process (GNU time) and outcore's own --stats line, for
 #   q1  sum(v1) by id1
 #   q3  sum(v1), mean(v3) by id3
-#   q10 sum(v3), count by id1..id6 (~1e8 groups; --split-out 128, written to a
-#       folder: each of the 2 shuffle readers holds ~1/128 of the groups at a time)
+#   q10 sum(v3), count by id1..id6 (~1e8 groups, written to a folder; only
+#       --memory-limit is given: the groupby picks its radix parts itself)
 #   set_index  every row indexed by id6 (sampled divisions, range shuffle, each
 #       partition sorted), written to a folder as CSV
 # and, when the peers' virtual environment exists (benches/peers/run.py makes it),
-# the same queries in DuckDB with memory_limit='1GB' and in Dask (threads; Dask has
-# no memory limit to set). Each engine gets TIMEOUT seconds per query; PEERS picks
-# the peers ("duckdb dask" by default), NO_PEERS=1 runs outcore alone.
+# the same queries in DuckDB with memory_limit='1GB', in DataFusion (a fair spill
+# pool of the limit, one partition per core; benches/memory/q_peer.py) and in Dask
+# (threads; Dask has no memory limit to set). Each engine gets TIMEOUT seconds per
+# query; PEERS picks the peers ("duckdb datafusion dask" by default), NO_PEERS=1 runs
+# outcore alone. SPLIT_OUT=N gives q10 an explicit --split-out (and Dask's split_out,
+# 128 when unset).
 #
 #   benches/outofcore.sh [DATA_DIR]        # DATA_DIR defaults to benches/data
 #   ROWS=1e6 FILES=4 LIMIT=64MB benches/outofcore.sh   # a quick check
@@ -23,7 +26,7 @@ data=${1:-benches/data}
 rows=${ROWS:-1e8}
 files=${FILES:-32}
 limit=${LIMIT:-1GB}
-split_out=${SPLIT_OUT:-128}
+split_out=${SPLIT_OUT:-}
 timeout_s=${TIMEOUT:-1800}
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/outcore"
@@ -94,10 +97,29 @@ else:
        .to_csv(f"{scratch}/dask-q10-*.csv")
 EOF
 
+# df_spec QUERY: the JSON that benches/memory/q_peer.py takes for DataFusion.
+df_spec() {
+  local sql
+  case $1 in
+    q1) sql="SELECT id1, sum(v1) AS v1 FROM t GROUP BY id1" ;;
+    q3) sql="SELECT id3, sum(v1) AS v1, avg(v3) AS v3 FROM t GROUP BY id3" ;;
+    q10) sql="SELECT id1, id2, id3, id4, id5, id6, sum(v3) AS v3, count(*) AS count FROM t GROUP BY id1, id2, id3, id4, id5, id6" ;;
+    set_index) sql="SELECT * FROM t ORDER BY id6" ;;
+  esac
+  local bytes
+  bytes=$(python3 -c "import re,sys; n,u=re.fullmatch(r'([0-9.]+)\s*([A-Za-z]*)',sys.argv[1]).groups(); print(int(float(n)*{'':1,'B':1,'KB':1e3,'MB':1e6,'GB':1e9,'KIB':1024,'MIB':2**20,'GIB':2**30}[u.upper()]))" "$limit")
+  printf '{"sql": "%s", "tables": {"t": "%s"}, "limit": %s, "threads": %s, "spill": "%s"}' \
+    "$sql" "$g1" "$bytes" "$(nproc)" "$scratch/df.tmp"
+}
+
 echo "outcore $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM; $(date -u +%F)"
-peers=${PEERS:-duckdb dask}
+peers=${PEERS:-duckdb datafusion dask}
 has_peer() { [ -x "$py" ] && [ -z "${NO_PEERS:-}" ] && [[ " $peers " == *" $1 "* ]]; }
 
+# The files are read once before the first run, so that no engine pays for a
+# cold page cache that the next one finds warm (4.96 GB fits the RAM of the
+# machines this was measured on; on a smaller one every engine reads from disk).
+cat "$g1"/*.csv > /dev/null
 if [ -n "${SWEEP:-}" ]; then
   # The memory-limit sweep: q1 and q3 at each limit in SWEEP (outcore, DuckDB), and
   # Dask once (it has no limit).
@@ -124,7 +146,7 @@ if [ -n "${SWEEP:-}" ]; then
   fi
   exit 0
 fi
-echo "data: $g1 ($size_mb MB); memory limit $limit; q10 split_out $split_out"
+echo "data: $g1 ($size_mb MB); memory limit $limit; q10 split_out ${split_out:-not given}"
 echo
 echo "| query | engine | seconds | peak MB | finished | outcore --stats |"
 echo "|---|---|---|---|---|---|"
@@ -139,7 +161,7 @@ fi
 if wants q10; then
   rm -rf "$scratch/q10"
   measure "q10 sum v3, count by id1..id6" outcore "${ooc[@]}" --groupby id1,id2,id3,id4,id5,id6 \
-    --agg 'sum(v3), size() as count' --split-out "$split_out" --out "$scratch/q10" --format csv
+    --agg 'sum(v3), size() as count' ${split_out:+--split-out "$split_out"} --out "$scratch/q10" --format csv
   if [ -d "$scratch/q10" ]; then
     echo "  q10 answer: $(cat "$scratch"/q10/*.csv | grep -vc '^id1,') groups in $(ls "$scratch/q10" | wc -l) files" >&2
   fi
@@ -159,6 +181,14 @@ for q in q1 q3 q10 set_index; do
     measure "$q" duckdb "$py" "$scratch/q_duckdb_ooc.py" "$q" "$g1" "$scratch" "$limit"; rm -f "$scratch"/duck-*.csv
   fi
   if has_peer dask; then
-    measure "$q" dask "$py" "$scratch/q_dask_ooc.py" "$q" "$g1" "$scratch" "$split_out"; rm -f "$scratch"/dask-*.csv
+    measure "$q" dask "$py" "$scratch/q_dask_ooc.py" "$q" "$g1" "$scratch" "${split_out:-128}"; rm -f "$scratch"/dask-*.csv
+  fi
+  if has_peer datafusion; then
+    mkdir -p "$scratch/df.tmp"
+    measure "$q" datafusion "$py" benches/memory/q_peer.py datafusion "$(df_spec "$q")" "$scratch/df-$q.csv"
+    if [ -f "$scratch/df-$q.csv" ]; then
+      echo "  datafusion $q answer: $(($(wc -l < "$scratch/df-$q.csv") - 1)) rows" >&2
+    fi
+    rm -rf "$scratch"/df-*.csv "$scratch/df.tmp"
   fi
 done

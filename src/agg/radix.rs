@@ -402,6 +402,24 @@ impl Operator for ChunkOp {
         if let Some(folding) = self.decision.folding() {
             return self.fold(input, folding);
         }
+        // Folding was turned off: the tables made before that would otherwise
+        // hold their groups (and their share of the limit) until the drains, so
+        // each later chunk takes one out with its own parts.
+        let leftover = self.decision.folding.as_ref().and_then(|f| {
+            let mut idle = f.lock();
+            idle.pop()
+                .map(|r| (r, f.made.load(Ordering::Relaxed) as u64))
+        });
+        let leftover = match leftover {
+            Some((mut running, tables)) if running.table.groups() > 0 => {
+                self.decision.ctx.record_fold_flush();
+                Some(
+                    self.decision
+                        .take_parts(self.agg.as_ref(), &mut running, tables)?,
+                )
+            }
+            _ => None,
+        };
         // The partial's table: about the input's size per row measured so far
         // (the input itself when nothing is measured yet), reserved before it grows.
         let table = self
@@ -412,7 +430,11 @@ impl Operator for ChunkOp {
         let parts =
             self.decision
                 .record(c.partial.size_bytes(), c.groups, c.rows, input.size_bytes());
-        Ok(Value::Pieces(self.agg.split(c.partial, parts)?))
+        let own = Value::Pieces(self.agg.split(c.partial, parts)?);
+        match leftover {
+            Some(table) => merge_parts(vec![own, table]),
+            None => Ok(own),
+        }
     }
 }
 

@@ -177,7 +177,7 @@ pub fn format_stats(s: &RunStats) -> String {
         let mut notes = Vec::new();
         if s.fold_tables > 0 {
             notes.push(format!(
-                "{} running tables, {} taken out when full",
+                "{} running tables, {} taken out early",
                 s.fold_tables, s.fold_flushes
             ));
         }

@@ -319,8 +319,8 @@ impl RunContext {
         self.fold_tables.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a running table taken out before its chunks were done (full, or
-    /// refused room by the account).
+    /// Counts a running table taken out before its chunks were done (full,
+    /// refused room by the account, or folding turned off).
     pub fn record_fold_flush(&self) {
         self.fold_flushes.fetch_add(1, Ordering::Relaxed);
     }

@@ -128,7 +128,8 @@ pub struct RunStats {
     /// worker that ran a chunk).
     pub fold_tables: u64,
     /// Running tables taken out before their chunks were done, because they were
-    /// full or the account refused them room.
+    /// full, the account refused them room, or folding was turned off (the
+    /// chunks hold nearly one group per row).
     pub fold_flushes: u64,
 }
 

@@ -182,6 +182,38 @@ proptest! {
     }
 }
 
+/// When the chunks hold nearly one group per row, folding turns itself off; the
+/// tables made before that are taken out by the next chunks, not held (with
+/// their share of the limit) until every chunk is done. Answers as the reference.
+#[test]
+fn running_tables_are_taken_out_once_folding_turns_off() {
+    let (dir, t) = fixture(5, 120_000, 1 << 40, 2);
+    let spill = tempfile::tempdir().unwrap();
+    let s = session_with(2, Mode::Parallel, 48 << 10, None, spill.path());
+    let df = load_gen(&s, dir.path());
+    let aggs: Vec<Agg> = vec![("sum", Some("v")), ("size", None)];
+    let (got, stats) = df
+        .groupby(&["i"])
+        .unwrap()
+        .agg(&specs(&aggs))
+        .unwrap()
+        .compute_with_stats()
+        .unwrap();
+    check_groupby(
+        &sort_batch(&got, &[("i", true)]).unwrap(),
+        &t,
+        &["i"],
+        &aggs,
+        false,
+        "unique keys",
+    );
+    assert!(stats.fold_tables >= 1, "no running table: {stats:?}");
+    assert_eq!(
+        stats.fold_flushes, stats.fold_tables,
+        "a table held until the drains after folding turned off: {stats:?}"
+    );
+}
+
 /// `first` and `last` need the chunks in order, so they do not fold: each chunk
 /// makes its own partial, merged in chunk order, whatever the threads.
 #[test]

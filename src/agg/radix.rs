@@ -402,9 +402,21 @@ impl Operator for ChunkOp {
         if let Some(folding) = self.decision.folding() {
             return self.fold(input, folding);
         }
+        // The partial's table: about the input's size per row measured so far
+        // (the input itself when nothing is measured yet), reserved before it grows.
+        let table = self
+            .decision
+            .expected_partial_bytes(input.size_bytes() as u64);
+        scheduler::reserve(&format!("{} hash table", self.agg.name()), table)?;
+        let c = self.agg.chunk(input, &self.decision)?;
+        let parts =
+            self.decision
+                .record(c.partial.size_bytes(), c.groups, c.rows, input.size_bytes());
+        let own = Value::Pieces(self.agg.split(c.partial, parts)?);
         // Folding was turned off: the tables made before that would otherwise
         // hold their groups (and their share of the limit) until the drains, so
-        // each later chunk takes one out with its own parts.
+        // each later chunk takes one out with its own parts (after its own
+        // partial has fixed the parts from the chunks' count, not the tables').
         let leftover = self.decision.folding.as_ref().and_then(|f| {
             let mut idle = f.lock();
             idle.pop()
@@ -420,17 +432,6 @@ impl Operator for ChunkOp {
             }
             _ => None,
         };
-        // The partial's table: about the input's size per row measured so far
-        // (the input itself when nothing is measured yet), reserved before it grows.
-        let table = self
-            .decision
-            .expected_partial_bytes(input.size_bytes() as u64);
-        scheduler::reserve(&format!("{} hash table", self.agg.name()), table)?;
-        let c = self.agg.chunk(input, &self.decision)?;
-        let parts =
-            self.decision
-                .record(c.partial.size_bytes(), c.groups, c.rows, input.size_bytes());
-        let own = Value::Pieces(self.agg.split(c.partial, parts)?);
         match leftover {
             Some(table) => merge_parts(vec![own, table]),
             None => Ok(own),
@@ -472,10 +473,15 @@ impl ChunkOp {
         } else {
             row_bytes
         };
+        // New groups per row: as folds into tables that held groups measured
+        // them; before any, as the first folds into empty tables did (at least
+        // as many: every group was new to them); before those, every row.
         let measured_rows = folding.rows.load(Ordering::Relaxed);
         let new_rows = if measured_rows > 0 {
             (rows as u128 * folding.added.load(Ordering::Relaxed) as u128 / measured_rows as u128)
                 as usize
+        } else if self.decision.rows_seen.load(Ordering::Relaxed) > 0 {
+            self.decision.expected_groups(rows)
         } else {
             rows
         };

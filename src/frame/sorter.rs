@@ -1,15 +1,17 @@
 //! Sorting one output partition of a range shuffle under the memory account, the
 //! way set_index and sort_values end: pieces are read from the shuffle store one
-//! at a time and decoded into a buffer reserved as it grows. When the account
-//! refuses more ([`try_reserve`]), the buffer is sorted and written back to the
-//! shuffle store as a run (one writer of the partition's run space, in chunks of
-//! about [`RUN_CHUNK_BYTES`]), and the buffer starts again. With no run written,
-//! the buffer is sorted in memory; otherwise the runs are merged k ways, one chunk
-//! of each run in memory at a time, into output chunks of [`OUTPUT_ROWS`] rows.
+//! at a time and decoded into a buffer reserved as it grows (each byte once). When
+//! the account refuses more ([`try_reserve`]), the buffer is sorted and written
+//! back to the shuffle store as a run (one writer of the partition's run space,
+//! in chunks of about [`RUN_CHUNK_BYTES`] taken out of the buffer in sorted order,
+//! so no sorted copy of the whole buffer is made), and the buffer starts again.
+//! With no run written and room granted for a sorted copy, the buffer is sorted in
+//! memory; otherwise the runs are merged k ways, one chunk of each run in memory at
+//! a time, into output chunks of [`OUTPUT_ROWS`] rows.
 //!
 //! ```text
-//!   pieces(p) ─► decode ─► buffer (reserved) ──refused──► sort ─► run r (store, writer r)
-//!                              │ end, no runs                          │
+//!   pieces(p) ─► decode ─► buffer (reserved) ──refused──► order ─► run r (store, writer r)
+//!                              │ end, no runs, room for a copy         │
 //!                              ▼                                       ▼
 //!                        sort in memory             k-way merge (a chunk per run) ─► output
 //! ```
@@ -68,17 +70,18 @@ pub fn sort_pieces(
     }
     let _guard = DropRuns(runs.store, runs.partition);
     let mut buffer: Vec<RecordBatch> = Vec::new();
-    // Reserved for the buffer: its batches and the sorted copy of them.
+    // Reserved for the buffer: its batches, once each.
     let mut reserved = 0u64;
     let mut nruns = 0u64;
     // The largest chunk any run was written in.
     let mut chunk_bytes = 0usize;
     for batch in batches {
         let batch = batch?;
-        let need = 2 * batch.get_array_memory_size() as u64;
+        let need = batch.get_array_memory_size() as u64;
         if !try_reserve(need)? {
             if !buffer.is_empty() {
-                let c = write_run(std::mem::take(&mut buffer), schema, keys, runs, nruns)?;
+                let all = concat_owned(schema, std::mem::take(&mut buffer))?;
+                let c = write_run(all, keys, runs, nruns)?;
                 chunk_bytes = chunk_bytes.max(c);
                 nruns += 1;
                 release(reserved);
@@ -91,13 +94,17 @@ pub fn sort_pieces(
         reserved += need;
         buffer.push(batch);
     }
+    let all = concat_owned(schema, buffer)?;
     if nruns == 0 {
-        let all = arrow::compute::concat_batches(schema, &buffer)?;
-        drop(buffer);
-        return crate::sort::sort_by_columns(&all, keys);
+        // In memory when the account grants the sorted copy beside the buffer
+        // (and the order); else the buffer becomes the one run.
+        let copy = all.get_array_memory_size() as u64 + order_bytes(&all, keys);
+        if try_reserve(copy)? {
+            return crate::sort::sort_by_columns(&all, keys);
+        }
     }
-    if !buffer.is_empty() {
-        let c = write_run(std::mem::take(&mut buffer), schema, keys, runs, nruns)?;
+    if all.num_rows() > 0 {
+        let c = write_run(all, keys, runs, nruns)?;
         chunk_bytes = chunk_bytes.max(c);
         nruns += 1;
     }
@@ -106,34 +113,94 @@ pub fn sort_pieces(
     merge_runs(schema, keys, runs, nruns, chunk_bytes)
 }
 
-/// Sorts `batches` and appends them to the store as run `run`, in chunks, then
+/// `batches` as one batch, put together a column at a time ([`concat_columns`]).
+fn concat_owned(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut pieces: Vec<Vec<ArrayRef>> =
+        vec![Vec::with_capacity(batches.len()); schema.fields().len()];
+    for b in batches {
+        for (c, column) in b.columns().iter().enumerate() {
+            pieces[c].push(column.clone());
+        }
+    }
+    concat_columns(schema, pieces, rows)
+}
+
+/// The batch of `rows` rows whose column `i` is `pieces[i]` concatenated, made a
+/// column at a time with each column's pieces freed once it is made: the pieces
+/// and the whole overlap by one column, not by all of them.
+fn concat_columns(
+    schema: &SchemaRef,
+    mut pieces: Vec<Vec<ArrayRef>>,
+    rows: usize,
+) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(pieces.len());
+    for (i, parts) in pieces.iter_mut().enumerate() {
+        let parts = std::mem::take(parts);
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        columns.push(if refs.is_empty() {
+            arrow::array::new_empty_array(schema.field(i).data_type())
+        } else {
+            arrow::compute::concat(&refs)?
+        });
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(Error::from)
+}
+
+/// Bytes a sort of `batch` by `keys` works in beside the rows: the order (an
+/// index per row, and the key and index pairs sorted to make it), and for
+/// several keys their row encoding.
+fn order_bytes(batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> u64 {
+    let rows = batch.num_rows() as u64;
+    let encoded: u64 = if keys.len() > 1 {
+        keys.iter()
+            .map(|&(i, _)| batch.column(i).get_array_memory_size() as u64)
+            .sum()
+    } else {
+        0
+    };
+    rows * 36 + encoded
+}
+
+/// Sorts `all` and appends it to the store as run `run`, in chunks taken out of
+/// it one at a time by the sorted order (no sorted copy of the whole run), then
 /// writes them to disk; returns the chunks' size in bytes.
 fn write_run(
-    batches: Vec<RecordBatch>,
-    schema: &SchemaRef,
+    all: RecordBatch,
     keys: &[(usize, SortOptions)],
     runs: &RunSpace<'_>,
     run: u64,
 ) -> Result<usize> {
-    let all = arrow::compute::concat_batches(schema, &batches)?;
-    drop(batches);
-    let sorted = crate::sort::sort_by_columns(&all, keys)?;
-    drop(all);
-    let rows = sorted.num_rows();
-    let bytes = sorted.get_array_memory_size().max(1);
+    let rows = all.num_rows();
+    let bytes = all.get_array_memory_size().max(1);
     let chunk_bytes = (bytes / 8).clamp(16 << 10, RUN_CHUNK_BYTES);
     let chunk = (rows * chunk_bytes / bytes).clamp(64, rows.max(64));
+    // The order and one chunk (and its encoding) beside the rows.
+    let working = order_bytes(&all, keys) + 2 * chunk_bytes as u64;
+    reserve("sort run", working)?;
+    let columns: Vec<(ArrayRef, SortOptions)> = keys
+        .iter()
+        .map(|&(i, o)| (all.column(i).clone(), o))
+        .collect();
+    let order = crate::sort::sort_indices(&columns)?;
+    drop(columns);
+    let schema = all.schema();
     let mut out = Vec::new();
     let mut start = 0;
     while start < rows {
         let len = chunk.min(rows - start);
+        let piece = arrow::compute::take_record_batch(&all, &order.slice(start, len))?;
         out.clear();
-        encode_batches(schema, &[sorted.slice(start, len)], &mut out)?;
+        encode_batches(&schema, &[piece], &mut out)?;
         runs.ctx
             .charge_run_write(runs.store.dir(), out.len() as u64)?;
         runs.store.append(runs.partition, run, &out)?;
         start += len;
     }
+    drop(order);
+    drop(all);
+    release(working);
     runs.store.flush_partition(runs.partition)?;
     Ok(chunk_bytes.min(bytes))
 }
@@ -264,19 +331,7 @@ fn merge_runs(
     put_out(&mut pending, &sources, &mut chunks)?;
     drop(cursors);
     drop(sources);
-    // One column at a time, so the chunks and the answer overlap by one column.
-    let mut columns = Vec::with_capacity(chunks.len());
-    for (i, column) in chunks.iter_mut().enumerate() {
-        let parts = std::mem::take(column);
-        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-        columns.push(if refs.is_empty() {
-            arrow::array::new_empty_array(schema.field(i).data_type())
-        } else {
-            arrow::compute::concat(&refs)?
-        });
-    }
-    let options = RecordBatchOptions::new().with_row_count(Some(total));
-    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(Error::from)
+    concat_columns(schema, chunks, total)
 }
 
 /// Appends the `pending` rows (source, row) to the output chunks, reserving them.

@@ -903,6 +903,22 @@ pub(crate) fn note_result(bytes: u64) {
     });
 }
 
+/// After the running task's first step: the `admitted` bytes it was admitted with
+/// (an estimate of its working set, made before it ran: a read's block, a merge's
+/// inputs) give way to what the step left, its result of `bytes`. The reservation
+/// becomes what the operators reserved beyond the estimate, or the result when
+/// that is larger: a read that streamed its block in pieces holds only its
+/// decoded columns, and counting the whole block until the task ended made the
+/// account's peak twice the process's on short queries.
+pub(crate) fn settle_admission(admitted: u64, bytes: u64) {
+    TASKS.with(|t| {
+        if let Some(r) = t.borrow_mut().last_mut() {
+            let target = r.size().saturating_sub(admitted).max(bytes);
+            r.resize(target);
+        }
+    });
+}
+
 /// Counts `bytes` that the running task has already allocated (an answer built
 /// piece by piece), whatever the limit, so that the account tells the truth and
 /// the caches make room; released when the task ends.

@@ -635,10 +635,11 @@ impl Shared<'_> {
         if let Err(e) = self.account.rebalance() {
             return (Ok(Err((0, e))), reservation);
         }
-        memory::with_task(reservation, || self.execute_inner(id))
+        let admitted = reservation.size();
+        memory::with_task(reservation, || self.execute_inner(id, admitted))
     }
 
-    fn execute_inner(&self, id: usize) -> Outcome {
+    fn execute_inner(&self, id: usize, admitted: u64) -> Outcome {
         let task = &self.graph.tasks[id];
         let inputs = task
             .deps
@@ -653,7 +654,7 @@ impl Shared<'_> {
             })
             .collect::<Result<Vec<_>>>();
         match inputs {
-            Ok(inputs) => catch_unwind(AssertUnwindSafe(|| run_chain(&task.ops, inputs))),
+            Ok(inputs) => catch_unwind(AssertUnwindSafe(|| run_chain(&task.ops, inputs, admitted))),
             Err(e) => Ok(Err((0, e))),
         }
     }
@@ -783,7 +784,15 @@ impl Shared<'_> {
 /// A chain that starts with a streaming source, then maps, then a fold (join →
 /// filter → aggregation chunk or shuffle write) runs batch by batch, so the
 /// source's whole output never exists at once.
-fn run_chain(ops: &[Arc<dyn Operator>], inputs: Vec<Arc<Value>>) -> Result<Value, (usize, Error)> {
+///
+/// `admitted` is the reservation the task was admitted with, a guess at its working
+/// set made before it ran: once the first step has run, what that step made is
+/// known, and the guess gives way to it ([`memory::settle_admission`]).
+fn run_chain(
+    ops: &[Arc<dyn Operator>],
+    inputs: Vec<Arc<Value>>,
+    admitted: u64,
+) -> Result<Value, (usize, Error)> {
     let (first, rest) = ops
         .split_first()
         .ok_or_else(|| (0, Error::Internal("a task with no operator".into())))?;
@@ -792,7 +801,7 @@ fn run_chain(ops: &[Arc<dyn Operator>], inputs: Vec<Arc<Value>>) -> Result<Value
         None => (first.run(&inputs).map_err(|e| (0, e))?, 1),
     };
     drop(inputs);
-    Shared::measured(&value);
+    memory::settle_admission(admitted, value.size_bytes() as u64);
     for (i, op) in rest.iter().enumerate().skip(next - 1) {
         value = op.run(&[Arc::new(value)]).map_err(|e| (i + 1, e))?;
         Shared::measured(&value);

@@ -589,6 +589,27 @@ impl AggregatePlan {
             .collect()
     }
 
+    /// About the bytes of the answer `finalize_stored` makes of `parts`: their
+    /// keys and fixed-size states as they are, and a number per group for a state
+    /// that is a list of values (a median's: the answer keeps one of them).
+    pub fn answer_bytes_stored(&self, parts: &[&RecordBatch]) -> u64 {
+        parts
+            .iter()
+            .map(|p| {
+                p.columns()
+                    .iter()
+                    .skip(1)
+                    .map(|c| match c.data_type() {
+                        DataType::List(_) | DataType::LargeList(_) if self.explode.is_none() => {
+                            8 * c.len() as u64
+                        }
+                        _ => c.get_array_memory_size() as u64,
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// The key hashes of a stored partial.
     pub(crate) fn stored_hashes<'a>(
         &self,

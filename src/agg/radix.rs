@@ -323,6 +323,11 @@ pub trait RadixAggregation: Send + Sync {
     fn split(&self, partial: Value, parts: usize) -> Result<Vec<Value>>;
     /// Part `p` of each chunk → the answer for its keys.
     fn finalize(&self, parts: &[&Value]) -> Result<Value>;
+    /// About the bytes of the answer `finalize` makes of `parts` (their own bytes
+    /// unless the aggregation knows better).
+    fn answer_bytes(&self, parts: &[&Value]) -> u64 {
+        parts.iter().map(|v| v.size_bytes() as u64).sum()
+    }
     /// The hash of each group of a part, as `split` partitioned it.
     fn hashes(&self, part: &Value) -> Result<Vec<u64>>;
     /// The groups at positions `rows` of a part (a part of its own).
@@ -651,24 +656,28 @@ struct FinalizeOp {
 
 impl FinalizeOp {
     /// Merges the parts whole if the account grants the table and the answer
-    /// (about twice the parts' bytes), else in sub-parts by more hash bits, one at
-    /// a time, each with its own reservation, so the table never holds more than
-    /// what fits; the sub-answers are merged in order.
+    /// (the table about the parts' bytes; the answer as the aggregation
+    /// estimates it: a median's keeps a number of each group's list), else in
+    /// sub-parts by more hash bits, one at a time, each with its own reservation,
+    /// so the table never holds more than what fits; the sub-answers are merged
+    /// in order.
     fn merge(&self, parts: &[&Value]) -> Result<Value> {
         if parts.is_empty() {
             return self.agg.finalize(&[]);
         }
         let bytes: u64 = parts.iter().map(|v| v.size_bytes() as u64).sum();
-        let need = 2 * bytes;
+        let answer = self.agg.answer_bytes(parts).min(bytes);
+        let need = bytes + answer;
         let have = scheduler::task_reserved();
         if scheduler::try_reserve(need.saturating_sub(have))? {
             return self.agg.finalize(parts);
         }
         self.decision.ctx.record_radix_split();
         // What the task holds (its inputs' size) and what is free now, less room
-        // for the answers (about `bytes` in all), is what one sub-part may take: its
+        // for the answers (`answer` in all), is what one sub-part may take: its
         // rows taken out of the parts and its table, each about `bytes / k`.
-        let budget = (have + scheduler::reservable().min(2 * bytes)).saturating_sub(bytes);
+        let budget =
+            (have + scheduler::reservable().min(2 * bytes + answer)).saturating_sub(answer);
         let k = (2 * bytes)
             .div_ceil(budget.max(1))
             .clamp(2, MAX_SLOTS as u64) as usize;
@@ -1054,6 +1063,11 @@ impl RadixAggregation for AggregatePlan {
 
     fn hashes(&self, part: &Value) -> Result<Vec<u64>> {
         Ok(self.stored_hashes(part.as_batch()?)?.values().to_vec())
+    }
+
+    fn answer_bytes(&self, parts: &[&Value]) -> u64 {
+        let batches: Vec<&RecordBatch> = parts.iter().filter_map(|v| v.as_batch().ok()).collect();
+        self.answer_bytes_stored(&batches)
     }
 
     fn take(&self, part: &Value, rows: &[u32]) -> Result<Value> {

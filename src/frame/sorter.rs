@@ -70,14 +70,19 @@ pub fn sort_pieces(
     }
     let _guard = DropRuns(runs.store, runs.partition);
     let mut buffer: Vec<RecordBatch> = Vec::new();
-    // Reserved for the buffer: its batches, once each.
+    // Reserved for the buffer: its batches once each, the order a sort of them
+    // works in, and one chunk of a run being written (so that writing a run
+    // needs nothing the account might refuse).
     let mut reserved = 0u64;
     let mut nruns = 0u64;
     // The largest chunk any run was written in.
     let mut chunk_bytes = 0usize;
     for batch in batches {
         let batch = batch?;
-        let need = batch.get_array_memory_size() as u64;
+        let mut need = batch.get_array_memory_size() as u64 + order_bytes(&batch, keys);
+        if buffer.is_empty() {
+            need += 2 * RUN_CHUNK_BYTES as u64;
+        }
         if !try_reserve(need)? {
             if !buffer.is_empty() {
                 let all = concat_owned(schema, std::mem::take(&mut buffer))?;
@@ -96,9 +101,9 @@ pub fn sort_pieces(
     }
     let all = concat_owned(schema, buffer)?;
     if nruns == 0 {
-        // In memory when the account grants the sorted copy beside the buffer
-        // (and the order); else the buffer becomes the one run.
-        let copy = all.get_array_memory_size() as u64 + order_bytes(&all, keys);
+        // In memory when the account grants the sorted copy beside the buffer;
+        // else the buffer becomes the one run.
+        let copy = all.get_array_memory_size() as u64;
         if try_reserve(copy)? {
             return crate::sort::sort_by_columns(&all, keys);
         }
@@ -148,19 +153,20 @@ fn concat_columns(
     RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(Error::from)
 }
 
-/// Bytes a sort of `batch` by `keys` works in beside the rows: the order (an
-/// index per row, and the key and index pairs sorted to make it), and for
-/// several keys their row encoding.
+/// Bytes a sort of `batch`'s rows by `keys` works in beside them: the order (an
+/// index per row, and the key and index pairs sorted to make it: 24 bytes a row
+/// for one key), and for several keys their row encoding and 48-byte prefixes.
 fn order_bytes(batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> u64 {
     let rows = batch.num_rows() as u64;
-    let encoded: u64 = if keys.len() > 1 {
-        keys.iter()
+    if keys.len() > 1 {
+        let encoded: u64 = keys
+            .iter()
             .map(|&(i, _)| batch.column(i).get_array_memory_size() as u64)
-            .sum()
+            .sum();
+        rows * 48 + encoded
     } else {
-        0
-    };
-    rows * 36 + encoded
+        rows * 24
+    }
 }
 
 /// Sorts `all` and appends it to the store as run `run`, in chunks taken out of
@@ -176,9 +182,8 @@ fn write_run(
     let bytes = all.get_array_memory_size().max(1);
     let chunk_bytes = (bytes / 8).clamp(16 << 10, RUN_CHUNK_BYTES);
     let chunk = (rows * chunk_bytes / bytes).clamp(64, rows.max(64));
-    // The order and one chunk (and its encoding) beside the rows.
-    let working = order_bytes(&all, keys) + 2 * chunk_bytes as u64;
-    reserve("sort run", working)?;
+    // The order and one chunk (and its encoding) beside the rows are in the
+    // buffer's reservation.
     let columns: Vec<(ArrayRef, SortOptions)> = keys
         .iter()
         .map(|&(i, o)| (all.column(i).clone(), o))
@@ -200,7 +205,6 @@ fn write_run(
     }
     drop(order);
     drop(all);
-    release(working);
     runs.store.flush_partition(runs.partition)?;
     Ok(chunk_bytes.min(bytes))
 }

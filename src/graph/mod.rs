@@ -177,6 +177,12 @@ pub trait Operator: Send + Sync {
     fn name(&self) -> &str;
     /// Computes the task's value.
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value>;
+    /// The bytes a task starting with this operator is expected to need, when the
+    /// operator can tell before it runs (a read knows its block and its columns);
+    /// the scheduler admits the task with it before it has measured any.
+    fn working_bytes(&self) -> Option<u64> {
+        None
+    }
     /// How the operator streams (default: it does not).
     fn streaming(&self) -> Streaming {
         Streaming::No

@@ -1249,7 +1249,7 @@ fn typed_into<T: Default + Copy>(
 
 /// Bytes read at a time by [`CsvSource::read_streamed`]: a piece, its fields and
 /// its decoded values stay in a core's cache.
-const PIECE_BYTES: usize = 256 << 10;
+pub(crate) const PIECE_BYTES: usize = 256 << 10;
 
 /// The values of one projected column decoded so far, piece by piece.
 enum Sink {

@@ -309,6 +309,15 @@ struct PoolState {
     /// memory ([`MemoryPool::watch_process`]), and when it last looked.
     watch: bool,
     watched_at: Option<Instant>,
+    /// Growth since the last look that the [`UNMEASURED`] reservation's bytes
+    /// above its floor may already hold: between two looks that reservation
+    /// holds what the process kept after consumers shrank (the allocator's free
+    /// pages among them), and a growth right after reuses those pages. Grants
+    /// count it twice (the safe side: if the growth takes new pages, the next
+    /// look counts them), but the peak does not, so that it describes the
+    /// process: counted twice, the peak stood a third above the process's on a
+    /// join whose tasks came and went every few milliseconds.
+    reused: u64,
 }
 
 /// The memory account of a session: the limit, the named reservations, the caches.
@@ -406,6 +415,7 @@ impl MemoryPool {
         let old = c.bytes;
         c.bytes = want;
         st.explicit = st.explicit - old + want;
+        st.reused = 0;
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -519,12 +529,14 @@ impl MemoryPool {
             .iter()
             .filter_map(|c| c.cache.upgrade().map(|h| (c.name.clone(), h.held_bytes())))
             .collect();
-        let total = st.explicit + held.iter().map(|(_, b)| b).sum::<u64>();
+        let total = st.explicit + held.iter().map(|(_, b)| b).sum::<u64>() - st.reused;
         if total <= st.peak.bytes && st.peak.bytes > 0 {
             return;
         }
         let mut by_name: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-        for c in st.consumers.values().filter(|c| c.bytes > 0) {
+        let reused = st.reused;
+        let shown = |id: &u64, c: &Consumer| if *id == 0 { c.bytes - reused.min(c.bytes) } else { c.bytes };
+        for (id, c) in st.consumers.iter().filter(|(id, c)| shown(id, c) > 0) {
             // Tasks are named after their layer ("agg-combine-7"): sum a layer.
             let name = if c.task {
                 format!("task {}", c.name)
@@ -532,7 +544,7 @@ impl MemoryPool {
                 c.name.to_string()
             };
             let e = by_name.entry(name).or_default();
-            e.0 += c.bytes;
+            e.0 += shown(id, c);
             e.1 += 1;
         }
         for (name, bytes) in held.into_iter().filter(|(_, b)| *b > 0) {
@@ -568,20 +580,28 @@ impl MemoryPool {
         }
         // No peak yet: the caches page out before the bytes are used
         // ([`rebalance`](Self::rebalance) notes the peak after).
-        Self::add(&mut st, id, bytes);
+        self.add(&mut st, id, bytes);
         Ok(())
     }
 
-    fn add(st: &mut PoolState, id: u64, bytes: u64) {
-        if let Some(c) = st.consumers.get_mut(&id) {
-            c.bytes += bytes;
-            st.explicit += bytes;
+    fn add(&self, st: &mut PoolState, id: u64, bytes: u64) {
+        let Some(c) = st.consumers.get_mut(&id) else {
+            return;
+        };
+        c.bytes += bytes;
+        st.explicit += bytes;
+        if st.watch && id != 0 {
+            // See [`PoolState::reused`].
+            let surplus = st.consumers.get(&0).map_or(0, |u| {
+                u.bytes.saturating_sub(unmeasured_bytes(self.limit) / 4)
+            });
+            st.reused = (st.reused + bytes).min(surplus);
         }
     }
 
     fn grow(&self, id: u64, bytes: u64) {
         let mut st = self.lock();
-        Self::add(&mut st, id, bytes);
+        self.add(&mut st, id, bytes);
         Self::note_locked(&mut st);
     }
 

@@ -472,13 +472,19 @@ impl State {
         expected > shared.budget.min(shared.account.unreserved())
     }
 
-    /// The working set a read task is expected to need: three times the mean read
-    /// result so far (its raw bytes, the fields cut from them, the decoded
-    /// columns), or one block before any read finished.
-    fn read_estimate(&self, shared: &Shared<'_>) -> u64 {
+    /// The working set read task `id` is expected to need: three times the mean
+    /// read result so far (its raw bytes, the fields cut from them, the decoded
+    /// columns), or before any read finished what its first operator expects
+    /// ([`Operator::working_bytes`]: a CSV block's share of its columns read), or
+    /// one block.
+    fn read_estimate(&self, shared: &Shared<'_>, id: usize) -> u64 {
         match self.read_bytes.checked_div(self.reads_done) {
             Some(mean) => 3 * mean,
-            None => shared.blocksize,
+            None => shared.graph.tasks[id]
+                .ops
+                .first()
+                .and_then(|op| op.working_bytes())
+                .unwrap_or(shared.blocksize),
         }
     }
 
@@ -553,7 +559,7 @@ impl State {
                 return self.take_inner(shared, others_running);
             }
             let &Reverse((_, id)) = self.ready_reads.peek()?;
-            let estimate = self.read_estimate(shared);
+            let estimate = self.read_estimate(shared, id);
             return match self.admit(shared, id, estimate, others_running) {
                 Some(r) => {
                     self.ready_reads.pop();

@@ -535,7 +535,13 @@ impl MemoryPool {
         }
         let mut by_name: BTreeMap<String, (u64, usize)> = BTreeMap::new();
         let reused = st.reused;
-        let shown = |id: &u64, c: &Consumer| if *id == 0 { c.bytes - reused.min(c.bytes) } else { c.bytes };
+        let shown = |id: &u64, c: &Consumer| {
+            if *id == 0 {
+                c.bytes - reused.min(c.bytes)
+            } else {
+                c.bytes
+            }
+        };
         for (id, c) in st.consumers.iter().filter(|(id, c)| shown(id, c) > 0) {
             // Tasks are named after their layer ("agg-combine-7"): sum a layer.
             let name = if c.task {

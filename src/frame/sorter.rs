@@ -74,15 +74,21 @@ pub fn sort_pieces(
     // works in, and one chunk of a run being written (so that writing a run
     // needs nothing the account might refuse).
     let mut reserved = 0u64;
+    // Of it, the room for a run's chunk.
+    let mut allowed = 0u64;
     let mut nruns = 0u64;
     // The largest chunk any run was written in.
     let mut chunk_bytes = 0usize;
     for batch in batches {
         let batch = batch?;
-        let mut need = batch.get_array_memory_size() as u64 + order_bytes(&batch, keys);
-        if buffer.is_empty() {
-            need += 2 * RUN_CHUNK_BYTES as u64;
-        }
+        let bytes = batch.get_array_memory_size() as u64;
+        // A run's chunk is an eighth of the run, at most RUN_CHUNK_BYTES: room
+        // for one and its encoding grows with the buffer.
+        let needs = |allowed: u64| {
+            let grown = (allowed + bytes / 4).min(2 * RUN_CHUNK_BYTES as u64);
+            (bytes + order_bytes(&batch, keys) + grown - allowed, grown)
+        };
+        let (mut need, mut grown) = needs(allowed);
         if !try_reserve(need)? {
             if !buffer.is_empty() {
                 let all = concat_owned(schema, std::mem::take(&mut buffer))?;
@@ -91,21 +97,29 @@ pub fn sort_pieces(
                 nruns += 1;
                 release(reserved);
                 reserved = 0;
+                (need, grown) = needs(0);
             }
             if !try_reserve(need)? {
                 reserve("sort buffer", need)?;
             }
         }
         reserved += need;
+        allowed = grown;
         buffer.push(batch);
     }
     let all = concat_owned(schema, buffer)?;
     if nruns == 0 {
-        // In memory when the account grants the sorted copy beside the buffer;
-        // else the buffer becomes the one run.
-        let copy = all.get_array_memory_size() as u64;
-        if try_reserve(copy)? {
-            return crate::sort::sort_by_columns(&all, keys);
+        // In memory when the account grants a sorted column beside the buffer
+        // (the columns are put in order one at a time); else the buffer becomes
+        // the one run.
+        let column = all
+            .columns()
+            .iter()
+            .map(|c| c.get_array_memory_size() as u64)
+            .max()
+            .unwrap_or(0);
+        if try_reserve(column)? {
+            return sort_column_by_column(all, keys);
         }
     }
     if all.num_rows() > 0 {
@@ -151,6 +165,29 @@ fn concat_columns(
     }
     let options = RecordBatchOptions::new().with_row_count(Some(rows));
     RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(Error::from)
+}
+
+/// `all` sorted by `keys`, a column at a time: each column is taken in order and
+/// its unsorted self freed before the next, so the sort holds the rows, their
+/// order and one sorted column, not a sorted copy of every column.
+fn sort_column_by_column(all: RecordBatch, keys: &[(usize, SortOptions)]) -> Result<RecordBatch> {
+    if all.num_rows() < 2 || keys.is_empty() {
+        return Ok(all);
+    }
+    let key_columns: Vec<(ArrayRef, SortOptions)> = keys
+        .iter()
+        .map(|&(i, o)| (all.column(i).clone(), o))
+        .collect();
+    let order = crate::sort::sort_indices(&key_columns)?;
+    drop(key_columns);
+    let rows = all.num_rows();
+    let (schema, columns, _) = all.into_parts();
+    let mut sorted = Vec::with_capacity(columns.len());
+    for column in columns {
+        sorted.push(arrow::compute::take(column.as_ref(), &order, None)?);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema, sorted, &options).map_err(Error::from)
 }
 
 /// Bytes a sort of `batch`'s rows by `keys` works in beside them: the order (an

@@ -590,15 +590,15 @@ impl AggregatePlan {
     }
 
     /// About the bytes of the answer `finalize_stored` makes of `parts`: their
-    /// keys and fixed-size states as they are, and a number per group for a state
-    /// that is a list of values (a median's: the answer keeps one of them).
+    /// bytes as they are (the hash column standing for the table's slack), but a
+    /// number per group for a state that is a list of values (a median's: the
+    /// answer keeps one of them).
     pub fn answer_bytes_stored(&self, parts: &[&RecordBatch]) -> u64 {
         parts
             .iter()
             .map(|p| {
                 p.columns()
                     .iter()
-                    .skip(1)
                     .map(|c| match c.data_type() {
                         DataType::List(_) | DataType::LargeList(_) if self.explode.is_none() => {
                             8 * c.len() as u64

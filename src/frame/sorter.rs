@@ -5,13 +5,14 @@
 //! back to the shuffle store as a run (one writer of the partition's run space,
 //! in chunks of about [`RUN_CHUNK_BYTES`] taken out of the buffer in sorted order,
 //! so no sorted copy of the whole buffer is made), and the buffer starts again.
-//! With no run written and room granted for a sorted copy, the buffer is sorted in
-//! memory; otherwise the runs are merged k ways, one chunk of each run in memory at
-//! a time, into output chunks of [`OUTPUT_ROWS`] rows.
+//! With no run written, the buffer is sorted in memory a column at a time (its
+//! reservation holds one sorted column); otherwise the runs are merged k ways, one
+//! chunk of each run in memory at a time, into output chunks of [`OUTPUT_ROWS`]
+//! rows.
 //!
 //! ```text
 //!   pieces(p) ─► decode ─► buffer (reserved) ──refused──► order ─► run r (store, writer r)
-//!                              │ end, no runs, room for a copy         │
+//!                              │ end, no runs                          │
 //!                              ▼                                       ▼
 //!                        sort in memory             k-way merge (a chunk per run) ─► output
 //! ```
@@ -84,9 +85,21 @@ pub fn sort_pieces(
         let bytes = batch.get_array_memory_size() as u64;
         // A run's chunk is an eighth of the run, at most RUN_CHUNK_BYTES: room
         // for one and its encoding grows with the buffer.
+        // And room for one sorted column of the whole buffer, were it sorted in
+        // memory: each batch adds its largest column (the sum of each batch's
+        // largest is at least the largest column of them all).
+        let widest = batch
+            .columns()
+            .iter()
+            .map(|c| c.get_array_memory_size() as u64)
+            .max()
+            .unwrap_or(0);
         let needs = |allowed: u64| {
             let grown = (allowed + bytes / 4).min(2 * RUN_CHUNK_BYTES as u64);
-            (bytes + order_bytes(&batch, keys) + grown - allowed, grown)
+            (
+                bytes + widest + order_bytes(&batch, keys) + grown - allowed,
+                grown,
+            )
         };
         let (mut need, mut grown) = needs(allowed);
         if !try_reserve(need)? {
@@ -109,18 +122,8 @@ pub fn sort_pieces(
     }
     let all = concat_owned(schema, buffer)?;
     if nruns == 0 {
-        // In memory when the account grants a sorted column beside the buffer
-        // (the columns are put in order one at a time); else the buffer becomes
-        // the one run.
-        let column = all
-            .columns()
-            .iter()
-            .map(|c| c.get_array_memory_size() as u64)
-            .max()
-            .unwrap_or(0);
-        if try_reserve(column)? {
-            return sort_column_by_column(all, keys);
-        }
+        // In memory: the buffer's reservation holds a sorted column of it.
+        return sort_column_by_column(all, keys);
     }
     if all.num_rows() > 0 {
         let c = write_run(all, keys, runs, nruns)?;

@@ -59,16 +59,22 @@ pub fn row_prefix(bytes: &[u8]) -> (u128, u64) {
     (hi, lo)
 }
 
+/// The order of `batch`'s rows by `keys`, given as column positions with their
+/// options.
+pub fn sort_indices_of(batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> Result<UInt32Array> {
+    let keys: Vec<(ArrayRef, SortOptions)> = keys
+        .iter()
+        .map(|&(i, o)| (batch.column(i).clone(), o))
+        .collect();
+    sort_indices(&keys)
+}
+
 /// `batch` sorted by `keys`, given as column positions with their options.
 pub fn sort_by_columns(batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> Result<RecordBatch> {
     if batch.num_rows() < 2 || keys.is_empty() {
         return Ok(batch.clone());
     }
-    let keys: Vec<(ArrayRef, SortOptions)> = keys
-        .iter()
-        .map(|&(i, o)| (batch.column(i).clone(), o))
-        .collect();
-    let indices = sort_indices(&keys)?;
+    let indices = sort_indices_of(batch, keys)?;
     Ok(take_record_batch(batch, &indices)?)
 }
 

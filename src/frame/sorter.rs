@@ -177,12 +177,7 @@ fn sort_column_by_column(all: RecordBatch, keys: &[(usize, SortOptions)]) -> Res
     if all.num_rows() < 2 || keys.is_empty() {
         return Ok(all);
     }
-    let key_columns: Vec<(ArrayRef, SortOptions)> = keys
-        .iter()
-        .map(|&(i, o)| (all.column(i).clone(), o))
-        .collect();
-    let order = crate::sort::sort_indices(&key_columns)?;
-    drop(key_columns);
+    let order = crate::sort::sort_indices_of(&all, keys)?;
     let rows = all.num_rows();
     let (schema, columns, _) = all.into_parts();
     let mut sorted = Vec::with_capacity(columns.len());
@@ -224,12 +219,7 @@ fn write_run(
     let chunk = (rows * chunk_bytes / bytes).clamp(64, rows.max(64));
     // The order and one chunk (and its encoding) beside the rows are in the
     // buffer's reservation.
-    let columns: Vec<(ArrayRef, SortOptions)> = keys
-        .iter()
-        .map(|&(i, o)| (all.column(i).clone(), o))
-        .collect();
-    let order = crate::sort::sort_indices(&columns)?;
-    drop(columns);
+    let order = crate::sort::sort_indices_of(&all, keys)?;
     let schema = all.schema();
     let mut out = Vec::new();
     let mut start = 0;

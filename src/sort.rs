@@ -31,7 +31,7 @@ pub fn sort_indices(keys: &[(ArrayRef, SortOptions)]) -> Result<UInt32Array> {
             // without a cache miss into the rows (two 64-bit keys, or a short
             // string and a key, fit whole; a prefix order never contradicts the
             // rows' order, and equal prefixes compare the whole rows).
-            let mut order: Vec<((u128, u64), u32)> = (0..rows)
+            let mut order: Vec<([u64; 3], u32)> = (0..rows)
                 .map(|i| (row_prefix(encoded.row(i).as_ref()), i as u32))
                 .collect();
             order.sort_unstable_by(|x, y| {
@@ -45,18 +45,17 @@ pub fn sort_indices(keys: &[(ArrayRef, SortOptions)]) -> Result<UInt32Array> {
     }
 }
 
-/// The first 24 bytes of a row-format key (zero-padded) as two big-endian numbers:
+/// The first 24 bytes of a row-format key (zero-padded) as three big-endian numbers:
 /// they order as the bytes do, so a sort compares them first and the whole rows only
 /// when they are equal.
 #[inline]
-pub fn row_prefix(bytes: &[u8]) -> (u128, u64) {
+pub fn row_prefix(bytes: &[u8]) -> [u64; 3] {
     let mut head = [0u8; 24];
     let n = bytes.len().min(24);
     head[..n].copy_from_slice(&bytes[..n]);
-    let (hi, lo) = head.split_at(16);
-    let hi = u128::from_be_bytes(hi.try_into().expect("16 bytes"));
-    let lo = u64::from_be_bytes(lo.try_into().expect("8 bytes"));
-    (hi, lo)
+    // Three 64-bit words (not a u128 and a u64): beside a u32 they make 32-byte
+    // entries to sort, where a u128's alignment made 48.
+    std::array::from_fn(|i| u64::from_be_bytes(head[8 * i..8 * i + 8].try_into().expect("8 bytes")))
 }
 
 /// The order of `batch`'s rows by `keys`, given as column positions with their

@@ -46,7 +46,10 @@ for q, (right, on, how) in {
     "j4": ("medium", "id5", "INNER"),
     "j5": ("big", "id3", "INNER"),
 }.items():
-    SQL[q] = (f"SELECT count() AS n, sum(v1) AS v1, sum(v2) AS v2, count(v2) AS n_v2 "
+    # Aliases differ from the columns' names: ClickHouse resolves a name to an alias
+    # first, so `sum(v2) AS v2, count(v2)` nested one aggregation in another.
+    SQL[q] = (f"SELECT count() AS n, sum(x.v1) AS sum_v1, sum(y.v2) AS sum_v2, "
+              f"count(y.v2) AS n_v2 "
               f"FROM file('{data}/x/*.csv', 'CSVWithNames') AS x {how} JOIN "
               f"file('{data}/{right}/*.csv', 'CSVWithNames') AS y USING ({on}) "
               f"SETTINGS join_use_nulls = 1")

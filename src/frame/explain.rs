@@ -54,9 +54,9 @@ impl DataFrame {
         let policy = self.session.memory_policy();
         let _ = write!(
             out,
-            "reservations: limit {}; each read task reserves {} (one block) until reads are \
-             measured, then three times the mean read; every other task the size of its \
-             inputs; results held in what is left, spilled past it",
+            "reservations: limit {}; each read task reserves its share of a {} block's \
+             columns read until reads are measured, then three times the mean read; every \
+             other task the size of its inputs; results held in what is left, spilled past it",
             human_bytes(policy.limit),
             human_bytes(self.session.blocksize()),
         );

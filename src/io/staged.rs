@@ -24,6 +24,18 @@ impl StagedFolder {
     /// Starts writing `dir`, which must not exist unless `overwrite`; checked now,
     /// before any work. `op` names the operation in errors.
     pub fn new(op: &'static str, dir: &Path, overwrite: bool) -> Result<StagedFolder> {
+        // A file of that name is never replaced by a folder (`--overwrite`
+        // replaces folders): said now, not after the work, when the rename fails.
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::plan(
+                op,
+                format!(
+                    "{} is a file, and --out names a folder (one file per partition); \
+                     choose another --out or remove the file",
+                    dir.display()
+                ),
+            ));
+        }
         if dir.exists() && !overwrite {
             return Err(Error::plan(
                 op,

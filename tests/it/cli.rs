@@ -705,6 +705,21 @@ fn query_under_a_memory_limit_with_stats_split_out_and_an_out_folder() {
     let again_files = std::fs::read_dir(&target).unwrap().count();
     assert!((1..=2).contains(&again_files), "{again_files} files");
 
+    // --out naming a plain file is refused before any work, even with
+    // --overwrite, and the file is left as it was.
+    let file = dir.path().join("answer.out");
+    std::fs::write(&file, "kept\n").unwrap();
+    let mut onto_file = again.clone();
+    let at = onto_file.iter().position(|a| *a == "--out").unwrap() + 1;
+    let file_s = file.to_string_lossy().into_owned();
+    onto_file[at] = &file_s;
+    let err = fails(&onto_file);
+    assert!(
+        err.contains("is a file") && err.contains(file_s.as_str()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept\n");
+
     // A failing query leaves no folder and no partial files behind.
     let broken = dir.path().join("broken");
     let broken_s = broken.to_string_lossy().into_owned();

@@ -771,9 +771,16 @@ impl Grouper for BytesGrouper {
                 // The keys are copied in order into one buffer first, so that
                 // decoding (a pass per column) reads it front to back: decoding
                 // straight from the arena in sorted order jumped about it once per
-                // column and took a quarter of q10's time.
+                // column and took a quarter of q10's time. The copy is as large as
+                // the keys: when the account refuses it, they are decoded from the
+                // arena in place (slower, no more memory).
                 let parser = converter.parser();
                 let data: usize = order.iter().map(|&g| self.key(g).len()).sum();
+                let copy = data + order.len() * std::mem::size_of::<usize>();
+                if !crate::scheduler::try_reserve(copy as u64)? {
+                    let rows: Vec<_> = order.iter().map(|&g| parser.parse(self.key(g))).collect();
+                    return Ok(converter.convert_rows(rows)?);
+                }
                 let mut rows = converter.empty_rows(order.len(), data);
                 for &g in order {
                     rows.push(parser.parse(self.key(g)));

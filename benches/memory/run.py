@@ -244,8 +244,9 @@ def main():
                            "argv": [str(x) for x in argv], "stderr": None if ok else err[-2000:]}
                     jl.write(json.dumps(rec) + "\n")
                     jl.flush()
-                    ratio = m / (parse_bytes(limit) / 1e6) if m else None
-                    status = (f"{t:.2f} s, {m:.0f} MB = {ratio:.2f}x the limit" if ok
+                    # Both in MiB: GNU time's %M is KiB, and "64MB" is 64e6 bytes.
+                    ratio = m / (parse_bytes(limit) / 2**20) if m else None
+                    status = (f"{t:.2f} s, {m:.0f} MiB = {ratio:.2f}x the limit" if ok
                               else f"refused: {res['error']}")
                     peers.log(f"{limit:>6} {shape:8} {engine:10} {status}")
                     subprocess.run(["rm", "-rf", str(spill), str(answer)])
@@ -258,7 +259,7 @@ def main():
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join(["---"] * 2 + ["---:"] * len(a.engines)) + "|")
     for limit in a.limits:
-        lim_mb = parse_bytes(limit) / 1e6
+        lim_mb = parse_bytes(limit) / 2**20  # MiB, as the peak RSS
         for shape in a.shapes:
             answered = [results[limit, shape, e]["checksum"] for e in a.engines
                         if results[limit, shape, e]["ok"]]

@@ -256,9 +256,10 @@ impl Decision {
     ) -> Result<Value> {
         let partial = running.table.take()?;
         let bytes = partial.size_bytes();
-        scheduler::allocated(bytes as u64)?;
-        if let Some(r) = &mut running.reservation {
-            r.resize(running.table.size_bytes() as u64);
+        // The partial is the task's now; the table keeps what it still holds.
+        match &mut running.reservation {
+            Some(r) => scheduler::hand_over(r, running.table.size_bytes() as u64, bytes as i64)?,
+            None => scheduler::allocated(bytes as u64)?,
         }
         running.chunks = 0;
         let input_bytes = std::mem::take(&mut running.input_bytes);
@@ -535,10 +536,10 @@ impl ChunkOp {
         if running.reservation.is_none() {
             running.reservation = scheduler::outliving_reservation(&name);
         }
-        if let Some(r) = &mut running.reservation {
-            r.resize(size);
+        match &mut running.reservation {
+            Some(r) => scheduler::hand_over(r, size, -(reserved as i64))?,
+            None => scheduler::release(reserved),
         }
-        scheduler::release(reserved);
         folding.lock().push(running);
         Ok(out.unwrap_or_else(|| Value::Pieces(Vec::new())))
     }

@@ -596,6 +596,7 @@ impl MemoryPool {
         };
         c.bytes += bytes;
         st.explicit += bytes;
+
         if st.watch && id != 0 {
             // See [`PoolState::reused`].
             let surplus = st.consumers.get(&0).map_or(0, |u| {
@@ -609,6 +610,39 @@ impl MemoryPool {
         let mut st = self.lock();
         self.add(&mut st, id, bytes);
         Self::note_locked(&mut st);
+    }
+
+    /// Sets reservation `a` to `a_bytes` and `b` to `b_bytes` in one step, so that
+    /// bytes moving from one to the other are never counted twice (nor granted to
+    /// someone else in between).
+    fn set_both(&self, a: u64, a_bytes: u64, b: u64, b_bytes: u64) {
+        let shrank = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let mut shrank = false;
+            for (id, bytes) in [(a, a_bytes), (b, b_bytes)] {
+                let Some(c) = st.consumers.get_mut(&id) else {
+                    continue;
+                };
+                let old = c.bytes;
+                if bytes < old {
+                    c.bytes = bytes;
+                    st.explicit -= old - bytes;
+                    shrank = true;
+                }
+            }
+            for (id, bytes) in [(a, a_bytes), (b, b_bytes)] {
+                let old = st.consumers.get(&id).map_or(bytes, |c| c.bytes);
+                if bytes > old {
+                    self.add(st, id, bytes - old);
+                }
+            }
+            Self::note_locked(st);
+            shrank
+        };
+        if shrank {
+            self.released.notify_all();
+        }
     }
 
     fn shrink(&self, id: u64, bytes: u64) {
@@ -960,6 +994,37 @@ pub fn allocated(bytes: u64) -> Result<()> {
     pool.rebalance()
 }
 
+/// Moves memory between the running task and `held` (a reservation that outlives
+/// the task: a running table) in one step: `held` becomes `bytes`, and the task's
+/// reservation changes by `task_delta` (what it reserved for `held`'s growth goes
+/// back, or what `held` gave up becomes the task's, as a result it now holds).
+/// Done in two steps, the bytes moving were counted twice in between, and the
+/// account's peak stood above the limit with nothing over it. Growth past what
+/// was reserved is counted whatever the limit (the memory is allocated), and the
+/// caches make room. Outside a scheduled task only `held` changes.
+pub fn hand_over(held: &mut MemoryReservation, bytes: u64, task_delta: i64) -> Result<()> {
+    let grew = TASKS.with(|t| {
+        let mut t = t.borrow_mut();
+        let Some(task) = t.last_mut().filter(|r| Arc::ptr_eq(&r.pool, &held.pool)) else {
+            return None;
+        };
+        let task_bytes = task.bytes.saturating_add_signed(task_delta);
+        let grew = task_bytes + bytes > task.bytes + held.bytes;
+        held.pool.set_both(task.id, task_bytes, held.id, bytes);
+        task.bytes = task_bytes;
+        held.bytes = bytes;
+        Some(grew)
+    });
+    match grew {
+        Some(true) => held.pool.rebalance(),
+        Some(false) => Ok(()),
+        None => {
+            held.resize(bytes);
+            Ok(())
+        }
+    }
+}
+
 /// Gives back `bytes` of the running task's reservation once an operator has freed
 /// what it reserved with [`reserve`] before the task ends.
 pub fn release(bytes: u64) {
@@ -1175,5 +1240,29 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         drop(other);
         waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn hand_over_moves_bytes_without_counting_them_twice() {
+        let pool = MemoryPool::new(MIN_MEMORY_LIMIT);
+        let base = pool.reserved();
+        let mut table = pool.reservation("running table");
+        let r = pool.task_reservation("chunk".into(), 0);
+        let (out, r) = with_task(r, || {
+            // The task reserves the table's growth, then hands it over.
+            reserve("running table", 1 << 20)?;
+            hand_over(&mut table, 1 << 20, -(1 << 20))?;
+            assert_eq!(task_reserved(), 0);
+            // Taken out as a partial: the table's bytes become the task's.
+            hand_over(&mut table, 0, 1 << 20)?;
+            assert_eq!(task_reserved(), 1 << 20);
+            Ok::<_, Error>(())
+        });
+        out.unwrap();
+        assert_eq!((r.size(), table.size()), (1 << 20, 0));
+        // Never both at once: the peak is one MiB over the base, not two.
+        assert_eq!(pool.peak().bytes, base + (1 << 20), "{:?}", pool.peak());
+        drop(r);
+        assert_eq!(pool.reserved(), base);
     }
 }

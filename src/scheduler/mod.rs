@@ -43,10 +43,10 @@ mod progress;
 
 pub use context::{RunContext, ShuffleTotals};
 pub use memory::{
-    allocated, gathered_answer_bytes, malloc_tunables, outliving_reservation, release, reservable,
-    reserve, task_reserved, total_memory, try_reserve, try_reserve_shared, unmeasured_bytes,
-    HeldCache, MemoryPeak, MemoryPolicy, MemoryPool, MemoryReservation, DEFAULT_LIMIT_FRACTION,
-    MAX_DEFAULT_BLOCKSIZE, MIN_MEMORY_LIMIT, UNMEASURED,
+    allocated, gathered_answer_bytes, hand_over, malloc_tunables, outliving_reservation, release,
+    reservable, reserve, task_reserved, total_memory, try_reserve, try_reserve_shared,
+    unmeasured_bytes, HeldCache, MemoryPeak, MemoryPolicy, MemoryPool, MemoryReservation,
+    DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE, MIN_MEMORY_LIMIT, UNMEASURED,
 };
 pub use progress::{CounterFn, Progress, ProgressCounters};
 

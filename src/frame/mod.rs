@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::expr::{col, Expr};
 use crate::graph::{Graph, Value};
 use crate::io::CsvSource;
-use crate::scheduler::RunStats;
+use crate::scheduler::{RunContext, RunStats};
 use crate::session::Session;
 
 /// A lazy, partitioned frame of Arrow record batches.
@@ -362,6 +362,47 @@ impl DataFrame {
         self.run_some(0..self.npartitions(), sink)
     }
 
+    /// Runs the plan and, as a task of its own after each partition `i` is made,
+    /// `write(i, partition)`, on whichever worker is free and in no order: for
+    /// outputs where each partition goes its own way (a file per partition), so
+    /// that the writes run in parallel rather than one after another in partition
+    /// order, as [`for_each_partition`](Self::for_each_partition)'s do. A partition
+    /// is freed once its write returns. Returns what the run did.
+    pub(crate) fn write_each_partition(
+        &self,
+        name: &str,
+        write: Arc<dyn Fn(usize, &RecordBatch) -> Result<()> + Send + Sync>,
+    ) -> Result<RunStats> {
+        let pruned = plan::prune(&self.plan, None);
+        let ctx = self.session.run_context();
+        let mut graph = Graph::new();
+        let parts = plan::lower(&pruned, &mut graph, &ctx);
+        let deps = parts.into_iter().map(|k| vec![k]).collect();
+        let keys = plan::task_layer(&mut graph, name, deps, &|i| {
+            let write = write.clone();
+            crate::graph::FnOperator::new("write", move |inputs: &[Arc<Value>]| {
+                match inputs.first().map(|v| v.as_ref()) {
+                    Some(Value::Batch(b)) => {
+                        write(i, b)?;
+                        Ok(Value::Pieces(Vec::new()))
+                    }
+                    other => Err(Error::Internal(format!(
+                        "a frame partition is {}",
+                        other.map_or("missing", Value::kind)
+                    ))),
+                }
+            })
+        });
+        let exec = graph.compile(&keys)?;
+        drop(graph);
+        let stats = self
+            .session
+            .executor()
+            .with_run_context(ctx.clone())
+            .run_streaming(&exec, &|_, _| Ok(()))?;
+        Ok(run_stats(stats, &ctx))
+    }
+
     fn run_some(
         &self,
         parts: std::ops::Range<usize>,
@@ -374,7 +415,7 @@ impl DataFrame {
         let exec = graph.compile(&keys[parts.clone()])?;
         drop(graph);
         let start = parts.start;
-        let mut stats = self
+        let stats = self
             .session
             .executor()
             .with_run_context(ctx.clone())
@@ -385,18 +426,7 @@ impl DataFrame {
                     other.kind()
                 ))),
             })?;
-        let shuffled = ctx.shuffle_totals();
-        stats.bytes_read = ctx.bytes_read();
-        (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
-        stats.shuffled_bytes = shuffled.bytes_shuffled;
-        stats.shuffle_held_bytes = shuffled.bytes_held;
-        stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
-        stats.radix_parts = ctx.radix_parts() as u64;
-        (stats.join_buckets_spilled, stats.join_build_chunks) = ctx.join_spills();
-        stats.sort_runs_spilled = ctx.sort_runs();
-        stats.radix_splits = ctx.radix_splits();
-        (stats.fold_tables, stats.fold_flushes) = ctx.fold_tables();
-        Ok(stats)
+        Ok(run_stats(stats, &ctx))
     }
 
     /// Runs the plan and gathers the answer into one batch.
@@ -688,4 +718,21 @@ impl GroupBy {
             sizing: self.frame.session.radix_sizing(),
         }))
     }
+}
+
+/// The scheduler's stats of a run, with what its context counted (bytes read,
+/// shuffled, spilled by joins and sorts).
+fn run_stats(mut stats: RunStats, ctx: &Arc<RunContext>) -> RunStats {
+        let shuffled = ctx.shuffle_totals();
+        stats.bytes_read = ctx.bytes_read();
+        (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
+        stats.shuffled_bytes = shuffled.bytes_shuffled;
+        stats.shuffle_held_bytes = shuffled.bytes_held;
+        stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
+        stats.radix_parts = ctx.radix_parts() as u64;
+        (stats.join_buckets_spilled, stats.join_build_chunks) = ctx.join_spills();
+        stats.sort_runs_spilled = ctx.sort_runs();
+        stats.radix_splits = ctx.radix_splits();
+        (stats.fold_tables, stats.fold_flushes) = ctx.fold_tables();
+        stats
 }

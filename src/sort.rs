@@ -26,13 +26,13 @@ pub fn sort_indices(keys: &[(ArrayRef, SortOptions)]) -> Result<UInt32Array> {
             let converter = RowConverter::new(fields)?;
             let columns: Vec<ArrayRef> = keys.iter().map(|(a, _)| a.clone()).collect();
             let encoded = converter.convert_columns(&columns)?;
-            // Each row's first 24 bytes (zero-padded), big-endian, beside its
-            // number: most comparisons end there, in the vector being sorted,
-            // without a cache miss into the rows (two 64-bit keys, or a short
-            // string and a key, fit whole; a prefix order never contradicts the
-            // rows' order, and equal prefixes compare the whole rows).
+            // Each row's telling bytes beside its number: most comparisons end
+            // there, in the vector being sorted, without a cache miss into the
+            // rows (a prefix order never contradicts the rows' order, and equal
+            // prefixes compare the whole rows).
+            let telling = PrefixBytes::of(encoded.iter().map(|r| r.data()));
             let mut order: Vec<([u64; 3], u32)> = (0..rows)
-                .map(|i| (row_prefix(encoded.row(i).as_ref()), i as u32))
+                .map(|i| (telling.prefix(encoded.row(i).as_ref()), i as u32))
                 .collect();
             order.sort_unstable_by(|x, y| {
                 x.0.cmp(&y.0)
@@ -45,17 +45,69 @@ pub fn sort_indices(keys: &[(ArrayRef, SortOptions)]) -> Result<UInt32Array> {
     }
 }
 
-/// The first 24 bytes of a row-format key (zero-padded) as three big-endian numbers:
-/// they order as the bytes do, so a sort compares them first and the whole rows only
-/// when they are equal.
-#[inline]
-pub fn row_prefix(bytes: &[u8]) -> [u64; 3] {
-    let mut head = [0u8; 24];
-    let n = bytes.len().min(24);
-    head[..n].copy_from_slice(&bytes[..n]);
-    // Three 64-bit words (not a u128 and a u64): beside a u32 they make 32-byte
-    // entries to sort, where a u128's alignment made 48.
-    std::array::from_fn(|i| u64::from_be_bytes(head[8 * i..8 * i + 8].try_into().expect("8 bytes")))
+/// How far into row-format keys [`PrefixBytes`] looks for the bytes that tell
+/// them apart.
+const PREFIX_SCAN: usize = 96;
+
+/// The bytes of a set of row-format keys that tell them apart, as a sort key of 24
+/// bytes beside each row: the first 24 positions (within the first
+/// [`PREFIX_SCAN`] bytes, keys zero-padded) where not every key has the same byte.
+/// Keys of several columns repeat much from row to row (a sentinel and a length
+/// per string, an "id" and leading zeros, the high bytes of small integers), and
+/// the plain first 24 bytes of six G1 keys held only the first two and part of
+/// the third: a sort then compared whole rows, out in memory, on most ties.
+///
+/// Why it orders as the keys do: where two keys first differ, the position is
+/// not one every key shares, so it is kept, and every kept position before it
+/// holds equal bytes in both. So a smaller prefix means a smaller key, and equal
+/// prefixes compare the whole keys.
+#[derive(Debug, Clone)]
+pub struct PrefixBytes {
+    positions: Vec<usize>,
+}
+
+impl PrefixBytes {
+    /// The telling positions of `keys`.
+    pub fn of<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> PrefixBytes {
+        let mut keys = keys.into_iter();
+        let pad = |k: &[u8]| {
+            let mut b = [0u8; PREFIX_SCAN];
+            let n = k.len().min(PREFIX_SCAN);
+            b[..n].copy_from_slice(&k[..n]);
+            b
+        };
+        let Some(first) = keys.next().map(pad) else {
+            return PrefixBytes {
+                positions: Vec::new(),
+            };
+        };
+        let mut differs = [0u8; PREFIX_SCAN];
+        for k in keys {
+            let k = pad(k);
+            for p in 0..PREFIX_SCAN {
+                differs[p] |= k[p] ^ first[p];
+            }
+        }
+        PrefixBytes {
+            positions: (0..PREFIX_SCAN)
+                .filter(|&p| differs[p] != 0)
+                .take(24)
+                .collect(),
+        }
+    }
+
+    /// `key`'s telling bytes (zero where it is shorter) as three big-endian
+    /// numbers: they order as the bytes do.
+    #[inline]
+    pub fn prefix(&self, key: &[u8]) -> [u64; 3] {
+        let mut head = [0u8; 24];
+        for (h, &p) in head.iter_mut().zip(&self.positions) {
+            *h = key.get(p).copied().unwrap_or(0);
+        }
+        // Three 64-bit words (not a u128 and a u64): beside a u32 they make 32-byte
+        // entries to sort, where a u128's alignment made 48.
+        std::array::from_fn(|i| u64::from_be_bytes(head[8 * i..8 * i + 8].try_into().expect("8 bytes")))
+    }
 }
 
 /// The order of `batch`'s rows by `keys`, given as column positions with their
@@ -130,4 +182,62 @@ pub fn merge_sorted(batches: &[RecordBatch], keys: &[(usize, SortOptions)]) -> R
     Ok(RecordBatch::try_new_with_options(
         schema, columns, &options,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefixBytes;
+    use proptest::prelude::*;
+
+    /// Keys of a few bytes drawn from a small alphabet (so most share long runs,
+    /// and lengths differ), some with a common head longer than the scan.
+    fn keys() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let key = (any::<bool>(), proptest::collection::vec(0u8..4, 0..40)).prop_map(|(long, tail)| {
+            let mut k = if long { vec![7u8; 100] } else { vec![7u8, 0, 0] };
+            k.extend(tail);
+            k
+        });
+        proptest::collection::vec(key, 0..60)
+    }
+
+    proptest! {
+        /// The prefix order never contradicts the keys' order, and unequal keys
+        /// within the scan are told apart by it.
+        #[test]
+        fn prefixes_order_as_the_keys(keys in keys()) {
+            let telling = PrefixBytes::of(keys.iter().map(|k| k.as_slice()));
+            for a in &keys {
+                for b in &keys {
+                    let (pa, pb) = (telling.prefix(a), telling.prefix(b));
+                    if pa < pb {
+                        prop_assert!(a < b, "{a:?} {b:?}");
+                    }
+                    if a == b {
+                        prop_assert_eq!(pa, pb);
+                    }
+                }
+            }
+            // Sorting by (prefix, key) is sorting by key.
+            let mut by_prefix = keys.clone();
+            by_prefix.sort_by(|a, b| telling.prefix(a).cmp(&telling.prefix(b)).then_with(|| a.cmp(b)));
+            let mut plain = keys.clone();
+            plain.sort();
+            prop_assert_eq!(by_prefix, plain);
+        }
+    }
+
+    #[test]
+    fn shared_bytes_are_skipped() {
+        // Six columns of "id" + digits: the telling bytes are the digits.
+        let keys: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| format!("id{:03}|id{:03}|id{:03}", i % 7, i % 11, i).into_bytes())
+            .collect();
+        let telling = PrefixBytes::of(keys.iter().map(|k| k.as_slice()));
+        assert!(telling.positions.iter().all(|&p| keys[0][p].is_ascii_digit()));
+        // Every key is told apart by its prefix alone (all differences are in 15 digits).
+        let mut prefixes: Vec<_> = keys.iter().map(|k| telling.prefix(k)).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), keys.len());
+    }
 }

@@ -756,11 +756,12 @@ impl Grouper for BytesGrouper {
         if !matches!(self.kind, BytesKind::Rows(_)) {
             return None;
         }
-        // Each key's first 24 bytes beside its group, so most comparisons stay in
+        // Each key's telling bytes beside its group, so most comparisons stay in
         // the vector being sorted (as `crate::sort::sort_indices`).
-        let mut order: Vec<([u64; 3], u32)> = (0..self.ngroups() as u32)
-            .map(|g| (crate::sort::row_prefix(self.key(g)), g))
-            .collect();
+        let n = self.ngroups() as u32;
+        let telling = crate::sort::PrefixBytes::of((0..n).map(|g| self.key(g)));
+        let mut order: Vec<([u64; 3], u32)> =
+            (0..n).map(|g| (telling.prefix(self.key(g)), g)).collect();
         order.sort_unstable_by(|x, y| x.0.cmp(&y.0).then_with(|| self.key(x.1).cmp(self.key(y.1))));
         Some(order.into_iter().map(|(_, g)| g).collect())
     }

@@ -106,7 +106,9 @@ impl PrefixBytes {
         }
         // Three 64-bit words (not a u128 and a u64): beside a u32 they make 32-byte
         // entries to sort, where a u128's alignment made 48.
-        std::array::from_fn(|i| u64::from_be_bytes(head[8 * i..8 * i + 8].try_into().expect("8 bytes")))
+        std::array::from_fn(|i| {
+            u64::from_be_bytes(head[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+        })
     }
 }
 
@@ -192,11 +194,16 @@ mod tests {
     /// Keys of a few bytes drawn from a small alphabet (so most share long runs,
     /// and lengths differ), some with a common head longer than the scan.
     fn keys() -> impl Strategy<Value = Vec<Vec<u8>>> {
-        let key = (any::<bool>(), proptest::collection::vec(0u8..4, 0..40)).prop_map(|(long, tail)| {
-            let mut k = if long { vec![7u8; 100] } else { vec![7u8, 0, 0] };
-            k.extend(tail);
-            k
-        });
+        let key =
+            (any::<bool>(), proptest::collection::vec(0u8..4, 0..40)).prop_map(|(long, tail)| {
+                let mut k = if long {
+                    vec![7u8; 100]
+                } else {
+                    vec![7u8, 0, 0]
+                };
+                k.extend(tail);
+                k
+            });
         proptest::collection::vec(key, 0..60)
     }
 
@@ -233,7 +240,10 @@ mod tests {
             .map(|i| format!("id{:03}|id{:03}|id{:03}", i % 7, i % 11, i).into_bytes())
             .collect();
         let telling = PrefixBytes::of(keys.iter().map(|k| k.as_slice()));
-        assert!(telling.positions.iter().all(|&p| keys[0][p].is_ascii_digit()));
+        assert!(telling
+            .positions
+            .iter()
+            .all(|&p| keys[0][p].is_ascii_digit()));
         // Every key is told apart by its prefix alone (all differences are in 15 digits).
         let mut prefixes: Vec<_> = keys.iter().map(|k| telling.prefix(k)).collect();
         prefixes.sort();

@@ -206,19 +206,6 @@ fn split_top(s: &str) -> Vec<&str> {
     out
 }
 
-/// The numbers at `path` of `r`: every element when the value is a list.
-fn values_at(path: &Option<FieldPath>, r: &J, out: &mut Vec<J>) {
-    let Some(p) = path else {
-        out.push(r.clone());
-        return;
-    };
-    match p.get(r).map(std::borrow::Cow::into_owned) {
-        Some(J::Array(items)) => out.extend(items.into_iter().filter(|v| !v.is_null())),
-        Some(J::Null) | None => {}
-        Some(v) => out.push(v),
-    }
-}
-
 fn fnum(x: f64) -> J {
     serde_json::Number::from_f64(x).map_or(J::Null, J::Number)
 }
@@ -241,8 +228,79 @@ fn better(func: &str, new: &J, old: &J) -> bool {
     }
 }
 
-/// `--groupby PATH --agg ...` as a foldby: the accumulator holds, per aggregation,
-/// a count, a sum, or the extreme so far; finished into one object per group.
+/// One aggregation's running value over one record's values, typed (no JSON
+/// value built per value): a record's list of amounts becomes one slot.
+enum Running {
+    Count(u64),
+    Sum(f64),
+    Mean(f64, u64),
+    /// The smallest or largest value so far (numbers or strings).
+    Extreme(Option<J>),
+}
+
+impl Running {
+    fn new(func: &str) -> Running {
+        match func {
+            "count" => Running::Count(0),
+            "sum" => Running::Sum(0.0),
+            "mean" => Running::Mean(0.0, 0),
+            _ => Running::Extreme(None),
+        }
+    }
+
+    /// Adds the values of `agg` in record `r`.
+    fn add(&mut self, agg: &BagAgg, r: &J) -> Result<()> {
+        let Some(path) = &agg.path else {
+            // count(): every record.
+            if let Running::Count(n) = self {
+                *n += 1;
+            }
+            return Ok(());
+        };
+        let num = |v: &J| {
+            v.as_f64().ok_or_else(|| {
+                Error::plan("bag", format!("{}: expected a number, found {v}", agg.func))
+            })
+        };
+        let mut add_one = |v: &J| -> Result<()> {
+            match self {
+                Running::Count(n) => *n += 1,
+                Running::Sum(s) => *s += num(v)?,
+                Running::Mean(s, n) => {
+                    *s += num(v)?;
+                    *n += 1;
+                }
+                Running::Extreme(best) => {
+                    if best.as_ref().is_none_or(|b| better(&agg.func, v, b)) {
+                        *best = Some(v.clone());
+                    }
+                }
+            }
+            Ok(())
+        };
+        // Every element when the value is a list; nulls and missing values are left out.
+        match path.get(r).as_deref() {
+            Some(J::Array(items)) => items.iter().filter(|v| !v.is_null()).try_for_each(add_one),
+            Some(J::Null) | None => Ok(()),
+            Some(v) => add_one(v),
+        }
+    }
+
+    /// The accumulator as the foldby's JSON slot (see [`merge_partial`]).
+    fn into_slot(self) -> J {
+        match self {
+            Running::Count(n) => J::from(n),
+            Running::Sum(s) => fnum(s),
+            Running::Mean(s, n) => J::Array(vec![fnum(s), J::from(n)]),
+            Running::Extreme(v) => v.unwrap_or(J::Null),
+        }
+    }
+}
+
+/// `--groupby PATH --agg ...` as a foldby: each record's values are first folded
+/// into typed accumulators ([`Running`]), one slot per aggregation; the foldby
+/// merges slots by key (a slot holds a count, a sum, `[sum, n]` for a mean, or the
+/// extreme so far) and each group is finished into one object.
 fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
     // Only the key and the aggregated paths are parsed.
     let mut reads = vec![key.to_string()];
@@ -252,58 +310,42 @@ fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
             .map(|p| p.to_string()),
     );
     let aggs = Arc::new(aggs);
-    // Each record becomes [key, [values of agg 1], [values of agg 2], ...] as soon as
-    // it is parsed, so a partition holds small lists rather than records.
-    let (a0, a1, a2, a3) = (aggs.clone(), aggs.clone(), aggs.clone(), aggs.clone());
+    let (a0, a1, a3) = (aggs.clone(), aggs.clone(), aggs.clone());
     let key_at = FieldPath::parse(key)?;
-    let compact = bag.select_paths(&reads)?.map(move |r| {
+    // Each record becomes [key, slot 1, slot 2, ...] as soon as it is parsed (its
+    // own values already summed, counted or compared), so a partition holds small
+    // lists rather than records, and the foldby merges slots as it merges partials.
+    let rows = bag.select_paths(&reads)?.map(move |r| {
         let mut row = Vec::with_capacity(a0.len() + 1);
         row.push(key_at.get(&r).map_or(J::Null, std::borrow::Cow::into_owned));
         for a in a0.iter() {
-            let mut vals = Vec::new();
-            match &a.path {
-                Some(_) => values_at(&a.path, &r, &mut vals),
-                None => vals.push(J::Null),
-            }
-            row.push(J::Array(vals));
+            let mut run = Running::new(&a.func);
+            run.add(a, &r)?;
+            row.push(run.into_slot());
         }
         Ok(J::Array(row))
     });
     let initial = J::Array(
         aggs.iter()
-            .map(|a| match a.func.as_str() {
-                "mean" => J::Array(vec![fnum(0.0), J::from(0u64)]),
-                "min" | "max" => J::Null,
-                "count" => J::from(0u64),
-                _ => fnum(0.0),
-            })
+            .map(|a| Running::new(&a.func).into_slot())
             .collect(),
     );
-    let folded = compact.foldby(
+    // Adds slots (of a record, or of another partial) into an accumulator.
+    let merge = Arc::new(move |acc: J, other: &[J]| {
+        let J::Array(mut acc) = acc else {
+            return Err(Error::Internal("groupby partials are not lists".into()));
+        };
+        for ((slot, o), ag) in acc.iter_mut().zip(other).zip(a1.iter()) {
+            merge_partial(&ag.func, slot, o);
+        }
+        Ok(J::Array(acc))
+    });
+    let merge2 = merge.clone();
+    let folded = rows.foldby(
         Arc::new(|r: &J| Ok(r.get(0).cloned().unwrap_or(J::Null))),
-        move |acc, r| {
-            let J::Array(mut acc) = acc else {
-                return Ok(acc);
-            };
-            for (i, (slot, a)) in acc.iter_mut().zip(a1.iter()).enumerate() {
-                let vals = r
-                    .get(i + 1)
-                    .and_then(J::as_array)
-                    .map_or(&[][..], |v| &v[..]);
-                merge_slot(&a.func, slot, vals, false)?;
-            }
-            Ok(J::Array(acc))
-        },
+        move |acc, r| merge(acc, r.as_array().and_then(|r| r.get(1..)).unwrap_or(&[])),
         initial,
-        move |a, b| {
-            let (J::Array(mut a), J::Array(b)) = (a, b) else {
-                return Err(Error::Internal("groupby partials are not lists".into()));
-            };
-            for ((slot, other), ag) in a.iter_mut().zip(b).zip(a2.iter()) {
-                merge_slot(&ag.func, slot, std::slice::from_ref(&other), true)?;
-            }
-            Ok(J::Array(a))
-        },
+        move |a, b| merge2(a, b.as_array().map_or(&[][..], |b| &b[..])),
     );
     let key_name = key.to_string();
     Ok(folded.map(move |pair| {
@@ -335,52 +377,25 @@ fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
     }))
 }
 
-/// Adds `vals` (values of records, or, when `partial`, another accumulator) into
-/// one aggregation's accumulator.
-fn merge_slot(func: &str, slot: &mut J, vals: &[J], partial: bool) -> Result<()> {
-    let num = |v: &J| {
-        v.as_f64()
-            .ok_or_else(|| Error::plan("bag", format!("{func}: expected a number, found {v}")))
-    };
+/// Adds another partition's accumulator `other` into `slot` (both as
+/// [`Running::into_slot`] makes them).
+fn merge_partial(func: &str, slot: &mut J, other: &J) {
     match func {
-        "count" => {
-            let add: u64 = if partial {
-                vals.iter().filter_map(J::as_u64).sum()
-            } else {
-                vals.len() as u64
-            };
-            *slot = J::from(slot.as_u64().unwrap_or(0) + add);
-        }
-        "sum" => {
-            let mut s = slot.as_f64().unwrap_or(0.0);
-            for v in vals {
-                s += num(v)?;
-            }
-            *slot = fnum(s);
-        }
+        "count" => *slot = J::from(slot.as_u64().unwrap_or(0) + other.as_u64().unwrap_or(0)),
+        "sum" => *slot = fnum(slot.as_f64().unwrap_or(0.0) + other.as_f64().unwrap_or(0.0)),
         "mean" => {
-            let mut s = slot.get(0).and_then(J::as_f64).unwrap_or(0.0);
-            let mut n = slot.get(1).and_then(J::as_u64).unwrap_or(0);
-            for v in vals {
-                if partial {
-                    s += v.get(0).and_then(J::as_f64).unwrap_or(0.0);
-                    n += v.get(1).and_then(J::as_u64).unwrap_or(0);
-                } else {
-                    s += num(v)?;
-                    n += 1;
-                }
-            }
+            let part = |v: &J, i: usize| v.get(i).and_then(J::as_f64).unwrap_or(0.0);
+            let s = part(slot, 0) + part(other, 0);
+            let n = slot.get(1).and_then(J::as_u64).unwrap_or(0)
+                + other.get(1).and_then(J::as_u64).unwrap_or(0);
             *slot = J::Array(vec![fnum(s), J::from(n)]);
         }
         _ => {
-            for v in vals {
-                if !v.is_null() && better(func, v, slot) {
-                    *slot = v.clone();
-                }
+            if !other.is_null() && better(func, other, slot) {
+                *slot = other.clone();
             }
         }
     }
-    Ok(())
 }
 
 /// A bag of every value at `path` (each element when it is a list; records

@@ -723,16 +723,16 @@ impl GroupBy {
 /// The scheduler's stats of a run, with what its context counted (bytes read,
 /// shuffled, spilled by joins and sorts).
 fn run_stats(mut stats: RunStats, ctx: &Arc<RunContext>) -> RunStats {
-        let shuffled = ctx.shuffle_totals();
-        stats.bytes_read = ctx.bytes_read();
-        (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
-        stats.shuffled_bytes = shuffled.bytes_shuffled;
-        stats.shuffle_held_bytes = shuffled.bytes_held;
-        stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
-        stats.radix_parts = ctx.radix_parts() as u64;
-        (stats.join_buckets_spilled, stats.join_build_chunks) = ctx.join_spills();
-        stats.sort_runs_spilled = ctx.sort_runs();
-        stats.radix_splits = ctx.radix_splits();
-        (stats.fold_tables, stats.fold_flushes) = ctx.fold_tables();
-        stats
+    let shuffled = ctx.shuffle_totals();
+    stats.bytes_read = ctx.bytes_read();
+    (stats.row_groups_read, stats.row_groups_skipped) = ctx.row_groups();
+    stats.shuffled_bytes = shuffled.bytes_shuffled;
+    stats.shuffle_held_bytes = shuffled.bytes_held;
+    stats.shuffle_disk_bytes = shuffled.bytes_on_disk;
+    stats.radix_parts = ctx.radix_parts() as u64;
+    (stats.join_buckets_spilled, stats.join_build_chunks) = ctx.join_spills();
+    stats.sort_runs_spilled = ctx.sort_runs();
+    stats.radix_splits = ctx.radix_splits();
+    (stats.fold_tables, stats.fold_flushes) = ctx.fold_tables();
+    stats
 }

@@ -1115,3 +1115,110 @@ fn cli_bag_answers_several_questions_in_one_command() {
     let o = outcore(&["bag", &g, "--count", "--by", "name"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--by needs"));
 }
+
+/// `--groupby PATH --agg` with every aggregation, against a naive reference: keys
+/// of several JSON types (and missing), values missing, null, single or in lists,
+/// any partitioning; a value that is not a number is an error naming it.
+#[test]
+fn cli_bag_groupby_aggregations_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rs = Vec::new();
+    for i in 0..400u64 {
+        let key = match i % 5 {
+            0 => json!("a"),
+            1 => json!("b"),
+            2 => json!(7),
+            3 => json!(null),
+            _ => J::Null, // missing below
+        };
+        let xs: Vec<J> = (0..i % 4).map(|j| json!((i * 7 + j * 3) % 101)).collect();
+        let mut r = serde_json::Map::new();
+        if i % 5 != 4 {
+            r.insert("k".into(), key);
+        }
+        match i % 3 {
+            0 => {
+                r.insert("x".into(), J::Array(xs));
+            }
+            1 => {
+                r.insert("x".into(), json!(i as f64 / 8.0));
+            }
+            _ => {
+                if i % 2 == 0 {
+                    r.insert("x".into(), J::Null);
+                }
+            }
+        }
+        rs.push(J::Object(r));
+    }
+    for (f, part) in rs.chunks(90).enumerate() {
+        let text: String = part.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(dir.path().join(format!("p{f}.json")), text).unwrap();
+    }
+    // The reference: per key (its JSON text), every non-null value at x.
+    let mut groups: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
+    for r in &rs {
+        let k = r.get("k").cloned().unwrap_or(J::Null).to_string();
+        let g = groups.entry(k).or_default();
+        g.0 += 1;
+        match r.get("x") {
+            Some(J::Array(a)) => g.1.extend(a.iter().map(|v| v.as_f64().unwrap())),
+            Some(J::Null) | None => {}
+            Some(v) => g.1.push(v.as_f64().unwrap()),
+        }
+    }
+    let g = glob(dir.path());
+    for blocksize in ["1000", "100000"] {
+        let out = ok(&[
+            "bag",
+            &g,
+            "--groupby",
+            "k",
+            "--agg",
+            "count(), count(x), sum(x), mean(x), min(x), max(x)",
+            "--blocksize",
+            blocksize,
+        ]);
+        let mut seen = 0;
+        for line in out.lines() {
+            let o: J = serde_json::from_str(line).unwrap();
+            let (n, xs) = &groups[&o["k"].to_string()];
+            seen += 1;
+            assert_eq!(o["count()"], json!(*n), "{line}");
+            assert_eq!(o["count(x)"], json!(xs.len()), "{line}");
+            assert!(
+                close(o["sum(x)"].as_f64().unwrap(), xs.iter().sum()),
+                "{line}"
+            );
+            let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if xs.is_empty() {
+                assert!(
+                    o["mean(x)"].is_null() && o["min(x)"].is_null() && o["max(x)"].is_null(),
+                    "{line}"
+                );
+            } else {
+                let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+                assert!(close(o["mean(x)"].as_f64().unwrap(), mean), "{line}");
+                assert_eq!(o["min(x)"].as_f64().unwrap(), min, "{line}");
+                assert_eq!(o["max(x)"].as_f64().unwrap(), max, "{line}");
+            }
+        }
+        // a, b, 7 and null (missing keys group with null).
+        assert_eq!(seen, 4);
+        assert_eq!(groups.len(), 4);
+    }
+    // A value that is not a number: an error naming it.
+    std::fs::write(
+        dir.path().join("zz.json"),
+        "{\"k\": \"a\", \"x\": [1, \"ten\"]}\n",
+    )
+    .unwrap();
+    let o = outcore(&["bag", &g, "--groupby", "k", "--agg", "sum(x)"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sum: expected a number") && err.contains("\"ten\""),
+        "{err}"
+    );
+}

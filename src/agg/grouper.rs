@@ -50,9 +50,10 @@ pub trait Grouper: Send {
     /// another grouper of the same key types emitted them.
     fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()>;
     /// The group ids in the order of their keys (ascending, nulls last), when the
-    /// grouper can give it from its own key bytes; `None` otherwise.
-    fn key_order(&self) -> Option<Vec<u32>> {
-        None
+    /// grouper can give it from what it holds; `None` otherwise. Followed by
+    /// [`emit_in`](Self::emit_in).
+    fn key_order(&mut self) -> Result<Option<Vec<u32>>> {
+        Ok(None)
     }
     /// [`emit`](Self::emit), the groups in `order` (a permutation of the ids).
     fn emit_in(&mut self, order: &[u32]) -> Result<Vec<ArrayRef>> {
@@ -374,6 +375,9 @@ pub struct PairGrouper {
     state: foldhash::fast::FixedState,
     /// Scratch: the codes of the current batch, per column.
     codes: [Vec<u32>; 2],
+    /// Each column's distinct keys, by code, once [`Grouper::key_order`] has
+    /// taken them from the column groupers.
+    distinct: Option<[ArrayRef; 2]>,
 }
 
 impl PairGrouper {
@@ -388,12 +392,87 @@ impl PairGrouper {
             // The same seed as `BytesGrouper`'s, so a stored key hashes alike.
             state: foldhash::fast::FixedState::with_seed(0x5eed),
             codes: [Vec::new(), Vec::new()],
+            distinct: None,
         })
     }
+
+    /// Each column's distinct keys, by code (taken from the column groupers once).
+    fn distinct(&mut self) -> Result<[ArrayRef; 2]> {
+        if self.distinct.is_none() {
+            let [a, b] = &mut self.columns;
+            self.distinct = Some([a.emit()?.remove(0), b.emit()?.remove(0)]);
+        }
+        Ok(self.distinct.clone().expect("set above"))
+    }
+
+    /// The keys of the groups in `order`, one column each: the distinct keys
+    /// gathered by the groups' codes.
+    fn keys_in(&mut self, order: impl Iterator<Item = u32> + Clone) -> Result<Vec<ArrayRef>> {
+        let distinct = self.distinct()?;
+        let mut out = Vec::with_capacity(2);
+        for (c, keys) in distinct.iter().enumerate() {
+            let codes: arrow::array::UInt32Array = order
+                .clone()
+                .map(|g| {
+                    let p = self.pairs[g as usize];
+                    if c == 0 {
+                        p.0
+                    } else {
+                        p.1
+                    }
+                })
+                .collect::<Vec<u32>>()
+                .into();
+            out.push(arrow::compute::take(keys.as_ref(), &codes, None)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Each code's place among `keys` (distinct values) in ascending order, nulls
+/// last: the order of the keys as numbers.
+fn ranks(keys: &ArrayRef) -> Result<Vec<u32>> {
+    let options = arrow::compute::SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let sorted = arrow::compute::sort_to_indices(keys.as_ref(), Some(options), None)?;
+    let mut rank = vec![0u32; keys.len()];
+    for (r, &code) in sorted.values().iter().enumerate() {
+        rank[code as usize] = r as u32;
+    }
+    Ok(rank)
+}
+
+/// A stable counting sort of `items` by `key` (below `buckets`).
+fn counting_sort<T: Copy + Default>(
+    items: &[T],
+    buckets: usize,
+    key: impl Fn(T) -> usize,
+) -> Vec<T> {
+    let mut start = vec![0usize; buckets + 1];
+    for &x in items {
+        start[key(x) + 1] += 1;
+    }
+    for b in 1..=buckets {
+        start[b] += start[b - 1];
+    }
+    let mut out = vec![T::default(); items.len()];
+    for &x in items {
+        let b = key(x);
+        out[start[b]] = x;
+        start[b] += 1;
+    }
+    out
 }
 
 impl Grouper for PairGrouper {
     fn intern(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
+        if self.distinct.is_some() {
+            return Err(Error::Internal(
+                "a pair grouper interned after emitting".into(),
+            ));
+        }
         let [ca, cb] = &mut self.codes;
         ca.clear();
         cb.clear();
@@ -426,18 +505,32 @@ impl Grouper for PairGrouper {
     }
 
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
-        let mut out = Vec::with_capacity(2);
-        for (c, grouper) in self.columns.iter_mut().enumerate() {
-            let distinct = grouper.emit()?.remove(0);
-            let take: arrow::array::UInt32Array = self
+        self.keys_in(0..self.pairs.len() as u32)
+    }
+
+    /// The groups in the order of their keys without comparing keys: each
+    /// column's distinct keys (few beside the groups) are sorted once into ranks,
+    /// and the groups are put in order by the pair of ranks with two passes of a
+    /// counting sort (by the second rank, then stably by the first).
+    fn key_order(&mut self) -> Result<Option<Vec<u32>>> {
+        let [a, b] = self.distinct()?;
+        let (ra, rb) = (ranks(&a)?, ranks(&b)?);
+        let by_second: Vec<(u32, u32)> = counting_sort(
+            &self
                 .pairs
                 .iter()
-                .map(|p| if c == 0 { p.0 } else { p.1 })
-                .collect::<Vec<u32>>()
-                .into();
-            out.push(arrow::compute::take(&distinct, &take, None)?);
-        }
-        Ok(out)
+                .enumerate()
+                .map(|(g, p)| (g as u32, ra[p.0 as usize]))
+                .collect::<Vec<_>>(),
+            rb.len(),
+            |(g, _)| rb[self.pairs[g as usize].1 as usize] as usize,
+        );
+        let order = counting_sort(&by_second, ra.len(), |(_, r)| r as usize);
+        Ok(Some(order.into_iter().map(|(g, _)| g).collect()))
+    }
+
+    fn emit_in(&mut self, order: &[u32]) -> Result<Vec<ArrayRef>> {
+        self.keys_in(order.iter().copied())
     }
 
     fn reserve(&mut self, groups: usize) {
@@ -752,9 +845,9 @@ impl Grouper for BytesGrouper {
         Ok(out)
     }
 
-    fn key_order(&self) -> Option<Vec<u32>> {
+    fn key_order(&mut self) -> Result<Option<Vec<u32>>> {
         if !matches!(self.kind, BytesKind::Rows(_)) {
-            return None;
+            return Ok(None);
         }
         // Each key's telling bytes beside its group, so most comparisons stay in
         // the vector being sorted (as `crate::sort::sort_indices`).
@@ -763,7 +856,7 @@ impl Grouper for BytesGrouper {
         let mut order: Vec<([u64; 3], u32)> =
             (0..n).map(|g| (telling.prefix(self.key(g)), g)).collect();
         order.sort_unstable_by(|x, y| x.0.cmp(&y.0).then_with(|| self.key(x.1).cmp(self.key(y.1))));
-        Some(order.into_iter().map(|(_, g)| g).collect())
+        Ok(Some(order.into_iter().map(|(_, g)| g).collect()))
     }
 
     fn emit_in(&mut self, order: &[u32]) -> Result<Vec<ArrayRef>> {

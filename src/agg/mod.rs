@@ -862,7 +862,7 @@ impl AggregatePlan {
         }
         let n = grouper.ngroups();
         let order = if finalize && self.sort && self.explode.is_none() && self.keys.len() >= 2 {
-            grouper.key_order()
+            grouper.key_order()?
         } else {
             None
         };

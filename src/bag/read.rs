@@ -183,6 +183,12 @@ fn read_block(
         ReadKind::Json => extract::plan(prefix),
         ReadKind::Text => None,
     };
+    // A leading select of what the parse already built only (the projection is
+    // that select's) would walk each record to remove nothing: skipped.
+    let skip = match (prefix.first(), only) {
+        (Some(Stage::Select(Some(n))), Some(o)) if **n == *o && spec.kind == ReadKind::Json => 1,
+        _ => 0,
+    };
     let mut reached = Vec::new();
     let mut bytes = 0u64;
     source.for_each_piece(i, |block| {
@@ -240,7 +246,7 @@ fn read_block(
                     }
                 },
             };
-            push_record(prefix, record, &mut out).map_err(|e| wrap(at, line, e))?;
+            push_record(&prefix[skip..], record, &mut out).map_err(|e| wrap(at, line, e))?;
         }
         Ok(true)
     })?;

@@ -515,6 +515,19 @@ impl Grouper for PairGrouper {
     fn key_order(&mut self) -> Result<Option<Vec<u32>>> {
         let [a, b] = self.distinct()?;
         let (ra, rb) = (ranks(&a)?, ranks(&b)?);
+        let n = self.pairs.len() as u64;
+        // Each pass reads one list of (group, rank) and writes another.
+        let scratch = 16 * n;
+        if !crate::scheduler::try_reserve(scratch)? {
+            // Refused: the groups are put in order in place, comparing their
+            // ranks (slower; no memory beyond the order itself).
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_unstable_by_key(|&g| {
+                let p = self.pairs[g as usize];
+                (ra[p.0 as usize], rb[p.1 as usize])
+            });
+            return Ok(Some(order));
+        }
         let by_second: Vec<(u32, u32)> = counting_sort(
             &self
                 .pairs
@@ -526,7 +539,12 @@ impl Grouper for PairGrouper {
             |(g, _)| rb[self.pairs[g as usize].1 as usize] as usize,
         );
         let order = counting_sort(&by_second, ra.len(), |(_, r)| r as usize);
-        Ok(Some(order.into_iter().map(|(g, _)| g).collect()))
+        drop(by_second);
+        let order: Vec<u32> = order.into_iter().map(|(g, _)| g).collect();
+        // What stays is the order (in the buffer of the last pass, at most 8
+        // bytes a group), until the task ends.
+        crate::scheduler::release(scratch - 8 * n);
+        Ok(Some(order))
     }
 
     fn emit_in(&mut self, order: &[u32]) -> Result<Vec<ArrayRef>> {

@@ -134,9 +134,15 @@ impl MemoryPolicy {
 }
 
 /// glibc's malloc settings (the `GLIBC_TUNABLES` value) under which a process
-/// with memory limit `limit` should run, or `None` for glibc's defaults (no limit
-/// given, or one at least the default: nothing to hold tight there, and the
-/// defaults are the fastest).
+/// with memory limit `limit` should run (`None` when it is unknown).
+///
+/// With no limit given, or one at least the default, nothing is held tight:
+/// glibc's defaults, with large buffers backed by transparent huge pages where the
+/// kernel allows (`glibc.malloc.hugetlb=1`). Tables and columns of millions of
+/// rows are fresh mappings, and faulting them in 4 KiB pages was a fifth of the
+/// CPU of a groupby of 1e7 groups: q10 on the 1e7-row G1 files 4.28 → 3.89 s,
+/// at K=1e5 5.7 → 4.7 s, q2 at K=1e5 2.78 → 2.43 s (system time 1.2 → 0.8 s),
+/// peak RSS within a few percent; q1 and q3 unchanged.
 ///
 /// Under a tight limit glibc's defaults keep memory the account has released:
 /// each worker thread allocates from an arena of its own, a buffer freed on
@@ -161,11 +167,11 @@ impl MemoryPolicy {
 /// groups at 1 GB: 5.95 s → 4.57 s (system time 2.7 → 1.3 s), peak RSS 399 →
 /// 441 MB.
 pub fn malloc_tunables(limit: Option<u64>) -> Option<String> {
-    let limit = limit?;
     let default = MemoryPolicy::machine_default().limit;
-    if limit >= default {
-        return None;
-    }
+    let limit = match limit {
+        Some(limit) if limit < default => limit,
+        _ => return Some("glibc.malloc.hugetlb=1".into()),
+    };
     let threshold = if limit >= 512 << 20 {
         (limit / 32).min(32 << 20)
     } else {
@@ -1114,10 +1120,12 @@ mod tests {
     }
 
     #[test]
-    fn malloc_is_tuned_only_under_a_limit_below_the_default() {
-        assert_eq!(malloc_tunables(None), None);
+    fn malloc_is_held_tight_only_under_a_limit_below_the_default() {
+        // Without a tight limit: glibc's defaults, with huge pages.
+        let roomy = Some("glibc.malloc.hugetlb=1".to_string());
+        assert_eq!(malloc_tunables(None), roomy);
         let default = MemoryPolicy::machine_default().limit;
-        assert_eq!(malloc_tunables(Some(default)), None);
+        assert_eq!(malloc_tunables(Some(default)), roomy);
         let tight = malloc_tunables(Some(64 << 20)).unwrap();
         assert!(tight.contains("glibc.malloc.arena_max=1"), "{tight}");
         assert!(tight.contains("mmap_threshold=262144"), "{tight}");

@@ -188,6 +188,334 @@ impl<'de> Visitor<'de> for Is<'_> {
     }
 }
 
+/// A walk of several field paths at once (`Bag::values_at`): each record becomes
+/// the list of the values at the paths, built straight from the parser (no object
+/// or list of the record is built on the way, only the values). The paths form a
+/// tree of fields; a path may pass through one list (`transactions[].amount`).
+#[derive(Debug)]
+pub(crate) struct ValuesWalk {
+    root: Vec<(String, Node)>,
+    slots: usize,
+}
+
+#[derive(Debug)]
+enum Node {
+    /// The value here is path `slot`'s.
+    Leaf(usize),
+    /// An object: what is under each named field.
+    Object(Vec<(String, Node)>),
+    /// A list: each element walked by `item`; `slots` are the paths under it, whose
+    /// values are lists of what each element holds.
+    Each { item: Box<Node>, slots: Vec<usize> },
+}
+
+impl ValuesWalk {
+    /// The walk for `paths`, or `None` for paths it does not take (a list index, two
+    /// lists on one path, the record itself, or a path that is a prefix of another
+    /// or passes where another needs a list): those records take the ordinary step.
+    pub(crate) fn plan(paths: &[super::FieldPath]) -> Option<ValuesWalk> {
+        let mut root = Vec::new();
+        for (slot, p) in paths.iter().enumerate() {
+            let segs = p.segs();
+            if segs.is_empty() || segs.iter().filter(|s| **s == Seg::Each).count() > 1 {
+                return None;
+            }
+            insert(&mut root, segs, slot, false)?;
+        }
+        Some(ValuesWalk {
+            root,
+            slots: paths.len(),
+        })
+    }
+}
+
+/// Adds path `segs` (starting with a field) for `slot` under an object's fields.
+fn insert(
+    fields: &mut Vec<(String, Node)>,
+    segs: &[Seg],
+    slot: usize,
+    in_each: bool,
+) -> Option<()> {
+    let Some(Seg::Field(name)) = segs.first() else {
+        return None;
+    };
+    let i = match fields.iter().position(|(f, _)| f == name) {
+        Some(i) => i,
+        None => {
+            fields.push((name.clone(), Node::Object(Vec::new())));
+            fields.len() - 1
+        }
+    };
+    let node = &mut fields[i].1;
+    match &segs[1..] {
+        [] => match node {
+            Node::Object(f) if f.is_empty() => *node = Node::Leaf(slot),
+            _ => return None,
+        },
+        rest => place(node, rest, slot, in_each)?,
+    }
+    Some(())
+}
+
+/// Adds the rest of a path (`rest`, not empty) below `node`.
+fn place(node: &mut Node, rest: &[Seg], slot: usize, in_each: bool) -> Option<()> {
+    match (&rest[0], &mut *node) {
+        (Seg::Field(_), Node::Object(fields)) => insert(fields, rest, slot, in_each),
+        (Seg::Each, Node::Object(f)) if f.is_empty() && !in_each => {
+            let mut item = Node::Object(Vec::new());
+            if rest.len() == 1 {
+                item = Node::Leaf(slot);
+            } else {
+                place(&mut item, &rest[1..], slot, true)?;
+            }
+            *node = Node::Each {
+                item: Box::new(item),
+                slots: vec![slot],
+            };
+            Some(())
+        }
+        (Seg::Each, Node::Each { item, slots }) if rest.len() > 1 => {
+            slots.push(slot);
+            place(item, &rest[1..], slot, true)
+        }
+        _ => None,
+    }
+}
+
+/// Walks one JSON line for `walk`, pushing the list of the values at its paths
+/// (null where a path is missing) onto `out`. `Ok(false)` when this record needs
+/// the ordinary step (a repeated field on the way to a value); the line is still
+/// checked whole as JSON.
+pub(crate) fn extract_values(
+    line: &[u8],
+    walk: &ValuesWalk,
+    out: &mut Vec<J>,
+) -> serde_json::Result<bool> {
+    let mut state = Walked {
+        vals: vec![None; walk.slots],
+        item: vec![None; walk.slots],
+        ok: true,
+    };
+    let mut de = serde_json::Deserializer::from_slice(line);
+    ObjectAt {
+        fields: &walk.root,
+        state: &mut state,
+        in_item: false,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    if !state.ok {
+        return Ok(false);
+    }
+    out.push(J::Array(
+        state
+            .vals
+            .into_iter()
+            .map(|v| v.unwrap_or(J::Null))
+            .collect(),
+    ));
+    Ok(true)
+}
+
+/// Values found so far: per path, its value (`vals`; a list for a path through a
+/// list), and what the list element being walked holds (`item`).
+struct Walked {
+    vals: Vec<Option<J>>,
+    item: Vec<Option<J>>,
+    ok: bool,
+}
+
+/// An object whose `fields` lead to values; anything else there holds none of them.
+struct ObjectAt<'w, 's> {
+    fields: &'w [(String, Node)],
+    state: &'s mut Walked,
+    in_item: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectAt<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectAt<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = 0u64;
+        while let Some(i) = map.next_key_seed(Which(self.fields))? {
+            let Some(i) = i else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let (_, node) = &self.fields[i];
+            let bit = 1u64 << (i % 64);
+            if seen & bit != 0 && !matches!(node, Node::Leaf(_)) {
+                // A repeated field above values: the last one wins when parsed
+                // whole, which this walk does not track.
+                self.state.ok = false;
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            seen |= bit;
+            match node {
+                Node::Leaf(slot) => {
+                    let v: J = map.next_value()?;
+                    if self.in_item {
+                        self.state.item[*slot] = Some(v);
+                    } else {
+                        self.state.vals[*slot] = Some(v);
+                    }
+                }
+                Node::Object(fields) => map.next_value_seed(ObjectAt {
+                    fields,
+                    state: &mut *self.state,
+                    in_item: self.in_item,
+                })?,
+                Node::Each { item, slots } => map.next_value_seed(ListAt {
+                    item,
+                    slots,
+                    state: &mut *self.state,
+                })?,
+            }
+        }
+        if self.fields.len() > 64 {
+            self.state.ok = false;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A list whose elements are walked by `item`; anything else holds none of the
+/// values under it.
+struct ListAt<'w, 's> {
+    item: &'w Node,
+    slots: &'w [usize],
+    state: &'s mut Walked,
+}
+
+impl<'de> DeserializeSeed<'de> for ListAt<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListAt<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // A list here: each path under it has a list, of what each element holds
+        // (elements without the path are left out). The last of a repeated field
+        // wins, as when parsed whole.
+        let mut lists: Vec<Vec<J>> = self.slots.iter().map(|_| Vec::new()).collect();
+        loop {
+            let more = match self.item {
+                Node::Leaf(slot) => match seq.next_element::<J>()? {
+                    Some(v) => {
+                        self.state.item[*slot] = Some(v);
+                        true
+                    }
+                    None => false,
+                },
+                Node::Object(fields) => seq
+                    .next_element_seed(ObjectAt {
+                        fields,
+                        state: &mut *self.state,
+                        in_item: true,
+                    })?
+                    .is_some(),
+                // Never planned (one list per path): the ordinary step instead.
+                Node::Each { .. } => {
+                    self.state.ok = false;
+                    seq.next_element::<IgnoredAny>()?.is_some()
+                }
+            };
+            if !more {
+                break;
+            }
+            for (list, &slot) in lists.iter_mut().zip(self.slots) {
+                if let Some(v) = self.state.item[slot].take() {
+                    list.push(v);
+                }
+            }
+        }
+        for (list, &slot) in lists.into_iter().zip(self.slots) {
+            self.state.vals[slot] = Some(J::Array(list));
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Which of `fields` a key is, without allocating.
+struct Which<'a>(&'a [(String, Node)]);
+
+impl<'de> DeserializeSeed<'de> for Which<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Which<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|(f, _)| f == v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +540,104 @@ mod tests {
         assert!(extract(br#"{"t": [}"#, &walk, &mut out).is_err());
         assert!(extract(br#"{"t": [{"a": 1}, {"a": 2}], "t": []}"#, &walk, &mut out).unwrap());
         assert!(out.is_empty(), "the last of a repeated key wins");
+    }
+
+    /// JSON text of `v`, objects with their first field repeated (a different
+    /// value first) when `dup`: the last one wins when parsed whole.
+    fn text(v: &J, dup: bool) -> String {
+        match v {
+            J::Object(o) => {
+                let mut parts: Vec<String> = Vec::new();
+                if dup {
+                    if let Some((k, _)) = o.iter().next() {
+                        parts.push(format!("{}: [7, {{\"a\": 8}}]", J::String(k.clone())));
+                    }
+                }
+                for (k, x) in o {
+                    parts.push(format!("{}: {}", J::String(k.clone()), text(x, dup)));
+                }
+                format!("{{{}}}", parts.join(", "))
+            }
+            J::Array(a) => format!(
+                "[{}]",
+                a.iter()
+                    .map(|x| text(x, dup))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    fn record() -> impl proptest::strategy::Strategy<Value = J> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(J::Null),
+            (0i64..5).prop_map(J::from),
+            "[xy]{0,2}".prop_map(J::String),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(J::Array),
+                proptest::collection::btree_map("[abt]", inner, 0..4)
+                    .prop_map(|m| J::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The walk gives what the step gives on the record parsed whole (the
+        /// values at the paths, by `FieldPath::get`), or leaves the record to it.
+        #[test]
+        fn walked_values_are_the_paths_values(r in record(), dup in proptest::bool::ANY, set in 0usize..6) {
+            let sets: [&[&str]; 6] = [
+                &["a"],
+                &["a.b", "t[].a"],
+                &["t[].a", "t[].b.a", "b"],
+                &["t[]", "a.t"],
+                &["b.t[].a", "b.a", "t"],
+                &["a", "a.b"],
+            ];
+            let paths: Vec<super::super::FieldPath> = sets[set]
+                .iter()
+                .map(|p| super::super::FieldPath::parse(p).unwrap())
+                .collect();
+            let line = text(&r, dup);
+            let whole: J = serde_json::from_str(&line).unwrap();
+            let expected = J::Array(
+                paths
+                    .iter()
+                    .map(|p| p.get(&whole).map_or(J::Null, std::borrow::Cow::into_owned))
+                    .collect(),
+            );
+            match ValuesWalk::plan(&paths) {
+                None => proptest::prop_assert_eq!(set, 5, "only a path under another is not walked"),
+                Some(walk) => {
+                    let mut out = Vec::new();
+                    if extract_values(line.as_bytes(), &walk, &mut out).unwrap() {
+                        proptest::prop_assert_eq!(out, vec![expected], "{}", line);
+                    } else {
+                        proptest::prop_assert!(dup, "only a repeated field leaves a record to the step: {}", line);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_walked_to_and_bad_json_is_an_error() {
+        let paths: Vec<super::super::FieldPath> = ["name", "t[].amount", "address.city"]
+            .iter()
+            .map(|p| super::super::FieldPath::parse(p).unwrap())
+            .collect();
+        let walk = ValuesWalk::plan(&paths).unwrap();
+        let mut out = Vec::new();
+        let line = br#"{"name": "Ann", "t": [{"amount": 5, "d": "x"}, {"d": 1}, {"amount": null}, 3], "address": "Oslo"}"#;
+        assert!(extract_values(line, &walk, &mut out).unwrap());
+        assert_eq!(out, vec![json!(["Ann", [5, null], null])]);
+        assert!(extract_values(br#"{"name": "Ann", "t": [}"#, &walk, &mut out).is_err());
+        assert!(extract_values(br#"{"name": "Ann"} x"#, &walk, &mut out).is_err());
+        let index = [super::super::FieldPath::parse("t[0].amount").unwrap()];
+        assert!(ValuesWalk::plan(&index).is_none());
     }
 }

@@ -94,7 +94,28 @@ pub(crate) enum Stage {
     /// Each record reduced to the needed parts (`select_paths`); `None` keeps it.
     Select(Option<Arc<project::Need>>),
     Flatten,
+    /// Each record replaced by the list of the values at some paths
+    /// ([`Bag::values_at`]); kept apart so the reader can walk to them while parsing.
+    Values(Arc<Values>),
     Partition(PartitionFn),
+}
+
+/// A `values_at` step: its paths, and the walk that takes them while parsing
+/// (`None`: paths the walk does not take).
+pub(crate) struct Values {
+    pub paths: Vec<FieldPath>,
+    pub walk: Option<extract::ValuesWalk>,
+}
+
+impl Values {
+    fn apply(&self, r: &J) -> J {
+        J::Array(
+            self.paths
+                .iter()
+                .map(|p| p.get(r).map_or(J::Null, std::borrow::Cow::into_owned))
+                .collect(),
+        )
+    }
 }
 
 /// Pushes what `stages` make of record `r` onto `out`.
@@ -118,6 +139,7 @@ pub(crate) fn push_record(stages: &[Stage], r: J, out: &mut Vec<J>) -> Result<()
                 Ok(())
             }
         }
+        Stage::Values(v) => push_record(rest, v.apply(&r), out),
         Stage::Flatten => match r {
             J::Array(items) => {
                 for item in items {
@@ -378,6 +400,22 @@ impl Bag {
             .projection()
             .map(Arc::new);
         Ok(self.with_step(Stage::Select(need), fields))
+    }
+
+    /// Each record replaced by the list of the values at `paths` (null where a
+    /// path is missing; a path with `[]` gives a list, as
+    /// [`FieldPath::get`]): `values_at(&["name", "transactions[].amount"])` makes
+    /// `{"name": "Ann", "transactions": [{"amount": 5}, {"amount": 7}]}` into
+    /// `["Ann", [5, 7]]`. Reading files, the values are taken while parsing, and
+    /// nothing else of the record is built.
+    pub fn values_at<S: AsRef<str>>(&self, paths: &[S]) -> Result<Bag> {
+        let paths = paths
+            .iter()
+            .map(|p| FieldPath::parse(p.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let fields = self.fields.select(&paths);
+        let walk = extract::ValuesWalk::plan(&paths);
+        Ok(self.with_step(Stage::Values(Arc::new(Values { paths, walk })), fields))
     }
 
     /// The same number of records, each replaced by null: what `count` needs, so

@@ -198,6 +198,27 @@ fn read_block(
             if line.len() as u64 > source.max_line_bytes {
                 return Err(source.too_long(&block, at));
             }
+            if let Some(Stage::Values(v)) = prefix.first().filter(|_| spec.kind == ReadKind::Json) {
+                if let Some(walk) = &v.walk {
+                    reached.clear();
+                    match extract::extract_values(line, walk, &mut reached) {
+                        Ok(true) => {
+                            for r in reached.drain(..) {
+                                push_record(&prefix[1..], r, &mut out)
+                                    .map_err(|e| wrap(at, line, e))?;
+                            }
+                            continue;
+                        }
+                        // Parsed below, and the step takes the values.
+                        Ok(false) => {}
+                        Err(_) if spec.on_error == OnError::Skip => {
+                            skipped += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(bad_json(source, &block, at, line, &e.to_string())),
+                    }
+                }
+            }
             if let Some((walk, covered)) = &fast {
                 reached.clear();
                 match extract::extract(line, walk, &mut reached) {

@@ -249,9 +249,10 @@ impl Running {
     }
 
     /// Adds the values of `agg` in record `r`.
-    fn add(&mut self, agg: &BagAgg, r: &J) -> Result<()> {
-        let Some(path) = &agg.path else {
-            // count(): every record.
+    /// Adds `value`, the value at `agg`'s path in one record (`None` for
+    /// `count()`, which counts the record).
+    fn add(&mut self, agg: &BagAgg, value: Option<&J>) -> Result<()> {
+        let Some(value) = value else {
             if let Running::Count(n) = self {
                 *n += 1;
             }
@@ -279,10 +280,10 @@ impl Running {
             Ok(())
         };
         // Every element when the value is a list; nulls and missing values are left out.
-        match path.get(r).as_deref() {
-            Some(J::Array(items)) => items.iter().filter(|v| !v.is_null()).try_for_each(add_one),
-            Some(J::Null) | None => Ok(()),
-            Some(v) => add_one(v),
+        match value {
+            J::Array(items) => items.iter().filter(|v| !v.is_null()).try_for_each(add_one),
+            J::Null => Ok(()),
+            v => add_one(v),
         }
     }
 
@@ -303,26 +304,35 @@ impl Running {
 /// extreme so far) and each group is finished into one object.
 fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
     // Only the key and the aggregated paths are parsed.
+    // Only the key and the aggregated paths are read, taken from each record
+    // while it is parsed (`values_at`): [key, value at path 1, ...].
     let mut reads = vec![key.to_string()];
-    reads.extend(
-        aggs.iter()
-            .filter_map(|a| a.path.as_ref())
-            .map(|p| p.to_string()),
-    );
+    let mut at = Vec::with_capacity(aggs.len());
+    for a in &aggs {
+        at.push(a.path.as_ref().map(|p| {
+            let p = p.to_string();
+            reads.iter().position(|r| *r == p).unwrap_or_else(|| {
+                reads.push(p);
+                reads.len() - 1
+            })
+        }));
+    }
     let aggs = Arc::new(aggs);
     let (a0, a1, a3) = (aggs.clone(), aggs.clone(), aggs.clone());
-    let key_at = FieldPath::parse(key)?;
     // Each record becomes [key, slot 1, slot 2, ...] as soon as it is parsed (its
     // own values already summed, counted or compared), so a partition holds small
     // lists rather than records, and the foldby merges slots as it merges partials.
-    let rows = bag.select_paths(&reads)?.map(move |r| {
+    let rows = bag.values_at(&reads)?.map(move |r| {
+        let J::Array(mut values) = r else {
+            return Err(Error::Internal("values_at gave no list".into()));
+        };
         let mut row = Vec::with_capacity(a0.len() + 1);
-        row.push(key_at.get(&r).map_or(J::Null, std::borrow::Cow::into_owned));
-        for a in a0.iter() {
+        for (a, i) in a0.iter().zip(&at) {
             let mut run = Running::new(&a.func);
-            run.add(a, &r)?;
+            run.add(a, i.map(|i| &values[i]))?;
             row.push(run.into_slot());
         }
+        row.insert(0, std::mem::take(&mut values[0]));
         Ok(J::Array(row))
     });
     let initial = J::Array(

@@ -1222,3 +1222,62 @@ fn cli_bag_groupby_aggregations_match_the_reference() {
         "{err}"
     );
 }
+
+/// `values_at` reading files (the values taken while parsing) gives what the
+/// paths give on each record parsed whole, in order, for any block size, also
+/// after a filter, and for paths the parser does not walk (a list index).
+#[test]
+fn values_at_matches_the_paths_on_whole_records() {
+    let (dir, rs) = fixture(500, 23);
+    let paths = ["name", "transactions[].amount", "address.city", "age"];
+    let naive = |paths: &[&str], rs: &[J]| -> Vec<J> {
+        rs.iter()
+            .map(|r| {
+                J::Array(
+                    paths
+                        .iter()
+                        .map(|p| {
+                            outcore::bag::FieldPath::parse(p)
+                                .unwrap()
+                                .get(r)
+                                .map_or(J::Null, |v| v.into_owned())
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        rs.iter().any(|r| r.get("address").is_none()),
+        "some records miss a path"
+    );
+    for blocksize in [1500u64, 40_000, 1 << 20] {
+        let s = session(2, Mode::Parallel, blocksize);
+        let got = load(&s, dir.path())
+            .values_at(&paths)
+            .unwrap()
+            .compute()
+            .unwrap();
+        assert_eq!(got, naive(&paths, &rs), "blocksize {blocksize}");
+        let index = ["transactions[0].date", "name"];
+        let got = load(&s, dir.path())
+            .values_at(&index)
+            .unwrap()
+            .compute()
+            .unwrap();
+        assert_eq!(got, naive(&index, &rs), "blocksize {blocksize}");
+        let older: Vec<J> = rs
+            .iter()
+            .filter(|r| r["age"].as_i64().is_some_and(|a| a > 40))
+            .cloned()
+            .collect();
+        let got = load(&s, dir.path())
+            .query("age > 40")
+            .unwrap()
+            .values_at(&paths)
+            .unwrap()
+            .compute()
+            .unwrap();
+        assert_eq!(got, naive(&paths, &older), "blocksize {blocksize}");
+    }
+}

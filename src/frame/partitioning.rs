@@ -319,35 +319,23 @@ pub fn sample_column(
     k: usize,
     seed: u64,
 ) -> Result<ColumnSample> {
-    let converter = row_converter(column.data_type(), options)?;
-    let rows = converter.convert_columns(std::slice::from_ref(column))?;
     let n = column.len();
     let nulls = column.null_count();
-    let mut min: Option<usize> = None;
-    let mut max: Option<usize> = None;
-    let mut first_out_of_order = None;
-    let mut prev: Option<usize> = None;
-    let mut seen_null = false;
-    for i in 0..n {
-        if column.is_null(i) {
-            seen_null = true;
-            continue;
+    let (min, max, first_out_of_order) = match as_i64(column) {
+        // Integers, dates and timestamps: compared as numbers (their row format
+        // orders them alike), with no row encoded.
+        Some(values) => {
+            let v = values.values();
+            extremes(column, options, |a, b| v[a].cmp(&v[b]))
         }
-        let r = rows.row(i);
-        if first_out_of_order.is_none() {
-            let broke = seen_null || prev.is_some_and(|p| rows.row(p) > r);
-            if broke {
-                first_out_of_order = Some(i);
-            }
+        None => {
+            let converter = row_converter(column.data_type(), options)?;
+            let rows = converter.convert_columns(std::slice::from_ref(column))?;
+            extremes(column, SortOptions::default(), |a, b| {
+                rows.row(a).cmp(&rows.row(b))
+            })
         }
-        prev = Some(i);
-        if min.is_none_or(|m| r < rows.row(m)) {
-            min = Some(i);
-        }
-        if max.is_none_or(|m| r > rows.row(m)) {
-            max = Some(i);
-        }
-    }
+    };
     let count = n - nulls;
     let sample = if count == 0 {
         None
@@ -382,6 +370,74 @@ pub fn sample_column(
         sample,
         first_out_of_order,
     })
+}
+
+/// `column` as 64-bit integers when its type is an integer, date, time or
+/// timestamp whose values all fit (not `UInt64`); `None` otherwise.
+fn as_i64(column: &ArrayRef) -> Option<arrow::array::Int64Array> {
+    use arrow::array::AsArray;
+    let fits = matches!(
+        column.data_type(),
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Duration(_)
+    );
+    if !fits {
+        return None;
+    }
+    let cast = arrow::compute::cast(column, &DataType::Int64).ok()?;
+    Some(cast.as_primitive::<arrow::datatypes::Int64Type>().clone())
+}
+
+/// The rows of the least and the greatest value of `column` (the first of
+/// equals) and the first row out of order (a value after a smaller one, or after
+/// a null), in the order `cmp` gives ascending, reversed when `options` say
+/// descending; nulls are skipped.
+fn extremes(
+    column: &ArrayRef,
+    options: SortOptions,
+    cmp: impl Fn(usize, usize) -> std::cmp::Ordering,
+) -> (Option<usize>, Option<usize>, Option<usize>) {
+    let cmp = |a: usize, b: usize| {
+        let o = cmp(a, b);
+        if options.descending {
+            o.reverse()
+        } else {
+            o
+        }
+    };
+    let mut min: Option<usize> = None;
+    let mut max: Option<usize> = None;
+    let mut first_out_of_order = None;
+    let mut prev: Option<usize> = None;
+    let mut seen_null = false;
+    for i in 0..column.len() {
+        if column.is_null(i) {
+            seen_null = true;
+            continue;
+        }
+        if first_out_of_order.is_none() && (seen_null || prev.is_some_and(|p| cmp(p, i).is_gt())) {
+            first_out_of_order = Some(i);
+        }
+        prev = Some(i);
+        if min.is_none_or(|m| cmp(i, m).is_lt()) {
+            min = Some(i);
+        }
+        if max.is_none_or(|m| cmp(i, m).is_gt()) {
+            max = Some(i);
+        }
+    }
+    (min, max, first_out_of_order)
 }
 
 /// Divisions chosen from samples, for a [`Partitioner::Range`].
@@ -500,6 +556,51 @@ mod tests {
     use super::*;
     use arrow::array::{Float64Array, Int32Array, TimestampNanosecondArray, UInt64Array};
     use rand::{Rng, SeedableRng};
+
+    /// Integers and timestamps are sampled as numbers: the same extremes and the
+    /// same first row out of order as comparing their row format, with nulls,
+    /// repeats, both directions, in order and not.
+    #[test]
+    fn integer_samples_agree_with_the_row_format() {
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(9);
+        for case in 0..40 {
+            let n = rng.random_range(0..60usize);
+            let mut v: Vec<Option<i64>> = (0..n)
+                .map(|_| (rng.random_range(0..5) > 0).then(|| rng.random_range(-4i64..4)))
+                .collect();
+            if case % 3 == 0 {
+                v.sort_by_key(|x| (x.is_none(), *x));
+            }
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(Int32Array::from_iter(v.iter().map(|x| x.map(|x| x as i32)))),
+                Arc::new(TimestampNanosecondArray::from_iter(v.iter().copied())),
+            ];
+            for column in &columns {
+                assert!(as_i64(column).is_some());
+                for descending in [false, true] {
+                    let options = SortOptions {
+                        descending,
+                        nulls_first: false,
+                    };
+                    let converter = row_converter(column.data_type(), options).unwrap();
+                    let rows = converter
+                        .convert_columns(std::slice::from_ref(column))
+                        .unwrap();
+                    let by_rows = extremes(column, SortOptions::default(), |a, b| {
+                        rows.row(a).cmp(&rows.row(b))
+                    });
+                    let got = sample_column(column, options, 4, 1).unwrap();
+                    let at = |i: Option<usize>| {
+                        i.map(|i| ScalarValue::try_from_array(column, i).unwrap())
+                    };
+                    assert_eq!(got.first_out_of_order, by_rows.2, "{v:?} {descending}");
+                    assert_eq!(got.min, at(by_rows.0), "{v:?} {descending}");
+                    assert_eq!(got.max, at(by_rows.1), "{v:?} {descending}");
+                }
+            }
+        }
+        assert!(as_i64(&(Arc::new(UInt64Array::from(vec![1u64])) as ArrayRef)).is_none());
+    }
 
     /// Numbers placed by their order keys land where the row format puts them: every
     /// numeric kind, both directions, repeated divisions, with and without spreading.

@@ -24,9 +24,38 @@ pub(crate) enum Walk {
     Spread,
 }
 
+/// A walk the parser takes instead of building whole records.
+pub(crate) enum Shortcut<'s> {
+    /// Leading `pluck`/`flatten` steps ([`extract`]).
+    Pluck(Vec<Walk>),
+    /// A leading `values_at` ([`extract_values`]).
+    Values(&'s ValuesWalk),
+}
+
+impl Shortcut<'_> {
+    /// Walks one line, pushing the records reached onto `out`; `Ok(false)` when
+    /// this record needs the ordinary steps.
+    pub(crate) fn walk(&self, line: &[u8], out: &mut Vec<J>) -> serde_json::Result<bool> {
+        match self {
+            Shortcut::Pluck(walk) => extract(line, walk, out),
+            Shortcut::Values(walk) => extract_values(line, walk, out),
+        }
+    }
+}
+
+/// The parser's walk for the first steps of `stages` and how many steps it
+/// covers; `None` when they start with neither a `pluck` of plain fields nor a
+/// `values_at` whose paths it takes.
+pub(crate) fn shortcut(stages: &[Stage]) -> Option<(Shortcut<'_>, usize)> {
+    if let Some(Stage::Values(v)) = stages.first() {
+        return v.walk.as_ref().map(|w| (Shortcut::Values(w), 1));
+    }
+    plan(stages).map(|(walk, covered)| (Shortcut::Pluck(walk), covered))
+}
+
 /// The walk for the leading `pluck`/`flatten` steps of `stages` and how many steps
 /// it covers; `None` when they do not start with a `pluck` of plain fields.
-pub(crate) fn plan(stages: &[Stage]) -> Option<(Vec<Walk>, usize)> {
+fn plan(stages: &[Stage]) -> Option<(Vec<Walk>, usize)> {
     let mut walk = Vec::new();
     let mut covered = 0;
     for s in stages {
@@ -325,6 +354,31 @@ struct Walked {
     ok: bool,
 }
 
+/// The visitor methods of a walk step for scalars, where it expected an object or
+/// a list: they hold none of the values (as `FieldPath::get` finds nothing there).
+macro_rules! scalars_hold_nothing {
+    () => {
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    };
+}
+
 /// An object whose `fields` lead to values; anything else there holds none of them.
 struct ObjectAt<'w, 's> {
     fields: &'w [(String, Node)],
@@ -391,24 +445,7 @@ impl<'de> Visitor<'de> for ObjectAt<'_, '_> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(())
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
+    scalars_hold_nothing!();
 }
 
 /// A list whose elements are walked by `item`; anything else holds none of the
@@ -476,24 +513,7 @@ impl<'de> Visitor<'de> for ListAt<'_, '_> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(())
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
+    scalars_hold_nothing!();
 }
 
 /// Which of `fields` a key is, without allocating.

@@ -118,6 +118,10 @@ impl Values {
     }
 }
 
+fn parse_paths<S: AsRef<str>>(paths: &[S]) -> Result<Vec<FieldPath>> {
+    paths.iter().map(|p| FieldPath::parse(p.as_ref())).collect()
+}
+
 /// Pushes what `stages` make of record `r` onto `out`.
 pub(crate) fn push_record(stages: &[Stage], r: J, out: &mut Vec<J>) -> Result<()> {
     let Some((first, rest)) = stages.split_first() else {
@@ -390,10 +394,7 @@ impl Bag {
     /// `transactions[].amount`: objects keep only the fields on the paths, lists
     /// their elements). Reading files, only these parts are parsed.
     pub fn select_paths<S: AsRef<str>>(&self, paths: &[S]) -> Result<Bag> {
-        let paths = paths
-            .iter()
-            .map(|p| FieldPath::parse(p.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+        let paths = parse_paths(paths)?;
         let fields = self.fields.select(&paths);
         let need = project::Fields::default()
             .select(&paths)
@@ -409,10 +410,7 @@ impl Bag {
     /// `["Ann", [5, 7]]`. Reading files, the values are taken while parsing, and
     /// nothing else of the record is built.
     pub fn values_at<S: AsRef<str>>(&self, paths: &[S]) -> Result<Bag> {
-        let paths = paths
-            .iter()
-            .map(|p| FieldPath::parse(p.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+        let paths = parse_paths(paths)?;
         let fields = self.fields.select(&paths);
         let walk = extract::ValuesWalk::plan(&paths);
         Ok(self.with_step(Stage::Values(Arc::new(Values { paths, walk })), fields))

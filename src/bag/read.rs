@@ -178,9 +178,10 @@ fn read_block(
     let (prefix, rest) = split_stages(stages);
     let mut out = Vec::new();
     let mut skipped = 0u64;
-    // Leading plucks and flattens are done by the parser when it can.
+    // Leading plucks and flattens, or a `values_at`, are done by the parser when
+    // it can.
     let fast = match spec.kind {
-        ReadKind::Json => extract::plan(prefix),
+        ReadKind::Json => extract::shortcut(prefix),
         ReadKind::Text => None,
     };
     // A leading select of what the parse already built only (the projection is
@@ -198,30 +199,9 @@ fn read_block(
             if line.len() as u64 > source.max_line_bytes {
                 return Err(source.too_long(&block, at));
             }
-            if let Some(Stage::Values(v)) = prefix.first().filter(|_| spec.kind == ReadKind::Json) {
-                if let Some(walk) = &v.walk {
-                    reached.clear();
-                    match extract::extract_values(line, walk, &mut reached) {
-                        Ok(true) => {
-                            for r in reached.drain(..) {
-                                push_record(&prefix[1..], r, &mut out)
-                                    .map_err(|e| wrap(at, line, e))?;
-                            }
-                            continue;
-                        }
-                        // Parsed below, and the step takes the values.
-                        Ok(false) => {}
-                        Err(_) if spec.on_error == OnError::Skip => {
-                            skipped += 1;
-                            continue;
-                        }
-                        Err(e) => return Err(bad_json(source, &block, at, line, &e.to_string())),
-                    }
-                }
-            }
             if let Some((walk, covered)) = &fast {
                 reached.clear();
-                match extract::extract(line, walk, &mut reached) {
+                match walk.walk(line, &mut reached) {
                     Ok(true) => {
                         for v in reached.drain(..) {
                             push_record(&prefix[*covered..], v, &mut out)

@@ -1208,7 +1208,7 @@ fn cli_bag_groupby_aggregations_match_the_reference() {
         assert_eq!(seen, 4);
         assert_eq!(groups.len(), 4);
     }
-    // A value that is not a number: an error naming it.
+    // A value that is not a number: an error naming it, its file and line.
     std::fs::write(
         dir.path().join("zz.json"),
         "{\"k\": \"a\", \"x\": [1, \"ten\"]}\n",
@@ -1218,7 +1218,9 @@ fn cli_bag_groupby_aggregations_match_the_reference() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("sum: expected a number") && err.contains("\"ten\""),
+        err.contains("zz.json:1")
+            && err.contains("sum: expected a number")
+            && err.contains("found \"ten\""),
         "{err}"
     );
 }

@@ -248,7 +248,6 @@ impl Running {
         }
     }
 
-    /// Adds the values of `agg` in record `r`.
     /// Adds `value`, the value at `agg`'s path in one record (`None` for
     /// `count()`, which counts the record).
     fn add(&mut self, agg: &BagAgg, value: Option<&J>) -> Result<()> {
@@ -303,7 +302,6 @@ impl Running {
 /// merges slots by key (a slot holds a count, a sum, `[sum, n]` for a mean, or the
 /// extreme so far) and each group is finished into one object.
 fn groupby_agg(bag: &Bag, key: &str, aggs: Vec<BagAgg>) -> Result<Bag> {
-    // Only the key and the aggregated paths are parsed.
     // Only the key and the aggregated paths are read, taken from each record
     // while it is parsed (`values_at`): [key, value at path 1, ...].
     let mut reads = vec![key.to_string()];

@@ -314,7 +314,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 }
 
 /// Runs this process again (same pid, same arguments, `exec`) with glibc's malloc
-/// tuned for the memory limit given, when it wants tuning
+/// tuned for the memory limit given, or for none
 /// ([`outcore::scheduler::malloc_tunables`]): glibc reads its settings only at
 /// start, from `GLIBC_TUNABLES`, and setting them from inside would take
 /// `unsafe`. Nothing happens when the variable is already set (by the user, or
@@ -328,9 +328,7 @@ pub fn tune_malloc() {
             return;
         }
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        let Some(tunables) = outcore::scheduler::malloc_tunables(memory_limit_arg(&args)) else {
-            return;
-        };
+        let tunables = outcore::scheduler::malloc_tunables(memory_limit_arg(&args));
         let mut again = std::process::Command::new("/proc/self/exe");
         again
             .args(args.iter().skip(1))

@@ -35,6 +35,12 @@ fn arrow_write_err(path: &Path, e: arrow::error::ArrowError) -> Error {
 /// Rows of a batch formatted as CSV in one piece (see [`write_batch`]).
 const CSV_SLICE_ROWS: usize = 16 * 1024;
 
+/// Rows of a batch drawn as one boxed table. Arrow's pretty printer holds every
+/// cell of its table as a string with its layout (about a kilobyte a row), so a
+/// partition of a million rows is drawn as tables of this many rows, each
+/// written before the next is drawn.
+const TABLE_SLICE_ROWS: usize = 1024;
+
 /// Writes `batch` to `out` in `format`; `header` says whether CSV gets its header.
 fn write_batch(
     out: &mut dyn Write,
@@ -45,8 +51,12 @@ fn write_batch(
 ) -> Result<()> {
     match format {
         Format::Table => {
-            let table = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?;
-            writeln!(out, "{table}").map_err(|e| Error::io(path, e))?;
+            let rows = batch.num_rows();
+            for start in (0..rows.max(1)).step_by(TABLE_SLICE_ROWS) {
+                let slice = batch.slice(start, TABLE_SLICE_ROWS.min(rows - start));
+                let table = arrow::util::pretty::pretty_format_batches(&[slice])?;
+                writeln!(out, "{table}").map_err(|e| Error::io(path, e))?;
+            }
         }
         Format::Csv => {
             // Formatted into memory first: arrow's CSV writer reports a closed pipe
@@ -93,9 +103,21 @@ fn write_batch(
     Ok(())
 }
 
+/// Writes `batch` to stdout, clearing a progress bar on the terminal while rows print.
+fn print(batch: &RecordBatch, format: Format, header: bool) -> Result<()> {
+    super::progress::suspend(|| {
+        let stdout = std::io::stdout();
+        let mut out = BufWriter::new(stdout.lock());
+        let path = Path::new("<stdout>");
+        write_batch(&mut out, path, batch, format, header)?;
+        out.flush().map_err(|e| Error::io(path, e))
+    })
+}
+
 /// Where partitions go, one at a time, in order.
 pub enum PartitionWriter {
-    /// Standard output: CSV's header once, a table per partition.
+    /// Standard output: CSV's header once, a table per partition that has rows
+    /// (an answer with no rows at all is one empty table, at the end).
     Stdout {
         /// Output format.
         format: Format,
@@ -104,6 +126,8 @@ pub enum PartitionWriter {
         /// Which: a query run again after a column widened (`Session::run_widening`)
         /// skips the partitions it already printed (their values read the same).
         done: Mutex<std::collections::HashSet<usize>>,
+        /// The first empty partition of a table, drawn at the end if no other was.
+        empty: Mutex<Option<RecordBatch>>,
     },
     /// `part-00000.csv`, ... in a temporary folder beside the target, moved into
     /// place by [`PartitionWriter::finish`]; dropped unfinished, the folder goes.
@@ -130,6 +154,7 @@ impl PartitionWriter {
             format,
             written: Mutex::new(0),
             done: Mutex::default(),
+            empty: Mutex::default(),
         }
     }
 
@@ -151,24 +176,22 @@ impl PartitionWriter {
                 format,
                 written,
                 done,
+                empty,
             } => {
                 if !done.lock().unwrap_or_else(|p| p.into_inner()).insert(index) {
+                    return Ok(());
+                }
+                if *format == Format::Table && batch.num_rows() == 0 {
+                    empty
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(|| batch.clone());
                     return Ok(());
                 }
                 let mut written = written.lock().unwrap_or_else(|p| p.into_inner());
                 let header = *written == 0;
                 *written += 1;
-                if *format == Format::Table && batch.num_rows() == 0 && !header {
-                    return Ok(());
-                }
-                // A progress bar on the terminal is cleared while rows print.
-                super::progress::suspend(|| {
-                    let stdout = std::io::stdout();
-                    let mut out = BufWriter::new(stdout.lock());
-                    let path = Path::new("<stdout>");
-                    write_batch(&mut out, path, batch, *format, header)?;
-                    out.flush().map_err(|e| Error::io(path, e))
-                })
+                print(batch, *format, header)
             }
             PartitionWriter::Folder {
                 format,
@@ -216,7 +239,19 @@ impl PartitionWriter {
     /// Moves the finished folder into place (replacing the old one when allowed).
     pub fn finish(self) -> Result<Option<PathBuf>> {
         match self {
-            PartitionWriter::Stdout { .. } => Ok(None),
+            PartitionWriter::Stdout {
+                format,
+                written,
+                empty,
+                ..
+            } => {
+                let none = written.into_inner().unwrap_or_else(|p| p.into_inner()) == 0;
+                let empty = empty.into_inner().unwrap_or_else(|p| p.into_inner());
+                if let (true, Some(batch)) = (none, empty) {
+                    print(&batch, format, true)?;
+                }
+                Ok(None)
+            }
             PartitionWriter::Folder {
                 staged,
                 format,

@@ -132,7 +132,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
     session.run_widening(|| {
         let built = build(&a, &session)?;
         e.explain_or_picture(&built.df, &pictured)?;
-        run_once(&a, built, format, &writer, &rows)
+        run_once(&a, built, &writer, &rows)
     })?;
     writer.finish_and_report(rows.load(Ordering::Relaxed), started, a.input.time)
 }
@@ -140,14 +140,13 @@ pub fn run(a: QueryArgs) -> Result<()> {
 fn run_once(
     a: &QueryArgs,
     built: Built,
-    format: Format,
     writer: &PartitionWriter,
     rows: &AtomicUsize,
 ) -> Result<()> {
     let Built { df, sort } = built;
-    let streamed = format != Format::Table || a.output.out.is_some();
-    if sort.is_empty() && a.head.is_none() && streamed {
-        // Partition by partition: the answer is never gathered.
+    if sort.is_empty() && a.head.is_none() {
+        // Partition by partition: the answer is never gathered (a table is drawn
+        // per partition, as CSV is written per partition).
         let stats = df.for_each_partition(&|i, batch| {
             rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
             writer.write(i, batch)

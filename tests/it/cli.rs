@@ -123,6 +123,67 @@ fn query_groupby_as_csv() {
     }
 }
 
+/// The rows of boxed tables (Arrow's pretty format), without their header lines:
+/// the cells of each `| a | b |` line, trimmed; and how many tables there were.
+fn parse_tables(text: &str, header: &[&str]) -> (Vec<Vec<String>>, usize) {
+    let mut rows = Vec::new();
+    let mut tables = 0;
+    for line in text.lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<String> = line
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect();
+        if cells == header {
+            tables += 1;
+        } else {
+            rows.push(cells);
+        }
+    }
+    (rows, tables)
+}
+
+#[test]
+fn query_prints_a_large_answer_as_tables_partition_by_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    // k: 2000 keys over 3000 rows in 3 files; v: small integers.
+    let mut expected: std::collections::BTreeMap<i64, i64> = Default::default();
+    for f in 0..3 {
+        let mut text = String::from("k,v\n");
+        for i in f * 1000..(f + 1) * 1000 {
+            let (k, v) = ((i * 7919) % 2000, i % 13);
+            *expected.entry(k).or_default() += v;
+            text.push_str(&format!("{k},{v}\n"));
+        }
+        std::fs::write(dir.path().join(format!("p{f}.csv")), text).unwrap();
+    }
+    let glob = glob_of(dir.path());
+    let query = [
+        "query",
+        &glob,
+        "--groupby",
+        "k",
+        "--agg",
+        "sum(v)",
+        "--split-out",
+        "3",
+    ];
+    // Every row of the three partitions, drawn a partition (and at most 1024
+    // rows) at a time: never the whole answer gathered into one table.
+    let (rows, tables) = parse_tables(&ok(&query), &["k", "sum(v)"]);
+    assert!(tables >= 3, "{tables} tables for three partitions");
+    let mut got: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
+    // No rows at all: one empty table, not one per empty partition.
+    let empty = ok(&[&query[..], &["--filter", "v > 1000"]].concat());
+    let (rows, tables) = parse_tables(&empty, &["k", "sum(v)"]);
+    assert_eq!((rows.len(), tables), (0, 1), "{empty}");
+}
+
 #[test]
 fn query_filter_with_aliases() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 //! limit plus the binary's baseline (the peak RSS of a trivial run). `--stats`
 //! figures explain; this is the proof.
 //!
-//! Every shape but [`NOT_ASSERTED`] is asserted; each one's figures (peak RSS, the ratio, `--stats`)
+//! The [`LOOSE`] shapes are held to 1.5 × instead; each one's figures (peak RSS, the ratio, `--stats`)
 //! go to stderr. Measured on a debug build with 2 threads (2026-12-03), peak RSS
 //! above the baseline over the limit: groupby-few 0.25–0.30, groupby-many
 //! 1.14–1.15, median 0.95–0.96, join-many 0.70, hot-key 0.38, set-index
@@ -18,11 +18,13 @@ use std::process::{Command, Stdio};
 /// The limit the matrix runs under.
 const LIMIT_MB: u64 = 16;
 
-/// Shapes measured and reported (`NOT ASSERTED` on stderr) but not asserted: a
-/// groupby with one group per row measured 1.11–1.23 × with five runs of this
-/// test at once (its radix finalize counts sub-part answers after making them,
-/// so the account goes past the limit), too close to 1.25 for CI.
-const NOT_ASSERTED: &[&str] = &["groupby-many"];
+/// Shapes held to a looser bound, 1.5 × the limit (`LOOSE` on stderr when past
+/// 1.25 ×): a groupby with one group per row measured 1.11–1.23 × with five runs
+/// of this test at once (its radix finalize counts sub-part answers after making
+/// them, so the account goes past the limit), too close to 1.25 for CI. Printed
+/// as a table, its 700,000 rows once took gigabytes (the answer was gathered to
+/// draw one table); 1.5 × still catches that.
+const LOOSE: &[&str] = &["groupby-many", "groupby-many-table"];
 
 fn outcore_bin() -> &'static str {
     env!("CARGO_BIN_EXE_outcore")
@@ -194,6 +196,17 @@ fn peak_rss_stays_within_the_limit_across_query_shapes() {
             ],
         ),
         (
+            "groupby-many-table",
+            vec![
+                "query",
+                &g1,
+                "--groupby",
+                "id1,id2,id3,id4,id5,id6",
+                "--agg",
+                "sum(v3), size()",
+            ],
+        ),
+        (
             "median",
             vec![
                 "query",
@@ -260,6 +273,7 @@ fn peak_rss_stays_within_the_limit_across_query_shapes() {
     ];
     // Bytes in KiB, as GNU time reports them.
     let bound = (limit * 5 / 4) / 1024 + baseline;
+    let loose = (limit * 3 / 2) / 1024 + baseline;
     let mut failures = Vec::new();
     eprintln!(
         "peak RSS at --memory-limit {LIMIT_MB}MB; baseline {baseline} KiB; bound {bound} KiB"
@@ -275,8 +289,8 @@ fn peak_rss_stays_within_the_limit_across_query_shapes() {
         );
         if ok && kib <= bound {
             eprintln!("holds: {line}");
-        } else if ok && NOT_ASSERTED.contains(&name) {
-            eprintln!("NOT ASSERTED: {line}");
+        } else if ok && kib <= loose && LOOSE.contains(&name) {
+            eprintln!("LOOSE (bound {loose} KiB): {line}");
         } else {
             eprintln!("FAILS: {line}\n{err}");
             failures.push(line);

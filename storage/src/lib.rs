@@ -3,8 +3,9 @@
 //! it never imports `outcore`.
 //!
 //! ```text
-//!   task results ──► spill::SpillCache ──over budget──► <dir>/<key>-<id>.spill
-//!                      (LRU, one mutex)                  (magic, length, CRC32)
+//!   task results ──► spill::SpillCache ──over budget──► <dir>/segment-N.spill
+//!                      (LRU, one mutex)                  (records appended: magic,
+//!                                                         length, CRC32, payload)
 //!
 //!   shuffle writes ─► shuffle::ShuffleService ──over budget──► a file per partition
 //!   shuffle reads ◄─  (a buffer per output partition)  ◄── one piece at a time
@@ -15,7 +16,8 @@
 //! - [`codec`]: `RecordBatch` ⇄ Arrow IPC stream bytes, the one format in which
 //!   partitions leave memory.
 //! - [`spill`]: the spill cache, which keeps task results under a byte budget and
-//!   pages the least recently used to checksummed files.
+//!   pages the least recently used to checksummed records in [`segments`], a
+//!   few files of many records each.
 //! - [`shuffle`]: the shuffle store, which collects pieces of bytes per output
 //!   partition from many writers under a byte budget, flushing to a file per
 //!   partition, and reads them back one piece at a time.
@@ -31,6 +33,7 @@
 pub mod catalog;
 pub mod codec;
 mod error;
+pub mod segments;
 pub mod shuffle;
 pub mod spill;
 pub mod workdir;

@@ -1,5 +1,6 @@
 //! The spill cache: holds values (task results) under a byte budget and pages the
-//! least recently used ones to disk, one file per value. The scheduler puts every
+//! least recently used ones to disk, as records appended to segment files
+//! ([`crate::segments`]). The scheduler puts every
 //! task result here, so an operation that spills nothing costs one hash map update
 //! under a mutex.
 //!
@@ -13,20 +14,20 @@
 //! - After a `put` or `get` returns `Ok`, resident bytes ≤ budget, unless other
 //!   threads are between their own put and its writes (each thread's overshoot is
 //!   bounded by what it just put or read back).
-//! - Files are written to `*.tmp` and renamed, and carry a magic, a length and a
-//!   CRC32 of the payload, so neither a torn write nor a flipped bit is ever
-//!   returned as data.
+//! - Records carry a magic, a length and a CRC32 of the payload, so neither a torn
+//!   write nor a flipped bit is ever returned as data.
 //! - No file I/O happens under the bookkeeping lock: victims are picked and marked
 //!   under it, written outside it, and marked on disk under it again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
+use crate::segments::{Handle, Loc, Segments};
 use crate::workdir::WorkDir;
 
 /// A value the cache can page to disk.
@@ -60,12 +61,12 @@ pub struct SpillStats {
     pub read_back_values: u64,
     /// File bytes read back.
     pub read_back_bytes: u64,
-    /// Spill files that exist now.
-    pub files_on_disk: u64,
+    /// Values with a record on disk now.
+    pub values_on_disk: u64,
 }
 
-/// The first bytes of every spill file; the trailing digit is the format version.
-const MAGIC: &[u8; 8] = b"OCSPILL1";
+/// The first bytes of every spill record; the trailing digit is the format version.
+const MAGIC: &[u8; 8] = b"OCSPILL2";
 /// Magic, u64 LE payload length, u32 LE CRC32 of the payload.
 const HEADER_LEN: usize = 8 + 8 + 4;
 
@@ -76,13 +77,13 @@ enum FileState {
     None,
     /// A thread is writing the file; the value is still in memory.
     Writing,
-    /// The file is complete.
-    Written,
+    /// The record is complete, there.
+    Written(Loc),
 }
 
 /// One key's value.
 struct Entry<V> {
-    /// Unique per `put`: names the file, and tells a write or read that finishes
+    /// Unique per `put`: tells a write or read that finishes
     /// after a `remove` or a replacing `put` that its entry is gone.
     id: u64,
     /// `size_bytes()` at put time.
@@ -136,6 +137,8 @@ pub struct SpillCache<V: Spillable> {
     /// Bytes writes may still write before they fail (fault injection); `u64::MAX`
     /// means no limit.
     write_allowance: AtomicU64,
+    /// The records' files, in `dir`.
+    segments: Segments,
     /// Removes the folder and every spill file in it on drop; holds a lock file
     /// naming this process, so a later run removes it if we are killed.
     dir: WorkDir,
@@ -166,6 +169,7 @@ impl<V: Spillable> SpillCache<V> {
             budget: AtomicUsize::new(budget),
             keep_in_use: AtomicBool::new(false),
             write_allowance: AtomicU64::new(u64::MAX),
+            segments: Segments::new(dir.path()),
             dir,
         })
     }
@@ -227,7 +231,7 @@ impl<V: Spillable> SpillCache<V> {
                     tick,
                 },
             );
-            let old_file = old.and_then(|old| self.forget(&mut st, key, old));
+            let old_file = old.and_then(|old| self.forget(&mut st, old));
             if mem_bytes > 0 {
                 st.lru.insert(tick, key);
             }
@@ -235,7 +239,7 @@ impl<V: Spillable> SpillCache<V> {
             st.stats.peak_resident_bytes = st.stats.peak_resident_bytes.max(st.resident_bytes);
             (old_file, self.pick_victims(&mut st))
         };
-        remove_quietly(old_file);
+        self.release(old_file);
         self.page_out(victims)
     }
 
@@ -249,7 +253,7 @@ impl<V: Spillable> SpillCache<V> {
     /// resident, as after a failed [`put`](Self::put)).
     pub fn get(&self, key: u64) -> Result<Option<Arc<V>>> {
         loop {
-            let (path, id) = {
+            let (loc, id) = {
                 let mut guard = self.lock();
                 // Borrow fields separately (the guard's DerefMut would borrow all).
                 let st = &mut *guard;
@@ -267,9 +271,18 @@ impl<V: Spillable> SpillCache<V> {
                     }
                     return Ok(Some(value));
                 }
-                (self.file_path(key, e.id), e.id)
+                let FileState::Written(loc) = e.file else {
+                    return Err(Error::Corrupt(format!(
+                        "spilled value {key} has neither memory nor a record"
+                    )));
+                };
+                (loc, e.id)
             };
-            let read = read_file::<V>(&path);
+            let read = match self.segments.handle(loc) {
+                Some(handle) => read_record::<V>(&handle, loc),
+                // Its segment went with a remove that raced us: asked again below.
+                None => Err(Error::Corrupt("segment released".into())),
+            };
             let mut guard = self.lock();
             let st = &mut *guard;
             let tick = st.next_tick;
@@ -300,16 +313,23 @@ impl<V: Spillable> SpillCache<V> {
         }
     }
 
-    /// Forgets `key`: frees its memory and deletes its file. Unknown keys are fine.
+    /// Forgets `key`: frees its memory and its record. Unknown keys are fine.
     pub fn remove(&self, key: u64) {
-        let file = {
+        let record = {
             let mut st = self.lock();
             match st.entries.remove(&key) {
-                Some(old) => self.forget(&mut st, key, old),
+                Some(old) => self.forget(&mut st, old),
                 None => None,
             }
         };
-        remove_quietly(file);
+        self.release(record);
+    }
+
+    /// Lets a record go (outside the lock: it may delete a segment file).
+    fn release(&self, record: Option<Loc>) {
+        if let Some(loc) = record {
+            self.segments.release(loc);
+        }
     }
 
     /// Whether the cache holds a value under `key` (in memory or on disk).
@@ -355,14 +375,10 @@ impl<V: Spillable> SpillCache<V> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn file_path(&self, key: u64, id: u64) -> PathBuf {
-        self.dir.path().join(format!("{key}-{id}.spill"))
-    }
-
-    /// Takes an entry that left the map out of the accounting; returns its file to
-    /// delete (outside the lock). A write still running for it deletes its own file
-    /// when it finds the entry gone.
-    fn forget(&self, st: &mut State<V>, key: u64, old: Entry<V>) -> Option<PathBuf> {
+    /// Takes an entry that left the map out of the accounting; returns its record
+    /// to release (outside the lock). A write still running for it releases its
+    /// own record when it finds the entry gone.
+    fn forget(&self, st: &mut State<V>, old: Entry<V>) -> Option<Loc> {
         if old.in_lru() {
             st.lru.remove(&old.tick);
         }
@@ -375,9 +391,9 @@ impl<V: Spillable> SpillCache<V> {
                 st.leaving_bytes -= old.mem_bytes;
                 None
             }
-            FileState::Written => {
-                st.stats.files_on_disk -= 1;
-                Some(self.file_path(key, old.id))
+            FileState::Written(loc) => {
+                st.stats.values_on_disk -= 1;
+                Some(loc)
             }
         }
     }
@@ -403,7 +419,7 @@ impl<V: Spillable> SpillCache<V> {
                 continue;
             }
             match e.file {
-                FileState::Written => {
+                FileState::Written(_) => {
                     e.value = None;
                     st.resident_bytes -= e.mem_bytes;
                 }
@@ -436,8 +452,8 @@ impl<V: Spillable> SpillCache<V> {
         let mut first_err = None;
         for victim in victims {
             let written = match first_err {
-                None => match self.write_file(&victim) {
-                    Ok(bytes) => Some(bytes),
+                None => match self.write_record(&victim) {
+                    Ok(written) => Some(written),
                     Err(e) => {
                         first_err = Some(e);
                         None
@@ -447,7 +463,7 @@ impl<V: Spillable> SpillCache<V> {
             };
             let mut guard = self.lock();
             let st = &mut *guard;
-            if let Some(bytes) = written {
+            if let Some((_, bytes)) = written {
                 st.stats.spilled_values += 1;
                 st.stats.spilled_bytes += bytes;
             }
@@ -456,19 +472,17 @@ impl<V: Spillable> SpillCache<V> {
                 .get_mut(&victim.key)
                 .filter(|e| e.id == victim.id && e.file == FileState::Writing)
             else {
-                // Removed or replaced while we wrote: the file belongs to nobody.
+                // Removed or replaced while we wrote: the record belongs to nobody.
                 drop(guard);
-                if written.is_some() {
-                    remove_quietly(Some(self.file_path(victim.key, victim.id)));
-                }
+                self.release(written.map(|(loc, _)| loc));
                 continue;
             };
             let mem_bytes = e.mem_bytes;
-            if written.is_some() {
-                e.file = FileState::Written;
+            if let Some((loc, _)) = written {
+                e.file = FileState::Written(loc);
                 e.value = None;
                 st.resident_bytes -= mem_bytes;
-                st.stats.files_on_disk += 1;
+                st.stats.values_on_disk += 1;
             } else {
                 // Its tick was refreshed if a get used it meanwhile, and no one else
                 // holds that tick, so it goes back where it belongs in the LRU.
@@ -481,9 +495,10 @@ impl<V: Spillable> SpillCache<V> {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Writes one victim's file (`.tmp`, then renamed); returns the bytes written.
-    /// On failure no temporary file is left.
-    fn write_file(&self, victim: &Victim<V>) -> Result<u64> {
+    /// Writes one victim's record at the end of the active segment; returns where
+    /// and the bytes written. On failure the record's room is released (its
+    /// segment goes with its other records).
+    fn write_record(&self, victim: &Victim<V>) -> Result<(Loc, u64)> {
         let mut buf = Vec::with_capacity(HEADER_LEN + victim.value.size_bytes());
         buf.extend_from_slice(&[0; HEADER_LEN]);
         victim.value.encode(&mut buf)?;
@@ -494,24 +509,23 @@ impl<V: Spillable> SpillCache<V> {
         buf[8..16].copy_from_slice(&len);
         buf[16..HEADER_LEN].copy_from_slice(&crc);
 
-        let path = self.file_path(victim.key, victim.id);
-        let tmp = path.with_extension("spill.tmp");
-        if let Err(e) = self.write_limited(&tmp, &buf) {
-            remove_quietly(Some(tmp.clone()));
-            return Err(Error::io(tmp, e));
+        let (loc, handle) = self
+            .segments
+            .allocate(buf.len() as u64)
+            .map_err(|(path, e)| Error::io(path, e))?;
+        if let Err(e) = self.write_limited(&handle.file, loc.offset(), &buf) {
+            self.segments.release(loc);
+            return Err(Error::io(handle.path, e));
         }
-        if let Err(e) = fs::rename(&tmp, &path) {
-            remove_quietly(Some(tmp));
-            return Err(Error::io(path, e));
-        }
-        Ok(buf.len() as u64)
+        Ok((loc, buf.len() as u64))
     }
 
-    /// Writes `bytes` to a new file at `path`, honouring the fault-injection
+    /// Writes `bytes` at `offset` of `file`, honouring the fault-injection
     /// allowance: past it, writes what is allowed and then fails, so tests see the
-    /// partial file a full disk leaves behind. No fsync: spill files need not
+    /// partial record a full disk leaves behind. No fsync: spill records need not
     /// outlive the process, only the memory budget.
-    fn write_limited(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn write_limited(&self, file: &fs::File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let want = bytes.len() as u64;
         let allowed =
             match self
@@ -522,9 +536,8 @@ impl<V: Spillable> SpillCache<V> {
                 Ok(left) => left.min(want),
                 Err(_) => want,
             };
-        let mut file = fs::File::create(path)?;
         // `allowed <= want == bytes.len()`, so the cast and the slice are in range.
-        file.write_all(&bytes[..allowed as usize])?;
+        file.write_all_at(&bytes[..allowed as usize], offset)?;
         if allowed < want {
             return Err(io::Error::other("injected write failure"));
         }
@@ -532,12 +545,29 @@ impl<V: Spillable> SpillCache<V> {
     }
 }
 
-/// Reads and checks one spill file; returns the value and the file's size.
-fn read_file<V: Spillable>(path: &Path) -> Result<(V, u64)> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+/// Reads and checks one spill record; returns the value and the record's size.
+fn read_record<V: Spillable>(handle: &Handle, loc: Loc) -> Result<(V, u64)> {
+    use std::os::unix::fs::FileExt;
+    let path = handle.path.as_path();
+    let mut bytes = vec![0u8; loc.len() as usize];
+    let mut got = 0;
+    // A short read is a record cut off (the segment ends early): reported as
+    // corrupt below, with what was read.
+    while got < bytes.len() {
+        match handle
+            .file
+            .read_at(&mut bytes[got..], loc.offset() + got as u64)
+        {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    bytes.truncate(got);
     let corrupt = |reason: String| Error::CorruptFile {
         path: path.to_path_buf(),
-        reason,
+        reason: format!("the record at byte {}: {reason}", loc.offset()),
     };
     let Some((header, payload)) = bytes.split_at_checked(HEADER_LEN) else {
         return Err(corrupt(format!(
@@ -557,7 +587,7 @@ fn read_file<V: Spillable>(path: &Path) -> Result<(V, u64)> {
     let len = u64::from_le_bytes(len);
     if len != payload.len() as u64 {
         return Err(corrupt(format!(
-            "header says {len} payload bytes, file has {}",
+            "header says {len} payload bytes, the segment has {}",
             payload.len()
         )));
     }
@@ -573,19 +603,12 @@ fn read_file<V: Spillable>(path: &Path) -> Result<(V, u64)> {
     Ok((value, bytes.len() as u64))
 }
 
-/// Deletes a file we no longer need. Errors are ignored: the file is garbage either
-/// way, and the folder goes when the cache is dropped.
-fn remove_quietly(path: Option<PathBuf>) {
-    if let Some(path) = path {
-        let _ = fs::remove_file(path);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
+    use std::path::PathBuf;
 
     /// Bytes that count their length against the budget.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -623,6 +646,14 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    /// Bytes of the spill files in the cache's folder.
+    fn disk_bytes(cache: &SpillCache<impl Spillable>) -> u64 {
+        files(cache, ".spill")
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
     }
 
     #[derive(Debug, Clone)]
@@ -691,7 +722,7 @@ mod tests {
                     }
                 }
                 let stats = cache.stats();
-                prop_assert_eq!(stats.files_on_disk as usize, files(&cache, ".spill").len());
+                prop_assert_eq!(stats.values_on_disk == 0, disk_bytes(&cache) == 0);
                 prop_assert!(files(&cache, ".tmp").is_empty());
                 // The peak includes the moment between a put and its page-out.
                 prop_assert!(stats.peak_resident_bytes < BUDGET + 4096);
@@ -719,7 +750,8 @@ mod tests {
         // Strict LRU: 1 is older, so it goes first, then 2 itself.
         cache.put(2, blob(2, 500)).unwrap();
         assert_eq!(cache.resident_bytes(), 0);
-        assert_eq!(files(&cache, ".spill").len(), 2);
+        assert_eq!(cache.stats().values_on_disk, 2);
+        assert_eq!(files(&cache, ".spill").len(), 1, "two records, one segment");
         assert_eq!(cache.get(1).unwrap().as_deref(), Some(&*blob(1, 50)));
         assert_eq!(cache.resident_bytes(), 50);
         // Read back, 2 is over budget again; both have files, so no write happens.
@@ -728,7 +760,7 @@ mod tests {
         assert_eq!(s.resident_bytes, 0);
         assert_eq!(s.peak_resident_bytes, 550);
         assert_eq!(
-            (s.spilled_values, s.read_back_values, s.files_on_disk),
+            (s.spilled_values, s.read_back_values, s.values_on_disk),
             (2, 2, 2)
         );
     }
@@ -744,7 +776,7 @@ mod tests {
         let s = cache.stats();
         assert_eq!((s.spilled_values, s.read_back_values), (2, 2), "{s:?}");
         assert_eq!(s.resident_bytes, 600);
-        assert_eq!(s.files_on_disk, 2);
+        assert_eq!(s.values_on_disk, 2);
     }
 
     #[test]
@@ -784,22 +816,48 @@ mod tests {
     }
 
     #[test]
-    fn replace_and_remove_delete_files() {
+    fn replace_and_remove_free_records() {
         let parent = tempfile::tempdir().unwrap();
         let cache = SpillCache::<Blob>::new(parent.path(), 0).unwrap();
         cache.put(7, blob(1, 10)).unwrap();
-        let first = files(&cache, ".spill");
-        assert_eq!(first.len(), 1);
+        assert_eq!(disk_bytes(&cache), (HEADER_LEN + 10) as u64);
         cache.put(7, blob(2, 20)).unwrap();
-        let second = files(&cache, ".spill");
-        assert_eq!(second.len(), 1);
-        assert_ne!(first, second, "a replaced value's file is deleted");
+        assert_eq!(
+            cache.stats().values_on_disk,
+            1,
+            "a replaced value's record is freed"
+        );
         assert_eq!(cache.get(7).unwrap().as_deref(), Some(&*blob(2, 20)));
         cache.remove(7);
-        assert!(files(&cache, ".spill").is_empty());
+        assert_eq!(disk_bytes(&cache), 0, "{:?}", files(&cache, ""));
         assert_eq!(cache.get(7).unwrap(), None);
         assert!(cache.is_empty());
-        assert_eq!(cache.stats().files_on_disk, 0);
+        assert_eq!(cache.stats().values_on_disk, 0);
+    }
+
+    /// Thousands of values paged out go to a few segment files, not a file each,
+    /// and a segment goes once none of its records lives.
+    #[test]
+    fn many_values_share_few_segment_files() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Blob>::new(parent.path(), 0).unwrap();
+        let n = 3000u64;
+        for k in 0..n {
+            cache.put(k, blob(k, 4000)).unwrap();
+        }
+        let s = cache.stats();
+        assert_eq!((s.spilled_values, s.values_on_disk), (n, n), "{s:?}");
+        let segments = files(&cache, ".spill").len();
+        let expect = (n * (HEADER_LEN as u64 + 4000)).div_ceil(crate::segments::SEGMENT_BYTES);
+        assert!(
+            segments as u64 <= expect,
+            "{segments} segment files for {n} values"
+        );
+        for k in (0..n).rev() {
+            assert_eq!(cache.get(k).unwrap().as_deref(), Some(&*blob(k, 4000)));
+            cache.remove(k);
+        }
+        assert_eq!(disk_bytes(&cache), 0, "{:?}", files(&cache, ""));
     }
 
     #[test]
@@ -925,7 +983,7 @@ mod tests {
         match &err {
             Error::Io { path, source } => {
                 assert!(path.starts_with(cache.dir()), "{err}");
-                assert!(path.to_string_lossy().ends_with(".spill.tmp"), "{err}");
+                assert!(path.to_string_lossy().ends_with(".spill"), "{err}");
                 assert_eq!(source.to_string(), "injected write failure");
             }
             other => panic!("{other}"),
@@ -1004,7 +1062,7 @@ mod tests {
         assert!(s.spilled_bytes > 0 && s.read_back_values > 0, "{s:?}");
         assert_eq!(cache.len(), 4 * 320);
         assert!(files(&cache, ".tmp").is_empty());
-        assert_eq!(s.files_on_disk as usize, files(&cache, ".spill").len());
+        assert_eq!(s.values_on_disk == 0, disk_bytes(&cache) == 0);
         for t in 0..4u64 {
             for i in (0..400u64).filter(|i| i % 5 != 4) {
                 let k = t * 10_000 + i;
@@ -1056,7 +1114,7 @@ mod tests {
         let s = cache.stats();
         assert!(s.spilled_bytes > 0 && s.read_back_values > 0, "{s:?}");
         assert!(files(&cache, ".tmp").is_empty());
-        assert_eq!(s.files_on_disk as usize, files(&cache, ".spill").len());
+        assert_eq!(s.values_on_disk == 0, disk_bytes(&cache) == 0);
         for key in 0..8 {
             if let Some(v) = cache.get(key).unwrap() {
                 assert_eq!(v.0[..8], key.to_le_bytes());
@@ -1065,7 +1123,7 @@ mod tests {
         for key in 0..8 {
             cache.remove(key);
         }
-        assert!(files(&cache, ".spill").is_empty());
+        assert_eq!(disk_bytes(&cache), 0);
         assert_eq!(cache.stats().resident_bytes, 0);
     }
 }

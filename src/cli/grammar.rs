@@ -295,18 +295,11 @@ pub fn emit(
         if e.explain_or_picture(&df, &pictured)? {
             return Ok(true);
         }
-        let stats = if format == Format::Table && e.output.out.is_none() {
-            // One table, not one per partition.
-            let (all, stats) = df.compute_with_stats()?;
-            rows.store(all.num_rows(), Ordering::Relaxed);
-            writer.write(0, &all)?;
-            stats
-        } else {
-            df.for_each_partition(&|i, batch| {
-                rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
-                writer.write(i, batch)
-            })?
-        };
+        // Partition by partition, a table too (never the answer gathered whole).
+        let stats = df.for_each_partition(&|i, batch| {
+            rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
+            writer.write(i, batch)
+        })?;
         e.input.run.report(&stats);
         Ok(false)
     })?;

@@ -240,6 +240,30 @@ fn max_unmeasured_bytes(limit: u64) -> u64 {
 /// thousands of tasks a second.
 const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
+/// How often a watching pool at most gives the heap's free pages back to the
+/// system ([`release_free_heap`]): it walks the whole heap.
+const TRIM_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Gives the free pages inside the heap back to the system (glibc's
+/// `malloc_trim`): memory freed by operators but kept by the allocator between
+/// its live blocks, which the process's resident memory counts and no consumer
+/// does. A watching pool calls it when that memory is past what it can leave
+/// unmeasured.
+#[allow(unsafe_code)]
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers and only returns free pages
+        // (madvise) under the allocator's own lock.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// The process's resident bytes (heap, stacks and the pages of the binary's code
 /// it has touched: what is measured from outside), from `/proc/self/status`;
 /// `None` where there is no such file.
@@ -313,6 +337,8 @@ struct PoolState {
     /// memory ([`MemoryPool::watch_process`]), and when it last looked.
     watch: bool,
     watched_at: Option<Instant>,
+    /// When the heap's free pages were last given back ([`release_free_heap`]).
+    trimmed_at: Option<Instant>,
     /// Growth since the last look that the [`UNMEASURED`] reservation's bytes
     /// above its floor may already hold: between two looks that reservation
     /// holds what the process kept after consumers shrank (the allocator's free
@@ -413,13 +439,19 @@ impl MemoryPool {
         // Measured, it needs less room kept for what it has not seen yet: only
         // for what grows between two looks.
         let floor = unmeasured_bytes(self.limit) / 4;
-        let want = rss
-            .saturating_sub(others)
-            .clamp(floor, max_unmeasured_bytes(self.limit));
+        let unmeasured = rss.saturating_sub(others);
+        let want = unmeasured.clamp(floor, max_unmeasured_bytes(self.limit));
         let old = c.bytes;
         c.bytes = want;
         st.explicit = st.explicit - old + want;
         st.reused = 0;
+        let trim = unmeasured > max_unmeasured_bytes(self.limit)
+            && st.trimmed_at.is_none_or(|t| t.elapsed() >= TRIM_INTERVAL);
+        if trim {
+            st.trimmed_at = Some(Instant::now());
+            drop(guard);
+            release_free_heap();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {

@@ -33,7 +33,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
 use accumulator::{check_input, new_accumulator, state_fields, Accumulator};
-use grouper::new_grouper;
+use grouper::{new_grouper, new_stored_grouper};
 
 /// An aggregation function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -822,8 +822,12 @@ impl AggregatePlan {
         finalize: bool,
         stored_rows: Option<usize>,
     ) -> Result<(usize, Vec<ArrayRef>, bool)> {
-        let mut grouper = new_grouper(&self.key_types())?;
         let stored = stored_rows.is_some() && !self.keys.is_empty();
+        let mut grouper = if stored {
+            new_stored_grouper(&self.key_types())?
+        } else {
+            new_grouper(&self.key_types())?
+        };
         if let Some(rows) = stored_rows {
             grouper.reserve(rows);
         }

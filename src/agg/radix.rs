@@ -124,7 +124,10 @@ struct Folding {
     /// Rows folded into tables that already held groups, and the groups they added.
     rows: AtomicU64,
     added: AtomicU64,
-    /// Set once folds add nearly a group per row: later chunks no longer fold.
+    /// Tables taken out early in a row that held a single chunk's groups.
+    single_flushes: AtomicUsize,
+    /// Set once folds add nearly a group per row, or tables fill up with one
+    /// chunk each: later chunks no longer fold.
     off: AtomicBool,
 }
 
@@ -153,7 +156,24 @@ impl Folding {
             self.off.store(true, Ordering::Relaxed);
         }
     }
+
+    /// Records a table taken out early after `chunks` chunks were folded in: once
+    /// [`SINGLE_FLUSHES`] tables in a row were full with the groups of one chunk
+    /// (a small limit, and chunks of distinct keys), folding is turned off. Such
+    /// a table only holds one chunk's partial longer than the chunk would, and
+    /// its rows never fold into a table that held groups, so [`Folding::measure`]
+    /// never sees them.
+    fn measure_flush(&self, chunks: usize) {
+        if chunks > 1 {
+            self.single_flushes.store(0, Ordering::Relaxed);
+        } else if self.single_flushes.fetch_add(1, Ordering::Relaxed) + 1 >= SINGLE_FLUSHES {
+            self.off.store(true, Ordering::Relaxed);
+        }
+    }
 }
+
+/// See [`Folding::measure_flush`].
+const SINGLE_FLUSHES: usize = 4;
 
 impl Decision {
     fn new(sizing: Sizing, chunks: usize, folds: bool, ctx: Arc<RunContext>) -> Arc<Decision> {
@@ -171,6 +191,7 @@ impl Decision {
                 made: AtomicUsize::new(0),
                 rows: AtomicU64::new(0),
                 added: AtomicU64::new(0),
+                single_flushes: AtomicUsize::new(0),
                 off: AtomicBool::new(false),
             }),
             ctx,
@@ -502,6 +523,7 @@ impl ChunkOp {
         // Takes the table out early, as this chunk's parts.
         let flush = |running: &mut Running| -> Result<Value> {
             self.decision.ctx.record_fold_flush();
+            folding.measure_flush(running.chunks);
             let t = tables(running.chunks);
             self.decision.take_parts(self.agg.as_ref(), running, t)
         };
@@ -655,9 +677,15 @@ struct FinalizeOp {
     name: String,
 }
 
+/// A finalize task's working memory per byte of its parts, besides the answer:
+/// the parts themselves, their keys decoded from the stored form, the table and
+/// its key arenas, and the order that sorts the groups; reserved before the
+/// table grows, so that the account pages results out first.
+const FINALIZE_WORK: u64 = 3;
+
 impl FinalizeOp {
-    /// Merges the parts whole if the account grants the table and the answer
-    /// (the table about the parts' bytes; the answer as the aggregation
+    /// Merges the parts whole if the account grants the work and the answer
+    /// (the work [`FINALIZE_WORK`] times the parts' bytes; the answer as the aggregation
     /// estimates it: a median's keeps a number of each group's list), else in
     /// sub-parts by more hash bits, one at a time, each with its own reservation,
     /// so the table never holds more than what fits; the sub-answers are merged
@@ -668,7 +696,8 @@ impl FinalizeOp {
         }
         let bytes: u64 = parts.iter().map(|v| v.size_bytes() as u64).sum();
         let answer = self.agg.answer_bytes(parts).min(bytes);
-        let need = bytes + answer;
+        let work = FINALIZE_WORK * bytes;
+        let need = work + answer;
         let have = scheduler::task_reserved();
         if scheduler::try_reserve(need.saturating_sub(have))? {
             return self.agg.finalize(parts);
@@ -677,11 +706,8 @@ impl FinalizeOp {
         // What the task holds (its inputs' size) and what is free now, less room
         // for the answers (`answer` in all), is what one sub-part may take: its
         // rows taken out of the parts and its table, each about `bytes / k`.
-        let budget =
-            (have + scheduler::reservable().min(2 * bytes + answer)).saturating_sub(answer);
-        let k = (2 * bytes)
-            .div_ceil(budget.max(1))
-            .clamp(2, MAX_SLOTS as u64) as usize;
+        let budget = (have + scheduler::reservable().min(work + answer)).saturating_sub(answer);
+        let k = work.div_ceil(budget.max(1)).clamp(2, MAX_SLOTS as u64) as usize;
         let hashes = parts
             .iter()
             .map(|p| self.agg.hashes(p))
@@ -712,7 +738,7 @@ impl FinalizeOp {
         // need be), its memory reused by the next.
         scheduler::reserve(
             &format!("{} finalize sub-part", self.agg.name()),
-            (2 * bytes / k as u64).saturating_sub(have),
+            (work / k as u64).saturating_sub(have),
         )?;
         let mut answers = Vec::with_capacity(k);
         for q in 0..k {

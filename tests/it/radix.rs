@@ -214,6 +214,43 @@ fn running_tables_are_taken_out_once_folding_turns_off() {
     );
 }
 
+/// Under a limit too small for a running table to hold more than one chunk's
+/// groups (unique keys), every table is taken out full after a single chunk, so
+/// no fold ever lands in a table that held groups and folding cannot measure
+/// itself: after a few such take-outs it turns off, and the chunks make their own
+/// partials. Before, every chunk took a table out (two tables held all along).
+/// Answers as the reference.
+#[test]
+fn folding_turns_off_when_each_table_fills_with_one_chunk() {
+    let (dir, t) = fixture(9, 40_000, 1 << 40, 2);
+    let spill = tempfile::tempdir().unwrap();
+    let s = session_with(1, Mode::Sync, 16 << 10, Some(512 << 10), spill.path());
+    let df = load_gen(&s, dir.path());
+    let chunks = df.npartitions();
+    let aggs: Vec<Agg> = vec![("sum", Some("v")), ("size", None)];
+    let (got, stats) = df
+        .groupby(&["i"])
+        .unwrap()
+        .agg(&specs(&aggs))
+        .unwrap()
+        .compute_with_stats()
+        .unwrap();
+    check_groupby(
+        &sort_batch(&got, &[("i", true)]).unwrap(),
+        &t,
+        &["i"],
+        &aggs,
+        false,
+        "unique keys, tiny limit",
+    );
+    assert!(chunks >= 40, "{chunks} chunks");
+    assert!(stats.fold_tables >= 1, "no running table: {stats:?}");
+    assert!(
+        stats.fold_flushes >= 4 && stats.fold_flushes <= 6,
+        "{chunks} chunks: folding did not turn off after 4 single-chunk tables: {stats:?}"
+    );
+}
+
 /// `first` and `last` need the chunks in order, so they do not fold: each chunk
 /// makes its own partial, merged in chunk order, whatever the threads.
 #[test]

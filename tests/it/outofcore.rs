@@ -293,7 +293,18 @@ fn wide_graph(n: usize, rows: usize, sabotage: Option<Arc<std::path::PathBuf>>) 
                             let _ = std::fs::remove_dir_all(e.unwrap().path());
                         }
                     }
-                    let values: Vec<i64> = (0..rows as i64).map(|r| r * i as i64).collect();
+                    // Under sabotage, scrambled (below 2^24), so that LZ4 cannot
+                    // shrink the spilled results much.
+                    let scramble = sabotage.is_some();
+                    let values: Vec<i64> = (0..rows as i64)
+                        .map(|r| match scramble {
+                            true => {
+                                ((r * 64 + i as i64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                                    >> 40
+                            }
+                            false => (r * i as i64) as u64,
+                        } as i64)
+                        .collect();
                     let batch = RecordBatch::try_from_iter(vec![(
                         "v",
                         Arc::new(Int64Array::from(values)) as arrow::array::ArrayRef,
@@ -395,10 +406,14 @@ fn the_scheduler_spills_waiting_results_and_reads_them_back() {
     }
 }
 
+/// Spill records go to segment files held open, so a folder that vanishes
+/// mid-run fails the run when the next segment is made: 64 results of 100,000
+/// scrambled rows (51 MB before LZ4, more than the 8 MiB of a segment in the
+/// half that follows the vanishing) make sure one is.
 #[test]
 fn a_spill_folder_that_vanishes_mid_run_fails_naming_it_and_leaves_nothing() {
     let spill = tempfile::tempdir().unwrap();
-    let (g, key) = wide_graph(64, 1000, Some(Arc::new(spill.path().to_path_buf())));
+    let (g, key) = wide_graph(64, 100_000, Some(Arc::new(spill.path().to_path_buf())));
     let err = run_wide(&g, &key, Mode::Sync, 1, 16 << 10, spill.path()).unwrap_err();
     let msg = err.to_string();
     assert!(

@@ -759,6 +759,12 @@ impl FinalizeOp {
         if answers.is_empty() {
             return self.agg.finalize(&[]);
         }
+        // Merging copies the sub-answers into one answer: its room is counted
+        // before (results are paged out first), granted or not.
+        let merged: u64 = answers.iter().map(|a| a.size_bytes() as u64).sum();
+        if !scheduler::try_reserve(merged)? {
+            scheduler::allocated(merged)?;
+        }
         self.agg.merge_answers(answers)
     }
 }

@@ -107,20 +107,27 @@ pub fn new_grouper(types: &[DataType]) -> Result<Box<dyn Grouper>> {
     })
 }
 
-/// A grouper for partials stored by groupers of key columns of these types
-/// ([`Grouper::emit_stored`]): as [`new_grouper`], except that two keys are
-/// grouped as the rows they are stored as. A finalize task merges each stored key
-/// once or a few times, so splitting the rows into columns and interning each
-/// (as [`PairGrouper`] does for raw keys, whose columns repeat a lot) only costs
-/// time and a table per column (five times the part's bytes at 1e7 groups).
-pub fn new_stored_grouper(types: &[DataType]) -> Result<Box<dyn Grouper>> {
+/// A grouper for `rows` rows of partials stored by groupers of key columns of
+/// these types ([`Grouper::emit_stored`]): as [`new_grouper`], except that two
+/// keys of fewer than [`PAIRS_BY_COLUMN_ROWS`] rows are grouped as the rows they
+/// are stored as. A finalize task's part of few groups holds each column's key
+/// about once, so splitting the rows into columns and interning each (as
+/// [`PairGrouper`] does) only costs time and a table per column (five times the
+/// part's bytes at 81,000 groups of q2 at K=1e5, a 64 MB limit); a part of
+/// millions of groups repeats each column's keys (1e5 of `id2` over 2e6 groups),
+/// where the column tables are small and their ranks sort the groups faster
+/// than comparing rows.
+pub fn new_stored_grouper(types: &[DataType], rows: usize) -> Result<Box<dyn Grouper>> {
     match types {
-        [a, b] if pair_key(a) && pair_key(b) => Ok(Box::new(BytesGrouper::new(BytesKind::Rows(
-            rows_converter(types)?,
-        )))),
+        [a, b] if pair_key(a) && pair_key(b) && rows < PAIRS_BY_COLUMN_ROWS => Ok(Box::new(
+            BytesGrouper::new(BytesKind::Rows(rows_converter(types)?)),
+        )),
         _ => new_grouper(types),
     }
 }
+
+/// See [`new_stored_grouper`].
+pub const PAIRS_BY_COLUMN_ROWS: usize = 1 << 20;
 
 /// The row format of several key columns: ascending, nulls last (the answer's
 /// order, so that the rows' bytes sort the groups; see `key_order`).
@@ -1070,6 +1077,60 @@ mod tests {
             assert_eq!(row_hashes, hashes, "{types:?}");
             assert_eq!(row_keys.as_ref(), stored.as_ref(), "{types:?}");
         }
+    }
+
+    /// A finalize merges a two-key part with either stored grouper (rows below
+    /// [`PAIRS_BY_COLUMN_ROWS`], [`PairGrouper`] above): both must read the
+    /// stored keys alike, group them alike (nulls included) and emit the same
+    /// keys in the same key order, and store them back the same.
+    #[test]
+    fn both_stored_pair_groupers_read_and_order_alike() {
+        let s: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("b"),
+            None,
+            Some("a"),
+            Some("b"),
+            None,
+            Some("a key longer than fifteen bytes"),
+        ]));
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(2),
+            Some(1),
+            None,
+            Some(2),
+            Some(1),
+            Some(-5),
+        ]));
+        let keys = vec![s, n];
+        let types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
+        let mut chunk = new_grouper(&types).unwrap();
+        ids(chunk.as_mut(), &keys);
+        let (hashes, stored) = chunk.emit_stored().unwrap();
+        let mut answers = Vec::new();
+        for rows in [4, PAIRS_BY_COLUMN_ROWS] {
+            let mut g = new_stored_grouper(&types, rows).unwrap();
+            let mut out = Vec::new();
+            g.intern_stored(&hashes, &stored, &mut out).unwrap();
+            let order = g.key_order().unwrap().unwrap();
+            let emitted = g.emit_in(&order).unwrap();
+            let again = new_stored_grouper(&types, rows)
+                .unwrap()
+                .rows_stored(&emitted)
+                .unwrap();
+            answers.push((out.len(), g.ngroups(), emitted, again));
+        }
+        assert_eq!(answers[0].1, 4, "four distinct pairs (two with a null)");
+        assert_eq!(answers[0].0, answers[1].0);
+        assert_eq!(answers[0].1, answers[1].1);
+        for (a, b) in answers[0].2.iter().zip(&answers[1].2) {
+            assert_eq!(a.as_ref(), b.as_ref(), "the keys in key order");
+        }
+        assert_eq!(answers[0].3 .0, answers[1].3 .0, "stored hashes");
+        assert_eq!(
+            answers[0].3 .1.as_ref(),
+            answers[1].3 .1.as_ref(),
+            "stored keys"
+        );
     }
 
     /// Groups as a naive map from the keys' values: packed short string keys

@@ -823,8 +823,8 @@ impl AggregatePlan {
         stored_rows: Option<usize>,
     ) -> Result<(usize, Vec<ArrayRef>, bool)> {
         let stored = stored_rows.is_some() && !self.keys.is_empty();
-        let mut grouper = if stored {
-            new_stored_grouper(&self.key_types())?
+        let mut grouper = if let (true, Some(rows)) = (stored, stored_rows) {
+            new_stored_grouper(&self.key_types(), rows)?
         } else {
             new_grouper(&self.key_types())?
         };

@@ -15,7 +15,9 @@
 //! Records are never moved: a segment's space comes back when all of its records
 //! are released, so the disk holds at most the bytes written since the oldest live
 //! record's segment began. Segments are small ([`SEGMENT_BYTES`]) so one
-//! long-lived record pins little.
+//! long-lived record pins little. Only the active segment stays open; a full
+//! one is opened for each read (no directory lock taken for writing), so a
+//! spill of many gigabytes never runs into the limit on open files.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -53,7 +55,9 @@ impl Loc {
 }
 
 struct Segment {
-    file: Arc<File>,
+    /// Open while the segment takes records; a full one is opened per read, so
+    /// a spill of many gigabytes holds one file open, not one per segment.
+    file: Option<Arc<File>>,
     path: PathBuf,
     /// Bytes allocated so far.
     end: u64,
@@ -112,6 +116,9 @@ impl Segments {
                 if dead {
                     let s = st.segments.remove(&old).expect("the active segment");
                     let _ = fs::remove_file(&s.path);
+                } else if let Some(s) = st.segments.get_mut(&old) {
+                    // Writers still writing to it hold their own handle.
+                    s.file = None;
                 }
             }
             let id = st.next;
@@ -126,7 +133,7 @@ impl Segments {
             st.segments.insert(
                 id,
                 Segment {
-                    file: Arc::new(file),
+                    file: Some(Arc::new(file)),
                     path,
                     end: 0,
                     live: 0,
@@ -143,21 +150,37 @@ impl Segments {
         };
         s.end += len;
         s.live += 1;
+        let file = s.file.clone().expect("the active segment is open");
         Ok((
             loc,
             Handle {
-                file: s.file.clone(),
+                file,
                 path: s.path.clone(),
             },
         ))
     }
 
-    /// The segment of a record allocated and not yet released.
-    pub fn handle(&self, loc: Loc) -> Option<Handle> {
-        self.lock().segments.get(&loc.segment).map(|s| Handle {
-            file: s.file.clone(),
-            path: s.path.clone(),
-        })
+    /// The segment of a record allocated and not yet released, to read it: the
+    /// active segment's handle, or a full segment opened now (an error naming
+    /// it if it cannot be). `None` if the record's segment is gone.
+    pub fn handle(&self, loc: Loc) -> Result<Option<Handle>, (PathBuf, io::Error)> {
+        let st = self.lock();
+        let Some(s) = st.segments.get(&loc.segment) else {
+            return Ok(None);
+        };
+        let path = s.path.clone();
+        if let Some(file) = &s.file {
+            return Ok(Some(Handle {
+                file: file.clone(),
+                path,
+            }));
+        }
+        drop(st);
+        let file = File::open(&path).map_err(|e| (path.clone(), e))?;
+        Ok(Some(Handle {
+            file: Arc::new(file),
+            path,
+        }))
     }
 
     /// Lets a record go; its segment's file is deleted when it holds no live
@@ -177,7 +200,9 @@ impl Segments {
             // Nothing in it lives: new records start again at its beginning, and
             // its bytes go back to the disk now (no directory operation).
             s.end = 0;
-            let _ = s.file.set_len(0);
+            if let Some(file) = &s.file {
+                let _ = file.set_len(0);
+            }
             return;
         }
         let s = st.segments.remove(&loc.segment).expect("present");
@@ -209,6 +234,11 @@ mod tests {
         // Full: the third record starts a segment; a record past the size gets
         // one of its own.
         let (c, _) = segs.allocate(1).unwrap();
+        // The full first segment is read through a handle opened for the read.
+        let mut got = [0u8; 3];
+        let h = segs.handle(a).unwrap().unwrap();
+        h.file.read_exact_at(&mut got, a.offset()).unwrap();
+        assert_eq!(&got, b"abc");
         let (d, _) = segs.allocate(2 * SEGMENT_BYTES).unwrap();
         assert_eq!((c.offset(), d.offset(), count()), (0, 0, 3));
         segs.release(a);

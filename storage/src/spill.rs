@@ -279,9 +279,10 @@ impl<V: Spillable> SpillCache<V> {
                 (loc, e.id)
             };
             let read = match self.segments.handle(loc) {
-                Some(handle) => read_record::<V>(&handle, loc),
+                Ok(Some(handle)) => read_record::<V>(&handle, loc),
                 // Its segment went with a remove that raced us: asked again below.
-                None => Err(Error::Corrupt("segment released".into())),
+                Ok(None) => Err(Error::Corrupt("segment released".into())),
+                Err((path, e)) => Err(Error::io(path, e)),
             };
             let mut guard = self.lock();
             let st = &mut *guard;

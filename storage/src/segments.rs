@@ -15,9 +15,10 @@
 //! Records are never moved: a segment's space comes back when all of its records
 //! are released, so the disk holds at most the bytes written since the oldest live
 //! record's segment began. Segments are small ([`SEGMENT_BYTES`]) so one
-//! long-lived record pins little. Only the active segment stays open; a full
-//! one is opened for each read (no directory lock taken for writing), so a
-//! spill of many gigabytes never runs into the limit on open files.
+//! long-lived record pins little. The active segment and the last
+//! [`OPEN_FULL_SEGMENTS`] full ones opened stay open; an older one is opened
+//! again to read it, so a spill of many gigabytes never runs into the limit on
+//! open files.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -55,8 +56,8 @@ impl Loc {
 }
 
 struct Segment {
-    /// Open while the segment takes records; a full one is opened per read, so
-    /// a spill of many gigabytes holds one file open, not one per segment.
+    /// Open while the segment takes records, and while it is among the full
+    /// segments kept open ([`OPEN_FULL_SEGMENTS`]).
     file: Option<Arc<File>>,
     path: PathBuf,
     /// Bytes allocated so far.
@@ -65,12 +66,36 @@ struct Segment {
     live: usize,
 }
 
+/// Full segments kept open for reads at most (the least recently opened is
+/// closed first): far below the usual limit of 1024 open files, and enough that
+/// a part's reads, which come from the last few segments written, rarely open
+/// one again (an open costs tens of microseconds under a busy folder).
+const OPEN_FULL_SEGMENTS: usize = 64;
+
 #[derive(Default)]
 struct State {
     segments: HashMap<u64, Segment>,
+    /// Full segments with an open file, oldest first.
+    open_full: std::collections::VecDeque<u64>,
     /// The segment new records go to.
     active: Option<u64>,
     next: u64,
+}
+
+impl State {
+    /// Counts full segment `id` (whose file is open) among those kept open,
+    /// closing the least recently opened past [`OPEN_FULL_SEGMENTS`].
+    fn keep_open(&mut self, id: u64) {
+        self.open_full.push_back(id);
+        while self.open_full.len() > OPEN_FULL_SEGMENTS {
+            let Some(old) = self.open_full.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.segments.get_mut(&old) {
+                s.file = None;
+            }
+        }
+    }
 }
 
 /// The segment files of one folder.
@@ -116,9 +141,10 @@ impl Segments {
                 if dead {
                     let s = st.segments.remove(&old).expect("the active segment");
                     let _ = fs::remove_file(&s.path);
-                } else if let Some(s) = st.segments.get_mut(&old) {
-                    // Writers still writing to it hold their own handle.
-                    s.file = None;
+                } else {
+                    // It stays open for reads, among the full segments kept open
+                    // (writers still writing to it hold their own handle).
+                    st.keep_open(old);
                 }
             }
             let id = st.next;
@@ -176,11 +202,15 @@ impl Segments {
             }));
         }
         drop(st);
-        let file = File::open(&path).map_err(|e| (path.clone(), e))?;
-        Ok(Some(Handle {
-            file: Arc::new(file),
-            path,
-        }))
+        let file = Arc::new(File::open(&path).map_err(|e| (path.clone(), e))?);
+        let mut st = self.lock();
+        if let Some(s) = st.segments.get_mut(&loc.segment) {
+            if s.file.is_none() {
+                s.file = Some(file.clone());
+                st.keep_open(loc.segment);
+            }
+        }
+        Ok(Some(Handle { file, path }))
     }
 
     /// Lets a record go; its segment's file is deleted when it holds no live

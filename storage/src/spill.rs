@@ -215,7 +215,7 @@ impl<V: Spillable> SpillCache<V> {
     /// until a later put or get pages out successfully.
     pub fn put(&self, key: u64, value: Arc<V>) -> Result<()> {
         let mem_bytes = value.size_bytes();
-        let (old_file, victims) = {
+        let (old_record, victims) = {
             let mut st = self.lock();
             let id = st.next_id;
             st.next_id += 1;
@@ -231,15 +231,15 @@ impl<V: Spillable> SpillCache<V> {
                     tick,
                 },
             );
-            let old_file = old.and_then(|old| self.forget(&mut st, old));
+            let old_record = old.and_then(|old| self.forget(&mut st, old));
             if mem_bytes > 0 {
                 st.lru.insert(tick, key);
             }
             st.resident_bytes += mem_bytes;
             st.stats.peak_resident_bytes = st.stats.peak_resident_bytes.max(st.resident_bytes);
-            (old_file, self.pick_victims(&mut st))
+            (old_record, self.pick_victims(&mut st))
         };
-        self.release(old_file);
+        self.release(old_record);
         self.page_out(victims)
     }
 

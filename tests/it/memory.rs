@@ -177,35 +177,22 @@ fn peak_rss_stays_within_the_limit_across_query_shapes() {
         &spill_arg,
         "--stats",
     ];
+    let many = vec![
+        "query",
+        &g1,
+        "--groupby",
+        "id1,id2,id3,id4,id5,id6",
+        "--agg",
+        "sum(v3), size()",
+    ];
     let shapes: Vec<(&str, Vec<&str>)> = vec![
         (
             "groupby-few",
             vec!["query", &g1, "--groupby", "id1", "--agg", "sum(v1)"],
         ),
-        (
-            "groupby-many",
-            vec![
-                "query",
-                &g1,
-                "--groupby",
-                "id1,id2,id3,id4,id5,id6",
-                "--agg",
-                "sum(v3), size()",
-                "--format",
-                "csv",
-            ],
-        ),
-        (
-            "groupby-many-table",
-            vec![
-                "query",
-                &g1,
-                "--groupby",
-                "id1,id2,id3,id4,id5,id6",
-                "--agg",
-                "sum(v3), size()",
-            ],
-        ),
+        ("groupby-many", [&many[..], &["--format", "csv"]].concat()),
+        // The default output: a table.
+        ("groupby-many-table", many.clone()),
         (
             "median",
             vec![

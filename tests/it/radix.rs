@@ -9,8 +9,8 @@ use std::path::Path;
 
 use outcore::agg::{corr, median, nlargest, quantile, size, sum, AggSpec};
 use outcore::frame::sort_batch;
-use outcore::scheduler::Mode;
-use outcore::Session;
+use outcore::scheduler::{Mode, RunStats};
+use outcore::{DataFrame, Session};
 use proptest::prelude::*;
 
 use crate::aggs::{nums, ref_corr, ref_quantile};
@@ -182,15 +182,9 @@ proptest! {
     }
 }
 
-/// When the chunks hold nearly one group per row, folding turns itself off; the
-/// tables made before that are taken out by the next chunks, not held (with
-/// their share of the limit) until every chunk is done. Answers as the reference.
-#[test]
-fn running_tables_are_taken_out_once_folding_turns_off() {
-    let (dir, t) = fixture(5, 120_000, 1 << 40, 2);
-    let spill = tempfile::tempdir().unwrap();
-    let s = session_with(2, Mode::Parallel, 48 << 10, None, spill.path());
-    let df = load_gen(&s, dir.path());
+/// `sum(v)` and `size()` by the unique key `i`, checked against the reference;
+/// returns what the run did.
+fn sum_and_size_by_unique_keys(df: &DataFrame, t: &Table, what: &str) -> RunStats {
     let aggs: Vec<Agg> = vec![("sum", Some("v")), ("size", None)];
     let (got, stats) = df
         .groupby(&["i"])
@@ -201,12 +195,25 @@ fn running_tables_are_taken_out_once_folding_turns_off() {
         .unwrap();
     check_groupby(
         &sort_batch(&got, &[("i", true)]).unwrap(),
-        &t,
+        t,
         &["i"],
         &aggs,
         false,
-        "unique keys",
+        what,
     );
+    stats
+}
+
+/// When the chunks hold nearly one group per row, folding turns itself off; the
+/// tables made before that are taken out by the next chunks, not held (with
+/// their share of the limit) until every chunk is done. Answers as the reference.
+#[test]
+fn running_tables_are_taken_out_once_folding_turns_off() {
+    let (dir, t) = fixture(5, 120_000, 1 << 40, 2);
+    let spill = tempfile::tempdir().unwrap();
+    let s = session_with(2, Mode::Parallel, 48 << 10, None, spill.path());
+    let df = load_gen(&s, dir.path());
+    let stats = sum_and_size_by_unique_keys(&df, &t, "unique keys");
     assert!(stats.fold_tables >= 1, "no running table: {stats:?}");
     assert_eq!(
         stats.fold_flushes, stats.fold_tables,
@@ -227,22 +234,7 @@ fn folding_turns_off_when_each_table_fills_with_one_chunk() {
     let s = session_with(1, Mode::Sync, 16 << 10, Some(512 << 10), spill.path());
     let df = load_gen(&s, dir.path());
     let chunks = df.npartitions();
-    let aggs: Vec<Agg> = vec![("sum", Some("v")), ("size", None)];
-    let (got, stats) = df
-        .groupby(&["i"])
-        .unwrap()
-        .agg(&specs(&aggs))
-        .unwrap()
-        .compute_with_stats()
-        .unwrap();
-    check_groupby(
-        &sort_batch(&got, &[("i", true)]).unwrap(),
-        &t,
-        &["i"],
-        &aggs,
-        false,
-        "unique keys, tiny limit",
-    );
+    let stats = sum_and_size_by_unique_keys(&df, &t, "unique keys, tiny limit");
     assert!(chunks >= 40, "{chunks} chunks");
     assert!(stats.fold_tables >= 1, "no running table: {stats:?}");
     assert!(

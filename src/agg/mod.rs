@@ -561,7 +561,9 @@ impl AggregatePlan {
 
     /// Splits a stored partial by key hash into `parts` partials (the same key always
     /// to the same part), each with its own buffers, so that the spill cache counts
-    /// and pages each part on its own.
+    /// and pages each part on its own. Column by column, each freed once it is
+    /// split: the partial and its parts never coexist whole (with one group per
+    /// row, two chunk tasks splitting at once held four partials).
     pub fn split_stored(&self, partial: RecordBatch, parts: usize) -> Result<Vec<RecordBatch>> {
         if parts <= 1 || self.keys.is_empty() {
             return Ok(vec![partial]);
@@ -580,12 +582,22 @@ impl AggregatePlan {
         for (i, &p) in of.iter().enumerate() {
             indices[p as usize].push(i as u32);
         }
-        indices
+        drop(of);
+        let indices: Vec<arrow::array::UInt32Array> = indices
             .into_iter()
-            .map(|idx| {
-                let idx = arrow::array::UInt32Array::from(idx);
-                Ok(arrow::compute::take_record_batch(&partial, &idx)?)
-            })
+            .map(arrow::array::UInt32Array::from)
+            .collect();
+        let (schema, columns, _) = partial.into_parts();
+        let mut split: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(columns.len()); parts];
+        for column in columns {
+            for (part, idx) in split.iter_mut().zip(&indices) {
+                part.push(arrow::compute::take(column.as_ref(), idx, None)?);
+            }
+        }
+        split
+            .into_iter()
+            .zip(&indices)
+            .map(|(columns, idx)| self.batch(schema.clone(), columns, idx.len()))
             .collect()
     }
 

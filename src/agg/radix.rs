@@ -639,6 +639,10 @@ impl Operator for PartOp {
     fn name(&self) -> &str {
         &self.name
     }
+    /// A piece of its input, sharing its buffers.
+    fn working_bytes_beyond(&self, _: u64) -> u64 {
+        0
+    }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         match inputs {
             [v] => match v.as_ref() {
@@ -665,6 +669,10 @@ struct ChunkDone;
 impl Operator for ChunkDone {
     fn name(&self) -> &str {
         "radix-chunk-done"
+    }
+    /// A piece of its input, sharing its buffers.
+    fn working_bytes_beyond(&self, _: u64) -> u64 {
+        0
     }
     fn run(&self, _: &[Arc<Value>]) -> Result<Value> {
         Ok(empty())
@@ -736,10 +744,15 @@ impl FinalizeOp {
         drop(hashes);
         // One sub-part at a time: reserved once (waiting for others to release if
         // need be), its memory reused by the next.
-        scheduler::reserve(
-            &format!("{} finalize sub-part", self.agg.name()),
-            (work / k as u64).saturating_sub(have),
-        )?;
+        let sub_work = (work / k as u64).saturating_sub(have);
+        let operator = format!("{} finalize sub-part", self.agg.name());
+        scheduler::reserve(&operator, sub_work)?;
+        // The sub-answers, held until they are merged: waited for while other
+        // tasks can release, so that two finalize tasks do not both exceed the
+        // limit with them.
+        scheduler::reserve_or_exceed(&operator, answer)?;
+        let answer_reserved = answer;
+        let mut made = 0u64;
         let mut answers = Vec::with_capacity(k);
         for q in 0..k {
             let subs = parts
@@ -753,18 +766,21 @@ impl FinalizeOp {
             }
             let answer = self.agg.finalize(&subs.iter().collect::<Vec<_>>())?;
             drop(subs);
-            scheduler::allocated(answer.size_bytes() as u64)?;
+            let size = answer.size_bytes() as u64;
+            // Beyond the estimate reserved: counted as it is made.
+            scheduler::allocated((made + size).saturating_sub(answer_reserved.max(made)))?;
+            made += size;
             answers.push(answer);
         }
         if answers.is_empty() {
             return self.agg.finalize(&[]);
         }
-        // Merging copies the sub-answers into one answer: its room is counted
-        // before (results are paged out first), granted or not.
+        // The sub-parts' tables are gone: their room goes back before the merge,
+        // which copies the sub-answers into one answer: its room is reserved
+        // before (results paged out first, other tasks waited for).
+        scheduler::release(sub_work);
         let merged: u64 = answers.iter().map(|a| a.size_bytes() as u64).sum();
-        if !scheduler::try_reserve(merged)? {
-            scheduler::allocated(merged)?;
-        }
+        scheduler::reserve_or_exceed(&operator, merged)?;
         self.agg.merge_answers(answers)
     }
 }
@@ -810,6 +826,10 @@ fn piece(v: &Value, i: usize) -> Result<Value> {
 impl Operator for PieceOp {
     fn name(&self) -> &str {
         "radix-piece"
+    }
+    /// A piece of its input, sharing its buffers.
+    fn working_bytes_beyond(&self, _: u64) -> u64 {
+        0
     }
     fn run(&self, inputs: &[Arc<Value>]) -> Result<Value> {
         // An own partition also waits on its slot's piece for the gather (see

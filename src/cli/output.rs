@@ -63,28 +63,38 @@ fn write_batch(
             // as text, which would hide the BrokenPipe that `| head` should exit 0 on.
             // Slices of a large batch are formatted on the session's threads (when
             // called in one of its workers: answers are handed over in order, one at
-            // a time, so formatting on the one thread would be the run's tail).
+            // a time, so formatting on the one thread would be the run's tail), a
+            // slice per thread at a time: the text held is a few slices', never the
+            // whole partition's.
             let rows = batch.num_rows();
             let slices = rows.div_ceil(CSV_SLICE_ROWS).max(1);
+            // A slice's buffers are its batch's: its share of them sizes its text.
+            let per_row = batch.get_array_memory_size() / rows.max(1);
             let format = |i: usize| -> Result<Vec<u8>> {
                 let start = i * CSV_SLICE_ROWS;
                 let slice = batch.slice(start, CSV_SLICE_ROWS.min(rows - start));
-                let mut text = Vec::with_capacity(slice.get_array_memory_size());
+                let mut text = Vec::with_capacity(per_row * slice.num_rows());
                 outcore::io::csv_write::write_csv(&mut text, &slice, header && i == 0)?;
                 Ok(text)
             };
-            if slices > 1 && rayon::current_thread_index().is_some() {
-                use rayon::prelude::*;
-                let texts = (0..slices)
-                    .into_par_iter()
-                    .map(format)
-                    .collect::<Result<Vec<_>>>()?;
+            let at_once = if rayon::current_thread_index().is_some() {
+                rayon::current_num_threads().max(1)
+            } else {
+                1
+            };
+            for first in (0..slices).step_by(at_once) {
+                let group = first..slices.min(first + at_once);
+                let texts = if group.len() > 1 {
+                    use rayon::prelude::*;
+                    group
+                        .into_par_iter()
+                        .map(format)
+                        .collect::<Result<Vec<_>>>()?
+                } else {
+                    vec![format(first)?]
+                };
                 for text in texts {
                     out.write_all(&text).map_err(|e| Error::io(path, e))?;
-                }
-            } else {
-                for i in 0..slices {
-                    out.write_all(&format(i)?).map_err(|e| Error::io(path, e))?;
                 }
             }
         }

@@ -183,6 +183,13 @@ pub trait Operator: Send + Sync {
     fn working_bytes(&self) -> Option<u64> {
         None
     }
+    /// The bytes a task starting with this operator needs beyond its inputs, whose
+    /// values take `inputs` bytes: by default as much again (a merge or a filter
+    /// makes a value about its inputs' size). An operator that only picks a piece
+    /// of its input (its buffers shared) needs none.
+    fn working_bytes_beyond(&self, inputs: u64) -> u64 {
+        inputs
+    }
     /// How the operator streams (default: it does not).
     fn streaming(&self) -> Streaming {
         Streaming::No

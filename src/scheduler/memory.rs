@@ -227,12 +227,13 @@ pub fn unmeasured_bytes(limit: u64) -> u64 {
 }
 
 /// The most of a limit the [`UNMEASURED`] reservation grows to when the pool
-/// watches the process ([`MemoryPool::watch_process`]): a third. Past it the
-/// caches would have almost nothing left, and an operator running alone could be
-/// refused what it needs, so beyond this the limit is exceeded rather than the
-/// computation failed.
+/// watches the process ([`MemoryPool::watch_process`]): half. It holds the pages
+/// of the binary's code a run touches (about 13 MB for a groupby: a fifth of a
+/// 64 MB limit) besides fragmentation; past half the caches would have almost
+/// nothing left, and an operator running alone could be refused what it needs,
+/// so beyond this the limit is exceeded rather than the computation failed.
 fn max_unmeasured_bytes(limit: u64) -> u64 {
-    unmeasured_bytes(limit).max(limit / 3)
+    unmeasured_bytes(limit).max(limit / 2)
 }
 
 /// How often a watching pool reads the process's resident memory: reading
@@ -852,6 +853,18 @@ const RESERVE_POLL: Duration = Duration::from_millis(20);
 /// [`MIN_MEMORY_LIMIT`], which only tests can set, it grants the bytes instead). Outside a scheduled task (direct
 /// calls, tests) it does nothing.
 pub fn reserve(operator: &str, bytes: u64) -> Result<()> {
+    reserve_waiting(operator, bytes, false)
+}
+
+/// As [`reserve`], but when nothing else can shrink the bytes are counted anyway
+/// (the limit exceeded) instead of failing: for memory an operator must hold to
+/// finish (an answer it has made and must merge), which waits for other tasks'
+/// memory rather than grow past the limit beside them.
+pub fn reserve_or_exceed(operator: &str, bytes: u64) -> Result<()> {
+    reserve_waiting(operator, bytes, true)
+}
+
+fn reserve_waiting(operator: &str, bytes: u64, exceed: bool) -> Result<()> {
     let Some(pool) = TASKS.with(|t| t.borrow().last().map(|r| r.pool.clone())) else {
         return Ok(());
     };
@@ -868,7 +881,7 @@ pub fn reserve(operator: &str, bytes: u64) -> Result<()> {
         // Everyone else running is waiting too (or nobody else runs): no one will
         // release, so waiting longer would only hang.
         let others = st.tasks.saturating_sub(1 + st.waiting);
-        if others == 0 && pool.limit < MIN_MEMORY_LIMIT {
+        if others == 0 && (exceed || pool.limit < MIN_MEMORY_LIMIT) {
             // A limit below the minimum is for tests, to force the spill paths on
             // a few kilobytes: an operator gets its bytes rather than fail there.
             drop(st);
@@ -1074,6 +1087,7 @@ pub fn release(bytes: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn defaults_follow_the_limit() {
@@ -1138,13 +1152,13 @@ mod tests {
         watching.rebalance().unwrap();
         assert_eq!(blind.reserved(), unmeasured_bytes(limit));
         // The unmeasured reservation grew to its cap (the process holds more than
-        // a third of the limit that nobody reserved), and grants shrink with it.
-        assert_eq!(watching.reserved(), limit / 3);
-        assert_eq!(watching.unreserved(), limit - limit / 3);
+        // half the limit that nobody reserved), and grants shrink with it.
+        assert_eq!(watching.reserved(), limit / 2);
+        assert_eq!(watching.unreserved(), limit - limit / 2);
         watching.note_peak();
         assert_eq!(
             watching.peak().consumers[0],
-            (UNMEASURED.to_string(), limit / 3)
+            (UNMEASURED.to_string(), limit / 2)
         );
         drop(unreserved);
     }
@@ -1278,6 +1292,38 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         drop(other);
         waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn reserve_or_exceed_waits_while_others_run_then_counts_the_bytes() {
+        let pool = MemoryPool::new(MIN_MEMORY_LIMIT);
+        let base = pool.reserved();
+        let room = pool.limit() - base;
+        // Another task holds all but 1 MiB: the answer's 2 MiB wait for it.
+        let mut other = pool.task_reservation("other".into(), 0);
+        other.try_grow(room - (1 << 20)).unwrap();
+        let p = pool.clone();
+        let released = Arc::new(AtomicBool::new(false));
+        let seen = released.clone();
+        let waiter = std::thread::spawn(move || {
+            let r = p.task_reservation("finalize".into(), 0);
+            let (out, r) = with_task(r, || reserve_or_exceed("merged answer", 2 << 20));
+            (out, r.size(), seen.load(Ordering::SeqCst))
+        });
+        std::thread::sleep(Duration::from_millis(60));
+        released.store(true, Ordering::SeqCst);
+        drop(other);
+        let (out, size, after_release) = waiter.join().unwrap();
+        out.unwrap();
+        assert!(after_release, "granted before the other task released");
+        assert_eq!(size, 2 << 20);
+        // Alone and past the limit: counted, not refused (reserve would fail).
+        let (out, r) = with_task(pool.task_reservation("alone".into(), 0), || {
+            reserve_or_exceed("merged answer", room + (1 << 20))
+        });
+        out.unwrap();
+        assert_eq!(r.size(), room + (1 << 20));
+        assert!(pool.reserved() > pool.limit());
     }
 
     #[test]

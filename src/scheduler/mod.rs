@@ -44,9 +44,9 @@ mod progress;
 pub use context::{RunContext, ShuffleTotals};
 pub use memory::{
     allocated, gathered_answer_bytes, hand_over, malloc_tunables, outliving_reservation, release,
-    reservable, reserve, task_reserved, total_memory, try_reserve, try_reserve_shared,
-    unmeasured_bytes, HeldCache, MemoryPeak, MemoryPolicy, MemoryPool, MemoryReservation,
-    DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE, MIN_MEMORY_LIMIT, UNMEASURED,
+    reservable, reserve, reserve_or_exceed, task_reserved, total_memory, try_reserve,
+    try_reserve_shared, unmeasured_bytes, HeldCache, MemoryPeak, MemoryPolicy, MemoryPool,
+    MemoryReservation, DEFAULT_LIMIT_FRACTION, MAX_DEFAULT_BLOCKSIZE, MIN_MEMORY_LIMIT, UNMEASURED,
 };
 pub use progress::{CounterFn, Progress, ProgressCounters};
 
@@ -258,11 +258,11 @@ impl<'a> Executor<'a> {
         self.account
             .register_cache("results held", Arc::downgrade(&held), cap);
         drop(held);
-        // The graph itself and the scheduler's state per task (counts, sizes,
-        // flags, a place in a ready queue: about 64 bytes), held until the run
-        // ends; at 35,000 tasks, 9 MB that no other consumer counts.
+        // The graph itself and the scheduler's state per task (counts, a size,
+        // flags: 22 bytes; a place in a ready queue: 16), held until the run
+        // ends; at 35,000 tasks, 5 MB that no other consumer counts.
         let mut graph_bytes = self.account.reservation("task graph");
-        graph_bytes.grow(graph.approx_bytes() + 64 * graph.tasks.len() as u64);
+        graph_bytes.grow(graph.approx_bytes() + STATE_BYTES_PER_TASK * graph.tasks.len() as u64);
         self.account.rebalance()?;
         self.account.reset_peak();
         if let Some(p) = &self.progress {
@@ -404,6 +404,9 @@ struct State {
 /// a pile of waiting partitions.
 const MAX_WAITING_OUTPUTS_PER_THREAD: usize = 2;
 
+/// The scheduler's bytes per task while a graph runs (see [`State`]).
+const STATE_BYTES_PER_TASK: u64 = 40;
+
 /// Inputs smaller than this hold nothing worth waiting for (markers, scalars).
 const SOURCE_INPUT_BYTES: u64 = 4096;
 
@@ -481,7 +484,8 @@ impl State {
         match self.read_bytes.checked_div(self.reads_done) {
             Some(mean) => 3 * mean,
             None => shared.graph.tasks[id]
-                .ops
+                .chain
+                .ops()
                 .first()
                 .and_then(|op| op.working_bytes())
                 .unwrap_or(shared.blocksize),
@@ -521,11 +525,13 @@ impl State {
     /// The highest-priority inner task, if its estimate (its inputs' size) fits.
     fn take_inner(&mut self, shared: &Shared<'_>, others_running: usize) -> Option<Admitted> {
         let &Reverse((_, id)) = self.ready_inner.peek()?;
-        let estimate: u64 = shared.graph.tasks[id]
-            .deps
-            .iter()
-            .map(|&d| self.sizes[d])
-            .sum();
+        let task = &shared.graph.tasks[id];
+        let inputs: u64 = task.deps.iter().map(|&d| self.sizes[d]).sum();
+        let estimate = task
+            .chain
+            .ops()
+            .first()
+            .map_or(inputs, |op| op.working_bytes_beyond(inputs));
         let r = self.admit(shared, id, estimate, others_running)?;
         self.ready_inner.pop();
         Some((id, r))
@@ -627,7 +633,7 @@ impl Shared<'_> {
 
     fn task_error(&self, id: usize, step: usize, e: Error) -> Error {
         let task = &self.graph.tasks[id];
-        let key = task.op_keys.get(step).unwrap_or(&task.key);
+        let key = task.chain.key(step).unwrap_or(&task.key);
         Error::Task {
             key: key.to_string(),
             source: Box::new(e),
@@ -660,7 +666,9 @@ impl Shared<'_> {
             })
             .collect::<Result<Vec<_>>>();
         match inputs {
-            Ok(inputs) => catch_unwind(AssertUnwindSafe(|| run_chain(&task.ops, inputs, admitted))),
+            Ok(inputs) => catch_unwind(AssertUnwindSafe(|| {
+                run_chain(task.chain.ops(), inputs, admitted)
+            })),
             Err(e) => Ok(Err((0, e))),
         }
     }

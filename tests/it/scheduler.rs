@@ -345,6 +345,93 @@ fn a_linear_chain_fuses_into_one_task() {
 }
 
 #[test]
+fn a_failure_inside_a_fused_chain_names_its_own_step() {
+    let name: Arc<str> = "step".into();
+    let mut g = Graph::new();
+    let tasks: Vec<Task> = (0..10)
+        .map(|i| Task {
+            key: Key::new(&name, i),
+            deps: if i == 0 {
+                vec![]
+            } else {
+                vec![Key::new(&name, i - 1)]
+            },
+            op: match i {
+                0 => constant("start", 0),
+                6 => FnOperator::new("refuse", |_: &[Arc<Value>]| {
+                    Err(Error::plan("test", "step 6 refuses"))
+                }),
+                _ => FnOperator::new("add-one", |inputs: &[Arc<Value>]| {
+                    Ok(Value::Scalar(ScalarValue::Int64(Some(int(&inputs[0]) + 1))))
+                }),
+            },
+        })
+        .collect();
+    g.add_layer(Layer {
+        name: name.clone(),
+        tasks,
+    });
+    let last = Key::new(&name, 9);
+    assert_eq!(g.compile(std::slice::from_ref(&last)).unwrap().len(), 1);
+    let p = pool(2);
+    for mode in [Mode::Sync, Mode::Parallel] {
+        match run(&g, std::slice::from_ref(&last), mode, &p).unwrap_err() {
+            Error::Task { key, .. } => assert_eq!(key, "('step', 6)", "{mode:?}"),
+            other => panic!("{mode:?}: expected a task error, got {other:?}"),
+        }
+    }
+}
+
+/// A task with one dependency, two dependents and one operator (a radix part:
+/// tens of thousands per groupby) costs its record and nothing on the heap.
+#[test]
+fn tasks_of_one_dependency_hold_no_heap_of_their_own() {
+    let (leaf, piece, sum): (Arc<str>, Arc<str>, Arc<str>) =
+        ("leaf".into(), "piece".into(), "sum".into());
+    let n = 10_000;
+    let mut g = Graph::new();
+    g.add_layer(Layer {
+        name: leaf.clone(),
+        tasks: vec![Task {
+            key: Key::new(&leaf, 0),
+            deps: vec![],
+            op: constant("leaf", 1),
+        }],
+    });
+    g.add_layer(Layer {
+        name: piece.clone(),
+        tasks: (0..n)
+            .map(|i| Task {
+                key: Key::new(&piece, i),
+                deps: vec![Key::new(&leaf, 0)],
+                op: sum_op(),
+            })
+            .collect(),
+    });
+    let pieces: Vec<Key> = (0..n).map(|i| Key::new(&piece, i)).collect();
+    g.add_layer(Layer {
+        name: sum.clone(),
+        tasks: (0..2)
+            .map(|i| Task {
+                key: Key::new(&sum, i),
+                deps: pieces.clone(),
+                op: sum_op(),
+            })
+            .collect(),
+    });
+    let outputs = [Key::new(&sum, 0), Key::new(&sum, 1)];
+    let exec = g.compile(&outputs).unwrap();
+    assert_eq!(exec.len(), n + 3);
+    // The id lists of the leaf (n dependents, grown by doubling) and of the sums
+    // (n dependencies each).
+    let lists = (n.next_power_of_two() + 2 * n) * std::mem::size_of::<usize>();
+    let per_task = (exec.approx_bytes() as usize - lists) / (n + 3);
+    assert!(per_task <= 112, "{per_task} bytes per task");
+    let (v, _) = run(&g, &outputs, Mode::Parallel, &pool(2)).unwrap();
+    assert_eq!((int(&v[0]), int(&v[1])), (n as i64, n as i64));
+}
+
+#[test]
 fn culling_keeps_only_what_the_outputs_need() {
     let (g, root, total) = sum_tree(1000, 10);
     assert_eq!(g.len(), total);

@@ -227,13 +227,14 @@ pub fn unmeasured_bytes(limit: u64) -> u64 {
 }
 
 /// The most of a limit the [`UNMEASURED`] reservation grows to when the pool
-/// watches the process ([`MemoryPool::watch_process`]): half. It holds the pages
-/// of the binary's code a run touches (about 13 MB for a groupby: a fifth of a
-/// 64 MB limit) besides fragmentation; past half the caches would have almost
-/// nothing left, and an operator running alone could be refused what it needs,
-/// so beyond this the limit is exceeded rather than the computation failed.
+/// watches the process ([`MemoryPool::watch_process`]): a third. It holds the
+/// pages of the binary's code a run touches (about 13 MB for a groupby, a fifth
+/// of a 64 MB limit) besides fragmentation. Past a third the caches would have
+/// almost nothing left, and an operator running alone could be refused what it
+/// needs (half refused a sort's output at 16 MB), so beyond this the limit is
+/// exceeded rather than the computation failed.
 fn max_unmeasured_bytes(limit: u64) -> u64 {
-    unmeasured_bytes(limit).max(limit / 2)
+    unmeasured_bytes(limit).max(limit / 3)
 }
 
 /// How often a watching pool reads the process's resident memory: reading
@@ -1152,13 +1153,13 @@ mod tests {
         watching.rebalance().unwrap();
         assert_eq!(blind.reserved(), unmeasured_bytes(limit));
         // The unmeasured reservation grew to its cap (the process holds more than
-        // half the limit that nobody reserved), and grants shrink with it.
-        assert_eq!(watching.reserved(), limit / 2);
-        assert_eq!(watching.unreserved(), limit - limit / 2);
+        // a third of the limit that nobody reserved), and grants shrink with it.
+        assert_eq!(watching.reserved(), limit / 3);
+        assert_eq!(watching.unreserved(), limit - limit / 3);
         watching.note_peak();
         assert_eq!(
             watching.peak().consumers[0],
-            (UNMEASURED.to_string(), limit / 2)
+            (UNMEASURED.to_string(), limit / 3)
         );
         drop(unreserved);
     }

@@ -184,6 +184,32 @@ fn query_prints_a_large_answer_as_tables_partition_by_partition() {
     assert_eq!((rows.len(), tables), (0, 1), "{empty}");
 }
 
+/// A partition of 70,000 rows is formatted as CSV in slices of 16,384 rows, a
+/// thread's worth at a time: every row once, in order, under one header.
+#[test]
+fn query_writes_a_partition_of_many_slices_as_csv_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("k,v\n");
+    for i in 0..70_000 {
+        text.push_str(&format!("{i},{}\n", i % 13));
+    }
+    std::fs::write(dir.path().join("one.csv"), &text).unwrap();
+    let glob = glob_of(dir.path());
+    let out = ok(&[
+        "query",
+        &glob,
+        "--filter",
+        "v >= 0",
+        "--format",
+        "csv",
+        "--threads",
+        "2",
+        "--blocksize",
+        "64MB",
+    ]);
+    assert_eq!(out, text);
+}
+
 #[test]
 fn query_filter_with_aliases() {
     let dir = tempfile::tempdir().unwrap();

@@ -234,7 +234,7 @@ pub fn unmeasured_bytes(limit: u64) -> u64 {
 /// needs (half refused a sort's output at 16 MB), so beyond this the limit is
 /// exceeded rather than the computation failed.
 fn max_unmeasured_bytes(limit: u64) -> u64 {
-    unmeasured_bytes(limit).max(limit / 3)
+    unmeasured_bytes(limit).max(limit / 2)
 }
 
 /// How often a watching pool reads the process's resident memory: reading
@@ -894,6 +894,27 @@ fn reserve_waiting(operator: &str, bytes: u64, exceed: bool) -> Result<()> {
             });
             break pool.rebalance();
         }
+        // What the account keeps for the unmeasured beyond its base is an
+        // estimate (the allocator's free-but-kept pages among it), not a
+        // consumer: lent, after the heap's free pages go back, to an operator
+        // that would otherwise fail.
+        let lend = st
+            .consumers
+            .get(&0)
+            .filter(|c| &*c.name == UNMEASURED)
+            .map_or(0, |c| c.bytes.saturating_sub(unmeasured_bytes(pool.limit)));
+        let free = pool.limit.saturating_sub(st.explicit + st.pinned);
+        if others == 0 && bytes <= free + lend {
+            drop(st);
+            release_free_heap();
+            TASKS.with(|t| {
+                t.borrow_mut()
+                    .last_mut()
+                    .expect("checked above")
+                    .grow(bytes)
+            });
+            break pool.rebalance();
+        }
         if others == 0 {
             let reserved = st.explicit;
             drop(st);
@@ -1153,13 +1174,13 @@ mod tests {
         watching.rebalance().unwrap();
         assert_eq!(blind.reserved(), unmeasured_bytes(limit));
         // The unmeasured reservation grew to its cap (the process holds more than
-        // a third of the limit that nobody reserved), and grants shrink with it.
-        assert_eq!(watching.reserved(), limit / 3);
-        assert_eq!(watching.unreserved(), limit - limit / 3);
+        // half the limit that nobody reserved), and grants shrink with it.
+        assert_eq!(watching.reserved(), limit / 2);
+        assert_eq!(watching.unreserved(), limit - limit / 2);
         watching.note_peak();
         assert_eq!(
             watching.peak().consumers[0],
-            (UNMEASURED.to_string(), limit / 3)
+            (UNMEASURED.to_string(), limit / 2)
         );
         drop(unreserved);
     }
@@ -1278,6 +1299,34 @@ mod tests {
         assert_eq!(r.size(), 100 << 10);
         // Outside a task, reserving is free.
         reserve("anything", u64::MAX).unwrap();
+    }
+
+    #[test]
+    fn reserve_alone_is_lent_the_unmeasured_beyond_its_base_and_no_more() {
+        let limit = 64 << 20;
+        let pool = MemoryPool::new(limit);
+        pool.watch_process(true);
+        // 48 MiB that no consumer reserved: the unmeasured reservation grows to
+        // its cap, half the limit, 24 MiB past its base of 8 MiB.
+        let unreserved = std::hint::black_box(vec![1u8; 48 << 20]);
+        pool.rebalance().unwrap();
+        assert_eq!(pool.reserved(), limit / 2);
+        let lend = limit / 2 - unmeasured_bytes(limit);
+        let free = pool.unreserved();
+        // Alone, a reservation past what is free but within the lendable part
+        // is granted (before, it was refused)...
+        let (out, r) = with_task(pool.task_reservation("sort".into(), 0), || {
+            reserve("sort output", free + lend / 2)
+        });
+        out.unwrap();
+        assert_eq!(r.size(), free + lend / 2);
+        drop(r);
+        // ... and one past that too is refused, naming the operator.
+        let (out, _) = with_task(pool.task_reservation("sort".into(), 0), || {
+            reserve("sort output", free + lend + (8 << 20))
+        });
+        assert!(out.unwrap_err().to_string().contains("sort output"));
+        drop(unreserved);
     }
 
     #[test]

@@ -227,12 +227,12 @@ pub fn unmeasured_bytes(limit: u64) -> u64 {
 }
 
 /// The most of a limit the [`UNMEASURED`] reservation grows to when the pool
-/// watches the process ([`MemoryPool::watch_process`]): a third. It holds the
-/// pages of the binary's code a run touches (about 13 MB for a groupby, a fifth
-/// of a 64 MB limit) besides fragmentation. Past a third the caches would have
-/// almost nothing left, and an operator running alone could be refused what it
-/// needs (half refused a sort's output at 16 MB), so beyond this the limit is
-/// exceeded rather than the computation failed.
+/// watches the process ([`MemoryPool::watch_process`]): half. It holds the pages
+/// of the binary's code a run touches (about 13 MB for a groupby, a fifth of a
+/// 64 MB limit) besides fragmentation. Its part beyond [`unmeasured_bytes`] is
+/// lent to an operator that would otherwise be refused ([`reserve`]), so a lone
+/// operator still gets what it needs; past half the limit is exceeded rather
+/// than the computation failed.
 fn max_unmeasured_bytes(limit: u64) -> u64 {
     unmeasured_bytes(limit).max(limit / 2)
 }

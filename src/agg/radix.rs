@@ -670,7 +670,7 @@ impl Operator for ChunkDone {
     fn name(&self) -> &str {
         "radix-chunk-done"
     }
-    /// A piece of its input, sharing its buffers.
+    /// Makes nothing of its input.
     fn working_bytes_beyond(&self, _: u64) -> u64 {
         0
     }

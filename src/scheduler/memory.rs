@@ -849,10 +849,11 @@ const RESERVE_POLL: Duration = Duration::from_millis(20);
 /// Reserves `bytes` more for the running task, on behalf of `operator` (e.g. "join
 /// build side"), before the operator allocates them; they are released when the
 /// task ends. A refusal pages the caches out, then waits while other tasks run and
-/// can release; when nothing else can shrink, it fails with
+/// can release; when nothing else can shrink, it is lent what the account keeps
+/// for the unmeasured beyond [`unmeasured_bytes`], and past that it fails with
 /// [`Error::MemoryExhausted`] naming `operator` (under a limit below
-/// [`MIN_MEMORY_LIMIT`], which only tests can set, it grants the bytes instead). Outside a scheduled task (direct
-/// calls, tests) it does nothing.
+/// [`MIN_MEMORY_LIMIT`], which only tests can set, it grants the bytes instead).
+/// Outside a scheduled task (direct calls, tests) it does nothing.
 pub fn reserve(operator: &str, bytes: u64) -> Result<()> {
     reserve_waiting(operator, bytes, false)
 }
@@ -882,40 +883,34 @@ fn reserve_waiting(operator: &str, bytes: u64, exceed: bool) -> Result<()> {
         // Everyone else running is waiting too (or nobody else runs): no one will
         // release, so waiting longer would only hang.
         let others = st.tasks.saturating_sub(1 + st.waiting);
-        if others == 0 && (exceed || pool.limit < MIN_MEMORY_LIMIT) {
-            // A limit below the minimum is for tests, to force the spill paths on
-            // a few kilobytes: an operator gets its bytes rather than fail there.
-            drop(st);
-            TASKS.with(|t| {
-                t.borrow_mut()
-                    .last_mut()
-                    .expect("checked above")
-                    .grow(bytes)
-            });
-            break pool.rebalance();
-        }
-        // What the account keeps for the unmeasured beyond its base is an
-        // estimate (the allocator's free-but-kept pages among it), not a
-        // consumer: lent, after the heap's free pages go back, to an operator
-        // that would otherwise fail.
-        let lend = st
-            .consumers
-            .get(&0)
-            .filter(|c| &*c.name == UNMEASURED)
-            .map_or(0, |c| c.bytes.saturating_sub(unmeasured_bytes(pool.limit)));
-        let free = pool.limit.saturating_sub(st.explicit + st.pinned);
-        if others == 0 && bytes <= free + lend {
-            drop(st);
-            release_free_heap();
-            TASKS.with(|t| {
-                t.borrow_mut()
-                    .last_mut()
-                    .expect("checked above")
-                    .grow(bytes)
-            });
-            break pool.rebalance();
-        }
         if others == 0 {
+            // Granted past the limit: when the caller asked to exceed rather than
+            // fail; under a limit below the minimum (tests force the spill paths
+            // on a few kilobytes: an operator gets its bytes rather than fail
+            // there); or when the bytes fit in what the account keeps for the
+            // unmeasured beyond its base, an estimate (the allocator's
+            // free-but-kept pages among it), not a consumer, lent after the
+            // heap's free pages go back.
+            let lend = st
+                .consumers
+                .get(&0)
+                .filter(|c| &*c.name == UNMEASURED)
+                .map_or(0, |c| c.bytes.saturating_sub(unmeasured_bytes(pool.limit)));
+            let free = pool.limit.saturating_sub(st.explicit + st.pinned);
+            let tiny = pool.limit < MIN_MEMORY_LIMIT;
+            if exceed || tiny || bytes <= free + lend {
+                drop(st);
+                if !tiny {
+                    release_free_heap();
+                }
+                TASKS.with(|t| {
+                    t.borrow_mut()
+                        .last_mut()
+                        .expect("checked above")
+                        .grow(bytes)
+                });
+                break pool.rebalance();
+            }
             let reserved = st.explicit;
             drop(st);
             break Err(Error::MemoryExhausted {

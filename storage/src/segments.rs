@@ -236,6 +236,8 @@ impl Segments {
             return;
         }
         let s = st.segments.remove(&loc.segment).expect("present");
+        // Its place among the full segments kept open goes to another.
+        st.open_full.retain(|&id| id != loc.segment);
         drop(st);
         let _ = fs::remove_file(&s.path);
     }

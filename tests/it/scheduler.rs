@@ -300,11 +300,12 @@ fn results_are_dropped_after_their_last_dependent() {
     }
 }
 
-#[test]
-fn a_linear_chain_fuses_into_one_task() {
+/// A chain of `n` tasks `('step', i)`, each after the first taking its
+/// predecessor's value: `start` gives 0, each later step `step(i)`'s operator.
+fn chain(n: usize, step: impl Fn(usize) -> Arc<dyn Operator>) -> (Graph, Arc<str>) {
     let name: Arc<str> = "step".into();
     let mut g = Graph::new();
-    let tasks: Vec<Task> = (0..1000)
+    let tasks: Vec<Task> = (0..n)
         .map(|i| Task {
             key: Key::new(&name, i),
             deps: if i == 0 {
@@ -315,9 +316,7 @@ fn a_linear_chain_fuses_into_one_task() {
             op: if i == 0 {
                 constant("start", 0)
             } else {
-                FnOperator::new("add-one", |inputs: &[Arc<Value>]| {
-                    Ok(Value::Scalar(ScalarValue::Int64(Some(int(&inputs[0]) + 1))))
-                })
+                step(i)
             },
         })
         .collect();
@@ -325,6 +324,18 @@ fn a_linear_chain_fuses_into_one_task() {
         name: name.clone(),
         tasks,
     });
+    (g, name)
+}
+
+fn add_one() -> Arc<dyn Operator> {
+    FnOperator::new("add-one", |inputs: &[Arc<Value>]| {
+        Ok(Value::Scalar(ScalarValue::Int64(Some(int(&inputs[0]) + 1))))
+    })
+}
+
+#[test]
+fn a_linear_chain_fuses_into_one_task() {
+    let (g, name) = chain(1000, |_| add_one());
     assert_eq!(g.len(), 1000);
     let last = Key::new(&name, 999);
     let exec = g.compile(std::slice::from_ref(&last)).unwrap();
@@ -346,37 +357,24 @@ fn a_linear_chain_fuses_into_one_task() {
 
 #[test]
 fn a_failure_inside_a_fused_chain_names_its_own_step() {
-    let name: Arc<str> = "step".into();
-    let mut g = Graph::new();
-    let tasks: Vec<Task> = (0..10)
-        .map(|i| Task {
-            key: Key::new(&name, i),
-            deps: if i == 0 {
-                vec![]
-            } else {
-                vec![Key::new(&name, i - 1)]
-            },
-            op: match i {
-                0 => constant("start", 0),
-                6 => FnOperator::new("refuse", |_: &[Arc<Value>]| {
-                    Err(Error::plan("test", "step 6 refuses"))
-                }),
-                _ => FnOperator::new("add-one", |inputs: &[Arc<Value>]| {
-                    Ok(Value::Scalar(ScalarValue::Int64(Some(int(&inputs[0]) + 1))))
-                }),
-            },
-        })
-        .collect();
-    g.add_layer(Layer {
-        name: name.clone(),
-        tasks,
+    let (g, name) = chain(10, |i| {
+        if i == 6 {
+            FnOperator::new("refuse", |_: &[Arc<Value>]| {
+                Err(Error::plan("test", "step 6 refuses"))
+            })
+        } else {
+            add_one()
+        }
     });
     let last = Key::new(&name, 9);
     assert_eq!(g.compile(std::slice::from_ref(&last)).unwrap().len(), 1);
     let p = pool(2);
     for mode in [Mode::Sync, Mode::Parallel] {
         match run(&g, std::slice::from_ref(&last), mode, &p).unwrap_err() {
-            Error::Task { key, .. } => assert_eq!(key, "('step', 6)", "{mode:?}"),
+            Error::Task { key, source } => {
+                assert_eq!(key, "('step', 6)", "{mode:?}");
+                assert!(source.to_string().contains("step 6 refuses"), "{source}");
+            }
             other => panic!("{mode:?}: expected a task error, got {other:?}"),
         }
     }

@@ -15,6 +15,7 @@ use clap::Args;
 use outcore::expr::{parse, parse_type, TYPE_NAMES};
 use outcore::frame::parquet::WriteOptions;
 use outcore::frame::{How, MergeOptions};
+use outcore::io::staged::StagedFolder;
 use outcore::{DataFrame, Error, Result, Session};
 
 use super::output::{Format, PartitionWriter};
@@ -307,4 +308,121 @@ pub fn emit(
         return Ok(());
     }
     writer.finish_and_report(rows.load(Ordering::Relaxed), e.started, e.input.time)
+}
+
+/// One answer of several made from the same input (see [`emit_each`]).
+pub type Answer<'a> = outcore::frame::each::Answer<'a>;
+
+/// Several answers from one read of the input, as Dask's `compute(a, b, c)`
+/// ([`DataFrame::for_each_answer`]): printed one after another with a blank line
+/// between them, or written into `--out DIR` as `DIR/1`, `DIR/2`, … (the folder
+/// appears only when every answer is written). As Parquet datasets, the input is
+/// kept once in the session's persist cache (counted in the memory account, paged
+/// to disk past the limit) and each dataset is written from it in turn.
+pub fn emit_each(
+    session: &Session,
+    input: &dyn Fn(&Session) -> Result<DataFrame>,
+    answers: &[&Answer<'_>],
+    e: &Emit<'_>,
+) -> Result<()> {
+    let format = e.format();
+    if e.input.visualize.is_some() {
+        return Err(Error::plan(
+            "--visualize",
+            "draws the graph of one answer; ask for one answer at a time",
+        ));
+    }
+    if e.input.explain {
+        let df = input(session)?;
+        for (n, answer) in answers.iter().enumerate() {
+            println!("answer {}:", n + 1);
+            print!("{}", answer(&df)?.explain()?);
+        }
+        return Ok(());
+    }
+    if format == Format::Parquet && e.output.out.is_none() {
+        return Err(Error::plan(
+            "--format parquet",
+            "writes a dataset folder: give --out DIR",
+        ));
+    }
+    if format == Format::Json && e.output.out.is_none() {
+        return Err(Error::plan(
+            "--format json",
+            "several answers printed as JSON lines would run together: give --out DIR \
+             (a folder per answer) or --format csv",
+        ));
+    }
+    let staged = match &e.output.out {
+        Some(dir) => Some(StagedFolder::new("query", dir, e.output.overwrite)?),
+        None => None,
+    };
+    let answer_dir = |a: usize| staged.as_ref().map(|s| s.path().join((a + 1).to_string()));
+    let mut rows = 0;
+    if format == Format::Parquet {
+        let kept = session.run_widening(|| {
+            let (kept, stats) = input(session)?.persist_with_stats()?;
+            e.input.run.report(&stats);
+            Ok(kept)
+        })?;
+        for (a, answer) in answers.iter().enumerate() {
+            let dir = answer_dir(a).expect("checked above: parquet has --out");
+            let options = WriteOptions {
+                overwrite: false,
+                query: Some(command_line()),
+            };
+            e.input
+                .run
+                .report(&answer(&kept)?.to_parquet(&dir, &options)?);
+        }
+    } else {
+        let writers = answers
+            .iter()
+            .enumerate()
+            .map(|(a, _)| match answer_dir(a) {
+                Some(dir) => PartitionWriter::folder(&dir, format, false),
+                None => Ok(PartitionWriter::stdout(format)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // On stdout, an answer is finished (an empty table drawn) before the
+        // next one's first partition.
+        let current = std::sync::Mutex::new(0usize);
+        let written = AtomicUsize::new(0);
+        session.run_widening(|| {
+            let df = input(session)?;
+            let stats = df.for_each_answer(answers, &|a, i, batch| {
+                let mut at = current.lock().unwrap_or_else(|p| p.into_inner());
+                while *at < a {
+                    if staged.is_none() {
+                        writers[*at].finish_answer()?;
+                        super::output::print_blank_line()?;
+                    }
+                    *at += 1;
+                }
+                written.fetch_add(batch.num_rows(), Ordering::Relaxed);
+                writers[a].write(i, batch)
+            })?;
+            e.input.run.report(&stats);
+            Ok(())
+        })?;
+        let at = current.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (a, writer) in writers.into_iter().enumerate() {
+            if staged.is_none() && a > at {
+                super::output::print_blank_line()?;
+            }
+            writer.finish()?;
+        }
+        rows = written.into_inner();
+    }
+    if let Some(staged) = staged {
+        eprintln!("wrote {}", staged.finish()?.display());
+    }
+    if e.input.time {
+        eprintln!(
+            "{rows} rows in {} answers in {:.3} s",
+            answers.len(),
+            e.started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }

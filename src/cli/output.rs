@@ -124,6 +124,16 @@ fn print(batch: &RecordBatch, format: Format, header: bool) -> Result<()> {
     })
 }
 
+/// Prints the blank line that separates answers on stdout.
+pub fn print_blank_line() -> Result<()> {
+    super::progress::suspend(|| {
+        let mut out = std::io::stdout().lock();
+        let path = Path::new("<stdout>");
+        out.write_all(b"\n").map_err(|e| Error::io(path, e))?;
+        out.flush().map_err(|e| Error::io(path, e))
+    })
+}
+
 /// Where partitions go, one at a time, in order.
 pub enum PartitionWriter {
     /// Standard output: CSV's header once, a table per partition that has rows
@@ -246,20 +256,32 @@ impl PartitionWriter {
         file.sync_data().map_err(|e| Error::io(&path, e))
     }
 
+    /// On stdout, ends the answer: an answer with no rows at all is drawn as one
+    /// empty table (or its CSV header) now, so that the next answer's rows follow
+    /// it. Nothing for a folder, whose files are all written.
+    pub fn finish_answer(&self) -> Result<()> {
+        if let PartitionWriter::Stdout {
+            format,
+            written,
+            empty,
+            ..
+        } = self
+        {
+            let mut written = written.lock().unwrap_or_else(|p| p.into_inner());
+            let empty = empty.lock().unwrap_or_else(|p| p.into_inner());
+            if let (0, Some(batch)) = (*written, empty.as_ref()) {
+                print(batch, *format, true)?;
+                *written = 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Moves the finished folder into place (replacing the old one when allowed).
     pub fn finish(self) -> Result<Option<PathBuf>> {
         match self {
-            PartitionWriter::Stdout {
-                format,
-                written,
-                empty,
-                ..
-            } => {
-                let none = written.into_inner().unwrap_or_else(|p| p.into_inner()) == 0;
-                let empty = empty.into_inner().unwrap_or_else(|p| p.into_inner());
-                if let (true, Some(batch)) = (none, empty) {
-                    print(&batch, format, true)?;
-                }
+            PartitionWriter::Stdout { .. } => {
+                self.finish_answer()?;
                 Ok(None)
             }
             PartitionWriter::Folder {

@@ -14,9 +14,9 @@ use outcore::frame::repartition::Repartition;
 use outcore::frame::resample::ohlc_specs;
 use outcore::frame::rolling::Window;
 use outcore::frame::timerule::{parse_timestamp, Side};
-use outcore::{Error, Result, Session};
+use outcore::{DataFrame, Error, Result, Session};
 
-use super::grammar::{emit, Emit, InputArgs, OutputArgs};
+use super::grammar::{emit, emit_each, Answer, Emit, InputArgs, OutputArgs};
 use super::output::Format;
 
 /// Parses `--agg`, where `ohlc(x)` stands for open, high, low and close of x.
@@ -42,11 +42,15 @@ pub struct ResampleArgs {
     #[command(flatten)]
     input: InputArgs,
     /// Bin width in pandas' spelling: 15min, 1h, 6h, D, W, ME (month end), MS.
-    #[arg(long)]
-    rule: String,
-    /// Aggregations per bin, e.g. 'mean(x), mean(y), count(x), ohlc(x)'.
-    #[arg(long)]
-    agg: String,
+    /// Repeat it, each with its own --agg, for several answers from one read: the
+    /// input is read and indexed once and kept (as `persist` does, spilling past
+    /// the memory limit), then each answer is made from it in turn.
+    #[arg(long, required = true)]
+    rule: Vec<String>,
+    /// Aggregations per bin, e.g. 'mean(x), mean(y), count(x), ohlc(x)'; one for
+    /// each --rule, in the same order.
+    #[arg(long, required = true)]
+    agg: Vec<String>,
     /// Bins per group of these columns (comma-separated), as pandas'
     /// df.groupby(keys).resample(rule): the keys, the bin, then the aggregations.
     #[arg(long, value_delimiter = ',')]
@@ -64,30 +68,43 @@ pub struct ResampleArgs {
 
 pub fn resample(a: ResampleArgs) -> Result<()> {
     let started = Instant::now();
+    if a.rule.len() != a.agg.len() {
+        return Err(Error::plan(
+            "resample",
+            format!(
+                "give one --agg for each --rule: found {} --rule and {} --agg",
+                a.rule.len(),
+                a.agg.len()
+            ),
+        ));
+    }
+    // Every flag is checked before any work.
+    let aggs = a
+        .agg
+        .iter()
+        .map(|t| parse_agg_list(t))
+        .collect::<Result<Vec<_>>>()?;
+    let closed = a.closed.as_deref().map(Side::parse).transpose()?;
+    let label = a.label.as_deref().map(Side::parse).transpose()?;
     let session = a.input.run.session()?;
-    let build = |session: &Session| {
-        let df = a.input.load_indexed(session, &a.groupby)?;
-        let aggs = parse_agg_list(&a.agg)?;
-        let closed = a.closed.as_deref().map(Side::parse).transpose()?;
-        let label = a.label.as_deref().map(Side::parse).transpose()?;
+    let bins = |df: &DataFrame, rule: &str, aggs: &[AggSpec]| {
+        // The two builders share their methods but not a type.
+        macro_rules! sides {
+            ($r:expr) => {{
+                let mut r = $r;
+                if let Some(c) = closed {
+                    r = r.closed(c);
+                }
+                if let Some(l) = label {
+                    r = r.label(l);
+                }
+                r.agg(aggs)
+            }};
+        }
         if a.groupby.is_empty() {
-            let mut r = df.resample(&a.rule)?;
-            if let Some(c) = closed {
-                r = r.closed(c);
-            }
-            if let Some(l) = label {
-                r = r.label(l);
-            }
-            r.agg(&aggs)
+            sides!(df.resample(rule)?)
         } else {
-            let mut r = df.groupby(&a.groupby)?.resample(&a.rule)?;
-            if let Some(c) = closed {
-                r = r.closed(c);
-            }
-            if let Some(l) = label {
-                r = r.label(l);
-            }
-            r.agg(&aggs)
+            sides!(df.groupby(&a.groupby)?.resample(rule)?)
         }
     };
     let e = Emit {
@@ -96,7 +113,22 @@ pub fn resample(a: ResampleArgs) -> Result<()> {
         default_format: Format::Table,
         started,
     };
-    emit(&session, &build, &e)
+    if a.rule.len() == 1 {
+        let build = |session: &Session| {
+            let df = a.input.load_indexed(session, &a.groupby)?;
+            bins(&df, &a.rule[0], &aggs[0])
+        };
+        return emit(&session, &build, &e);
+    }
+    let input = |session: &Session| a.input.load_indexed(session, &a.groupby);
+    let answers: Vec<Box<Answer<'_>>> = a
+        .rule
+        .iter()
+        .zip(&aggs)
+        .map(|(rule, aggs)| Box::new(move |df: &DataFrame| bins(df, rule, aggs)) as Box<Answer<'_>>)
+        .collect();
+    let answers: Vec<&Answer<'_>> = answers.iter().map(|b| b.as_ref()).collect();
+    emit_each(&session, &input, &answers, &e)
 }
 
 #[derive(Args)]

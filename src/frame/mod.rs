@@ -4,6 +4,7 @@
 //! Nothing is read until `compute`, `head`, `count` and friends run the plan.
 
 pub mod distinct;
+pub mod each;
 pub mod explain;
 pub mod grouped;
 pub mod join;

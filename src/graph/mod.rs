@@ -299,9 +299,22 @@ impl Graph {
 
     /// Culls, fuses and orders the graph for computing `outputs`.
     pub fn compile(&self, outputs: &[Key]) -> Result<ExecGraph> {
+        self.compile_shared(outputs, &[])
+    }
+
+    /// [`compile`](Self::compile), where the tasks of `shared` are an input that
+    /// several outputs read: each such task's dependents run as soon as they can,
+    /// so that it is let go early (see [`order`]).
+    pub fn compile_shared(&self, outputs: &[Key], shared: &[Key]) -> Result<ExecGraph> {
         let mut g = optimize::flatten_and_cull(self, outputs)?;
         g.fuse();
-        order::assign_priorities(&mut g);
+        let shared: std::collections::HashSet<&Key> = shared.iter().collect();
+        let marks: Vec<bool> = g
+            .tasks
+            .iter()
+            .map(|t| t.live && shared.contains(&t.key))
+            .collect();
+        order::assign_priorities(&mut g, &marks);
         Ok(g)
     }
 

@@ -67,17 +67,37 @@ fn f64s(batch: &RecordBatch, i: usize) -> Vec<Option<f64>> {
     a.as_primitive::<Float64Type>().iter().collect()
 }
 
-fn check_case(df: &DataFrame, case: &str, rule: &str, closed: Option<Side>, label: Option<Side>) {
-    let (header, rows) = read_golden(case);
+/// The resample of golden `case`.
+fn build_case(
+    df: &DataFrame,
+    case: &str,
+    rule: &str,
+    closed: Option<Side>,
+    label: Option<Side>,
+) -> outcore::Result<DataFrame> {
+    let (header, _) = read_golden(case);
     let specs: Vec<AggSpec> = header[1..].iter().map(|h| spec_of(h)).collect();
-    let mut r = df.resample(rule).unwrap();
+    let mut r = df.resample(rule)?;
     if let Some(c) = closed {
         r = r.closed(c);
     }
     if let Some(l) = label {
         r = r.label(l);
     }
-    let got = r.agg(&specs).unwrap().compute().unwrap();
+    r.agg(&specs)
+}
+
+fn check_case(df: &DataFrame, case: &str, rule: &str, closed: Option<Side>, label: Option<Side>) {
+    let got = build_case(df, case, rule, closed, label)
+        .unwrap()
+        .compute()
+        .unwrap();
+    check_answer(&got, case);
+}
+
+/// `got` against pandas' answer for golden `case`.
+fn check_answer(got: &RecordBatch, case: &str) {
+    let (header, rows) = read_golden(case);
     assert_eq!(got.num_rows(), rows.len(), "{case}: number of bins");
     let labels = cast(got.column(0), &DataType::Int64).unwrap();
     let labels = labels.as_primitive::<Int64Type>();
@@ -91,7 +111,7 @@ fn check_case(df: &DataFrame, case: &str, rule: &str, closed: Option<Side>, labe
         );
     }
     for (c, name) in header.iter().enumerate().skip(1) {
-        let values = f64s(&got, c);
+        let values = f64s(got, c);
         for (k, row) in rows.iter().enumerate() {
             let want: Option<f64> = if row[c].is_empty() {
                 None
@@ -146,6 +166,79 @@ fn resample_matches_pandas_goldens() {
             check_case(&df, case, rule, closed, label);
         }
     }
+}
+
+/// Every golden case as one answer of a single run (`compute_each`, Dask's
+/// `compute(a, b, c)`): each agrees with pandas, and the input is read once, not
+/// once per answer.
+#[test]
+fn several_resamples_in_one_run_match_pandas_and_read_the_input_once() {
+    for (threads, mode, blocksize) in [(2, Mode::Parallel, 3000), (1, Mode::Sync, 1 << 20)] {
+        let s = session(threads, mode, blocksize);
+        let df = golden_input(&s);
+        let builders: Vec<Box<outcore::frame::each::Answer<'_>>> = CASES
+            .iter()
+            .map(|&(case, rule, closed, label)| {
+                Box::new(move |d: &DataFrame| build_case(d, case, rule, closed, label))
+                    as Box<outcore::frame::each::Answer<'_>>
+            })
+            .collect();
+        let answers: Vec<&outcore::frame::each::Answer<'_>> =
+            builders.iter().map(|b| b.as_ref()).collect();
+        let got = df.compute_each(&answers).unwrap();
+        assert_eq!(got.len(), CASES.len());
+        for ((case, ..), batch) in CASES.iter().zip(&got) {
+            check_answer(batch, case);
+        }
+        // One answer alone reads the file once; all of them together read it once.
+        let (_, one) = build_case(&df, "h", "h", None, None)
+            .unwrap()
+            .compute_with_stats()
+            .unwrap();
+        let each = df
+            .for_each_answer(&answers, &|a, _, batch| {
+                assert!(a < CASES.len() && batch.num_columns() > 1);
+                Ok(())
+            })
+            .unwrap();
+        assert!(one.bytes_read > 0);
+        assert_eq!(each.bytes_read, one.bytes_read, "{blocksize}");
+    }
+}
+
+/// Answers are handed over answer by answer, each in partition order, however
+/// the tasks finish; an answer's error stops the run and is returned.
+#[test]
+fn for_each_answer_hands_answers_over_in_order_and_returns_an_answers_error() {
+    let s = session(2, Mode::Parallel, 3000);
+    let df = golden_input(&s);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let hourly = |d: &DataFrame| build_case(d, "h", "h", None, None);
+    let daily = |d: &DataFrame| build_case(d, "D", "D", None, None);
+    let rows = |d: &DataFrame| d.select(&["x"]);
+    df.for_each_answer(&[&hourly, &daily, &rows], &|a, i, batch| {
+        seen.lock().unwrap().push((a, i, batch.num_rows()));
+        Ok(())
+    })
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    let order: Vec<(usize, usize)> = seen.iter().map(|&(a, i, _)| (a, i)).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    for a in 0..3 {
+        let parts: Vec<usize> = order.iter().filter(|p| p.0 == a).map(|p| p.1).collect();
+        assert_eq!(parts, (0..parts.len()).collect::<Vec<_>>(), "answer {a}");
+    }
+    // The third answer is every row of the input.
+    let total: usize = seen.iter().filter(|p| p.0 == 2).map(|p| p.2).sum();
+    assert_eq!(total, df.num_rows().unwrap());
+    let bad = |d: &DataFrame| d.select(&["no_such_column"]);
+    let err = df
+        .for_each_answer(&[&hourly, &bad], &|_, _, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no_such_column"), "{err}");
 }
 
 #[test]
@@ -820,6 +913,130 @@ fn cli(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// `resample` with several `--rule`/`--agg` pairs: one read of the input, each
+/// answer the same as its own command's, printed in turn (a blank line between)
+/// or written to `--out DIR/1`, `DIR/2`, …; bad pairings are errors.
+#[test]
+fn cli_resample_several_rules_answers_as_each_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = golden_dir().join("input.csv");
+    let input = input.to_str().unwrap();
+    let base = [
+        "resample",
+        input,
+        "--index",
+        "timestamp",
+        "--sorted",
+        "--threads",
+        "2",
+        "--blocksize",
+        "3000",
+    ];
+    let pairs = [
+        ("h", "mean(x), max(n)"),
+        ("D", "count(n), ohlc(x)"),
+        ("6h", "sum(x)"),
+    ];
+    let run = |extra: &[&str]| {
+        let out = cli(&[&base[..], extra].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let alone: Vec<String> = pairs
+        .iter()
+        .map(|(rule, agg)| run(&["--rule", rule, "--agg", agg, "--format", "csv"]).0)
+        .collect();
+    let mut all: Vec<&str> = Vec::new();
+    for (rule, agg) in &pairs {
+        all.extend(["--rule", rule, "--agg", agg]);
+    }
+    let (text, err) = run(&[&all[..], &["--format", "csv", "--stats"]].concat());
+    assert_eq!(text, alone.join("\n"));
+    // One read of the input: the bytes read are one answer's alone.
+    let read = |stats: &str| {
+        assert_eq!(stats.matches("stats: read").count(), 1, "{stats}");
+        let after = stats.split("stats: read ").nth(1).unwrap();
+        after.split(';').next().unwrap().to_string()
+    };
+    let (_, one) = run(&["--rule", "h", "--agg", "mean(x)", "--stats"]);
+    assert_eq!(read(&err), read(&one));
+    // Tables, one after another.
+    let (tables, _) = run(&[&all[..], &["--format", "table"]].concat());
+    let at = |column: &str| tables.find(column).unwrap_or_else(|| panic!("{column}"));
+    assert!(at("| max(n)") < at("| count(n)") && at("| count(n)") < at("| sum(x)"));
+    assert!(
+        tables.rfind("| max(n)").unwrap() < at("| count(n)"),
+        "the first answer's tables come before the second's"
+    );
+    // A folder per answer, each as its command alone writes it.
+    let out = tmp.path().join("out");
+    run(&[
+        &all[..],
+        &["--format", "csv", "--out", out.to_str().unwrap()],
+    ]
+    .concat());
+    for (n, want) in alone.iter().enumerate() {
+        let dir = out.join((n + 1).to_string());
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let mut rows: Vec<String> = Vec::new();
+        for (k, f) in files.iter().enumerate() {
+            let text = std::fs::read_to_string(f).unwrap();
+            rows.extend(text.lines().skip(usize::from(k > 0)).map(str::to_string));
+        }
+        assert_eq!(rows, want.lines().collect::<Vec<_>>(), "answer {}", n + 1);
+    }
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("out")]);
+    // Parquet datasets, which read back as the same answers.
+    let pq = tmp.path().join("pq");
+    run(&[
+        &all[..],
+        &["--out", pq.to_str().unwrap(), "--format", "parquet"],
+    ]
+    .concat());
+    let back = cli(&["query", pq.join("2").to_str().unwrap(), "--format", "csv"]);
+    assert_eq!(String::from_utf8(back.stdout).unwrap(), alone[1]);
+    // Errors, before any work.
+    for (args, says) in [
+        (
+            vec!["--rule", "h", "--agg", "mean(x)", "--rule", "D"],
+            "give one --agg for each --rule: found 2 --rule and 1 --agg",
+        ),
+        (
+            vec![
+                "--rule", "h", "--agg", "mean(x)", "--rule", "D", "--agg", "max(x)", "--format",
+                "json",
+            ],
+            "--format json",
+        ),
+        (
+            vec![
+                "--rule", "h", "--agg", "mean(x)", "--rule", "D", "--agg", "nope(x)",
+            ],
+            "nope",
+        ),
+    ] {
+        let out = cli(&[&base[..], &args[..]].concat());
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -314,15 +314,15 @@ pub fn emit(
 pub type Answer<'a> = outcore::frame::each::Answer<'a>;
 
 /// Several answers from one read of the input, as Dask's `compute(a, b, c)`
-/// ([`DataFrame::for_each_answer`]): printed one after another with a blank line
-/// between them, or written into `--out DIR` as `DIR/1`, `DIR/2`, … (the folder
+/// ([`DataFrame::for_each_answer`]): printed one after another, each under a
+/// `# NAME` line, or written into `--out DIR` as `DIR/1`, `DIR/2`, … (the folder
 /// appears only when every answer is written). As Parquet datasets, the input is
 /// kept once in the session's persist cache (counted in the memory account, paged
 /// to disk past the limit) and each dataset is written from it in turn.
 pub fn emit_each(
     session: &Session,
     input: &dyn Fn(&Session) -> Result<DataFrame>,
-    answers: &[&Answer<'_>],
+    answers: &[(String, &Answer<'_>)],
     e: &Emit<'_>,
 ) -> Result<()> {
     let format = e.format();
@@ -334,8 +334,8 @@ pub fn emit_each(
     }
     if e.input.explain {
         let df = input(session)?;
-        for (n, answer) in answers.iter().enumerate() {
-            println!("answer {}:", n + 1);
+        for (name, answer) in answers {
+            println!("# {name}");
             print!("{}", answer(&df)?.explain()?);
         }
         return Ok(());
@@ -365,7 +365,7 @@ pub fn emit_each(
             e.input.run.report(&stats);
             Ok(kept)
         })?;
-        for (a, answer) in answers.iter().enumerate() {
+        for (a, (_, answer)) in answers.iter().enumerate() {
             let dir = answer_dir(a).expect("checked above: parquet has --out");
             let options = WriteOptions {
                 overwrite: false,
@@ -385,19 +385,26 @@ pub fn emit_each(
             })
             .collect::<Result<Vec<_>>>()?;
         // On stdout, an answer is finished (an empty table drawn) before the
-        // next one's first partition.
-        let current = std::sync::Mutex::new(0usize);
+        // next one's name and first partition.
+        let names: Vec<&str> = answers.iter().map(|(n, _)| n.as_str()).collect();
+        let named = |a: usize| match staged {
+            None => super::output::print_answer_name(names[a]),
+            Some(_) => Ok(()),
+        };
+        let current = std::sync::Mutex::new(None::<usize>);
         let written = AtomicUsize::new(0);
+        let builders: Vec<&Answer<'_>> = answers.iter().map(|(_, b)| *b).collect();
         session.run_widening(|| {
             let df = input(session)?;
-            let stats = df.for_each_answer(answers, &|a, i, batch| {
+            let stats = df.for_each_answer(&builders, &|a, i, batch| {
                 let mut at = current.lock().unwrap_or_else(|p| p.into_inner());
-                while *at < a {
-                    if staged.is_none() {
-                        writers[*at].finish_answer()?;
-                        super::output::print_blank_line()?;
+                while at.is_none_or(|n| n < a) {
+                    if let Some(n) = *at {
+                        writers[n].finish_answer()?;
                     }
-                    *at += 1;
+                    let next = at.map_or(0, |n| n + 1);
+                    named(next)?;
+                    *at = Some(next);
                 }
                 written.fetch_add(batch.num_rows(), Ordering::Relaxed);
                 writers[a].write(i, batch)
@@ -407,8 +414,8 @@ pub fn emit_each(
         })?;
         let at = current.into_inner().unwrap_or_else(|p| p.into_inner());
         for (a, writer) in writers.into_iter().enumerate() {
-            if staged.is_none() && a > at {
-                super::output::print_blank_line()?;
+            if at.is_none_or(|n| a > n) {
+                named(a)?;
             }
             writer.finish()?;
         }

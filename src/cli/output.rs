@@ -124,12 +124,13 @@ fn print(batch: &RecordBatch, format: Format, header: bool) -> Result<()> {
     })
 }
 
-/// Prints the blank line that separates answers on stdout.
-pub fn print_blank_line() -> Result<()> {
+/// Prints the `# NAME` line that heads an answer of several on stdout (as the
+/// bag's several results are headed).
+pub fn print_answer_name(name: &str) -> Result<()> {
     super::progress::suspend(|| {
         let mut out = std::io::stdout().lock();
         let path = Path::new("<stdout>");
-        out.write_all(b"\n").map_err(|e| Error::io(path, e))?;
+        writeln!(out, "# {name}").map_err(|e| Error::io(path, e))?;
         out.flush().map_err(|e| Error::io(path, e))
     })
 }

@@ -42,9 +42,9 @@ pub struct ResampleArgs {
     #[command(flatten)]
     input: InputArgs,
     /// Bin width in pandas' spelling: 15min, 1h, 6h, D, W, ME (month end), MS.
-    /// Repeat it, each with its own --agg, for several answers from one read: the
-    /// input is read and indexed once and kept (as `persist` does, spilling past
-    /// the memory limit), then each answer is made from it in turn.
+    /// Repeat it, each with its own --agg, for several answers from one read of
+    /// the input (one task graph), printed in turn, each under a '# RULE AGG'
+    /// line, or written to --out DIR/1, DIR/2, ...
     #[arg(long, required = true)]
     rule: Vec<String>,
     /// Aggregations per bin, e.g. 'mean(x), mean(y), count(x), ohlc(x)'; one for
@@ -121,13 +121,20 @@ pub fn resample(a: ResampleArgs) -> Result<()> {
         return emit(&session, &build, &e);
     }
     let input = |session: &Session| a.input.load_indexed(session, &a.groupby);
-    let answers: Vec<Box<Answer<'_>>> = a
+    let builders: Vec<Box<Answer<'_>>> = a
         .rule
         .iter()
         .zip(&aggs)
         .map(|(rule, aggs)| Box::new(move |df: &DataFrame| bins(df, rule, aggs)) as Box<Answer<'_>>)
         .collect();
-    let answers: Vec<&Answer<'_>> = answers.iter().map(|b| b.as_ref()).collect();
+    // Each answer printed under its rule and aggregations.
+    let answers: Vec<(String, &Answer<'_>)> = a
+        .rule
+        .iter()
+        .zip(&a.agg)
+        .zip(&builders)
+        .map(|((rule, agg), b)| (format!("{rule} {}", agg.trim()), b.as_ref()))
+        .collect();
     emit_each(&session, &input, &answers, &e)
 }
 

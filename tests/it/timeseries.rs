@@ -916,7 +916,7 @@ fn cli(args: &[&str]) -> std::process::Output {
 }
 
 /// `resample` with several `--rule`/`--agg` pairs: one read of the input, each
-/// answer the same as its own command's, printed in turn (a blank line between)
+/// answer the same as its own command's, printed in turn (each under its `# RULE AGG` line)
 /// or written to `--out DIR/1`, `DIR/2`, …; bad pairings are errors.
 #[test]
 fn cli_resample_several_rules_answers_as_each_alone() {
@@ -960,7 +960,12 @@ fn cli_resample_several_rules_answers_as_each_alone() {
         all.extend(["--rule", rule, "--agg", agg]);
     }
     let (text, err) = run(&[&all[..], &["--format", "csv", "--stats"]].concat());
-    assert_eq!(text, alone.join("\n"));
+    let headed: Vec<String> = pairs
+        .iter()
+        .zip(&alone)
+        .map(|((rule, agg), answer)| format!("# {rule} {agg}\n{answer}"))
+        .collect();
+    assert_eq!(text, headed.concat());
     // One read of the input: the bytes read are one answer's alone.
     let read = |stats: &str| {
         assert_eq!(stats.matches("stats: read").count(), 1, "{stats}");

@@ -34,10 +34,8 @@ struct Shared {
     schema: SchemaRef,
     npartitions: usize,
     index: Option<Index>,
-    /// The columns answers asked for when pruned (`None` inside: all).
+    /// The columns answers asked for when pruned; `None` once one asked for all.
     asked: Mutex<Option<BTreeSet<String>>>,
-    /// Whether some answer asked for every column.
-    asked_all: Mutex<bool>,
     /// The input's partition keys, once it is lowered.
     keys: OnceLock<Vec<Key>>,
 }
@@ -56,14 +54,10 @@ impl PlanNode for Shared {
         self.index.clone()
     }
     fn pruned(&self, required: Option<&BTreeSet<String>>) -> Option<Arc<dyn PlanNode>> {
-        match required {
-            None => *self.asked_all.lock().unwrap_or_else(|p| p.into_inner()) = true,
-            Some(r) => self
-                .asked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(BTreeSet::new)
-                .extend(r.iter().cloned()),
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        match (asked.as_mut(), required) {
+            (Some(set), Some(r)) => set.extend(r.iter().cloned()),
+            _ => *asked = None,
         }
         None
     }
@@ -84,8 +78,7 @@ impl Shared {
             schema,
             npartitions,
             index,
-            asked: Mutex::new(None),
-            asked_all: Mutex::new(false),
+            asked: Mutex::new(Some(BTreeSet::new())),
             keys: OnceLock::new(),
         })
     }
@@ -131,18 +124,11 @@ impl DataFrame {
         for answer in answers {
             plan::prune(&answer(&probe_df)?.plan, None);
         }
-        let mut required = if *probe.asked_all.lock().unwrap_or_else(|p| p.into_inner()) {
-            None
-        } else {
-            Some(
-                probe
-                    .asked
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .unwrap_or_default(),
-            )
-        };
+        let mut required = probe
+            .asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let (Some(r), Some(ix)) = (required.as_mut(), self.plan.index()) {
             r.insert(ix.column);
         }

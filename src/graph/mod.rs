@@ -308,12 +308,16 @@ impl Graph {
     pub fn compile_shared(&self, outputs: &[Key], shared: &[Key]) -> Result<ExecGraph> {
         let mut g = optimize::flatten_and_cull(self, outputs)?;
         g.fuse();
-        let shared: std::collections::HashSet<&Key> = shared.iter().collect();
-        let marks: Vec<bool> = g
-            .tasks
-            .iter()
-            .map(|t| t.live && shared.contains(&t.key))
-            .collect();
+        // No marks (every task walked as usual) unless some task is shared.
+        let marks: Vec<bool> = if shared.is_empty() {
+            Vec::new()
+        } else {
+            let shared: std::collections::HashSet<&Key> = shared.iter().collect();
+            g.tasks
+                .iter()
+                .map(|t| t.live && shared.contains(&t.key))
+                .collect()
+        };
         order::assign_priorities(&mut g, &marks);
         Ok(g)
     }

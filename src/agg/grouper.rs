@@ -392,7 +392,7 @@ pub struct PairGrouper {
     columns: [Box<dyn Grouper>; 2],
     /// The pair of column codes of each group, by group id.
     pairs: Vec<(u32, u32)>,
-    table: HashMap<u64, u32>,
+    table: PackedTable<[u32; 2]>,
     converter: RowConverter,
     state: foldhash::fast::FixedState,
     /// Scratch: the codes of the current batch, per column.
@@ -408,7 +408,7 @@ impl PairGrouper {
             types: types.to_vec(),
             columns: [new_grouper(&types[..1])?, new_grouper(&types[1..])?],
             pairs: Vec::new(),
-            table: HashMap::new(),
+            table: PackedTable::new(hash_codes),
             // The same rows and seed as `BytesGrouper`'s, so a stored key is the
             // one it would store (see `new_stored_grouper`).
             converter: rows_converter(types)?,
@@ -466,6 +466,94 @@ fn ranks(keys: &ArrayRef) -> Result<Vec<u32>> {
     Ok(rank)
 }
 
+/// The order of groups whose keys are `pairs` of codes, by the codes' ranks (`ra`
+/// of the first column's codes, then `rb` of the second's). Every group's pair is
+/// distinct, so its place `ra * |rb| + rb` is too: when that number and the
+/// group's id fit in 64 bits together, the groups are sorted as one word each by
+/// the place's bits alone, twelve bits a pass ([`radix_sort_bits`]: each pass
+/// writes to few enough buckets to stay in cache). Otherwise (more than about
+/// two million groups with as many keys in each column) they are put in order by
+/// two counting sorts, by the second rank and then stably by the first, which
+/// write to as many places as a column has keys. Needs 16 bytes a group.
+fn order_by_ranks(pairs: &[(u32, u32)], ra: &[u32], rb: &[u32]) -> Vec<u32> {
+    let places = ra.len() as u64 * rb.len() as u64;
+    let (place_bits, group_bits) = (bits_for(places), bits_for(pairs.len() as u64));
+    if place_bits + group_bits <= 64 {
+        order_by_words(pairs, ra, rb)
+    } else {
+        order_by_counting(pairs, ra, rb)
+    }
+}
+
+/// [`order_by_ranks`] with each group as one word: its place, then its id.
+fn order_by_words(pairs: &[(u32, u32)], ra: &[u32], rb: &[u32]) -> Vec<u32> {
+    let place_bits = bits_for(ra.len() as u64 * rb.len() as u64);
+    let group_bits = bits_for(pairs.len() as u64);
+    let nb = rb.len() as u64;
+    let mut words: Vec<u64> = pairs
+        .iter()
+        .enumerate()
+        .map(|(g, p)| {
+            let place = u64::from(ra[p.0 as usize]) * nb + u64::from(rb[p.1 as usize]);
+            place << group_bits | g as u64
+        })
+        .collect();
+    radix_sort_bits(&mut words, group_bits, group_bits + place_bits);
+    let mask = (1u64 << group_bits) - 1;
+    words.into_iter().map(|w| (w & mask) as u32).collect()
+}
+
+/// [`order_by_ranks`] by two counting sorts.
+fn order_by_counting(pairs: &[(u32, u32)], ra: &[u32], rb: &[u32]) -> Vec<u32> {
+    let by_second: Vec<(u32, u32)> = counting_sort(
+        &pairs
+            .iter()
+            .enumerate()
+            .map(|(g, p)| (g as u32, ra[p.0 as usize]))
+            .collect::<Vec<_>>(),
+        rb.len(),
+        |(g, _)| rb[pairs[g as usize].1 as usize] as usize,
+    );
+    let order = counting_sort(&by_second, ra.len(), |(_, r)| r as usize);
+    drop(by_second);
+    order.into_iter().map(|(g, _)| g).collect()
+}
+
+/// The bits needed to write every number below `n` (0 for `n` ≤ 1).
+fn bits_for(n: u64) -> u32 {
+    64 - n.saturating_sub(1).leading_zeros()
+}
+
+/// Sorts `words` by their bits `lo..hi` (a least-significant-digit radix sort, at
+/// most 12 bits a pass, stable; the bits outside are carried along).
+fn radix_sort_bits(words: &mut Vec<u64>, lo: u32, hi: u32) {
+    if hi <= lo || words.len() < 2 {
+        return;
+    }
+    let passes = (hi - lo).div_ceil(12);
+    let width = (hi - lo).div_ceil(passes);
+    let mut other = vec![0u64; words.len()];
+    let mut shift = lo;
+    while shift < hi {
+        let bits = width.min(hi - shift);
+        let mask = (1u64 << bits) - 1;
+        let mut start = vec![0usize; (1 << bits) + 1];
+        for &w in words.iter() {
+            start[((w >> shift) & mask) as usize + 1] += 1;
+        }
+        for b in 1..start.len() {
+            start[b] += start[b - 1];
+        }
+        for &w in words.iter() {
+            let b = ((w >> shift) & mask) as usize;
+            other[start[b]] = w;
+            start[b] += 1;
+        }
+        std::mem::swap(words, &mut other);
+        shift += bits;
+    }
+}
+
 /// A stable counting sort of `items` by `key` (below `buckets`).
 fn counting_sort<T: Copy + Default>(
     items: &[T],
@@ -500,15 +588,21 @@ impl Grouper for PairGrouper {
         cb.clear();
         self.columns[0].intern(&keys[..1], ca)?;
         self.columns[1].intern(&keys[1..2], cb)?;
-        out.reserve(ca.len());
-        for (&a, &b) in ca.iter().zip(cb.iter()) {
+        // With millions of groups each probe misses the cache: the entry of the
+        // row `AHEAD` rows on is fetched while this row probes, so misses overlap.
+        const AHEAD: usize = 16;
+        let n = ca.len();
+        out.reserve(n);
+        for i in 0..n {
+            if i + AHEAD < n {
+                self.table
+                    .prefetch(hash_codes([ca[i + AHEAD], cb[i + AHEAD]]));
+            }
+            let key = [ca[i], cb[i]];
             let next = self.pairs.len() as u32;
-            let g = *self
-                .table
-                .entry(u64::from(a) << 32 | u64::from(b))
-                .or_insert(next);
-            if g == next {
-                self.pairs.push((a, b));
+            let (g, new) = self.table.find_or_insert(key, hash_codes(key), next);
+            if new {
+                self.pairs.push((key[0], key[1]));
             }
             out.push(g);
         }
@@ -522,7 +616,7 @@ impl Grouper for PairGrouper {
     fn size_bytes(&self) -> usize {
         self.columns.iter().map(|c| c.size_bytes()).sum::<usize>()
             + self.pairs.capacity() * 8
-            + self.table.capacity() * (8 + 4 + 1)
+            + self.table.size_bytes()
             + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
     }
 
@@ -532,8 +626,7 @@ impl Grouper for PairGrouper {
 
     /// The groups in the order of their keys without comparing keys: each
     /// column's distinct keys (few beside the groups) are sorted once into ranks,
-    /// and the groups are put in order by the pair of ranks with two passes of a
-    /// counting sort (by the second rank, then stably by the first).
+    /// and the groups are put in order by the pair of ranks ([`order_by_ranks`]).
     fn key_order(&mut self) -> Result<Option<Vec<u32>>> {
         let [a, b] = self.distinct()?;
         let (ra, rb) = (ranks(&a)?, ranks(&b)?);
@@ -550,19 +643,7 @@ impl Grouper for PairGrouper {
             });
             return Ok(Some(order));
         }
-        let by_second: Vec<(u32, u32)> = counting_sort(
-            &self
-                .pairs
-                .iter()
-                .enumerate()
-                .map(|(g, p)| (g as u32, ra[p.0 as usize]))
-                .collect::<Vec<_>>(),
-            rb.len(),
-            |(g, _)| rb[self.pairs[g as usize].1 as usize] as usize,
-        );
-        let order = counting_sort(&by_second, ra.len(), |(_, r)| r as usize);
-        drop(by_second);
-        let order: Vec<u32> = order.into_iter().map(|(g, _)| g).collect();
+        let order = order_by_ranks(&self.pairs, &ra, &rb);
         // What stays is the order (in the buffer of the last pass, at most 8
         // bytes a group), until the task ends.
         crate::scheduler::release(scratch - 8 * n);
@@ -625,7 +706,7 @@ pub struct BytesGrouper {
     table: HashTable<Slot>,
     /// The string keys of at most 15 bytes (of a single string column), packed
     /// by [`pack_short`]; longer ones, and rows of several columns, are in `table`.
-    short: PackedTable,
+    short: PackedTable<[u64; 2]>,
     hashes: Vec<u64>,
     arena: Vec<u8>,
     offsets: Vec<usize>,
@@ -637,7 +718,7 @@ impl BytesGrouper {
         BytesGrouper {
             kind,
             table: HashTable::new(),
-            short: PackedTable::new(hash_packed),
+            short: PackedTable::new(hash_words),
             hashes: Vec::new(),
             arena: Vec::new(),
             offsets: vec![0],
@@ -696,7 +777,7 @@ impl BytesGrouper {
     #[inline]
     fn intern_packed(&mut self, packed: u128, hash: u64, bytes: &[u8]) -> u32 {
         let next = (self.offsets.len() - 1) as u32;
-        let (g, new) = self.short.find_or_insert(packed, hash, next);
+        let (g, new) = self.short.find_or_insert(words(packed), hash, next);
         if new {
             self.push_key(bytes, hash);
         }
@@ -807,6 +888,26 @@ fn hash_str(bytes: &[u8]) -> u64 {
         Some(p) => hash_packed(p),
         None => hash_bytes(bytes),
     }
+}
+
+/// A packed short key as the table stores it.
+#[inline(always)]
+fn words(p: u128) -> [u64; 2] {
+    [p as u64, (p >> 64) as u64]
+}
+
+/// [`hash_packed`] of a key stored as [`words`].
+fn hash_words(w: [u64; 2]) -> u64 {
+    hash_packed(u128::from(w[0]) | (u128::from(w[1]) << 64))
+}
+
+/// The hash of a pair of column codes in a [`PairGrouper`]'s table (one folded
+/// multiply: the codes are dense, and the low bits index the table).
+#[inline]
+fn hash_codes(k: [u32; 2]) -> u64 {
+    let m = u128::from((u64::from(k[0]) << 32 | u64::from(k[1])) ^ 0x243f_6a88_85a3_08d3)
+        * u128::from(0x9E37_79B9_7F4A_7C15u64);
+    (m as u64) ^ ((m >> 64) as u64)
 }
 
 /// The hash of a packed short key (two rounds of a folded multiply, so every
@@ -1077,6 +1178,73 @@ mod tests {
             assert_eq!(row_hashes, hashes, "{types:?}");
             assert_eq!(row_keys.as_ref(), stored.as_ref(), "{types:?}");
         }
+    }
+
+    #[test]
+    fn radix_sort_bits_sorts_by_the_bits_it_is_given_and_keeps_the_rest() {
+        assert_eq!(
+            (bits_for(0), bits_for(1), bits_for(2), bits_for(4097)),
+            (0, 0, 1, 13)
+        );
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for (lo, hi) in [(0, 64), (7, 41), (21, 55), (3, 4), (10, 10)] {
+            let mut words: Vec<u64> = (0..5000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                })
+                .collect();
+            let field = |w: u64| {
+                let width = hi - lo;
+                if width == 0 {
+                    0
+                } else {
+                    (w >> lo) & (u64::MAX >> (64 - width))
+                }
+            };
+            let mut expected = words.clone();
+            expected.sort_by_key(|&w| field(w)); // stable, as the radix sort is
+            radix_sort_bits(&mut words, lo, hi);
+            assert_eq!(words, expected, "bits {lo}..{hi}");
+        }
+    }
+
+    /// Both ways of ordering a pair grouper's groups by their ranks give the
+    /// order a comparison sort gives.
+    #[test]
+    fn pair_orders_by_words_and_by_counting_agree_with_a_sort() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m) as u32
+        };
+        let (na, nb) = (300usize, 70usize);
+        // Ranks: a permutation of each column's codes.
+        let mut ra: Vec<u32> = (0..na as u32).collect();
+        let mut rb: Vec<u32> = (0..nb as u32).collect();
+        for i in (1..na).rev() {
+            ra.swap(i, next(i as u64 + 1) as usize);
+        }
+        for i in (1..nb).rev() {
+            rb.swap(i, next(i as u64 + 1) as usize);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let pairs: Vec<(u32, u32)> = (0..8000)
+            .map(|_| (next(na as u64), next(nb as u64)))
+            .filter(|p| seen.insert(*p))
+            .collect();
+        let mut expected: Vec<u32> = (0..pairs.len() as u32).collect();
+        expected.sort_by_key(|&g| {
+            let p = pairs[g as usize];
+            (ra[p.0 as usize], rb[p.1 as usize])
+        });
+        assert_eq!(order_by_words(&pairs, &ra, &rb), expected);
+        assert_eq!(order_by_counting(&pairs, &ra, &rb), expected);
+        assert_eq!(order_by_ranks(&pairs, &ra, &rb), expected);
     }
 
     /// A finalize merges a two-key part with either stored grouper (rows below

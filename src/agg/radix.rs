@@ -39,6 +39,17 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Key, Layer, Operator, Task, Value};
 use crate::scheduler::{self, MemoryReservation, RunContext};
 
+/// The most bytes of partials a part is sized for, however roomy the limit:
+/// smaller tables merge faster in cache, and two finalize tasks at once hold
+/// about eight times their parts. The first partial's measure undercounts when
+/// a chunk's block comes in several streamed pieces (q10 at K=1e5 measured 333 MB
+/// of partials for 896 MiB), so the parts come out a few times this size. On the
+/// 1e7-row G1 files at the default limit, 8 MiB against 32 MiB: q10 at K=1e5
+/// 4.0–4.5 s and 1.10 GB against 4.9–6.0 s and 1.52 GB; q2, q9 and the median q6
+/// at K=1e5 as fast with 0.1–0.2 GB less (with two-key parts grouped by column
+/// from [`PAIRS_BY_COLUMN_ROWS`](super::grouper::PAIRS_BY_COLUMN_ROWS) rows).
+const MAX_PART_TARGET: u64 = 8 << 20;
+
 /// The most slots (and so parts) one aggregation has.
 pub const MAX_SLOTS: usize = 256;
 
@@ -62,9 +73,9 @@ impl Sizing {
 
     /// Bytes of partials a part should hold: an eighth of one thread's share of the
     /// limit (a finalize task holds its part, its table, its answer and the sorted
-    /// answer: about four times the part), at most 32 MiB (smaller tables merge faster in cache).
+    /// answer: about four times the part), at most [`MAX_PART_TARGET`].
     fn part_target_bytes(&self) -> u64 {
-        (self.memory_limit / (8 * self.threads.max(1) as u64)).clamp(16 << 10, 32 << 20)
+        (self.memory_limit / (8 * self.threads.max(1) as u64)).clamp(16 << 10, MAX_PART_TARGET)
     }
 
     /// The most bytes one running table ([`Folder`]) holds before it is taken
@@ -1202,10 +1213,11 @@ mod tests {
         assert_eq!(s.slots(10_000), MAX_SLOTS);
         // Few groups: one merge.
         assert_eq!(s.parts(4 << 20, 32), 1);
-        // 1e7 groups over 32 chunks (~900 MB of partials): 32 MiB parts, capped by
+        // 1e7 groups over 32 chunks (~900 MB of partials): 8 MiB parts, capped by
         // the slots.
-        assert_eq!(s.parts(900 << 20, 32), 29);
-        assert_eq!(s.parts(900 << 20, 16), 16);
+        assert_eq!(s.parts(200 << 20, 32), 25);
+        assert_eq!(s.parts(900 << 20, 32), 32);
+        assert_eq!(s.parts(900 << 20, 256), 113);
         // Just past one merge: at least two parts per thread.
         assert_eq!(s.parts(20 << 20, 32), 4);
         // A tiny limit partitions even small totals.

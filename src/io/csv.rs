@@ -1496,6 +1496,34 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146097 + doe - 719468
 }
 
+thread_local! {
+    /// The last date [`parse_ymd_cached`] parsed on this thread: its ten bytes
+    /// (as two words) and its day number.
+    static LAST_DATE: std::cell::Cell<Option<(u64, u16, i64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// [`parse_ymd`], remembering the last date parsed: timestamps in a column mostly
+/// share their date with the row before (a day of per-second rows has one), and
+/// comparing ten bytes costs less than parsing them and counting the days (a
+/// tenth of the CPU of an hourly resample of per-second rows).
+fn parse_ymd_cached(v: &[u8]) -> Option<i64> {
+    let (Some(a), Some(b)) = (v.get(..8), v.get(8..10)) else {
+        return None;
+    };
+    let key = (
+        u64::from_le_bytes(a.try_into().expect("8 bytes")),
+        u16::from_le_bytes(b.try_into().expect("2 bytes")),
+    );
+    LAST_DATE.with(|last| match last.get() {
+        Some((x, y, days)) if (x, y) == key => Some(days),
+        _ => {
+            let days = parse_ymd(v)?;
+            last.set(Some((key.0, key.1, days)));
+            Some(days)
+        }
+    })
+}
+
 fn parse_ymd(v: &[u8]) -> Option<i64> {
     if v.len() < 10 || v[4] != b'-' || v[7] != b'-' {
         return None;
@@ -1531,7 +1559,7 @@ pub fn parse_date32(v: &[u8]) -> Option<i32> {
 /// shapes take a fast path; others go through Arrow's parser.
 pub fn parse_timestamp_ns(v: &[u8]) -> Option<i64> {
     let fast = || -> Option<i64> {
-        let days = parse_ymd(v)?;
+        let days = parse_ymd_cached(v)?;
         let mut ns = days * 86_400_000_000_000;
         if v.len() == 10 {
             return Some(ns);
@@ -1577,6 +1605,26 @@ pub fn parse_timestamp_ns(v: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The remembered date is the one the bytes say: dates that alternate, that
+    /// differ in one digit, and a bad date after a good one.
+    #[test]
+    fn timestamps_of_repeated_and_alternating_dates() {
+        for v in [
+            &b"2000-01-05 00:00:01"[..],
+            b"2000-01-05 00:00:02",
+            b"2000-01-06 00:00:02",
+            b"2000-01-05 23:59:59",
+            b"2001-01-05 00:00:00",
+            b"2000-02-30 00:00:00",
+            b"2000-01-05",
+            b"2000-01-0",
+        ] {
+            let s = std::str::from_utf8(v).unwrap();
+            let expected = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(s).ok();
+            assert_eq!(parse_timestamp_ns(v), expected, "{s}");
+        }
+    }
 
     #[test]
     fn timestamps() {

@@ -277,14 +277,17 @@ impl Decision {
     }
 
     /// Takes `running`'s groups out as a partial split into the parts; the table
-    /// starts afresh (its reservation shrinks with it). `tables` is the number of
-    /// partials of this size expected in all, for the first partial's choice of
-    /// the parts.
+    /// starts afresh (its reservation shrinks with it). For the first partial's
+    /// choice of the parts, `tables` is the number of partials of this size
+    /// expected in all, and `alongside` the bytes of the tables taken out with
+    /// this one (the drain knows them all: tables of unequal sizes are estimated
+    /// by their sum, not by whichever is taken first).
     fn take_parts(
         &self,
         agg: &dyn RadixAggregation,
         running: &mut Running,
         tables: u64,
+        alongside: u64,
     ) -> Result<Value> {
         let partial = running.table.take()?;
         let bytes = partial.size_bytes();
@@ -295,7 +298,8 @@ impl Decision {
         }
         running.chunks = 0;
         let input_bytes = std::mem::take(&mut running.input_bytes);
-        let parts = self.record_partial(bytes, input_bytes, bytes as u64 * tables.max(1));
+        let total = (bytes as u64 * tables.max(1)).max(bytes as u64 + alongside);
+        let parts = self.record_partial(bytes, input_bytes, total);
         Ok(Value::Pieces(agg.split(partial, parts)?))
     }
 
@@ -465,7 +469,7 @@ impl Operator for ChunkOp {
                 self.decision.ctx.record_fold_flush();
                 Some(
                     self.decision
-                        .take_parts(self.agg.as_ref(), &mut running, tables)?,
+                        .take_parts(self.agg.as_ref(), &mut running, tables, 0)?,
                 )
             }
             _ => None,
@@ -536,7 +540,7 @@ impl ChunkOp {
             self.decision.ctx.record_fold_flush();
             folding.measure_flush(running.chunks);
             let t = tables(running.chunks);
-            self.decision.take_parts(self.agg.as_ref(), running, t)
+            self.decision.take_parts(self.agg.as_ref(), running, t, 0)
         };
         let mut out = None;
         if before > 0
@@ -624,18 +628,21 @@ impl Operator for DrainOp {
         let Some(folding) = &self.decision.folding else {
             return Ok(empty());
         };
+        // Every idle table at once, so that the first taken out knows the others'
+        // bytes.
+        let mut idle: Vec<Running> = std::mem::take(&mut *folding.lock());
+        idle.retain(|r| r.table.groups() > 0);
+        let all: u64 = idle.iter().map(|r| r.table.size_bytes() as u64).sum();
+        let tables = folding.made.load(Ordering::Relaxed) as u64;
         let mut values = Vec::new();
-        loop {
-            let popped = folding.lock().pop();
-            let Some(mut running) = popped else { break };
-            if running.table.groups() == 0 {
-                continue;
-            }
-            let tables = folding.made.load(Ordering::Relaxed) as u64;
-            values.push(
-                self.decision
-                    .take_parts(self.agg.as_ref(), &mut running, tables)?,
-            );
+        for mut running in idle {
+            let alongside = all - running.table.size_bytes() as u64;
+            values.push(self.decision.take_parts(
+                self.agg.as_ref(),
+                &mut running,
+                tables,
+                alongside,
+            )?);
         }
         merge_parts(values)
     }

@@ -539,18 +539,9 @@ fn radix_sort_bits(words: &mut Vec<u64>, lo: u32, hi: u32) {
     while shift < hi {
         let bits = width.min(hi - shift);
         let mask = (1u64 << bits) - 1;
-        let mut start = vec![0usize; (1 << bits) + 1];
-        for &w in words.iter() {
-            start[((w >> shift) & mask) as usize + 1] += 1;
-        }
-        for b in 1..start.len() {
-            start[b] += start[b - 1];
-        }
-        for &w in words.iter() {
-            let b = ((w >> shift) & mask) as usize;
-            other[start[b]] = w;
-            start[b] += 1;
-        }
+        counting_sort_into(words, &mut other, 1 << bits, |w| {
+            ((w >> shift) & mask) as usize
+        });
         std::mem::swap(words, &mut other);
         shift += bits;
     }
@@ -562,6 +553,19 @@ fn counting_sort<T: Copy + Default>(
     buckets: usize,
     key: impl Fn(T) -> usize,
 ) -> Vec<T> {
+    let mut out = vec![T::default(); items.len()];
+    counting_sort_into(items, &mut out, buckets, key);
+    out
+}
+
+/// [`counting_sort`] into `out` (as long as `items`), so that passes over the
+/// same items can reuse one buffer.
+fn counting_sort_into<T: Copy>(
+    items: &[T],
+    out: &mut [T],
+    buckets: usize,
+    key: impl Fn(T) -> usize,
+) {
     let mut start = vec![0usize; buckets + 1];
     for &x in items {
         start[key(x) + 1] += 1;
@@ -569,13 +573,11 @@ fn counting_sort<T: Copy + Default>(
     for b in 1..=buckets {
         start[b] += start[b - 1];
     }
-    let mut out = vec![T::default(); items.len()];
     for &x in items {
         let b = key(x);
         out[start[b]] = x;
         start[b] += 1;
     }
-    out
 }
 
 impl Grouper for PairGrouper {
@@ -1134,6 +1136,17 @@ mod tests {
     use super::*;
     use arrow::array::StringArray;
 
+    /// A xorshift generator: the next number below `m`, each call.
+    fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |m| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        }
+    }
+
     fn ids(g: &mut dyn Grouper, keys: &[ArrayRef]) -> Vec<u32> {
         let mut out = Vec::new();
         g.intern(keys, &mut out).unwrap();
@@ -1188,16 +1201,9 @@ mod tests {
             (bits_for(0), bits_for(1), bits_for(2), bits_for(4097)),
             (0, 0, 1, 13)
         );
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for (lo, hi) in [(0, 64), (7, 41), (21, 55), (3, 4), (10, 10)] {
-            let mut words: Vec<u64> = (0..5000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x
-                })
-                .collect();
+            let mut words: Vec<u64> = (0..5000).map(|_| next(u64::MAX)).collect();
             let field = |w: u64| {
                 let width = hi - lo;
                 if width == 0 {
@@ -1217,13 +1223,8 @@ mod tests {
     /// order a comparison sort gives.
     #[test]
     fn pair_orders_by_words_and_by_counting_agree_with_a_sort() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m) as u32
-        };
+        let mut next64 = xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = |m: u64| next64(m) as u32;
         let (na, nb) = (300usize, 70usize);
         // Ranks: a permutation of each column's codes.
         let mut ra: Vec<u32> = (0..na as u32).collect();
@@ -1309,13 +1310,7 @@ mod tests {
     /// mix of types with nulls, and the stored form round trip of each.
     #[test]
     fn short_strings_and_pairs_group_as_a_naive_map() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let words: Vec<Option<String>> = (0..400)
             .map(|_| match next(23) {
                 0 => None,

@@ -101,6 +101,20 @@ mod tests {
         FnOperator::new("leaf", |_| Ok(Value::Scalar(ScalarValue::Int64(Some(1)))))
     }
 
+    /// A layer `name` of `n` leaf tasks, task `i` depending on `deps(i)`.
+    fn layer(name: &Arc<str>, n: usize, deps: impl Fn(usize) -> Vec<Key>) -> Layer {
+        Layer {
+            name: name.clone(),
+            tasks: (0..n)
+                .map(|i| Task {
+                    key: Key::new(name, i),
+                    deps: deps(i),
+                    op: leaf(),
+                })
+                .collect(),
+        }
+    }
+
     /// Eight reads, two combines of four, one final: the first combine's reads all
     /// come before any read of the second combine, and each combine right after its
     /// reads.
@@ -110,34 +124,13 @@ mod tests {
         let comb: Arc<str> = "combine".into();
         let fin: Arc<str> = "final".into();
         let mut g = Graph::new();
-        g.add_layer(Layer {
-            name: read.clone(),
-            tasks: (0..8)
-                .map(|i| Task {
-                    key: Key::new(&read, i),
-                    deps: vec![],
-                    op: leaf(),
-                })
-                .collect(),
-        });
-        g.add_layer(Layer {
-            name: comb.clone(),
-            tasks: (0..2)
-                .map(|i| Task {
-                    key: Key::new(&comb, i),
-                    deps: (0..4).map(|j| Key::new(&read, i * 4 + j)).collect(),
-                    op: leaf(),
-                })
-                .collect(),
-        });
-        g.add_layer(Layer {
-            name: fin.clone(),
-            tasks: vec![Task {
-                key: Key::new(&fin, 0),
-                deps: vec![Key::new(&comb, 0), Key::new(&comb, 1)],
-                op: leaf(),
-            }],
-        });
+        g.add_layer(layer(&read, 8, |_| vec![]));
+        g.add_layer(layer(&comb, 2, |i| {
+            (0..4).map(|j| Key::new(&read, i * 4 + j)).collect()
+        }));
+        g.add_layer(layer(&fin, 1, |_| {
+            vec![Key::new(&comb, 0), Key::new(&comb, 1)]
+        }));
         let eg = g.compile(&[Key::new(&fin, 0)]).unwrap();
         let prio = |k: &Key| eg.tasks.iter().find(|t| &t.key == k).unwrap().priority;
         for j in 0..4 {
@@ -156,27 +149,9 @@ mod tests {
         let read: Arc<str> = "read".into();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let mut g = Graph::new();
-        g.add_layer(Layer {
-            name: read.clone(),
-            tasks: (0..3)
-                .map(|i| Task {
-                    key: Key::new(&read, i),
-                    deps: vec![],
-                    op: leaf(),
-                })
-                .collect(),
-        });
+        g.add_layer(layer(&read, 3, |_| vec![]));
         for name in [&a, &b] {
-            g.add_layer(Layer {
-                name: name.clone(),
-                tasks: (0..3)
-                    .map(|i| Task {
-                        key: Key::new(name, i),
-                        deps: vec![Key::new(&read, i)],
-                        op: leaf(),
-                    })
-                    .collect(),
-            });
+            g.add_layer(layer(name, 3, |i| vec![Key::new(&read, i)]));
         }
         let outputs: Vec<Key> = (0..3)
             .map(|i| Key::new(&a, i))

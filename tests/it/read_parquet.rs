@@ -438,27 +438,12 @@ fn hive_values_of_two_types_are_an_error_unless_declared() {
     );
 }
 
-/// Runs the binary.
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = outcore(args);
-    assert!(
-        out.status.success(),
-        "outcore {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 #[test]
 fn cli_queries_parquet_folders_and_says_what_it_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let rows = hive_folder(tmp.path());
     let dir = tmp.path().to_str().unwrap();
-    let (out, err) = ok(&[
+    let (out, err) = ok_both(&[
         "query",
         dir,
         "--filter",
@@ -479,7 +464,7 @@ fn cli_queries_parquet_folders_and_says_what_it_skipped() {
     // A Parquet file without a suffix is found by its first bytes.
     let bare = tmp.path().join("bare");
     std::fs::copy(tmp.path().join("year=2024/month=6/part-0.parquet"), &bare).unwrap();
-    let (out, _) = ok(&[
+    let (out, _) = ok_both(&[
         "query",
         bare.to_str().unwrap(),
         "--agg",
@@ -507,7 +492,7 @@ fn a_dataset_written_by_persist_is_read_by_query_with_its_index() {
     std::fs::create_dir_all(&csv).unwrap();
     t.write_files(&csv, 3);
     let ds = tmp.path().join("ds");
-    let (_, err) = ok(&[
+    let (_, err) = ok_both(&[
         "persist",
         &glob_of(&csv),
         "--index",
@@ -517,7 +502,7 @@ fn a_dataset_written_by_persist_is_read_by_query_with_its_index() {
         ds.to_str().unwrap(),
     ]);
     assert!(err.contains("(3 partitions)"), "{err}");
-    let (out, _) = ok(&[
+    let (out, _) = ok_both(&[
         "query",
         ds.to_str().unwrap(),
         "--filter",
@@ -560,7 +545,7 @@ fn a_dataset_written_by_persist_is_read_by_query_with_its_index() {
         assert!(close(*s, *ws), "{n}: sum {s}, expected {ws}");
     }
     // The index and divisions came back: a resample by --index moves no row.
-    let (out, err) = ok(&[
+    let (out, err) = ok_both(&[
         "resample",
         ds.to_str().unwrap(),
         "--index",

@@ -12,7 +12,7 @@ use outcore::frame::timerule::Side;
 use outcore::scheduler::Mode;
 use outcore::{DataFrame, Session};
 
-use crate::common::{close, session};
+use crate::common::{close, ok_both, outcore, session};
 
 fn golden_dir() -> &'static Path {
     Path::new(concat!(
@@ -908,13 +908,6 @@ fn to_parquet_round_trip_restores_divisions_and_keeps_old_data_on_failure() {
     assert_eq!(back.divisions(), small.divisions());
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_outcore"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// `resample` with several `--rule`/`--agg` pairs: one read of the input, each
 /// answer the same as its own command's, printed in turn (each under its `# RULE AGG` line)
 /// or written to `--out DIR/1`, `DIR/2`, …; bad pairings are errors.
@@ -939,18 +932,7 @@ fn cli_resample_several_rules_answers_as_each_alone() {
         ("D", "count(n), ohlc(x)"),
         ("6h", "sum(x)"),
     ];
-    let run = |extra: &[&str]| {
-        let out = cli(&[&base[..], extra].concat());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let run = |extra: &[&str]| ok_both(&[&base[..], extra].concat());
     let alone: Vec<String> = pairs
         .iter()
         .map(|(rule, agg)| run(&["--rule", rule, "--agg", agg, "--format", "csv"]).0)
@@ -1015,7 +997,7 @@ fn cli_resample_several_rules_answers_as_each_alone() {
         &["--out", pq.to_str().unwrap(), "--format", "parquet"],
     ]
     .concat());
-    let back = cli(&["query", pq.join("2").to_str().unwrap(), "--format", "csv"]);
+    let back = outcore(&["query", pq.join("2").to_str().unwrap(), "--format", "csv"]);
     assert_eq!(String::from_utf8(back.stdout).unwrap(), alone[1]);
     // Errors, before any work.
     for (args, says) in [
@@ -1037,7 +1019,7 @@ fn cli_resample_several_rules_answers_as_each_alone() {
             "nope",
         ),
     ] {
-        let out = cli(&[&base[..], &args[..]].concat());
+        let out = outcore(&[&base[..], &args[..]].concat());
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
@@ -1053,23 +1035,25 @@ fn cli_resample_rolling_persist_repartition() {
     let ds = ds.to_str().unwrap();
     let small = ["--threads", "2", "--blocksize", "3000"];
     // resample, CSV out, against the library's answer on the same input.
-    let out = cli(&[
+    let out = outcore(
         &[
-            "resample",
-            input,
-            "--index",
-            "timestamp",
-            "--sorted",
-            "--rule",
-            "D",
-            "--agg",
-            "mean(x), count(n), ohlc(x)",
-            "--format",
-            "csv",
-        ][..],
-        &small,
-    ]
-    .concat());
+            &[
+                "resample",
+                input,
+                "--index",
+                "timestamp",
+                "--sorted",
+                "--rule",
+                "D",
+                "--agg",
+                "mean(x), count(n), ohlc(x)",
+                "--format",
+                "csv",
+            ][..],
+            &small,
+        ]
+        .concat(),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -1085,25 +1069,27 @@ fn cli_resample_rolling_persist_repartition() {
     assert_eq!(lines.len() - 1, golden.len());
     assert!(lines[1].starts_with("2000-01-01T00:00:00,"), "{}", lines[1]);
     // persist, then resample from the dataset: no shuffle, divisions restored.
-    let out = cli(&[
+    let out = outcore(
         &[
-            "persist",
-            input,
-            "--set-index",
-            "timestamp",
-            "--sorted",
-            "--out",
-            ds,
-        ][..],
-        &small,
-    ]
-    .concat());
+            &[
+                "persist",
+                input,
+                "--set-index",
+                "timestamp",
+                "--sorted",
+                "--out",
+                ds,
+            ][..],
+            &small,
+        ]
+        .concat(),
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&[
+    let out = outcore(&[
         "resample", ds, "--rule", "D", "--agg", "mean(x)", "--format", "csv", "--stats",
     ]);
     assert!(
@@ -1118,7 +1104,7 @@ fn cli_resample_rolling_persist_repartition() {
         golden.len() + 1
     );
     // Writing into an existing folder fails with exit code 1 and says why.
-    let out = cli(&[
+    let out = outcore(&[
         "persist",
         input,
         "--set-index",
@@ -1131,7 +1117,7 @@ fn cli_resample_rolling_persist_repartition() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
     // repartition by day, then count the partitions of the dataset.
     let daily = tmp.path().join("daily");
-    let out = cli(&[
+    let out = outcore(&[
         "repartition",
         ds,
         "--freq",
@@ -1156,7 +1142,7 @@ fn cli_resample_rolling_persist_repartition() {
         .count();
     assert_eq!(files, golden.len());
     // rolling: the columns come with the rolled ones.
-    let out = cli(&[
+    let out = outcore(&[
         "rolling", ds, "--window", "1h", "--agg", "max(x)", "--format", "csv",
     ]);
     assert!(
@@ -1173,7 +1159,7 @@ fn cli_resample_rolling_persist_repartition() {
         "timestamp,n,x,max(x)"
     );
     // An unknown rule lists the valid ones.
-    let out = cli(&["resample", ds, "--rule", "1fortnight", "--agg", "mean(x)"]);
+    let out = outcore(&["resample", ds, "--rule", "1fortnight", "--agg", "mean(x)"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid rules"));
 }
@@ -1192,7 +1178,7 @@ fn declared_sorted_index_out_of_order_names_the_file() {
     )
     .unwrap();
     let glob = tmp.path().join("*.csv");
-    let out = cli(&[
+    let out = outcore(&[
         "resample",
         glob.to_str().unwrap(),
         "--index",
@@ -1207,7 +1193,7 @@ fn declared_sorted_index_out_of_order_names_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("b.csv"), "{err}");
     // Without --sorted the rows are shuffled into order and the answer is right.
-    let out = cli(&[
+    let out = outcore(&[
         "resample",
         glob.to_str().unwrap(),
         "--index",
@@ -1286,7 +1272,7 @@ fn timestamps_in_a_format_string() {
         "when,day,x\n05/01/2000 13:45,05.01.2000,1\n06/01/2000 00:00,06.01.2000,2\n",
     )
     .unwrap();
-    let out = cli(&[
+    let out = outcore(&[
         "resample",
         path.to_str().unwrap(),
         "--index",

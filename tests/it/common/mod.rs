@@ -739,6 +739,11 @@ pub fn outcore(args: &[&str]) -> std::process::Output {
 
 /// Runs `outcore args`, asserts it succeeded, returns stdout.
 pub fn ok(args: &[&str]) -> String {
+    ok_both(args).0
+}
+
+/// Runs `outcore args`, asserts it succeeded, returns stdout and stderr.
+pub fn ok_both(args: &[&str]) -> (String, String) {
     let out = outcore(args);
     assert!(
         out.status.success(),
@@ -746,5 +751,8 @@ pub fn ok(args: &[&str]) -> String {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }

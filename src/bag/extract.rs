@@ -7,12 +7,10 @@
 //! through the ordinary steps, so defaults and errors are exactly as without the
 //! shortcut.
 
-use std::fmt;
-
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as J;
 
 use super::path::Seg;
+use super::scan::{Bail, Kind, Scan, Scanned};
 use super::Stage;
 
 /// One step of the walk.
@@ -90,131 +88,61 @@ fn finish(walk: Vec<Walk>, covered: usize) -> Option<(Vec<Walk>, usize)> {
 pub(crate) fn extract(line: &[u8], walk: &[Walk], out: &mut Vec<J>) -> serde_json::Result<bool> {
     let start = out.len();
     let mut ok = true;
-    let mut de = serde_json::Deserializer::from_slice(line);
-    Ex {
-        walk,
-        out,
-        ok: &mut ok,
-    }
-    .deserialize(&mut de)?;
-    de.end()?;
-    if !ok {
+    let scanned = Scan::new(line).and_then(|mut s| {
+        reach(&mut s, walk, out, &mut ok)?;
+        s.finish()
+    });
+    if scanned.is_err() || !ok {
         out.truncate(start);
     }
-    Ok(ok)
+    match scanned {
+        Ok(()) => Ok(ok),
+        // Not a line the scanner takes: serde_json says whether it is JSON, and
+        // the ordinary steps take the record.
+        Err(Bail) => serde_json::from_slice::<J>(line).map(|_| false),
+    }
 }
 
-struct Ex<'w, 'o> {
-    walk: &'w [Walk],
-    out: &'o mut Vec<J>,
-    ok: &'o mut bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Ex<'_, '_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        if self.walk.is_empty() {
-            let v: J = serde::Deserialize::deserialize(d)?;
-            self.out.push(v);
-            Ok(())
-        } else {
-            d.deserialize_any(self)
+/// Follows `walk` from the value at the cursor, pushing the values reached;
+/// `ok` turns false where the walk cannot go on.
+fn reach(s: &mut Scan<'_>, walk: &[Walk], out: &mut Vec<J>, ok: &mut bool) -> Scanned<()> {
+    let Some((step, rest)) = walk.split_first() else {
+        out.push(s.value()?);
+        return Ok(());
+    };
+    match (step, s.kind()?) {
+        (Walk::Field(name), Kind::Object) => {
+            s.open_object()?;
+            let start = out.len();
+            let mut found = false;
+            let mut first = true;
+            while let Some(k) = s.key(first)? {
+                first = false;
+                if k.as_ref() == name.as_str() {
+                    // A repeated key: the last one wins, as when parsing whole.
+                    out.truncate(start);
+                    found = true;
+                    reach(s, rest, out, ok)?;
+                } else {
+                    s.skip()?;
+                }
+            }
+            *ok &= found;
         }
-    }
-}
-
-impl<'de> Visitor<'de> for Ex<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Walk::Field(name) = &self.walk[0] else {
-            *self.ok = false;
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            return Ok(());
-        };
-        let start = self.out.len();
-        let mut found = false;
-        while let Some(hit) = map.next_key_seed(Is(name))? {
-            if hit {
-                // A repeated key: the last one wins, as when parsing whole.
-                self.out.truncate(start);
-                found = true;
-                map.next_value_seed(Ex {
-                    walk: &self.walk[1..],
-                    out: &mut *self.out,
-                    ok: &mut *self.ok,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+        (Walk::Spread, Kind::List) => {
+            s.open_list()?;
+            let mut first = true;
+            while s.item(first)? {
+                first = false;
+                reach(s, rest, out, ok)?;
             }
         }
-        if !found {
-            *self.ok = false;
+        _ => {
+            *ok = false;
+            s.skip()?;
         }
-        Ok(())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.walk[0] != Walk::Spread {
-            *self.ok = false;
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            return Ok(());
-        }
-        while seq
-            .next_element_seed(Ex {
-                walk: &self.walk[1..],
-                out: &mut *self.out,
-                ok: &mut *self.ok,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        *self.ok = false;
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        *self.ok = false;
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        *self.ok = false;
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        *self.ok = false;
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        *self.ok = false;
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        *self.ok = false;
-        Ok(())
-    }
-}
-
-/// Whether a key is `name`, without allocating.
-struct Is<'a>(&'a str);
-
-impl<'de> DeserializeSeed<'de> for Is<'_> {
-    type Value = bool;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Is<'_> {
-    type Value = bool;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.0)
-    }
+    Ok(())
 }
 
 /// A walk of several field paths at once (`Bag::values_at`): each record becomes
@@ -325,16 +253,15 @@ pub(crate) fn extract_values(
         item: vec![None; walk.slots],
         ok: true,
     };
-    let mut de = serde_json::Deserializer::from_slice(line);
-    ObjectAt {
-        fields: &walk.root,
-        state: &mut state,
-        in_item: false,
-    }
-    .deserialize(&mut de)?;
-    de.end()?;
-    if !state.ok {
-        return Ok(false);
+    let scanned = Scan::new(line).and_then(|mut s| {
+        object_at(&mut s, &walk.root, &mut state, false)?;
+        s.finish()
+    });
+    match scanned {
+        Ok(()) if state.ok => {}
+        Ok(()) => return Ok(false),
+        // As in `extract`.
+        Err(Bail) => return serde_json::from_slice::<J>(line).map(|_| false),
     }
     out.push(J::Array(
         state
@@ -354,186 +281,88 @@ struct Walked {
     ok: bool,
 }
 
-/// The visitor methods of a walk step for scalars, where it expected an object or
-/// a list: they hold none of the values (as `FieldPath::get` finds nothing there).
-macro_rules! scalars_hold_nothing {
-    () => {
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-    };
-}
-
-/// An object whose `fields` lead to values; anything else there holds none of them.
-struct ObjectAt<'w, 's> {
-    fields: &'w [(String, Node)],
-    state: &'s mut Walked,
+/// The value at the cursor as an object whose `fields` lead to values; anything
+/// else there holds none of them.
+fn object_at(
+    s: &mut Scan<'_>,
+    fields: &[(String, Node)],
+    state: &mut Walked,
     in_item: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for ObjectAt<'_, '_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+) -> Scanned<()> {
+    if s.kind()? != Kind::Object {
+        return s.skip();
     }
-}
-
-impl<'de> Visitor<'de> for ObjectAt<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = 0u64;
-        while let Some(i) = map.next_key_seed(Which(self.fields))? {
-            let Some(i) = i else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            let (_, node) = &self.fields[i];
-            let bit = 1u64 << (i % 64);
-            if seen & bit != 0 && !matches!(node, Node::Leaf(_)) {
-                // A repeated field above values: the last one wins when parsed
-                // whole, which this walk does not track.
-                self.state.ok = false;
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            seen |= bit;
-            match node {
-                Node::Leaf(slot) => {
-                    let v: J = map.next_value()?;
-                    if self.in_item {
-                        self.state.item[*slot] = Some(v);
-                    } else {
-                        self.state.vals[*slot] = Some(v);
-                    }
-                }
-                Node::Object(fields) => map.next_value_seed(ObjectAt {
-                    fields,
-                    state: &mut *self.state,
-                    in_item: self.in_item,
-                })?,
-                Node::Each { item, slots } => map.next_value_seed(ListAt {
-                    item,
-                    slots,
-                    state: &mut *self.state,
-                })?,
-            }
+    s.open_object()?;
+    let mut seen = 0u64;
+    let mut first = true;
+    while let Some(k) = s.key(first)? {
+        first = false;
+        let Some(i) = fields.iter().position(|(f, _)| *f == *k) else {
+            s.skip()?;
+            continue;
+        };
+        let node = &fields[i].1;
+        let bit = 1u64 << (i % 64);
+        if seen & bit != 0 && !matches!(node, Node::Leaf(_)) {
+            // A repeated field above values: the last one wins when parsed
+            // whole, which this walk does not track.
+            state.ok = false;
+            s.skip()?;
+            continue;
         }
-        if self.fields.len() > 64 {
-            self.state.ok = false;
-        }
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    scalars_hold_nothing!();
-}
-
-/// A list whose elements are walked by `item`; anything else holds none of the
-/// values under it.
-struct ListAt<'w, 's> {
-    item: &'w Node,
-    slots: &'w [usize],
-    state: &'s mut Walked,
-}
-
-impl<'de> DeserializeSeed<'de> for ListAt<'_, '_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ListAt<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        // A list here: each path under it has a list, of what each element holds
-        // (elements without the path are left out). The last of a repeated field
-        // wins, as when parsed whole.
-        let mut lists: Vec<Vec<J>> = self.slots.iter().map(|_| Vec::new()).collect();
-        loop {
-            let more = match self.item {
-                Node::Leaf(slot) => match seq.next_element::<J>()? {
-                    Some(v) => {
-                        self.state.item[*slot] = Some(v);
-                        true
-                    }
-                    None => false,
-                },
-                Node::Object(fields) => seq
-                    .next_element_seed(ObjectAt {
-                        fields,
-                        state: &mut *self.state,
-                        in_item: true,
-                    })?
-                    .is_some(),
-                // Never planned (one list per path): the ordinary step instead.
-                Node::Each { .. } => {
-                    self.state.ok = false;
-                    seq.next_element::<IgnoredAny>()?.is_some()
-                }
-            };
-            if !more {
-                break;
-            }
-            for (list, &slot) in lists.iter_mut().zip(self.slots) {
-                if let Some(v) = self.state.item[slot].take() {
-                    list.push(v);
+        seen |= bit;
+        match node {
+            Node::Leaf(slot) => {
+                let v = s.value()?;
+                if in_item {
+                    state.item[*slot] = Some(v);
+                } else {
+                    state.vals[*slot] = Some(v);
                 }
             }
+            Node::Object(fields) => object_at(s, fields, state, in_item)?,
+            Node::Each { item, slots } => list_at(s, item, slots, state)?,
         }
-        for (list, &slot) in lists.into_iter().zip(self.slots) {
-            self.state.vals[slot] = Some(J::Array(list));
-        }
-        Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
+    if fields.len() > 64 {
+        state.ok = false;
     }
-    scalars_hold_nothing!();
+    Ok(())
 }
 
-/// Which of `fields` a key is, without allocating.
-struct Which<'a>(&'a [(String, Node)]);
-
-impl<'de> DeserializeSeed<'de> for Which<'_> {
-    type Value = Option<usize>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
+/// The value at the cursor as a list whose elements are walked by `item`;
+/// anything else holds none of the values under it.
+fn list_at(s: &mut Scan<'_>, item: &Node, slots: &[usize], state: &mut Walked) -> Scanned<()> {
+    if s.kind()? != Kind::List {
+        return s.skip();
     }
-}
-
-impl<'de> Visitor<'de> for Which<'_> {
-    type Value = Option<usize>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a field name")
+    s.open_list()?;
+    // A list here: each path under it has a list, of what each element holds
+    // (elements without the path are left out). The last of a repeated field
+    // wins, as when parsed whole.
+    let mut lists: Vec<Vec<J>> = slots.iter().map(|_| Vec::new()).collect();
+    let mut first = true;
+    while s.item(first)? {
+        first = false;
+        match item {
+            Node::Leaf(slot) => state.item[*slot] = Some(s.value()?),
+            Node::Object(fields) => object_at(s, fields, state, true)?,
+            // Never planned (one list per path): the ordinary step instead.
+            Node::Each { .. } => {
+                state.ok = false;
+                s.skip()?;
+            }
+        }
+        for (list, &slot) in lists.iter_mut().zip(slots) {
+            if let Some(v) = state.item[slot].take() {
+                list.push(v);
+            }
+        }
     }
-    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|(f, _)| f == v))
+    for (list, &slot) in lists.into_iter().zip(slots) {
+        state.vals[slot] = Some(J::Array(list));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -640,6 +469,44 @@ mod tests {
                         proptest::prop_assert!(dup, "only a repeated field leaves a record to the step: {}", line);
                     }
                 }
+            }
+        }
+    }
+
+    /// What `walk` reaches in `v`, parsed whole; `None` where it cannot go on.
+    fn reached(v: &J, walk: &[Walk]) -> Option<Vec<J>> {
+        match (walk.first(), v) {
+            (None, _) => Some(vec![v.clone()]),
+            (Some(Walk::Field(f)), J::Object(o)) => reached(o.get(f)?, &walk[1..]),
+            (Some(Walk::Spread), J::Array(items)) => {
+                let mut out = Vec::new();
+                for x in items {
+                    out.extend(reached(x, &walk[1..])?);
+                }
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        /// The pluck walk reaches what a walk of the whole record reaches, and a bad
+        /// line gives serde_json's error, word for word.
+        #[test]
+        fn plucked_values_are_the_whole_records(line in crate::bag::scan::tests::near_json(), set in 0usize..3) {
+            let field = |f: &str| Walk::Field(f.to_string());
+            let walk = match set {
+                0 => vec![field("a")],
+                1 => vec![field("b"), Walk::Spread, field("a")],
+                _ => vec![field("a"), Walk::Spread, Walk::Spread],
+            };
+            let mut out = Vec::new();
+            match (extract(&line, &walk, &mut out), serde_json::from_slice::<J>(&line)) {
+                (Ok(true), Ok(whole)) => proptest::prop_assert_eq!(Some(out), reached(&whole, &walk)),
+                (Ok(false), Ok(_)) => proptest::prop_assert!(out.is_empty()),
+                (Err(got), Err(want)) => proptest::prop_assert_eq!(got.to_string(), want.to_string()),
+                (got, want) => proptest::prop_assert!(false, "{:?} against {:?}: {}", got, want, String::from_utf8_lossy(&line)),
             }
         }
     }

@@ -53,6 +53,7 @@ mod path;
 mod project;
 mod read;
 mod reduce;
+mod scan;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};

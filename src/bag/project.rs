@@ -4,7 +4,7 @@
 //! paths, `count` reads nothing; a closure (`map`, `filter`, `map_partitions`) may
 //! read anything. When the result needs only part of each record, the reader builds
 //! just that part ([`Need`]) and skips the rest of the line without allocating
-//! (serde's `IgnoredAny`): `filter → count` builds nothing but the filtered fields,
+//! ([`super::scan`]): `filter → count` builds nothing but the filtered fields,
 //! and `pluck transactions → flatten → pluck amount` only the amounts. Lines are
 //! still fully checked as JSON, so a bad line fails the same way.
 //!
@@ -12,12 +12,11 @@
 //! then [`prune`], and every later step reads only what the projection kept.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as J};
 
 use super::path::{FieldPath, Seg};
+use super::scan::{Bail, Kind, Scan, Scanned};
 
 /// The parts of a value that are needed: all of it, or some fields and (for lists)
 /// some part of every element. Structure along a needed path is kept (objects with
@@ -225,103 +224,55 @@ fn prune_in_place(v: &mut J, need: &Need) {
     }
 }
 
-/// Parses one JSON line building only the needed parts.
+/// Parses one JSON line building only the needed parts. The scanner walks the
+/// line; a line it leaves alone is parsed whole and pruned (the same record, or
+/// serde_json's error).
 pub(crate) fn parse_projected(line: &[u8], need: &Need) -> serde_json::Result<J> {
-    let mut de = serde_json::Deserializer::from_slice(line);
-    let v = Proj(need).deserialize(&mut de)?;
-    de.end()?;
-    Ok(v)
-}
-
-struct Proj<'a>(&'a Need);
-
-impl<'de> DeserializeSeed<'de> for Proj<'_> {
-    type Value = J;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<J, D::Error> {
-        if self.0.whole {
-            serde::Deserialize::deserialize(d)
-        } else {
-            d.deserialize_any(self)
-        }
+    let scanned = Scan::new(line).and_then(|mut s| {
+        let v = projected(&mut s, need)?;
+        s.finish()?;
+        Ok(v)
+    });
+    match scanned {
+        Ok(v) => Ok(v),
+        Err(Bail) => Ok(prune(serde_json::from_slice(line)?, need)),
     }
 }
 
-impl<'de> Visitor<'de> for Proj<'_> {
-    type Value = J;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
+/// The needed parts of the value at the cursor.
+fn projected(s: &mut Scan<'_>, need: &Need) -> Scanned<J> {
+    if need.whole {
+        return s.value();
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<J, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key_seed(Pick(&self.0.fields))? {
-            match key {
-                Some((k, n)) => {
-                    let v = map.next_value_seed(Proj(n))?;
-                    out.insert(k, v);
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
+    match s.kind()? {
+        Kind::Object => {
+            s.open_object()?;
+            let mut out = Map::new();
+            let mut first = true;
+            while let Some(k) = s.key(first)? {
+                first = false;
+                match need.fields.get(k.as_ref()) {
+                    // A repeated key: the last one wins, as when parsing whole.
+                    Some(n) => drop(out.insert(k.into_owned(), projected(s, n)?)),
+                    None => s.skip()?,
                 }
             }
+            Ok(J::Object(out))
         }
-        Ok(J::Object(out))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<J, A::Error> {
-        let mut out = Vec::new();
-        match &self.0.items {
-            Some(n) => {
-                while let Some(v) = seq.next_element_seed(Proj(n))? {
-                    out.push(v);
+        Kind::List => {
+            s.open_list()?;
+            let mut out = Vec::new();
+            let mut first = true;
+            while s.item(first)? {
+                first = false;
+                match &need.items {
+                    Some(n) => out.push(projected(s, n)?),
+                    None => s.skip()?,
                 }
             }
-            None => while seq.next_element::<IgnoredAny>()?.is_some() {},
+            Ok(J::Array(out))
         }
-        Ok(J::Array(out))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<J, E> {
-        Ok(J::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<J, E> {
-        Ok(J::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<J, E> {
-        Ok(J::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<J, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(J::Null, J::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<J, E> {
-        Ok(J::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<J, E> {
-        Ok(J::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<J, E> {
-        Ok(J::Null)
-    }
-    fn visit_none<E>(self) -> Result<J, E> {
-        Ok(J::Null)
-    }
-}
-
-/// A key: its text and what is needed below it, or `None` (no allocation) when it
-/// is not needed.
-struct Pick<'a>(&'a BTreeMap<String, Need>);
-
-impl<'de, 'a> DeserializeSeed<'de> for Pick<'a> {
-    type Value = Option<(String, &'a Need)>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, 'a> Visitor<'de> for Pick<'a> {
-    type Value = Option<(String, &'a Need)>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.get(v).map(|n| (v.to_string(), n)))
+        Kind::Scalar => s.value(),
     }
 }
 
@@ -371,5 +322,37 @@ mod tests {
         assert!(parse_projected(br#"{"a": 1, "b": [1, }"#, &need).is_err());
         assert!(parse_projected(br#"{"a": 1} x"#, &need).is_err());
         assert_eq!(parse_projected(b"[1, 2]", &need).unwrap(), json!([]));
+        // Nesting past serde_json's limit is an error even where nothing is read.
+        let deep = format!(r#"{{"a": 1, "b": {}{}}}"#, "[".repeat(200), "]".repeat(200));
+        let whole = serde_json::from_str::<J>(&deep).unwrap_err().to_string();
+        let got = parse_projected(deep.as_bytes(), &need)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(got, whole);
+        let fine = format!(r#"{{"a": 1, "b": {}{}}}"#, "[".repeat(120), "]".repeat(120));
+        assert_eq!(parse_projected(fine.as_bytes(), &need).unwrap(), json!({}));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        /// A projected parse is the whole parse pruned, and a bad line gives
+        /// serde_json's error, word for word.
+        #[test]
+        fn projected_is_whole_then_pruned(line in crate::bag::scan::tests::near_json(), set in 0usize..5) {
+            let fields = match set {
+                0 => Fields::default().discard(),
+                1 => Fields::default().read(&[p("a"), p("b.a")]).discard(),
+                2 => Fields::default().pluck(&p("b")).flatten().pluck(&p("a")),
+                3 => Fields::default().select(&[p("ab[0].b"), p("a")]),
+                _ => Fields::default().pluck(&p("a")).flatten().discard(),
+            };
+            let need = fields.projection().unwrap();
+            let expected = serde_json::from_slice::<J>(&line).map(|w| prune(w, &need));
+            match (parse_projected(&line, &need), expected) {
+                (Ok(got), Ok(want)) => proptest::prop_assert_eq!(got, want),
+                (Err(got), Err(want)) => proptest::prop_assert_eq!(got.to_string(), want.to_string()),
+                (got, want) => proptest::prop_assert!(false, "{:?} against {:?}: {}", got, want, String::from_utf8_lossy(&line)),
+            }
+        }
     }
 }

@@ -615,7 +615,7 @@ impl AggregatePlan {
                         DataType::List(_) | DataType::LargeList(_) if self.explode.is_none() => {
                             8 * c.len() as u64
                         }
-                        _ => c.get_array_memory_size() as u64,
+                        _ => outcore_storage::measure::array_bytes(c.as_ref()) as u64,
                     })
                     .sum::<u64>()
             })

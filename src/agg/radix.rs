@@ -703,15 +703,18 @@ struct FinalizeOp {
     name: String,
 }
 
-/// A finalize task's working memory per byte of its parts, besides the answer:
-/// the parts themselves, their keys decoded from the stored form, the table and
-/// its key arenas, and the order that sorts the groups; reserved before the
-/// table grows, so that the account pages results out first.
-const FINALIZE_WORK: u64 = 3;
+/// A finalize task's working memory per byte of its parts, besides the answer,
+/// in halves: the parts themselves, their keys decoded from the stored form, the
+/// table and its key arenas, and the order that sorts the groups; reserved before
+/// the table grows, so that the account pages results out first. It was 3 while
+/// parts read back from the spill cache measured about 1.5 times their memory
+/// (arrow counted their shared IPC body once per buffer); measured right, 3 let
+/// q2 at K=1e5 reach 1.3x a 64 MB limit.
+const FINALIZE_WORK_HALVES: u64 = 9;
 
 impl FinalizeOp {
     /// Merges the parts whole if the account grants the work and the answer
-    /// (the work [`FINALIZE_WORK`] times the parts' bytes; the answer as the aggregation
+    /// (the work [`FINALIZE_WORK_HALVES`] / 2 times the parts' bytes; the answer as the aggregation
     /// estimates it: a median's keeps a number of each group's list), else in
     /// sub-parts by more hash bits, one at a time, each with its own reservation,
     /// so the table never holds more than what fits; the sub-answers are merged
@@ -722,7 +725,7 @@ impl FinalizeOp {
         }
         let bytes: u64 = parts.iter().map(|v| v.size_bytes() as u64).sum();
         let answer = self.agg.answer_bytes(parts).min(bytes);
-        let work = FINALIZE_WORK * bytes;
+        let work = FINALIZE_WORK_HALVES * bytes / 2;
         let need = work + answer;
         let have = scheduler::task_reserved();
         if scheduler::try_reserve(need.saturating_sub(have))? {

@@ -69,7 +69,7 @@ fn write_batch(
             let rows = batch.num_rows();
             let slices = rows.div_ceil(CSV_SLICE_ROWS).max(1);
             // A slice's buffers are its batch's: its share of them sizes its text.
-            let per_row = batch.get_array_memory_size() / rows.max(1);
+            let per_row = outcore_storage::measure::batch_bytes(batch) / rows.max(1);
             let format = |i: usize| -> Result<Vec<u8>> {
                 let start = i * CSV_SLICE_ROWS;
                 let slice = batch.slice(start, CSV_SLICE_ROWS.min(rows - start));

@@ -823,7 +823,8 @@ impl SharedTable {
             Some(Built::TooBig) => return Ok(None),
             None => {}
         }
-        let bytes = BuildTable::estimated_bytes(batch, keys) + batch.get_array_memory_size() as u64;
+        let bytes = BuildTable::estimated_bytes(batch, keys)
+            + outcore_storage::measure::batch_bytes(batch) as u64;
         let granted = if limits.max_build_bytes.is_some_and(|cap| bytes > cap) {
             None
         } else {

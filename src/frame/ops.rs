@@ -283,14 +283,17 @@ impl Operator for ShuffleGather {
                 for batch in batches {
                     let batch = batch?;
                     // The rows and their share of the concatenation.
-                    let bytes = batch.get_array_memory_size() as u64;
+                    let bytes = outcore_storage::measure::batch_bytes(&batch) as u64;
                     crate::scheduler::reserve("shuffle read buffers", 2 * bytes)?;
                     kept.push(batch);
                 }
                 let all = arrow::compute::concat_batches(&self.schema, &kept)?;
                 drop(kept);
                 if !self.sort.is_empty() {
-                    crate::scheduler::reserve("sort buffer", all.get_array_memory_size() as u64)?;
+                    crate::scheduler::reserve(
+                        "sort buffer",
+                        outcore_storage::measure::batch_bytes(&all) as u64,
+                    )?;
                 }
                 crate::sort::sort_by_columns(&all, &self.sort)?
             }

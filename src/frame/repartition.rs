@@ -415,7 +415,7 @@ impl DataFrame {
                 let sizes = std::sync::Mutex::new(vec![0u64; n_in]);
                 self.for_each_partition(&|i, b| {
                     sizes.lock().unwrap_or_else(|p| p.into_inner())[i] =
-                        b.get_array_memory_size() as u64;
+                        outcore_storage::measure::batch_bytes(b) as u64;
                     Ok(())
                 })?;
                 let sizes = sizes.into_inner().unwrap_or_else(|p| p.into_inner());

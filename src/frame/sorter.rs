@@ -30,6 +30,7 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows, SortField};
 use outcore_storage::codec::{decode_batches, encode_batches};
+use outcore_storage::measure::{batch_bytes, rows_bytes};
 use outcore_storage::shuffle::ShuffleService;
 
 use crate::error::{Error, Result};
@@ -71,10 +72,11 @@ pub fn sort_pieces(
     }
     let _guard = DropRuns(runs.store, runs.partition);
     let mut buffer: Vec<RecordBatch> = Vec::new();
-    // Reserved for the buffer: its batches once each, the order a sort of them
-    // works in, and one chunk of a run being written (so that writing a run
-    // needs nothing the account might refuse).
+    // Reserved for the buffer: what a sort of it works in (see `Work`) and one
+    // chunk of a run being written (so that writing a run needs nothing the
+    // account might refuse).
     let mut reserved = 0u64;
+    let mut work = Work::default();
     // Of it, the room for a run's chunk.
     let mut allowed = 0u64;
     let mut nruns = 0u64;
@@ -82,26 +84,15 @@ pub fn sort_pieces(
     let mut chunk_bytes = 0usize;
     for batch in batches {
         let batch = batch?;
-        let bytes = batch.get_array_memory_size() as u64;
+        let bytes = batch_bytes(&batch) as u64;
         // A run's chunk is an eighth of the run, at most RUN_CHUNK_BYTES: room
         // for one and its encoding grows with the buffer.
-        // And room for one sorted column of the whole buffer, were it sorted in
-        // memory: each batch adds its largest column (the sum of each batch's
-        // largest is at least the largest column of them all).
-        let widest = batch
-            .columns()
-            .iter()
-            .map(|c| c.get_array_memory_size() as u64)
-            .max()
-            .unwrap_or(0);
-        let needs = |allowed: u64| {
+        let needs = |work: &Work, allowed: u64| {
             let grown = (allowed + bytes / 4).min(2 * RUN_CHUNK_BYTES as u64);
-            (
-                bytes + widest + order_bytes(&batch, keys) + grown - allowed,
-                grown,
-            )
+            let more = work.with(&batch, keys);
+            (more.bytes() + grown - work.bytes() - allowed, grown, more)
         };
-        let (mut need, mut grown) = needs(allowed);
+        let (mut need, mut grown, mut more) = needs(&work, allowed);
         if !try_reserve(need)? {
             if !buffer.is_empty() {
                 let all = concat_owned(schema, std::mem::take(&mut buffer))?;
@@ -110,7 +101,7 @@ pub fn sort_pieces(
                 nruns += 1;
                 release(reserved);
                 reserved = 0;
-                (need, grown) = needs(0);
+                (need, grown, more) = needs(&Work::default(), 0);
             }
             if !try_reserve(need)? {
                 reserve("sort buffer", need)?;
@@ -118,6 +109,7 @@ pub fn sort_pieces(
         }
         reserved += need;
         allowed = grown;
+        work = more;
         buffer.push(batch);
     }
     let all = concat_owned(schema, buffer)?;
@@ -188,6 +180,43 @@ fn sort_column_by_column(all: RecordBatch, keys: &[(usize, SortOptions)]) -> Res
     RecordBatch::try_new_with_options(schema, sorted, &options).map_err(Error::from)
 }
 
+/// What an in-memory sort of the buffered batches works in, at its peak: the
+/// batches, and beside them either the order being made ([`order_bytes`]) or,
+/// once it is made, the order's indices and one sorted column (taken a column at
+/// a time, [`sort_column_by_column`]), whichever is larger. The two never
+/// coexist: counting both kept sort and set_index reserving 1.3-1.4x the memory
+/// they used.
+#[derive(Debug, Clone, Copy, Default)]
+struct Work {
+    batches: u64,
+    order: u64,
+    indices: u64,
+    /// The sum of each batch's widest column: at least the widest column of
+    /// them all, concatenated.
+    widest: u64,
+}
+
+impl Work {
+    fn with(&self, batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> Work {
+        let widest = batch
+            .columns()
+            .iter()
+            .map(|c| rows_bytes(c.as_ref()) as u64)
+            .max()
+            .unwrap_or(0);
+        Work {
+            batches: self.batches + batch_bytes(batch) as u64,
+            order: self.order + order_bytes(batch, keys),
+            indices: self.indices + 4 * batch.num_rows() as u64,
+            widest: self.widest + widest,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.batches + self.order.max(self.indices + self.widest)
+    }
+}
+
 /// Bytes a sort of `batch`'s rows by `keys` works in beside them: the order (an
 /// index per row, and the key and index pairs sorted to make it: 24 bytes a row
 /// for one key), and for several keys their row encoding and 48-byte prefixes.
@@ -196,7 +225,7 @@ fn order_bytes(batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> u64 {
     if keys.len() > 1 {
         let encoded: u64 = keys
             .iter()
-            .map(|&(i, _)| batch.column(i).get_array_memory_size() as u64)
+            .map(|&(i, _)| rows_bytes(batch.column(i).as_ref()) as u64)
             .sum();
         rows * 48 + encoded
     } else {
@@ -214,7 +243,7 @@ fn write_run(
     run: u64,
 ) -> Result<usize> {
     let rows = all.num_rows();
-    let bytes = all.get_array_memory_size().max(1);
+    let bytes = batch_bytes(&all).max(1);
     let chunk_bytes = (bytes / 8).clamp(16 << 10, RUN_CHUNK_BYTES);
     let chunk = (rows * chunk_bytes / bytes).clamp(64, rows.max(64));
     // The order and one chunk (and its encoding) beside the rows are in the
@@ -381,7 +410,7 @@ fn put_out(
     for (c, column) in chunks.iter_mut().enumerate() {
         let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
         let out = arrow::compute::interleave(&arrays, pending)?;
-        bytes += out.get_array_memory_size() as u64;
+        bytes += outcore_storage::measure::array_bytes(out.as_ref()) as u64;
         column.push(out);
     }
     pending.clear();

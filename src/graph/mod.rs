@@ -98,7 +98,7 @@ impl Value {
     /// for JSON records. The scheduler's memory accounting rests on this.
     pub fn size_bytes(&self) -> usize {
         match self {
-            Value::Batch(b) => b.get_array_memory_size(),
+            Value::Batch(b) => outcore_storage::measure::batch_bytes(b),
             Value::Records(r) => r.iter().map(json_size).sum::<usize>() + r.capacity() * 32,
             Value::Scalar(s) => s.size(),
             Value::Pieces(p) => p.iter().map(Value::size_bytes).sum(),

@@ -109,7 +109,7 @@ impl HeldPieces {
         let mut bytes = Vec::new();
         for piece in batches {
             let rows = piece.num_rows();
-            let size = piece.get_array_memory_size().max(1);
+            let size = outcore_storage::measure::batch_bytes(piece).max(1);
             let step = (rows * MAX_PIECE_BYTES / size).max(1);
             for start in (0..rows).step_by(step) {
                 let part = piece.slice(start, step.min(rows - start));
@@ -412,7 +412,7 @@ impl RunContext {
         let held = self.held()?;
         let sizes: Vec<u64> = pieces
             .iter()
-            .map(|b| b.get_array_memory_size() as u64)
+            .map(|b| outcore_storage::measure::batch_bytes(b) as u64)
             .collect();
         let size: u64 = sizes.iter().sum();
         // Held only if they fit now: under a tight limit they would be paged out

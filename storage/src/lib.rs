@@ -14,7 +14,8 @@
 //! ```
 //!
 //! - [`codec`]: `RecordBatch` ⇄ Arrow IPC stream bytes, the one format in which
-//!   partitions leave memory.
+//!   partitions leave memory; [`measure`]: the memory a batch holds, each
+//!   allocation once (batches read back share their message's body).
 //! - [`spill`]: the spill cache, which keeps task results under a byte budget and
 //!   pages the least recently used to checksummed records in [`segments`], a
 //!   few files of many records each.
@@ -33,6 +34,7 @@
 pub mod catalog;
 pub mod codec;
 mod error;
+pub mod measure;
 pub mod segments;
 pub mod shuffle;
 pub mod spill;

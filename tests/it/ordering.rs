@@ -524,7 +524,7 @@ fn partitions_larger_than_their_reservation_are_sorted_as_merged_runs() {
             .with_threads(2)
             .with_scheduler(mode)
             .with_blocksize(32 * 1024)
-            .tiny_memory_limit(1536 * 1024)
+            .tiny_memory_limit(1280 * 1024)
             .with_spill_dir(spill.path())
             .build()
             .unwrap();

@@ -209,7 +209,7 @@ impl Grace<'_> {
     /// Bytes to hold `batch` as build rows: the batch, its copy in the
     /// concatenated side, and the hash table over it.
     fn cost(&self, batch: &RecordBatch) -> u64 {
-        2 * batch.get_array_memory_size() as u64
+        2 * outcore_storage::measure::batch_bytes(batch) as u64
             + BuildTable::estimated_bytes(batch, &self.spec.right_keys)
     }
 
@@ -335,7 +335,7 @@ impl Grace<'_> {
                 }
                 let piece = take_record_batch(&batch, &UInt32Array::from(rows))?;
                 let p = &mut pending[bucket];
-                p.1 += piece.get_array_memory_size();
+                p.1 += outcore_storage::measure::batch_bytes(&piece);
                 p.0.push(piece);
                 if p.1 >= flush_at {
                     self.flush(store, p, &mut out[bucket])?;

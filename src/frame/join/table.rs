@@ -432,7 +432,7 @@ impl BuildTable {
     pub fn estimated_bytes(batch: &RecordBatch, keys: &[usize]) -> u64 {
         let key_bytes: usize = keys
             .iter()
-            .map(|&k| batch.column(k).get_array_memory_size())
+            .map(|&k| outcore_storage::measure::rows_bytes(batch.column(k).as_ref()))
             .sum();
         (key_bytes + batch.num_rows() * 40) as u64
     }

@@ -6,12 +6,13 @@
 //!
 //! The scanner checks everything it passes over, so it never accepts a line that
 //! `serde_json` rejects: a line it cannot vouch for, because it is not JSON or
-//! because it is JSON of a rarer kind it leaves alone (an escaped key, a `\u`
-//! surrogate, nesting past [`MAX_DEPTH`]), gives [`Bail`]. The caller then parses
-//! the line whole with `serde_json`, which gives the error (the same message as
+//! because it nests past [`MAX_DEPTH`], gives [`Bail`]. The caller then parses the
+//! line whole with `serde_json`, which gives the error (the same message as
 //! before) or the record. Values that are built come from `serde_json` too (on
 //! their own bytes) unless they are plain: a string without escapes, an integer of
-//! up to 18 digits, `true`, `false` or `null`.
+//! up to 18 digits, a float in range (by lexical-core, which rounds as
+//! serde_json's `float_roundtrip` does), `true`, `false` or `null`. Escaped keys
+//! are decoded by `serde_json`, and strings with `\u` surrogates checked by it.
 
 use std::borrow::Cow;
 

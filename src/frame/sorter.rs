@@ -89,7 +89,7 @@ pub fn sort_pieces(
         // for one and its encoding grows with the buffer.
         let needs = |work: &Work, allowed: u64| {
             let grown = (allowed + bytes / 4).min(2 * RUN_CHUNK_BYTES as u64);
-            let more = work.with(&batch, keys);
+            let more = work.with(&batch, bytes, keys);
             (more.bytes() + grown - work.bytes() - allowed, grown, more)
         };
         let (mut need, mut grown, mut more) = needs(&work, allowed);
@@ -197,7 +197,8 @@ struct Work {
 }
 
 impl Work {
-    fn with(&self, batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> Work {
+    /// The work once `batch` (of `bytes`) is buffered too.
+    fn with(&self, batch: &RecordBatch, bytes: u64, keys: &[(usize, SortOptions)]) -> Work {
         let widest = batch
             .columns()
             .iter()
@@ -205,7 +206,7 @@ impl Work {
             .max()
             .unwrap_or(0);
         Work {
-            batches: self.batches + batch_bytes(batch) as u64,
+            batches: self.batches + bytes,
             order: self.order + order_bytes(batch, keys),
             indices: self.indices + 4 * batch.num_rows() as u64,
             widest: self.widest + widest,

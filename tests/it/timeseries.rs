@@ -1069,21 +1069,16 @@ fn cli_resample_rolling_persist_repartition() {
     assert_eq!(lines.len() - 1, golden.len());
     assert!(lines[1].starts_with("2000-01-01T00:00:00,"), "{}", lines[1]);
     // persist, then resample from the dataset: no shuffle, divisions restored.
-    let out = outcore(
-        &[
-            &[
-                "persist",
-                input,
-                "--set-index",
-                "timestamp",
-                "--sorted",
-                "--out",
-                ds,
-            ][..],
-            &small,
-        ]
-        .concat(),
-    );
+    let persist = [
+        "persist",
+        input,
+        "--set-index",
+        "timestamp",
+        "--sorted",
+        "--out",
+        ds,
+    ];
+    let out = outcore(&[&persist[..], &small].concat());
     assert!(
         out.status.success(),
         "{}",
@@ -1104,15 +1099,7 @@ fn cli_resample_rolling_persist_repartition() {
         golden.len() + 1
     );
     // Writing into an existing folder fails with exit code 1 and says why.
-    let out = outcore(&[
-        "persist",
-        input,
-        "--set-index",
-        "timestamp",
-        "--sorted",
-        "--out",
-        ds,
-    ]);
+    let out = outcore(&persist);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
     // repartition by day, then count the partitions of the dataset.

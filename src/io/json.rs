@@ -129,12 +129,31 @@ impl LinesSource {
     /// Reads block `i` and calls `f` with its whole lines: once for a block of a
     /// plain file; once per piece of about `blocksize` bytes for a compressed file,
     /// streamed through its decoder. `f` returns false to stop early.
+    ///
+    /// The bytes read are reserved from the running task's memory account first
+    /// (for a compressed file, two pieces: the decoder's and the copy `f` gets)
+    /// and given back when `f` has returned.
     pub fn for_each_piece(
         &self,
         i: usize,
         mut f: impl FnMut(BlockBytes<'_>) -> Result<bool>,
     ) -> Result<()> {
         let block = self.blocks[i];
+        let held = match self.files[block.file].1 {
+            Compression::None => block.end - block.start,
+            _ => 2 * self.blocksize,
+        };
+        crate::scheduler::reserve("JSON lines block", held)?;
+        let read = self.read_pieces(block, &mut f);
+        crate::scheduler::release(held);
+        read
+    }
+
+    fn read_pieces(
+        &self,
+        block: Block,
+        f: &mut impl FnMut(BlockBytes<'_>) -> Result<bool>,
+    ) -> Result<()> {
         let (path, c) = &self.files[block.file];
         let stamp = &self.stamps[block.file];
         if *c == Compression::None {

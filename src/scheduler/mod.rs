@@ -475,21 +475,21 @@ impl State {
         expected > shared.budget.min(shared.account.unreserved())
     }
 
-    /// The working set read task `id` is expected to need: three times the mean
-    /// read result so far (its raw bytes, the fields cut from them, the decoded
-    /// columns), or before any read finished what its first operator expects
-    /// ([`Operator::working_bytes`]: a CSV block's share of its columns read), or
-    /// one block.
+    /// The working set read task `id` is expected to need: what its first operator
+    /// expects when it can tell ([`Operator::working_bytes`]: a CSV block's share
+    /// of its columns read), else three times the mean read result so far (its raw
+    /// bytes, the fields cut from them, the decoded columns), else one block.
+    ///
+    /// The operator's own figure goes first because a read's result need not be
+    /// its working set: fused with an aggregation's chunk step, the result is
+    /// the partial (q3's 1e5 groups: three partials were twice the block's
+    /// columns, and the operator reserves its table besides).
     fn read_estimate(&self, shared: &Shared<'_>, id: usize) -> u64 {
-        match self.read_bytes.checked_div(self.reads_done) {
-            Some(mean) => 3 * mean,
-            None => shared.graph.tasks[id]
-                .chain
-                .ops()
-                .first()
-                .and_then(|op| op.working_bytes())
-                .unwrap_or(shared.blocksize),
-        }
+        let first = shared.graph.tasks[id].chain.ops().first();
+        first
+            .and_then(|op| op.working_bytes())
+            .or_else(|| Some(3 * self.read_bytes.checked_div(self.reads_done)?))
+            .unwrap_or(shared.blocksize)
     }
 
     /// Reserves `estimate` for task `id`. Refused while others run (they will

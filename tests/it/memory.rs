@@ -524,3 +524,74 @@ fn the_task_graph_is_reserved_while_it_runs() {
         stats.peak_consumers
     );
 }
+
+/// A read that says what it needs ([`Operator::working_bytes`]) and makes a
+/// scalar: the smallest reservation its runs saw goes to `least`.
+struct SizedRead {
+    needs: u64,
+    least: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl outcore::graph::Operator for SizedRead {
+    fn name(&self) -> &str {
+        "sized-read"
+    }
+    fn working_bytes(&self) -> Option<u64> {
+        Some(self.needs)
+    }
+    fn run(&self, _: &[Arc<Value>]) -> outcore::Result<Value> {
+        let held = outcore::scheduler::task_reserved();
+        self.least
+            .fetch_min(held, std::sync::atomic::Ordering::Relaxed);
+        Ok(Value::Scalar(datafusion_common::ScalarValue::Int64(Some(
+            1,
+        ))))
+    }
+}
+
+/// Every read is admitted with what its operator says it needs, not with three
+/// times the mean read result so far: a read fused with an aggregation's chunk
+/// step makes a partial, whose size says nothing of the block it reads (a bag
+/// read that filters everything out makes nothing; q3's partials said twice its
+/// block's columns).
+#[test]
+fn reads_are_admitted_with_what_their_operator_needs() {
+    let spill = tempfile::tempdir().unwrap();
+    let n = 8;
+    let needs = 1 << 20;
+    for mode in [Mode::Sync, Mode::Parallel] {
+        let least = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let read: Arc<str> = "read".into();
+        let tasks: Vec<Task> = (0..n)
+            .map(|i| Task {
+                key: Key::new(&read, i),
+                deps: vec![],
+                op: Arc::new(SizedRead {
+                    needs,
+                    least: least.clone(),
+                }),
+            })
+            .collect();
+        let deps = tasks.iter().map(|t| t.key.clone()).collect();
+        let mut g = Graph::new();
+        g.add_layer(Layer { name: read, tasks });
+        let total: Arc<str> = "total".into();
+        let key = Key::new(&total, 0);
+        g.add_layer(Layer {
+            name: total,
+            tasks: vec![Task {
+                key: key.clone(),
+                deps,
+                op: FnOperator::new("total", |inputs| {
+                    Ok(Value::Scalar(datafusion_common::ScalarValue::Int64(Some(
+                        sum_inputs(inputs)?,
+                    ))))
+                }),
+            }],
+        });
+        let (sum, _) = run_total(&g, &key, mode, 64 << 20, spill.path(), None).unwrap();
+        assert_eq!(sum, n as i64, "{mode:?}");
+        let least = least.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(least >= needs, "{mode:?}: a read ran on {least} bytes");
+    }
+}

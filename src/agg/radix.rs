@@ -584,6 +584,20 @@ impl ChunkOp {
             Some(r) => scheduler::hand_over(r, size, -(reserved as i64))?,
             None => scheduler::release(reserved),
         }
+        // One chunk of (nearly) distinct keys filled more than half of an empty
+        // table: the next chunk's groups would not fit beside them, so the table
+        // could only be taken out again after each chunk, merging nothing.
+        // Folding is turned off, and the table is taken out now, as this chunk's
+        // parts, instead of being held idle (a share of the limit no cache can
+        // page out) until a later chunk takes it. q10 at 64 MB held two 8 MiB
+        // tables through its first chunks this way.
+        let cap = self.decision.sizing.fold_table_bytes();
+        if before == 0 && rows >= 1024 && 10 * added >= 9 * rows && 2 * size > cap {
+            folding.off.store(true, Ordering::Relaxed);
+            if out.is_none() {
+                out = Some(flush(&mut running)?);
+            }
+        }
         folding.lock().push(running);
         Ok(out.unwrap_or_else(|| Value::Pieces(Vec::new())))
     }

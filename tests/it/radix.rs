@@ -243,6 +243,31 @@ fn folding_turns_off_when_each_table_fills_with_one_chunk() {
     );
 }
 
+/// A chunk of distinct keys that fills more than half of an empty running table
+/// turns folding off at once, and its table is taken out with that chunk (before,
+/// tables were taken out full after each chunk until four in a row had been,
+/// held meanwhile with their share of the limit). Answers as the reference.
+#[test]
+fn one_chunk_of_distinct_keys_filling_half_a_table_turns_folding_off() {
+    let (dir, t) = fixture(11, 200_000, 1 << 40, 2);
+    let spill = tempfile::tempdir().unwrap();
+    for (threads, mode) in [(1, Mode::Sync), (2, Mode::Parallel)] {
+        let s = session_with(threads, mode, 1 << 20, Some(2 << 20), spill.path());
+        let df = load_gen(&s, dir.path());
+        let chunks = df.npartitions();
+        let stats = sum_and_size_by_unique_keys(&df, &t, &format!("{mode:?}"));
+        assert!(chunks >= 6, "{chunks} chunks");
+        assert!(
+            stats.fold_tables >= 1 && stats.fold_tables <= threads as u64,
+            "{mode:?}: a table per thread at most: {stats:?}"
+        );
+        assert_eq!(
+            stats.fold_flushes, stats.fold_tables,
+            "{mode:?}: each table taken out with its first chunk, and no more: {stats:?}"
+        );
+    }
+}
+
 /// `first` and `last` need the chunks in order, so they do not fold: each chunk
 /// makes its own partial, merged in chunk order, whatever the threads.
 #[test]

@@ -24,7 +24,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::segments::{Handle, Loc, Segments};
@@ -129,6 +129,8 @@ struct Victim<V> {
 /// files in its own folder. Shared by worker threads through `&self`.
 pub struct SpillCache<V: Spillable> {
     state: Mutex<State<V>>,
+    /// Notified each time a page-out finishes a value (written or put back).
+    left: Condvar,
     /// Changed by [`set_budget`](Self::set_budget) as the memory account moves.
     budget: AtomicUsize,
     /// Whether values someone else still holds stay resident (see
@@ -157,6 +159,7 @@ impl<V: Spillable> SpillCache<V> {
             .and_then(|()| fs::remove_file(&probe))
             .map_err(|e| Error::io(&probe, e))?;
         Ok(SpillCache {
+            left: Condvar::new(),
             state: Mutex::new(State {
                 entries: HashMap::new(),
                 lru: BTreeMap::new(),
@@ -187,13 +190,29 @@ impl<V: Spillable> SpillCache<V> {
     /// Changes the budget; when it shrinks below what is resident, pages the least
     /// recently used values out before returning (errors as for [`put`](Self::put)).
     /// The memory account calls this as other consumers grow and shrink.
+    ///
+    /// It returns once the resident bytes fit the budget, or what is over it cannot
+    /// go: values another thread is writing out are waited for, so that the memory
+    /// they hold is free before the caller (who asked for this budget to make room)
+    /// uses it. Before, a second finalize task granted room while the first one's
+    /// page-out was still writing counted that room twice (the account's peak at
+    /// 1.3-1.6x the process's for a median at 200 MB).
     pub fn set_budget(&self, budget: usize) -> Result<()> {
         self.budget.store(budget, Ordering::Relaxed);
         let victims = {
             let mut st = self.lock();
             self.pick_victims(&mut st)
         };
-        self.page_out(victims)
+        self.page_out(victims)?;
+        let mut st = self.lock();
+        while st.leaving_bytes > 0 && st.resident_bytes > self.budget.load(Ordering::Relaxed) {
+            st = self
+                .left
+                .wait_timeout(st, std::time::Duration::from_millis(50))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Ok(())
     }
 
     /// When `keep` is true, a value that someone outside the cache still holds (a
@@ -492,6 +511,8 @@ impl<V: Spillable> SpillCache<V> {
                 st.lru.insert(tick, victim.key);
             }
             st.leaving_bytes -= mem_bytes;
+            drop(guard);
+            self.left.notify_all();
         }
         first_err.map_or(Ok(()), Err)
     }

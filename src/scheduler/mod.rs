@@ -14,8 +14,9 @@
 //! while ready tasks outnumber busy ones.
 //!
 //! Memory: one account ([`MemoryPool`], see `memory.rs`). Every task is admitted
-//! with a reservation of its estimated working set (a read: three mean read
-//! results, one block before the first; any other task: the size of its inputs), grown to each result as it
+//! with a reservation of its estimated working set (a read: what its operator
+//! says it needs, else three mean read results, one block before the first; any
+//! other task: the size of its inputs), grown to each result as it
 //! is measured and by what operators [`reserve`]; results wait in a [`SpillCache`]
 //! whose budget is what the reservations leave, so past it the least recently used
 //! results are paged to disk and read back by the task that needs them. Before

@@ -819,6 +819,51 @@ mod tests {
         }
     }
 
+    /// A value whose encoding takes a while, so that a page-out is in flight.
+    struct Slow(Vec<u8>);
+
+    impl Spillable for Slow {
+        fn size_bytes(&self) -> usize {
+            self.0.len()
+        }
+        fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            out.extend_from_slice(&self.0);
+            Ok(())
+        }
+        fn decode(bytes: &[u8]) -> Result<Self> {
+            Ok(Slow(bytes.to_vec()))
+        }
+    }
+
+    /// A lowered budget returns only when what is over it has left, even when
+    /// another thread is the one writing it out: the caller lowered the budget to
+    /// use that room.
+    #[test]
+    fn a_lowered_budget_waits_for_the_page_outs_of_other_threads() {
+        let parent = tempfile::tempdir().unwrap();
+        let cache = SpillCache::<Slow>::new(parent.path(), 1000).unwrap();
+        cache.put(1, Arc::new(Slow(vec![7; 400]))).unwrap();
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| cache.set_budget(0).unwrap());
+            // The writer has marked the value leaving and sleeps in its encode.
+            while cache.lock().leaving_bytes == 0 {
+                std::thread::yield_now();
+            }
+            cache.set_budget(0).unwrap();
+            assert_eq!(
+                cache.resident_bytes(),
+                0,
+                "returned with the value still in memory"
+            );
+            writer.join().unwrap();
+        });
+        assert_eq!(
+            cache.get(1).unwrap().map(|v| v.0.clone()),
+            Some(vec![7; 400])
+        );
+    }
+
     #[test]
     fn values_in_use_stay_resident_when_asked() {
         let parent = tempfile::tempdir().unwrap();

@@ -489,7 +489,7 @@ impl State {
         let first = shared.graph.tasks[id].chain.ops().first();
         first
             .and_then(|op| op.working_bytes())
-            .or_else(|| Some(3 * self.read_bytes.checked_div(self.reads_done)?))
+            .or_else(|| self.read_bytes.checked_div(self.reads_done).map(|m| 3 * m))
             .unwrap_or(shared.blocksize)
     }
 

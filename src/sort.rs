@@ -135,13 +135,96 @@ pub fn sort_by_columns(batch: &RecordBatch, keys: &[(usize, SortOptions)]) -> Re
 /// the same schema) into one sorted batch: a k-way merge on Arrow's row format,
 /// then one `interleave` per column. Equal keys keep the order of their batches,
 /// and their order within a batch.
-pub fn merge_sorted(batches: &[RecordBatch], keys: &[(usize, SortOptions)]) -> Result<RecordBatch> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
+///
+/// It takes the batches so that it can let go of them as it goes: the keys in
+/// row format (about the size of the key columns) are dropped once the order is
+/// known, and each input column once its merged copy is made. Beside the inputs
+/// it holds at most their keys and the order, then the order and one column,
+/// where holding the inputs, their rows and the whole merged copy at once was
+/// three times the answer.
+pub fn merge_sorted(
+    batches: Vec<RecordBatch>,
+    keys: &[(usize, SortOptions)],
+) -> Result<RecordBatch> {
     let Some(first) = batches.first() else {
         return Err(crate::error::Error::Internal(
             "merge_sorted called without batches".into(),
         ));
+    };
+    let schema = first.schema();
+    let order = merged_order(&batches, keys)?;
+    let total = order.len();
+    // Each batch's columns, taken out one at a time below.
+    let mut inputs: Vec<Vec<Option<ArrayRef>>> = batches
+        .into_iter()
+        .map(|b| b.columns().iter().cloned().map(Some).collect())
+        .collect();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for c in 0..schema.fields().len() {
+        let taken: Vec<ArrayRef> = inputs
+            .iter_mut()
+            .map(|b| {
+                b[c].take().ok_or_else(|| {
+                    crate::error::Error::Internal("merge_sorted: a column taken twice".into())
+                })
+            })
+            .collect::<Result<_>>()?;
+        let arrays: Vec<&dyn arrow::array::Array> = taken.iter().map(|a| a.as_ref()).collect();
+        columns.push(arrow::compute::interleave(&arrays, &order)?);
+    }
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(total));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
+}
+
+/// The bytes [`merge_sorted`] holds beside its inputs, at the larger of its two
+/// steps: the keys in row format with the order (two words a row) being made,
+/// then the order with the merged column being made.
+pub fn merge_sorted_bytes(batches: &[RecordBatch], keys: &[(usize, SortOptions)]) -> u64 {
+    let Some(first) = batches.first() else {
+        return 0;
+    };
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let column_bytes = |c: usize, bytes: fn(&dyn arrow::array::Array) -> u64| -> u64 {
+        batches.iter().map(|b| bytes(b.column(c).as_ref())).sum()
+    };
+    let in_rows: u64 = keys
+        .iter()
+        .map(|&(i, _)| column_bytes(i, row_format_bytes))
+        .sum::<u64>()
+        + 8 * rows;
+    let widest = (0..first.num_columns())
+        .map(|c| column_bytes(c, |a| outcore_storage::measure::array_bytes(a) as u64))
+        .max()
+        .unwrap_or(0);
+    16 * rows + in_rows.max(widest)
+}
+
+/// About the bytes of `column` in Arrow's row format, on the safe side: a byte
+/// for nulls before each fixed-width value; strings in 8-byte blocks, each with
+/// a continuation byte, and a sentinel.
+fn row_format_bytes(column: &dyn arrow::array::Array) -> u64 {
+    let rows = column.len() as u64;
+    match column.data_type().primitive_width() {
+        Some(width) => (width as u64 + 1) * rows,
+        None => {
+            let values = outcore_storage::measure::array_bytes(column) as u64;
+            values + values / 8 + 10 * rows
+        }
+    }
+}
+
+/// The order in which a k-way merge of `batches` (each sorted by `keys`) takes
+/// their rows: (batch, row) pairs. The keys in row format live only here.
+fn merged_order(
+    batches: &[RecordBatch],
+    keys: &[(usize, SortOptions)],
+) -> Result<Vec<(usize, usize)>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
     };
     let schema = first.schema();
     let fields = keys
@@ -173,17 +256,7 @@ pub fn merge_sorted(batches: &[RecordBatch], keys: &[(usize, SortOptions)]) -> R
             std::collections::binary_heap::PeekMut::pop(top);
         }
     }
-    let columns = (0..schema.fields().len())
-        .map(|c| {
-            let arrays: Vec<&dyn arrow::array::Array> =
-                batches.iter().map(|b| b.column(c).as_ref()).collect();
-            arrow::compute::interleave(&arrays, &order)
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(total));
-    Ok(RecordBatch::try_new_with_options(
-        schema, columns, &options,
-    )?)
+    Ok(order)
 }
 
 #[cfg(test)]

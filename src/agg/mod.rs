@@ -650,14 +650,36 @@ impl AggregatePlan {
         match parts.len() {
             0 => Ok(RecordBatch::new_empty(self.output_schema.clone())),
             1 => Ok(parts.pop().expect("one part")),
-            _ if self.sort && !self.keys.is_empty() => {
-                let keys: Vec<(usize, arrow::compute::SortOptions)> = (0..self.keys.len())
-                    .map(|i| (i, ascending_nulls_last()))
-                    .collect();
-                crate::sort::merge_sorted(&parts, &keys)
-            }
+            _ if self.merges() => crate::sort::merge_sorted(parts, &self.merge_keys()),
             _ => Ok(arrow::compute::concat_batches(&self.output_schema, &parts)?),
         }
+    }
+
+    /// The bytes [`gather`](Self::gather) holds beside `parts`: a whole copy when
+    /// it concatenates, less when it merges by key.
+    pub fn gather_bytes(&self, parts: &[RecordBatch]) -> u64 {
+        if parts.iter().filter(|p| p.num_rows() > 0).count() < 2 {
+            0
+        } else if self.merges() {
+            crate::sort::merge_sorted_bytes(parts, &self.merge_keys())
+        } else {
+            parts
+                .iter()
+                .map(|p| outcore_storage::measure::batch_bytes(p) as u64)
+                .sum()
+        }
+    }
+
+    /// Whether answers are gathered by merging on the keys (they are sorted).
+    fn merges(&self) -> bool {
+        self.sort && !self.keys.is_empty()
+    }
+
+    /// The answer's key columns (its first) and their order.
+    fn merge_keys(&self) -> Vec<(usize, arrow::compute::SortOptions)> {
+        (0..self.keys.len())
+            .map(|i| (i, ascending_nulls_last()))
+            .collect()
     }
 
     /// Each aggregation's partial state for rows grouped into `ids` (`n` groups).

@@ -374,6 +374,11 @@ pub trait RadixAggregation: Send + Sync {
     /// Answers of `finalize` for disjoint sets of keys → one answer, in the order
     /// `finalize` gives (by key, when it sorts).
     fn merge_answers(&self, answers: Vec<Value>) -> Result<Value>;
+    /// The bytes [`merge_answers`](Self::merge_answers) holds beside `answers`
+    /// (a whole copy unless the aggregation knows better).
+    fn merge_bytes(&self, answers: &[Value]) -> u64 {
+        answers.iter().map(|v| v.size_bytes() as u64).sum()
+    }
     /// The answer with no groups.
     fn empty_answer(&self) -> Value;
     /// Whether a small answer is gathered into one partition (a frame's groupby,
@@ -849,11 +854,11 @@ impl FinalizeOp {
             return self.agg.finalize(&[]);
         }
         // The sub-parts' tables are gone: their room goes back before the merge,
-        // which copies the sub-answers into one answer: its room is reserved
-        // before (results paged out first, other tasks waited for).
+        // which copies the sub-answers into one answer, letting go of each
+        // sub-answer's column once it is copied: what it holds beside them is
+        // reserved before (results paged out first, other tasks waited for).
         scheduler::release(sub_work);
-        let merged: u64 = answers.iter().map(|a| a.size_bytes() as u64).sum();
-        scheduler::reserve_or_exceed(&operator, merged)?;
+        scheduler::reserve_or_exceed(&operator, self.agg.merge_bytes(&answers))?;
         self.agg.merge_answers(answers)
     }
 }
@@ -1216,6 +1221,14 @@ impl RadixAggregation for AggregatePlan {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Value::Batch(self.gather(batches)?))
+    }
+
+    fn merge_bytes(&self, answers: &[Value]) -> u64 {
+        let batches: Vec<RecordBatch> = answers
+            .iter()
+            .filter_map(|v| v.as_batch().ok().cloned())
+            .collect();
+        self.gather_bytes(&batches)
     }
 
     fn empty_answer(&self) -> Value {

@@ -463,7 +463,7 @@ impl DataFrame {
                         ))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                crate::sort::merge_sorted(&parts, &by)
+                crate::sort::merge_sorted(parts, &by)
             }
             (_, None) => Ok(concat_batches(&self.schema, &parts)?),
         }

@@ -125,3 +125,86 @@ fn merging_sorted_answers_holds_one_copy_beside_them_not_two_and_says_so() {
         "the merge held {extra} bytes beside its inputs but said {said}"
     );
 }
+
+#[test]
+fn a_groupby_of_a_group_per_row_holds_its_heap_under_the_limit_and_the_account() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = outcore::datasets::GroupbySpec {
+        rows: 1_000_000,
+        k: 100,
+        files: 4,
+        seed: 7,
+        null_percent: 0,
+    };
+    outcore::datasets::write_groupby(dir.path(), &spec).unwrap();
+    let glob = format!("{}/*.csv", dir.path().display());
+    let groups = |session: &outcore::Session| {
+        session
+            .read(&glob)
+            .load()
+            .unwrap()
+            .groupby(&["id1", "id2", "id3", "id4", "id5", "id6"])
+            .unwrap()
+            .agg(&[outcore::agg::sum("v3"), outcore::agg::size()])
+            .unwrap()
+    };
+    // The reference: every row's key counted in a hash map, the answer's rows
+    // and its total count and sum of v3 compared.
+    let roomy = outcore::Session::builder().with_threads(2).build().unwrap();
+    let whole = groups(&roomy).compute().unwrap();
+    let total = |b: &RecordBatch| -> (usize, i64, f64) {
+        let n = b.column(7).as_any().downcast_ref::<Int64Array>().unwrap();
+        let v = b.column(6).as_any().downcast_ref::<Float64Array>().unwrap();
+        (
+            b.num_rows(),
+            n.iter().flatten().sum(),
+            v.iter().flatten().sum(),
+        )
+    };
+    let expected = total(&whole);
+    assert_eq!(expected.1, 1_000_000);
+    drop(whole);
+
+    for limit in [16u64 << 20, 32 << 20] {
+        let session = outcore::Session::builder()
+            .with_threads(2)
+            .memory_limit(limit)
+            .build()
+            .unwrap();
+        let frame = groups(&session);
+        let seen = Mutex::new((0usize, 0i64, 0f64));
+        let (stats, heap) = peak_beyond(|| {
+            frame
+                .for_each_partition(&|_, b| {
+                    let (r, n, v) = total(b);
+                    let mut s = seen.lock().unwrap();
+                    *s = (s.0 + r, s.1 + n, s.2 + v);
+                    Ok(())
+                })
+                .unwrap()
+        });
+        let seen = seen.into_inner().unwrap();
+        assert_eq!((seen.0, seen.1), (expected.0, expected.1), "at {limit}");
+        assert!(
+            (seen.2 - expected.2).abs() < 1e-6 * expected.2.abs(),
+            "at {limit}"
+        );
+        // The rare path ran: the answer (about 70 MB) is far over the limit.
+        assert!(stats.spilled_bytes > 0, "nothing spilled at {limit}");
+        eprintln!(
+            "limit {} MiB: heap peak {:.1} MiB, peak reserved {:.1} MiB",
+            limit >> 20,
+            heap as f64 / 1048576.0,
+            stats.peak_reserved as f64 / 1048576.0
+        );
+        // Every operator reserves before it allocates: the heap stays within the
+        // account, and the account within the limit but for what it must grant
+        // past it (a lone finalize task's answer).
+        assert!(
+            heap as u64 <= stats.peak_reserved,
+            "heap {heap} at {limit}: {stats:?}"
+        );
+        assert!(heap as u64 <= limit, "heap {heap} over the limit {limit}");
+    }
+}

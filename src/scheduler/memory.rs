@@ -456,6 +456,13 @@ impl MemoryPool {
         }
     }
 
+    /// Re-measures the [`UNMEASURED`] reservation now if the pool watches the
+    /// process, however recently it looked.
+    fn look_now(&self) {
+        self.lock().watched_at = None;
+        self.watch();
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -870,6 +877,7 @@ fn reserve_waiting(operator: &str, bytes: u64, exceed: bool) -> Result<()> {
     let Some(pool) = TASKS.with(|t| t.borrow().last().map(|r| r.pool.clone())) else {
         return Ok(());
     };
+    let mut looked = false;
     let result = loop {
         let granted = TASKS.with(|t| {
             let mut t = t.borrow_mut();
@@ -884,13 +892,22 @@ fn reserve_waiting(operator: &str, bytes: u64, exceed: bool) -> Result<()> {
         // release, so waiting longer would only hang.
         let others = st.tasks.saturating_sub(1 + st.waiting);
         if others == 0 {
+            if !looked && pool.limit >= MIN_MEMORY_LIMIT {
+                // First the heap's free pages go back to the system and the
+                // account looks at the process again (it may hold far less than
+                // at the last look); then the bytes are asked for again.
+                looked = true;
+                drop(st);
+                release_free_heap();
+                pool.look_now();
+                continue;
+            }
             // Granted past the limit: when the caller asked to exceed rather than
             // fail; under a limit below the minimum (tests force the spill paths
             // on a few kilobytes: an operator gets its bytes rather than fail
             // there); or when the bytes fit in what the account keeps for the
             // unmeasured beyond its base, an estimate (the allocator's
-            // free-but-kept pages among it), not a consumer, lent after the
-            // heap's free pages go back.
+            // free-but-kept pages among it), not a consumer.
             let lend = st
                 .consumers
                 .get(&0)
@@ -900,9 +917,6 @@ fn reserve_waiting(operator: &str, bytes: u64, exceed: bool) -> Result<()> {
             let tiny = pool.limit < MIN_MEMORY_LIMIT;
             if exceed || tiny || bytes <= free + lend {
                 drop(st);
-                if !tiny {
-                    release_free_heap();
-                }
                 TASKS.with(|t| {
                     t.borrow_mut()
                         .last_mut()
@@ -1294,6 +1308,34 @@ mod tests {
         assert_eq!(r.size(), 100 << 10);
         // Outside a task, reserving is free.
         reserve("anything", u64::MAX).unwrap();
+    }
+
+    #[test]
+    fn a_lone_grant_past_what_the_account_saw_looks_at_the_process_again_first() {
+        let limit = 2 << 30;
+        let pool = MemoryPool::new(limit);
+        pool.watch_process(true);
+        // 1.25 GiB that no consumer reserved: the unmeasured reservation grows to
+        // its cap, half the limit (1 GiB), 768 MiB past its base of 256 MiB.
+        let unreserved = std::hint::black_box(vec![1u8; 1280 << 20]);
+        pool.rebalance().unwrap();
+        assert_eq!(pool.reserved(), limit / 2);
+        let seen_free = pool.unreserved();
+        let lend = limit / 2 - unmeasured_bytes(limit);
+        // The process lets them go before the account looks again.
+        drop(unreserved);
+        // Alone, a task asks for more than the account saw free and would lend
+        // (1800 MiB against 1 GiB + 768 MiB). It looks at the process again,
+        // which holds far less now, and grants the bytes within the limit.
+        // Before, the stale look refused them.
+        let ask = seen_free + lend + (8 << 20);
+        let (out, r) = with_task(pool.task_reservation("sort".into(), 0), || {
+            reserve("sort output", ask)
+        });
+        out.unwrap();
+        assert_eq!(r.size(), ask);
+        assert!(pool.reserved() <= limit, "reserved {}", pool.reserved());
+        drop(r);
     }
 
     #[test]

@@ -154,22 +154,22 @@ pub fn merge_sorted(
     let schema = first.schema();
     let order = merged_order(&batches, keys)?;
     let total = order.len();
-    // Each batch's columns, taken out one at a time below.
-    let mut inputs: Vec<Vec<Option<ArrayRef>>> = batches
-        .into_iter()
-        .map(|b| b.columns().iter().cloned().map(Some).collect())
-        .collect();
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for c in 0..schema.fields().len() {
-        let taken: Vec<ArrayRef> = inputs
-            .iter_mut()
-            .map(|b| {
-                b[c].take().ok_or_else(|| {
-                    crate::error::Error::Internal("merge_sorted: a column taken twice".into())
-                })
-            })
-            .collect::<Result<_>>()?;
-        let arrays: Vec<&dyn arrow::array::Array> = taken.iter().map(|a| a.as_ref()).collect();
+    // The batches' arrays by column, each column's dropped once it is merged.
+    let mut by_column: Vec<Vec<ArrayRef>> =
+        vec![Vec::with_capacity(batches.len()); schema.fields().len()];
+    for batch in batches {
+        if batch.num_columns() != by_column.len() {
+            return Err(crate::error::Error::Internal(
+                "merge_sorted: batches of different schemas".into(),
+            ));
+        }
+        for (column, array) in by_column.iter_mut().zip(batch.columns()) {
+            column.push(array.clone());
+        }
+    }
+    let mut columns = Vec::with_capacity(by_column.len());
+    for arrays in by_column {
+        let arrays: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
         columns.push(arrow::compute::interleave(&arrays, &order)?);
     }
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(total));

@@ -1310,16 +1310,25 @@ mod tests {
         reserve("anything", u64::MAX).unwrap();
     }
 
+    /// A pool of `limit` that watches the process, having looked at it while
+    /// it held `held` bytes (touched, so resident) that no consumer reserved,
+    /// more than half the limit: its unmeasured reservation stands at its cap.
+    /// Returns the bytes too, for the test to let go of when it chooses.
+    fn watching_pool_at_its_cap(limit: u64, held: usize) -> (Arc<MemoryPool>, Vec<u8>) {
+        let pool = MemoryPool::new(limit);
+        pool.watch_process(true);
+        let unreserved = std::hint::black_box(vec![1u8; held]);
+        pool.rebalance().unwrap();
+        assert_eq!(pool.reserved(), limit / 2);
+        (pool, unreserved)
+    }
+
     #[test]
     fn a_lone_grant_past_what_the_account_saw_looks_at_the_process_again_first() {
         let limit = 2 << 30;
-        let pool = MemoryPool::new(limit);
-        pool.watch_process(true);
-        // 1.25 GiB that no consumer reserved: the unmeasured reservation grows to
-        // its cap, half the limit (1 GiB), 768 MiB past its base of 256 MiB.
-        let unreserved = std::hint::black_box(vec![1u8; 1280 << 20]);
-        pool.rebalance().unwrap();
-        assert_eq!(pool.reserved(), limit / 2);
+        // 1.25 GiB that no consumer reserved: the unmeasured reservation stands
+        // at its cap, half the limit (1 GiB), 768 MiB past its base of 256 MiB.
+        let (pool, unreserved) = watching_pool_at_its_cap(limit, 1280 << 20);
         let seen_free = pool.unreserved();
         let lend = limit / 2 - unmeasured_bytes(limit);
         // The process lets them go before the account looks again.
@@ -1341,13 +1350,9 @@ mod tests {
     #[test]
     fn reserve_alone_is_lent_the_unmeasured_beyond_its_base_and_no_more() {
         let limit = 64 << 20;
-        let pool = MemoryPool::new(limit);
-        pool.watch_process(true);
-        // 48 MiB that no consumer reserved: the unmeasured reservation grows to
+        // 48 MiB that no consumer reserved: the unmeasured reservation stands at
         // its cap, half the limit, 24 MiB past its base of 8 MiB.
-        let unreserved = std::hint::black_box(vec![1u8; 48 << 20]);
-        pool.rebalance().unwrap();
-        assert_eq!(pool.reserved(), limit / 2);
+        let (pool, unreserved) = watching_pool_at_its_cap(limit, 48 << 20);
         let lend = limit / 2 - unmeasured_bytes(limit);
         let free = pool.unreserved();
         // Alone, a reservation past what is free but within the lendable part

@@ -46,6 +46,11 @@ pub trait Grouper: Send {
     /// The distinct keys in stored form (one column of [`stored_key_type`]) with
     /// each key's hash, in group-id order.
     fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)>;
+    /// About the most bytes [`emit_stored`](Self::emit_stored) allocates beside
+    /// what the grouper holds (its own buffers given away count nothing): what a
+    /// running table reserves before it is taken out. It may get the keys ready
+    /// to emit: call it right before `emit_stored`, with no `intern` between.
+    fn emit_stored_bytes(&mut self) -> Result<u64>;
     /// [`intern`](Self::intern) for keys in stored form with their hashes, as
     /// another grouper of the same key types emitted them.
     fn intern_stored(&mut self, hashes: &[u64], keys: &ArrayRef, out: &mut Vec<u32>) -> Result<()>;
@@ -174,6 +179,9 @@ impl Grouper for GlobalGrouper {
     }
     fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
         Err(Error::Internal("GlobalGrouper::emit_stored called".into()))
+    }
+    fn emit_stored_bytes(&mut self) -> Result<u64> {
+        Ok(0)
     }
     fn intern_stored(&mut self, _: &[u64], _: &ArrayRef, _: &mut Vec<u32>) -> Result<()> {
         Err(Error::Internal(
@@ -325,6 +333,13 @@ impl Grouper for IntGrouper {
         }
     }
 
+    /// The hashes, and a validity flag per group when one is null (the keys
+    /// are given away).
+    fn emit_stored_bytes(&mut self) -> Result<u64> {
+        let n = self.keys.len() as u64;
+        Ok(8 * n + if self.null_group.is_some() { n } else { 0 })
+    }
+
     fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
         let null = self.null_group;
         let hashes = self
@@ -427,6 +442,24 @@ impl PairGrouper {
             self.distinct = Some([a.emit()?.remove(0), b.emit()?.remove(0)]);
         }
         Ok(self.distinct.clone().expect("set above"))
+    }
+
+    /// Each column's distinct keys, by code, in the row format (each column on
+    /// its own, with the field the stored rows use).
+    fn encoded_distinct(&mut self) -> Result<[arrow::row::Rows; 2]> {
+        let [a, b] = self.distinct()?;
+        let encode = |c: usize, keys: ArrayRef| -> Result<arrow::row::Rows> {
+            Ok(rows_converter(&self.types[c..c + 1])?.convert_columns(&[keys])?)
+        };
+        Ok([encode(0, a)?, encode(1, b)?])
+    }
+
+    /// The bytes of every group's stored key: its two columns' encodings.
+    fn stored_key_bytes(&self, a: &arrow::row::Rows, b: &arrow::row::Rows) -> usize {
+        self.pairs
+            .iter()
+            .map(|&(x, y)| a.row(x as usize).as_ref().len() + b.row(y as usize).as_ref().len())
+            .sum()
     }
 
     /// The keys of the groups in `order`, one column each: the distinct keys
@@ -663,21 +696,55 @@ impl Grouper for PairGrouper {
         self.table.reserve(groups);
     }
 
+    /// Each column's distinct keys are encoded in the row format once, and a
+    /// group's stored key is its two encodings one after the other (a row is
+    /// its columns' encodings in order): the groups' keys are written once, into
+    /// the stored column, never as columns or rows of their own beside it.
     fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
         use std::hash::BuildHasher;
-        let columns = self.emit()?;
-        let rows = self.converter.convert_columns(&columns)?;
-        let hashes = rows
-            .iter()
-            .map(|r| self.state.hash_one(r.as_ref()))
-            .collect();
-        let mut keys = arrow::array::BinaryBuilder::with_capacity(rows.num_rows(), rows.size());
-        for r in rows.iter() {
-            keys.append_value(r.as_ref());
+        let [a, b] = self.encoded_distinct()?;
+        let bytes = self.stored_key_bytes(&a, &b);
+        let n = self.pairs.len();
+        let too_big = || {
+            Error::Internal(format!(
+                "a partial's keys take {bytes} bytes, more than a Binary column holds"
+            ))
+        };
+        i32::try_from(bytes).map_err(|_| too_big())?;
+        let mut values: Vec<u8> = Vec::with_capacity(bytes);
+        let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+        let mut hashes: Vec<u64> = Vec::with_capacity(n);
+        offsets.push(0);
+        for &(x, y) in &self.pairs {
+            let start = values.len();
+            values.extend_from_slice(a.row(x as usize).as_ref());
+            values.extend_from_slice(b.row(y as usize).as_ref());
+            hashes.push(self.state.hash_one(&values[start..]));
+            offsets.push(values.len() as i32);
         }
+        let keys = arrow::array::BinaryArray::try_new(
+            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            arrow::buffer::Buffer::from_vec(values),
+            None,
+        )?;
         // Emitting gave the columns' keys away: start afresh, as `BytesGrouper` does.
         *self = PairGrouper::new(&self.types)?;
-        Ok((hashes, Arc::new(keys.finish())))
+        Ok((hashes, Arc::new(keys)))
+    }
+
+    /// The stored column (its bytes and offsets), the hashes, and each column's
+    /// distinct keys and their encodings.
+    fn emit_stored_bytes(&mut self) -> Result<u64> {
+        let encoded = self.encoded_distinct()?;
+        let n = self.pairs.len() as u64;
+        let distinct: u64 = encoded.iter().map(|r| r.size() as u64).sum::<u64>()
+            + self
+                .distinct
+                .iter()
+                .flatten()
+                .map(|k| k.get_array_memory_size() as u64)
+                .sum::<u64>();
+        Ok(self.stored_key_bytes(&encoded[0], &encoded[1]) as u64 + 12 * n + distinct)
     }
 
     fn rows_stored(&mut self, keys: &[ArrayRef]) -> Result<(Vec<u64>, ArrayRef)> {
@@ -1048,6 +1115,13 @@ impl Grouper for BytesGrouper {
         self.offsets.reserve(groups);
     }
 
+    /// The offsets as 32-bit numbers, and a validity flag per group when one is
+    /// null (the arena and the hashes are given away).
+    fn emit_stored_bytes(&mut self) -> Result<u64> {
+        let n = self.ngroups() as u64;
+        Ok(4 * (n + 1) + if self.null_group.is_some() { n } else { 0 })
+    }
+
     fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
         let n = self.ngroups();
         let too_big = || {
@@ -1180,9 +1254,16 @@ mod tests {
             Some(""),
         ]));
         let n: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3), Some(4)]));
+        let t: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("b"),
+            None,
+            Some("a key longer than fifteen bytes"),
+            Some("b"),
+        ]));
         for keys in [
             vec![s.clone()],
             vec![s.clone(), n.clone()],
+            vec![s.clone(), t],
             vec![n.clone(), s.clone(), n],
         ] {
             let types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();

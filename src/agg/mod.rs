@@ -975,9 +975,26 @@ impl FoldTable {
         self.grouper.size_bytes() + self.groups() * self.state_bytes
     }
 
+    /// About the most bytes [`take`](Self::take) allocates beside the table: the
+    /// stored keys and their hashes as the grouper says, and the states (those of
+    /// extremes are copied). It may get the keys ready to emit: no `fold` after.
+    pub fn take_bytes(&mut self) -> Result<u64> {
+        Ok(self.grouper.emit_stored_bytes()? + (self.groups() * self.state_bytes) as u64)
+    }
+
     /// The groups as a stored partial (the form `chunk_stored` gives); the table
-    /// starts afresh.
+    /// starts afresh. What it allocates beside the table ([`take_bytes`](Self::take_bytes))
+    /// is reserved first, within a scheduled task, so that the account pages
+    /// results out rather than the process growing past the limit beside them.
     pub fn take(&mut self) -> Result<RecordBatch> {
+        let extra = self.take_bytes()?;
+        crate::scheduler::reserve_or_exceed("agg running table taken out", extra)?;
+        let partial = self.take_reserved();
+        crate::scheduler::release(extra);
+        partial
+    }
+
+    fn take_reserved(&mut self) -> Result<RecordBatch> {
         let plan = self.plan.clone();
         let mut grouper = std::mem::replace(&mut self.grouper, new_grouper(&plan.key_types())?);
         let mut accs = std::mem::replace(&mut self.accs, plan.accumulators()?);

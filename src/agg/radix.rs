@@ -769,6 +769,12 @@ struct FinalizeOp {
 /// q2 at K=1e5 reach 1.3x a 64 MB limit.
 const FINALIZE_WORK_HALVES: u64 = 9;
 
+/// A finalize task's working memory for parts of `bytes` in all, besides the
+/// answer (see [`FINALIZE_WORK_HALVES`]).
+pub fn finalize_work_bytes(bytes: u64) -> u64 {
+    FINALIZE_WORK_HALVES * bytes / 2
+}
+
 impl FinalizeOp {
     /// Merges the parts whole if the account grants the work and the answer
     /// (the work [`FINALIZE_WORK_HALVES`] / 2 times the parts' bytes; the answer as the aggregation
@@ -782,7 +788,7 @@ impl FinalizeOp {
         }
         let bytes: u64 = parts.iter().map(|v| v.size_bytes() as u64).sum();
         let answer = self.agg.answer_bytes(parts).min(bytes);
-        let work = FINALIZE_WORK_HALVES * bytes / 2;
+        let work = finalize_work_bytes(bytes);
         let need = work + answer;
         let have = scheduler::task_reserved();
         if scheduler::try_reserve(need.saturating_sub(have))? {

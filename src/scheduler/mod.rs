@@ -676,8 +676,12 @@ impl Shared<'_> {
 
     /// Stores the outcome in the cache (paging out others if needed), then does the
     /// bookkeeping and frees released results.
-    fn finish(&self, id: usize, outcome: Outcome, reservation: MemoryReservation) {
-        // The result moves from the task's reservation to the results held.
+    fn finish(&self, id: usize, outcome: Outcome, mut reservation: MemoryReservation) {
+        // The result moves from the task's reservation to the results held; the
+        // rest of it was freed.
+        if let Ok(Ok(value)) = &outcome {
+            reservation.hand_to_cache(value.size_bytes() as u64);
+        }
         drop(reservation);
         let stored = match outcome {
             Ok(Ok(value)) => self.store(id, value),

@@ -323,8 +323,15 @@ fn taking_a_running_table_out_holds_what_it_says_beside_the_table() {
             }
         };
         for r in 0..answer.num_rows() {
-            let name = (0..keys.len()).map(|c| cell(c, r)).collect::<Vec<_>>().join("|");
-            assert_eq!(Some(&sums.value(r)), expected.get(&name), "{keys:?}: {name}");
+            let name = (0..keys.len())
+                .map(|c| cell(c, r))
+                .collect::<Vec<_>>()
+                .join("|");
+            assert_eq!(
+                Some(&sums.value(r)),
+                expected.get(&name),
+                "{keys:?}: {name}"
+            );
         }
         eprintln!(
             "{keys:?}: {} groups, table {:.1} MiB, taken out with {:.1} MiB beside it (said {:.1})",
@@ -332,6 +339,97 @@ fn taking_a_running_table_out_holds_what_it_says_beside_the_table() {
             held as f64 / 1048576.0,
             extra as f64 / 1048576.0,
             said as f64 / 1048576.0
+        );
+    }
+}
+
+/// A radix finalize task merges its parts whole when the account grants what
+/// the parts say it takes (`finalize_work_bytes` of their bytes, and the answer
+/// as the plan estimates it): the heap it holds beside the parts stays under
+/// that, for two string keys with few, some and nearly no repeated groups, and
+/// the answer has a naive set's groups and the rows' total.
+#[test]
+fn a_finalize_holds_no_more_than_its_task_reserves() {
+    use outcore::agg::AggregatePlan;
+    use std::collections::HashSet;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Utf8, false),
+        Field::new("b", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut draw = |d: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % d
+    };
+    let plan = Arc::new(
+        AggregatePlan::new(
+            &schema,
+            vec!["a".into(), "b".into()],
+            vec![outcore::agg::sum("v")],
+            true,
+            true,
+        )
+        .unwrap(),
+    );
+    for (chunks, rows, distinct) in [
+        (4usize, 100_000usize, 300u64),
+        (8, 40_000, 1000),
+        (8, 40_000, 100_000),
+    ] {
+        let mut parts = Vec::new();
+        let mut pairs = HashSet::new();
+        let mut total = 0i64;
+        for _ in 0..chunks {
+            let (mut a, mut b, mut v) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..rows {
+                a.push(format!("id{:03}", draw(distinct)));
+                b.push(format!("id{:03}", draw(distinct)));
+                v.push(i as i64 % 5);
+                total += i as i64 % 5;
+                pairs.insert((a[i].clone(), b[i].clone()));
+            }
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(a)) as ArrayRef,
+                    Arc::new(StringArray::from(b)),
+                    Arc::new(Int64Array::from(v)),
+                ],
+            )
+            .unwrap();
+            let mut table = plan.fold_table().unwrap().unwrap();
+            table.fold(&batch).unwrap();
+            parts.push(table.take().unwrap());
+        }
+        let bytes: usize = parts
+            .iter()
+            .map(outcore_storage::measure::batch_bytes)
+            .sum();
+        let parts: Vec<&RecordBatch> = parts.iter().collect();
+        let reserved = outcore::agg::radix::finalize_work_bytes(bytes as u64)
+            + plan.answer_bytes_stored(&parts);
+        let (answer, extra) = peak_beyond(|| plan.finalize_stored(&parts).unwrap());
+        assert!(
+            extra as u64 <= reserved,
+            "{distinct} keys a column: a finalize of {bytes} bytes of parts held {extra} beside them, reserving {reserved}"
+        );
+        assert_eq!(answer.num_rows(), pairs.len(), "{distinct}");
+        let sums = answer
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(sums.iter().flatten().sum::<i64>(), total, "{distinct}");
+        eprintln!(
+            "{distinct} keys a column: parts {:.1} MiB, {} groups, finalize held {:.1} MiB beside them, reserving {:.1}",
+            bytes as f64 / 1048576.0,
+            answer.num_rows(),
+            extra as f64 / 1048576.0,
+            reserved as f64 / 1048576.0
         );
     }
 }

@@ -209,6 +209,17 @@ fn a_groupby_of_a_group_per_row_holds_its_heap_under_the_limit_and_the_account()
     }
 }
 
+/// A fixed xorshift stream: each call, the next number below `d`.
+fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |d| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % d
+    }
+}
+
 /// A running table of many groups taken out as a stored partial: for each kind of
 /// key (two strings, as db-benchmark's id1 and id2; one string; one integer), the
 /// heap it holds beside the table is what it says it takes (the bytes a radix
@@ -230,13 +241,7 @@ fn taking_a_running_table_out_holds_what_it_says_beside_the_table() {
     ]));
     // Keys drawn from a fixed xorshift stream: 1,000 names of `a` (one row in a
     // hundred null) and 100,000 of `b`, nearly every pair distinct.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut draw = |d: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % d
-    };
+    let mut draw = xorshift(0x9E37_79B9_7F4A_7C15);
     let (mut a, mut b, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..rows {
         let na = draw(1000);
@@ -358,13 +363,7 @@ fn a_finalize_holds_no_more_than_its_task_reserves() {
         Field::new("b", DataType::Utf8, false),
         Field::new("v", DataType::Int64, false),
     ]));
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut draw = |d: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % d
-    };
+    let mut draw = xorshift(0x9E37_79B9_7F4A_7C15);
     let plan = Arc::new(
         AggregatePlan::new(
             &schema,

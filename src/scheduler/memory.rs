@@ -407,10 +407,12 @@ impl MemoryPool {
     /// every few milliseconds, when the account rebalances, it becomes the
     /// process's anonymous resident memory less everything reserved by name and
     /// held by the caches (at least a quarter of its starting size, room for
-    /// what grows between two looks; at most a third of the limit). Memory no consumer counts (the allocator's free pages it has not
-    /// returned, after many small results were freed out of order; bookkeeping)
-    /// then squeezes the caches as a reservation would, so the process stays
-    /// near the limit measured from outside, and `--stats` says how much it was.
+    /// what grows between two looks; at most half the limit). Memory no
+    /// consumer counts (the allocator's free pages it has not returned, after
+    /// many small results were freed out of order; bookkeeping) then squeezes
+    /// the caches as a reservation would, so the process stays near the limit
+    /// measured from outside, and `--stats` says how much it was. Bytes a
+    /// consumer frees join it until the next look (`freed`).
     ///
     /// Only for a pool that has the process to itself (the command line): with
     /// two computations in one process each would count the other's memory.

@@ -417,6 +417,9 @@ pub struct PairGrouper {
     /// Each column's distinct keys, by code, once [`Grouper::key_order`] has
     /// taken them from the column groupers.
     distinct: Option<[ArrayRef; 2]>,
+    /// Those keys in the row format, once [`Grouper::emit_stored_bytes`] or
+    /// [`Grouper::emit_stored`] has encoded them (each encodes them once).
+    encoded: Option<Arc<[arrow::row::Rows; 2]>>,
 }
 
 impl PairGrouper {
@@ -432,6 +435,7 @@ impl PairGrouper {
             state: foldhash::fast::FixedState::with_seed(0x5eed),
             codes: [Vec::new(), Vec::new()],
             distinct: None,
+            encoded: None,
         })
     }
 
@@ -446,12 +450,15 @@ impl PairGrouper {
 
     /// Each column's distinct keys, by code, in the row format (each column on
     /// its own, with the field the stored rows use).
-    fn encoded_distinct(&mut self) -> Result<[arrow::row::Rows; 2]> {
-        let [a, b] = self.distinct()?;
-        let encode = |c: usize, keys: ArrayRef| -> Result<arrow::row::Rows> {
-            Ok(rows_converter(&self.types[c..c + 1])?.convert_columns(&[keys])?)
-        };
-        Ok([encode(0, a)?, encode(1, b)?])
+    fn encoded_distinct(&mut self) -> Result<Arc<[arrow::row::Rows; 2]>> {
+        if self.encoded.is_none() {
+            let [a, b] = self.distinct()?;
+            let encode = |c: usize, keys: ArrayRef| -> Result<arrow::row::Rows> {
+                Ok(rows_converter(&self.types[c..c + 1])?.convert_columns(&[keys])?)
+            };
+            self.encoded = Some(Arc::new([encode(0, a)?, encode(1, b)?]));
+        }
+        Ok(self.encoded.clone().expect("set above"))
     }
 
     /// The bytes of every group's stored key: its two columns' encodings.
@@ -702,8 +709,9 @@ impl Grouper for PairGrouper {
     /// the stored column, never as columns or rows of their own beside it.
     fn emit_stored(&mut self) -> Result<(Vec<u64>, ArrayRef)> {
         use std::hash::BuildHasher;
-        let [a, b] = self.encoded_distinct()?;
-        let bytes = self.stored_key_bytes(&a, &b);
+        let encoded = self.encoded_distinct()?;
+        let [a, b] = &*encoded;
+        let bytes = self.stored_key_bytes(a, b);
         let n = self.pairs.len();
         let too_big = || {
             Error::Internal(format!(

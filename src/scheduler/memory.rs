@@ -834,8 +834,9 @@ impl MemoryReservation {
     }
 
     /// Shrinks by `bytes` (at most to zero) that another consumer the account
-    /// counts now holds (a task's result, stored in a cache), not freed.
-    pub fn hand_to_cache(&mut self, bytes: u64) {
+    /// counts now holds (a task's result stored in a cache, bytes moved to a
+    /// reservation of their own), not freed.
+    pub fn hand_on(&mut self, bytes: u64) {
         let b = bytes.min(self.bytes);
         self.pool.shrink(self.id, b, false);
         self.bytes -= b;
@@ -1036,7 +1037,12 @@ pub fn outliving_reservation(name: &str) -> Option<MemoryReservation> {
 /// Moves `bytes` the running task reserved to a new reservation named `name`.
 fn share(pool: &Arc<MemoryPool>, name: &str, bytes: u64) -> MemoryReservation {
     let mut held = pool.reservation(name.to_string());
-    release(bytes);
+    // Moved, not freed: counted once, by the new reservation.
+    TASKS.with(|t| {
+        if let Some(r) = t.borrow_mut().last_mut() {
+            r.hand_on(bytes);
+        }
+    });
     held.grow(bytes);
     held
 }
@@ -1376,7 +1382,7 @@ mod tests {
         let mut r = pool.reservation("table");
         r.grow(2 * gib);
         // A result handed to a cache is counted there, not freed.
-        r.hand_to_cache(gib / 2);
+        r.hand_on(gib / 2);
         assert_eq!(pool.reserved(), base + 3 * gib / 2);
         // Freed: counted as unmeasured until the next look (the allocator may
         // keep the pages), so nobody is granted them yet.

@@ -679,12 +679,14 @@ impl Shared<'_> {
     fn finish(&self, id: usize, outcome: Outcome, mut reservation: MemoryReservation) {
         // The result moves from the task's reservation to the results held; the
         // rest of it was freed.
-        if let Ok(Ok(value)) = &outcome {
-            reservation.hand_to_cache(value.size_bytes() as u64);
-        }
+        let size = match &outcome {
+            Ok(Ok(value)) => value.size_bytes() as u64,
+            _ => 0,
+        };
+        reservation.hand_on(size);
         drop(reservation);
         let stored = match outcome {
-            Ok(Ok(value)) => self.store(id, value),
+            Ok(Ok(value)) => self.store(id, value, size),
             Ok(Err((step, e))) => Err(self.task_error(id, step, e)),
             Err(p) => Err(self.task_error(
                 id,
@@ -717,8 +719,8 @@ impl Shared<'_> {
         memory::note_result(value.size_bytes() as u64);
     }
 
-    fn store(&self, id: usize, value: Value) -> Result<u64> {
-        let size = value.size_bytes() as u64;
+    /// Puts a task's result of `size` bytes in the cache.
+    fn store(&self, id: usize, value: Value, size: u64) -> Result<u64> {
         if size > self.limit {
             let key = self.graph.tasks[id].key.to_string();
             return Err(Error::MemoryLimit {
